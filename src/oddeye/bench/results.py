@@ -1,0 +1,65 @@
+"""Write benchmark sections into ``benchmarks/RESULTS.md``.
+
+Every suite owns one section between markers; running a suite replaces only its own section, so
+the file is always the output of the benchmark command, never edited by hand.
+"""
+
+from __future__ import annotations
+
+import datetime as _dt
+import os
+import platform
+import re
+import shlex
+import sys
+from pathlib import Path
+
+DEFAULT_RESULTS = Path("benchmarks") / "RESULTS.md"
+_HEADER = (
+    "# oddeye benchmark results\n\n"
+    "Written by `oddeye benchmark`; each section is replaced when its suite runs again.\n"
+)
+
+
+def machine_line() -> str:
+    """One line describing the machine and load, for the record."""
+    try:
+        load = os.getloadavg()
+        load_s = f"load {load[0]:.2f}/{load[1]:.2f}/{load[2]:.2f}"
+    except OSError:  # pragma: no cover - platform without getloadavg
+        load_s = "load n/a"
+    import torch
+
+    return (
+        f"{platform.machine()}, {os.cpu_count()} CPUs, Python {platform.python_version()}, "
+        f"torch {torch.__version__} ({torch.get_num_threads()} threads), {load_s}"
+    )
+
+
+def command_line() -> str:
+    """The command that is running now, as a user would type it."""
+    argv = list(sys.argv)
+    argv[0] = Path(argv[0]).name
+    if argv[0] in {"__main__.py", "-m"}:
+        argv[0] = "oddeye"
+    return " ".join(shlex.quote(a) for a in argv)
+
+
+def write_section(name: str, body: str, path: str | Path = DEFAULT_RESULTS) -> Path:
+    """Replace (or append) section ``name`` of the results file with ``body`` plus provenance."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    text = path.read_text() if path.exists() else _HEADER
+    stamp = _dt.datetime.now(_dt.timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
+    block = (
+        f"<!-- section:{name} -->\n{body.rstrip()}\n\n"
+        f"_Command: `{command_line()}`; {stamp}; {machine_line()}._\n"
+        f"<!-- /section:{name} -->"
+    )
+    pattern = re.compile(rf"<!-- section:{re.escape(name)} -->.*?<!-- /section:{re.escape(name)} -->", re.S)
+    if pattern.search(text):
+        text = pattern.sub(lambda _m: block, text)
+    else:
+        text = text.rstrip() + "\n\n" + block + "\n"
+    path.write_text(text if text.endswith("\n") else text + "\n")
+    return path

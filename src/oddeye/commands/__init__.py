@@ -1,0 +1,1 @@
+"""One module per ``oddeye`` sub-command (discovered by oddeye.cli)."""
