@@ -1,0 +1,28 @@
+"""Shared fixtures: the project's own synthetic data, and ../shared/data when it is present."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parents[1]
+SHARED_DATA = REPO.parent / "shared" / "data"
+
+
+def shared_path(*parts: str) -> Path:
+    """Path under ../shared/data, or skip the test with the reason when it is absent."""
+    path = SHARED_DATA.joinpath(*parts)
+    if not path.exists():
+        pytest.skip(f"shared data set not present at {path} (only in the project's shared/ folder)")
+    return path
+
+
+@pytest.fixture(scope="session")
+def synth_root(tmp_path_factory) -> Path:
+    """A small synthetic MVTec-layout data set (two classes), generated once per session."""
+    from oddeye.data.synth import generate
+
+    out = tmp_path_factory.mktemp("synth")
+    return generate(out, seed=0, classes=["grid", "disc"], n_train=16, n_test_good=6,
+                    n_test_defect=2, size=128)
