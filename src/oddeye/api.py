@@ -1,0 +1,304 @@
+"""The Python API: ``Detector`` fits on good images and predicts scores, maps and labels.
+
+Images are file paths or numpy arrays (H x W or H x W x 3/4; uint8, uint16, bool or float in
+[0, 1]). Every surface (CLI, HTTP service, export, evaluation) goes through ``AnomalyModel``, the
+single inference path: normalise -> backbone features -> method head -> upsample + blur -> score.
+"""
+
+from __future__ import annotations
+
+import time
+import warnings
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from torch import nn
+from tqdm.auto import tqdm
+
+from oddeye import __version__
+from oddeye.errors import DataError, ModelFileError, OddeyeError
+from oddeye.io.modelfile import load_model, save_model
+from oddeye.methods import Method, TrainSet, create_method, get_method
+from oddeye.postprocess import PostProcess
+from oddeye.preprocess import ImageLike, Normalize, PreprocessConfig, load_resized, to_batch
+
+DEFAULT_BATCH = 4
+
+
+class AnomalyModel(nn.Module):
+    """The whole inference path: uint8 (N, 3, S, S) -> (maps (N, S, S), image scores (N,))."""
+
+    def __init__(self, normalize: nn.Module, extractor: nn.Module, head: nn.Module,
+                 post: PostProcess):
+        super().__init__()
+        self.normalize, self.extractor, self.head, self.post = normalize, extractor, head, post
+
+    def raw_map(self, x: torch.Tensor) -> torch.Tensor:
+        """The method's raw map at feature resolution, before post-processing."""
+        return self.head(self.extractor(self.normalize(x)))
+
+    def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        return self.post(self.raw_map(x))
+
+
+@dataclass
+class Prediction:
+    """Scores and maps of a batch of images; ``maps`` are at the model input size (S x S)."""
+
+    scores: np.ndarray
+    normalized_scores: np.ndarray
+    labels: np.ndarray
+    maps: np.ndarray
+    threshold: float
+    original_sizes: list[tuple[int, int]] = field(default_factory=list)
+
+    def map_at_original_size(self, i: int) -> np.ndarray:
+        """Anomaly map ``i`` resized (bilinear) to its image's original (H, W)."""
+        from oddeye.postprocess import upsample
+
+        h, w = self.original_sizes[i]
+        return upsample(torch.from_numpy(self.maps[i : i + 1]), (h, w))[0].numpy()
+
+
+def _build_extractor(backbone: str, layers: Sequence[str], weights: Any) -> nn.Module:
+    from oddeye.backbones import FeatureExtractor
+
+    return FeatureExtractor(backbone, list(layers), weights=weights)
+
+
+class Detector:
+    """Fit on good images, predict anomaly scores, maps and labels (scikit-learn style).
+
+    The constructor stores hyper-parameters only; fitted state ends in ``_``. Threshold: by default
+    ``mean + threshold_sigmas * std`` of the scores of good images the model did not train on (the
+    given validation images, else a held-out ``holdout`` share of the training images); ``calibrate``
+    replaces it with the F1-optimal threshold on a labelled set.
+    """
+
+    def __init__(self, method: str = "patchcore", backbone: str | None = None, size: int = 256,
+                 sigma: float = 4.0, score: str = "max", weights: Any = "auto",
+                 batch_size: int = DEFAULT_BATCH, holdout: float = 0.1,
+                 threshold_sigmas: float = 3.0, seed: int = 0, **method_params: Any):
+        self.method = method
+        self.backbone = backbone
+        self.size = size
+        self.sigma = sigma
+        self.score = score
+        self.weights = weights
+        self.batch_size = batch_size
+        self.holdout = holdout
+        self.threshold_sigmas = threshold_sigmas
+        self.seed = seed
+        self.method_params = method_params
+
+    # ------------------------------------------------------------------ fitting
+    def _method(self) -> Method:
+        params = dict(self.method_params)
+        if self.backbone:
+            params["backbone"] = self.backbone
+        return create_method(self.method, **params)
+
+    def fit(self, images: Sequence[ImageLike], *, validation: Sequence[ImageLike] | None = None,
+            categories: Sequence[str] | None = None, labels: Sequence[int] | None = None,
+            masks: Sequence[np.ndarray] | None = None, progress: bool = True) -> Detector:
+        """Fit on (good) images; returns self. ``labels``/``masks`` only for supervised heads."""
+        if self.size < 32:
+            raise DataError(f"size must be >= 32, got {self.size}")
+        if len(images) == 0:
+            raise DataError("no training images given")
+        t0 = time.perf_counter()
+        method = self._method()
+        cats = list(categories) if categories is not None else None
+        n = len(images)
+        rng = np.random.default_rng(self.seed)
+        holdout_idx: list[int] = []
+        if validation is None and self.holdout > 0 and n >= 10 and labels is None:
+            k = max(2, round(self.holdout * n))
+            holdout_idx = sorted(rng.choice(n, size=k, replace=False).tolist())
+        train_idx = [i for i in range(n) if i not in set(holdout_idx)]
+
+        arrays = load_resized(images, self.size)
+        x = to_batch(arrays)
+        normalize = Normalize(PreprocessConfig().mean, PreprocessConfig().std)
+        extractor = _build_extractor(method.backbone, method.layers, self.weights)
+        head = method.build_head(extractor.channels, extractor.strides)
+        data = TrainSet(
+            images=x[train_idx], extractor=extractor, normalize=normalize,
+            batch_size=self.batch_size, progress=progress,
+            categories=[cats[i] for i in train_idx] if cats else None,
+            labels=torch.as_tensor([labels[i] for i in train_idx]) if labels is not None else None,
+            masks=torch.as_tensor(np.stack([masks[i] for i in train_idx])) if masks is not None else None,
+        )
+        method.fit_head(head, data)
+        head.eval()
+        self.method_ = method
+        self.model_ = AnomalyModel(normalize, extractor, head,
+                                   PostProcess(self.size, self.sigma, self.score)).eval()
+        self.fit_seconds_ = time.perf_counter() - t0
+        self.n_train_ = len(train_idx)
+        self.categories_ = sorted(set(cats)) if cats else []
+
+        if validation is not None and len(validation) > 0:
+            good_scores = self.decision_function(validation)
+            source = f"{len(validation)} validation images"
+        elif holdout_idx:
+            good_scores = self._scores_of_batch(x[holdout_idx])
+            source = f"{len(holdout_idx)} held-out training images"
+        else:
+            good_scores = self._scores_of_batch(x[train_idx])
+            source = f"{len(train_idx)} training images (biased low: too few to hold out)"
+            if labels is None:
+                warnings.warn("too few good images to hold out; the threshold is estimated from "
+                              "training scores and may be too low", UserWarning, stacklevel=2)
+        if labels is not None:
+            good_scores = self._scores_of_batch(x[train_idx][data.labels == 0])
+        self._set_unsupervised_threshold(good_scores, source)
+        return self
+
+    def _set_unsupervised_threshold(self, good: np.ndarray, source: str) -> None:
+        mean, std = float(np.mean(good)), float(np.std(good))
+        self.threshold_ = mean + self.threshold_sigmas * std
+        self.score_scale_ = std if std > 0 else max(abs(mean) * 0.05, 1e-6)
+        self.threshold_info_ = {"rule": f"mean + {self.threshold_sigmas} std of good scores",
+                                "source": source, "good_mean": mean, "good_std": std}
+
+    def calibrate(self, images: Sequence[ImageLike], labels: Sequence[int]) -> Detector:
+        """Set the F1-optimal threshold on a labelled set (1 = defective)."""
+        from oddeye.metrics import f1_max_threshold
+
+        y = np.asarray(labels).astype(int)
+        if set(np.unique(y)) != {0, 1}:
+            raise DataError("calibrate needs both good (0) and defective (1) images")
+        s = self.decision_function(images)
+        self.threshold_ = float(f1_max_threshold(s, y))
+        good = s[y == 0]
+        self.score_scale_ = float(np.std(good)) or self.score_scale_
+        self.threshold_info_ = {"rule": "F1-optimal on a labelled set", "source": f"{len(y)} images"}
+        return self
+
+    # --------------------------------------------------------------- inference
+    def _check_fitted(self) -> None:
+        if not hasattr(self, "model_"):
+            raise OddeyeError("this Detector is not fitted yet: call fit() or oddeye.load()")
+
+    def _scores_of_batch(self, x: torch.Tensor) -> np.ndarray:
+        out = []
+        with torch.inference_mode():
+            for s in range(0, x.shape[0], self.batch_size):
+                out.append(self.model_(x[s : s + self.batch_size])[1])
+        return torch.cat(out).numpy().astype(np.float64)
+
+    def iter_predict(self, images: Sequence[ImageLike], batch_size: int | None = None,
+                     progress: bool = False) -> Iterator[Prediction]:
+        """Predict in batches (bounded memory); yields one ``Prediction`` per batch."""
+        self._check_fitted()
+        bs = batch_size or self.batch_size
+        bar = tqdm(total=len(images), desc="predict", unit="img", disable=not progress, leave=False)
+        for s in range(0, len(images), bs):
+            items = images[s : s + bs]
+            from oddeye.preprocess import load_rgb, resize_uint8
+
+            raw = [load_rgb(it, name=f"images[{s + i}]") for i, it in enumerate(items)]
+            x = to_batch([resize_uint8(r, self.size) for r in raw])
+            with torch.inference_mode():
+                maps, scores = self.model_(x)
+            sc = scores.numpy().astype(np.float64)
+            yield Prediction(
+                scores=sc, normalized_scores=self.normalize_scores(sc),
+                labels=(sc > self.threshold_).astype(np.int64), maps=maps.numpy(),
+                threshold=self.threshold_, original_sizes=[r.shape[:2] for r in raw])
+            bar.update(len(items))
+        bar.close()
+
+    def predict(self, images: Sequence[ImageLike] | ImageLike, batch_size: int | None = None,
+                progress: bool = False) -> Prediction:
+        """Scores, normalised scores (0.5 at the threshold), labels (1 = defect) and maps."""
+        if isinstance(images, (str, Path)) or (isinstance(images, np.ndarray) and images.ndim <= 3
+                                               and images.dtype != object):
+            images = [images]
+        parts = list(self.iter_predict(list(images), batch_size, progress))
+        if not parts:
+            raise DataError("predict got no images")
+        return Prediction(
+            scores=np.concatenate([p.scores for p in parts]),
+            normalized_scores=np.concatenate([p.normalized_scores for p in parts]),
+            labels=np.concatenate([p.labels for p in parts]),
+            maps=np.concatenate([p.maps for p in parts]), threshold=self.threshold_,
+            original_sizes=[s for p in parts for s in p.original_sizes])
+
+    def decision_function(self, images: Sequence[ImageLike]) -> np.ndarray:
+        """Raw image scores (higher = more anomalous)."""
+        return self.predict(images).scores
+
+    def normalize_scores(self, scores: np.ndarray) -> np.ndarray:
+        """Logistic map of raw scores to (0, 1) with 0.5 exactly at the threshold."""
+        z = (np.asarray(scores, dtype=np.float64) - self.threshold_) / self.score_scale_
+        return 1.0 / (1.0 + np.exp(-np.clip(z, -60, 60)))
+
+    # ------------------------------------------------------------ persistence
+    def get_params(self) -> dict[str, Any]:
+        """Constructor arguments (scikit-learn style)."""
+        p = {k: getattr(self, k) for k in ("method", "backbone", "size", "sigma", "score",
+                                           "batch_size", "holdout", "threshold_sigmas", "seed")}
+        p.update(self.method_params)
+        return p
+
+    def save(self, path: str | Path, extra: dict[str, Any] | None = None) -> Path:
+        """Write the fitted detector (backbone included) to one ``.oddeye`` file."""
+        self._check_fitted()
+        ext = self.model_.extractor
+        meta = {
+            "method": self.method,
+            "method_params": self.method_.get_params(),
+            "detector_params": {k: v for k, v in self.get_params().items()
+                                if k not in self.method_params},
+            "preprocess": PreprocessConfig(size=self.size).to_dict(),
+            "postprocess": {"sigma": self.sigma, "reduce": self.score},
+            "backbone": {"name": self.method_.backbone, "layers": list(self.method_.layers),
+                         "channels": dict(ext.channels), "strides": dict(ext.strides)},
+            "threshold": {"value": self.threshold_, "scale": self.score_scale_,
+                          **self.threshold_info_},
+            "train": {"n_images": self.n_train_, "fit_seconds": self.fit_seconds_,
+                      "categories": self.categories_, **(extra or {})},
+            "oddeye_version": __version__,
+        }
+        tensors = {f"extractor.{k}": v for k, v in ext.state_dict().items()}
+        tensors.update({f"head.{k}": v for k, v in self.model_.head.state_dict().items()})
+        return save_model(path, meta, tensors)
+
+    @classmethod
+    def load(cls, path: str | Path) -> Detector:
+        """Read a ``.oddeye`` file; the backbone weights come from the file, not from the network."""
+        meta, tensors = load_model(path)
+        try:
+            det = cls(method=meta["method"], **meta["detector_params"])
+            det.method_params = {k: v for k, v in meta["method_params"].items()
+                                 if k not in ("backbone",)}
+            det.backbone = meta["method_params"].get("backbone")
+            method = get_method(meta["method"])(**meta["method_params"])
+            bb = meta["backbone"]
+            extractor = _build_extractor(bb["name"], bb["layers"], None)
+            ext_state = {k[len("extractor."):]: v for k, v in tensors.items()
+                         if k.startswith("extractor.")}
+            extractor.load_state_dict(ext_state, strict=True)
+            head_state = {k[len("head."):]: v for k, v in tensors.items() if k.startswith("head.")}
+            head = method.head_from_state(extractor.channels, extractor.strides, head_state)
+        except (KeyError, TypeError, RuntimeError) as exc:
+            raise ModelFileError(f"{path}: model content does not match its metadata ({exc})") from None
+        pre = PreprocessConfig.from_dict(meta["preprocess"])
+        det.method_ = method
+        det.model_ = AnomalyModel(Normalize(pre.mean, pre.std), extractor.eval(), head.eval(),
+                                  PostProcess(pre.size, meta["postprocess"]["sigma"],
+                                              meta["postprocess"]["reduce"])).eval()
+        thr = meta["threshold"]
+        det.threshold_, det.score_scale_ = float(thr["value"]), float(thr["scale"])
+        det.threshold_info_ = {k: v for k, v in thr.items() if k not in ("value", "scale")}
+        det.n_train_ = meta["train"]["n_images"]
+        det.fit_seconds_ = meta["train"]["fit_seconds"]
+        det.categories_ = meta["train"].get("categories", [])
+        det.meta_ = meta
+        return det

@@ -1,0 +1,130 @@
+"""The method contract: every method is a plain torch head plus a small trainer.
+
+A method class (the trainer) holds hyper-parameters only (scikit-learn style). ``build_head`` makes
+the ``nn.Module`` that maps backbone features to a raw anomaly map ``(N, h, w)`` (higher = more
+anomalous); ``fit_head`` trains or fills it from good images. The head is what is saved, exported
+and served; everything around it (decode, resize, normalise, backbone, post-process) is shared.
+"""
+
+from __future__ import annotations
+
+import inspect
+from abc import ABC, abstractmethod
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass, field
+from typing import Any, ClassVar
+
+import torch
+from torch import nn
+from tqdm.auto import tqdm
+
+from oddeye.errors import DataError
+
+
+@dataclass
+class TrainSet:
+    """Training images already resized (uint8 ``(N, 3, S, S)``) and the frozen feature extractor.
+
+    ``labels``/``masks`` are only present for (semi-)supervised heads; ``categories`` names the
+    class of every image for methods that use it (unified or class-generalising models).
+    """
+
+    images: torch.Tensor
+    extractor: nn.Module
+    normalize: nn.Module
+    batch_size: int = 4
+    categories: list[str] | None = None
+    labels: torch.Tensor | None = None
+    masks: torch.Tensor | None = None
+    progress: bool = True
+    _cache: dict[str, torch.Tensor] | None = field(default=None, repr=False)
+
+    def __len__(self) -> int:
+        return int(self.images.shape[0])
+
+    def iter_features(self, indices: Sequence[int] | None = None,
+                      desc: str = "features") -> Iterator[dict[str, torch.Tensor]]:
+        """Backbone features batch by batch (inference mode, no gradients)."""
+        idx = list(range(len(self))) if indices is None else list(indices)
+        bs = max(1, self.batch_size)
+        bar = tqdm(total=len(idx), desc=desc, unit="img", disable=not self.progress, leave=False)
+        with torch.inference_mode():
+            for start in range(0, len(idx), bs):
+                chunk = idx[start:start + bs]
+                x = self.normalize(self.images[chunk])
+                yield self.extractor(x)
+                bar.update(len(chunk))
+        bar.close()
+
+    def all_features(self) -> dict[str, torch.Tensor]:
+        """All features concatenated and cached (for methods that make several passes)."""
+        if self._cache is None:
+            parts: dict[str, list[torch.Tensor]] = {}
+            for feats in self.iter_features(desc="features"):
+                for k, v in feats.items():
+                    parts.setdefault(k, []).append(v.clone())
+            self._cache = {k: torch.cat(v) for k, v in parts.items()}
+        return self._cache
+
+
+class Method(ABC):
+    """Base class of every method (the trainer); subclasses register with ``@register``."""
+
+    name: ClassVar[str] = ""
+    default_backbone: ClassVar[str] = "mobilenet_v2"
+    default_layers: ClassVar[tuple[str, ...]] = ("s8", "s16")
+    #: True when the method needs labelled anomalies (``TrainSet.labels``) to fit.
+    needs_labels: ClassVar[bool] = False
+
+    def __init__(self, backbone: str | None = None, layers: Sequence[str] | None = None):
+        self.backbone = backbone or self.default_backbone
+        self.layers = tuple(layers) if layers else tuple(self.default_layers)
+
+    def get_params(self) -> dict[str, Any]:
+        """Hyper-parameters as a JSON-able dict (constructor arguments, scikit-learn style)."""
+        params = {}
+        for cls in type(self).__mro__:
+            if cls is object or "__init__" not in cls.__dict__:
+                continue
+            for pname in inspect.signature(cls.__init__).parameters:
+                if pname != "self" and pname not in params and hasattr(self, pname):
+                    val = getattr(self, pname)
+                    params[pname] = list(val) if isinstance(val, tuple) else val
+        return params
+
+    @abstractmethod
+    def build_head(self, channels: dict[str, int], strides: dict[str, int]) -> nn.Module:
+        """An untrained head for features with these channels/strides."""
+
+    @abstractmethod
+    def fit_head(self, head: nn.Module, data: TrainSet) -> None:
+        """Train or fill ``head`` from the training set (good images unless labels are given)."""
+
+    def head_from_state(self, channels: dict[str, int], strides: dict[str, int],
+                        state: dict[str, torch.Tensor]) -> nn.Module:
+        """Rebuild a fitted head from saved tensors (buffers are resized to the saved shapes)."""
+        head = self.build_head(channels, strides)
+        resize_buffers(head, state)
+        head.load_state_dict(state, strict=True)
+        return head.eval()
+
+    def __repr__(self) -> str:
+        args = ", ".join(f"{k}={v!r}" for k, v in self.get_params().items())
+        return f"{type(self).__name__}({args})"
+
+
+def resize_buffers(module: nn.Module, state: dict[str, torch.Tensor]) -> None:
+    """Give every buffer named in ``state`` the saved shape, so variable-size state loads strictly."""
+    for key, tensor in state.items():
+        owner_name, _, attr = key.rpartition(".")
+        owner = module.get_submodule(owner_name) if owner_name else module
+        if attr in owner._buffers and owner._buffers[attr] is not None:
+            if owner._buffers[attr].shape != tensor.shape or owner._buffers[attr].dtype != tensor.dtype:
+                owner._buffers[attr] = torch.empty_like(tensor)
+
+
+def check_layers(layers: Sequence[str], channels: dict[str, int]) -> None:
+    """Clear error when a method asks for a layer the backbone does not provide."""
+    missing = [lay for lay in layers if lay not in channels]
+    if missing:
+        raise DataError(f"layers {missing} not provided by the backbone (has {sorted(channels)})")

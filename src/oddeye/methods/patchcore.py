@@ -1,0 +1,105 @@
+"""PatchCore (Roth et al., CVPR 2022): a memory bank of locally aggregated patch features.
+
+Mid-level features of two stages, 3x3 neighbourhood averaging, the coarser stage upsampled to the
+finer one, concatenated; a greedy-coreset subset of all training patches forms the bank; a test
+patch's score is its Euclidean distance to the nearest bank entry.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+from tqdm.auto import tqdm
+
+from oddeye.methods import register
+from oddeye.methods.base import Method, TrainSet, check_layers
+from oddeye.methods.coreset import coreset_indices
+
+
+def aggregate(feats: dict[str, torch.Tensor], layers: Sequence[str], kernel: int) -> torch.Tensor:
+    """Average each stage over a kernel x kernel neighbourhood, upsample to the first, concat."""
+    out = []
+    size = feats[layers[0]].shape[-2:]
+    for name in layers:
+        f = feats[name]
+        if kernel > 1:
+            f = F.avg_pool2d(f, kernel, stride=1, padding=kernel // 2, count_include_pad=False)
+        if f.shape[-2:] != size:
+            f = F.interpolate(f, size=size, mode="bilinear", align_corners=False)
+        out.append(f)
+    return torch.cat(out, dim=1)
+
+
+def nearest_distance(queries: torch.Tensor, bank: torch.Tensor, bank_sq: torch.Tensor,
+                     max_elems: int = 4_000_000) -> torch.Tensor:
+    """Euclidean distance of each (Q, D) query to its nearest (M, D) bank row, in bounded memory."""
+    q_sq = (queries * queries).sum(1, keepdim=True)
+    best = torch.full((queries.shape[0],), float("inf"), dtype=queries.dtype)
+    step = max(1, max_elems // max(1, queries.shape[0]))
+    for s in range(0, bank.shape[0], step):
+        d = torch.addmm(bank_sq[s:s + step].unsqueeze(0), queries, bank[s:s + step].T, alpha=-2.0)
+        best = torch.minimum(best, d.amin(dim=1))
+    return (best + q_sq[:, 0]).clamp_min(0).sqrt()
+
+
+class PatchCoreHead(nn.Module):
+    """Features -> nearest-neighbour distance map at the first layer's resolution."""
+
+    def __init__(self, layers: Sequence[str], dim: int, kernel: int = 3):
+        super().__init__()
+        self.layers, self.kernel = list(layers), int(kernel)
+        self.register_buffer("bank", torch.zeros(0, dim))
+        self.register_buffer("bank_sq", torch.zeros(0))
+
+    def embed(self, feats: dict[str, torch.Tensor]) -> torch.Tensor:
+        return aggregate(feats, self.layers, self.kernel)
+
+    def set_bank(self, bank: torch.Tensor) -> None:
+        self.bank = bank.contiguous()
+        self.bank_sq = (bank * bank).sum(1)
+
+    def forward(self, feats: dict[str, torch.Tensor]) -> torch.Tensor:
+        emb = self.embed(feats)
+        n, d, h, w = emb.shape
+        q = emb.permute(0, 2, 3, 1).reshape(-1, d)
+        return nearest_distance(q, self.bank, self.bank_sq).view(n, h, w)
+
+
+@register
+class PatchCore(Method):
+    """PatchCore with a projected, chunked greedy coreset (see ``oddeye.methods.coreset``)."""
+
+    name = "patchcore"
+    default_layers = ("s8", "s16")
+
+    def __init__(self, backbone: str | None = None, layers: Sequence[str] | None = None,
+                 kernel: int = 3, coreset_ratio: float = 0.1, max_bank: int | None = None,
+                 proj_dim: int = 128, chunk_size: int | None = 16384, seed: int = 0):
+        super().__init__(backbone, layers)
+        self.kernel = kernel
+        self.coreset_ratio = coreset_ratio
+        self.max_bank = max_bank
+        self.proj_dim = proj_dim
+        self.chunk_size = chunk_size
+        self.seed = seed
+
+    def build_head(self, channels: dict[str, int], strides: dict[str, int]) -> nn.Module:
+        check_layers(self.layers, channels)
+        return PatchCoreHead(self.layers, sum(channels[k] for k in self.layers), self.kernel)
+
+    def fit_head(self, head: nn.Module, data: TrainSet) -> None:
+        assert isinstance(head, PatchCoreHead)
+        parts = [head.embed(f).permute(0, 2, 3, 1).reshape(-1, head.bank.shape[1])
+                 for f in data.iter_features(desc="patchcore features")]
+        patches = torch.cat(parts)
+        n = max(1, round(self.coreset_ratio * patches.shape[0]))
+        if self.max_bank:
+            n = min(n, int(self.max_bank))
+        with tqdm(total=1, desc=f"coreset {n}/{patches.shape[0]}", disable=not data.progress,
+                  leave=False) as bar:
+            idx = coreset_indices(patches, n, self.proj_dim, self.chunk_size, self.seed)
+            bar.update(1)
+        head.set_bank(patches[idx].clone())
