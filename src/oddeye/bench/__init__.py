@@ -1,1 +1,11 @@
-"""oddeye.bench."""
+"""Benchmark suites; each writes its own section of benchmarks/RESULTS.md.
+
+``SUITES`` maps a suite name to ``module:function``; the function takes keyword options and
+returns the markdown it wrote.
+"""
+
+SUITES: dict[str, str] = {
+    "metrics": "oddeye.bench.metrics_suite:run",
+    "detection": "oddeye.bench.detection_suite:run",
+    "adbench": "oddeye.bench.adbench_suite:run",
+}

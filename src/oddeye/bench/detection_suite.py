@@ -1,0 +1,138 @@
+"""Detection benchmark: methods x data sets -> accuracy, fit time, inference speed, peak memory.
+
+Every (method, data set) pair runs in its own Python process so its peak RSS is its own. The
+protocol is the README's: 256x256 without crop, ImageNet normalisation, Gaussian sigma 4, image
+score = max, metrics on raw scores, nothing chosen on the test split.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import resource
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+DATASETS = {"tire": "mvtec3d_tire", "magnetic_tile": "magnetic_tile", "deeppcb": "deeppcb"}
+
+
+def shared_root() -> Path:
+    """Where the shared real data sets live (``ODDEYE_SHARED_DATA`` or ../shared/data)."""
+    return Path(os.environ.get("ODDEYE_SHARED_DATA", "../shared/data"))
+
+
+def time_inference(det, images: list, repeats: int = 3) -> float:
+    """Median model time per image at batch 1, in ms (decode excluded, inference_mode)."""
+    import torch
+
+    from oddeye.preprocess import load_resized, to_batch
+
+    x = to_batch(load_resized(images, det.size))
+    with torch.inference_mode():
+        det.model_(x[:1])  # warm-up
+        per = []
+        for _ in range(repeats):
+            t0 = time.perf_counter()
+            for i in range(x.shape[0]):
+                det.model_(x[i : i + 1])
+            per.append((time.perf_counter() - t0) / x.shape[0])
+    return 1000.0 * statistics.median(per)
+
+
+def run_one(method: str, data: str, backbone: str | None, params: dict, threads: int) -> dict:
+    """Fit + test one method on every category of one data set (this process only)."""
+    import torch
+
+    from oddeye.api import Detector
+    from oddeye.data.mvtec import load_dataset
+    from oddeye.evaluation import evaluate_category, mean_metrics
+
+    torch.set_num_threads(threads)
+    per_cat, fit_s, ms = {}, [], []
+    for cat in load_dataset(data):
+        det = Detector(method=method, backbone=backbone, **params)
+        det.fit([s.path for s in cat.train], validation=[s.path for s in cat.validation] or None,
+                progress=False)
+        fit_s.append(det.fit_seconds_)
+        per_cat[cat.name] = evaluate_category(det, cat, progress=False)
+        ms.append(time_inference(det, [s.path for s in cat.test[:16]]))
+    res = mean_metrics(per_cat)
+    res.update(fit_seconds=sum(fit_s), ms_per_image=statistics.median(ms),
+               peak_rss_mb=resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0,
+               per_category=per_cat)
+    return res
+
+
+def _child(argv: list[str]) -> int:
+    p = argparse.ArgumentParser()
+    p.add_argument("--method")
+    p.add_argument("--data")
+    p.add_argument("--backbone")
+    p.add_argument("--params", default="{}")
+    p.add_argument("--threads", type=int, default=2)
+    p.add_argument("--json")
+    a = p.parse_args(argv)
+    res = run_one(a.method, a.data, a.backbone, json.loads(a.params), a.threads)
+    Path(a.json).write_text(json.dumps(res))
+    return 0
+
+
+def run(methods: list[str] | None = None, datasets: list[str] | None = None,
+        backbone: str | None = None, params: dict | None = None, threads: int = 2,
+        out_path: str | Path | None = None, section: str = "detection") -> str:
+    """Run every (method, data set) pair in a child process and write the results table."""
+    from oddeye.bench.results import DEFAULT_RESULTS, write_section
+    from oddeye.data.synth import generate
+
+    methods = methods or ["patchcore", "padim"]
+    datasets = datasets or ["synthetic", *DATASETS]
+    rows = []
+    with tempfile.TemporaryDirectory() as tmp:
+        for ds in datasets:
+            if ds == "synthetic":
+                path = generate(Path(tmp) / "synth", seed=0)
+            elif ds in DATASETS:
+                path = shared_root() / DATASETS[ds]
+                if not path.exists():
+                    print(f"skip {ds}: {path} not found", file=sys.stderr)
+                    continue
+            else:
+                path = Path(ds)
+            for m in methods:
+                out = Path(tmp) / f"{m}_{ds.replace('/', '_')}.json"
+                cmd = [sys.executable, "-m", "oddeye.bench.detection_suite", "--method", m,
+                       "--data", str(path), "--params", json.dumps(params or {}),
+                       "--threads", str(threads), "--json", str(out)]
+                if backbone:
+                    cmd += ["--backbone", backbone]
+                print(f"benchmark: {m} on {ds} ...", file=sys.stderr, flush=True)
+                subprocess.run(cmd, check=True)
+                r = json.loads(out.read_text())
+                rows.append((m, ds, r))
+                print(f"  image AUROC {r['image_auroc']:.3f} pixel AUROC {r['pixel_auroc']:.3f} "
+                      f"AUPRO {r['pixel_aupro']:.3f} fit {r['fit_seconds']:.1f}s "
+                      f"{r['ms_per_image']:.1f} ms/img {r['peak_rss_mb']:.0f} MB", file=sys.stderr)
+    lines = [f"## Detection ({section})", "",
+             f"Backbone: {backbone or 'method default'}; params: {json.dumps(params or {})}; "
+             f"{threads} torch threads. Protocol: 256x256 no crop, ImageNet normalisation, "
+             "sigma 4, image score max, raw scores. Synthetic = `oddeye synth --seed 0` (all "
+             "classes, mean over classes).", "",
+             "| method | data | image AUROC | pixel AUROC | AUPRO@0.3 | image AP | pixel AP | "
+             "fit s | ms/image (b=1) | peak RSS MB |",
+             "|---|---|---|---|---|---|---|---|---|---|"]
+    for m, ds, r in rows:
+        lines.append(f"| {m} | {ds} | {r['image_auroc']:.3f} | {r['pixel_auroc']:.3f} | "
+                     f"{r['pixel_aupro']:.3f} | {r['image_ap']:.3f} | {r['pixel_ap']:.3f} | "
+                     f"{r['fit_seconds']:.1f} | {r['ms_per_image']:.1f} | {r['peak_rss_mb']:.0f} |")
+    body = "\n".join(lines)
+    write_section(section, body, out_path or DEFAULT_RESULTS)
+    return body
+
+
+if __name__ == "__main__":
+    sys.exit(_child(sys.argv[1:]))

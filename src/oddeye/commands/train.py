@@ -1,0 +1,119 @@
+"""``oddeye train``: fit a detector on the good images of one or more categories."""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+import numpy as np
+
+from oddeye.commands._common import add_progress_flag, parse_params, pick_shots
+
+NAME = "train"
+HELP = "fit a model on good images (MVTec-layout folders)"
+DESCRIPTION = (
+    "Fit a model on train/good of each category. Several categories with --out FILE.oddeye make "
+    "one unified model; --out DIR (no .oddeye suffix) writes one model per category."
+)
+
+
+def add_arguments(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--data", nargs="+", required=True, metavar="DIR",
+                   help="data set root(s): a category folder or a folder of categories")
+    p.add_argument("--category", nargs="+", metavar="C", help="only these categories")
+    p.add_argument("--method", default="patchcore", help="method name (see `oddeye methods`)")
+    p.add_argument("--backbone", help="backbone name (default: the method's)")
+    p.add_argument("--weights", default="auto", help="backbone weight file (default: resolve)")
+    p.add_argument("--out", required=True, help="model file (.oddeye) or output folder")
+    p.add_argument("--shots", type=int, help="fit on K good images per category, drawn with --seed")
+    p.add_argument("--seed", type=int, default=0, help="seed for shots, holdout and the method")
+    p.add_argument("--size", type=int, default=256, help="input size (square, no crop)")
+    p.add_argument("--sigma", type=float, default=4.0, help="Gaussian sigma of the map")
+    p.add_argument("--batch-size", type=int, default=4)
+    p.add_argument("--labeled-defects", type=int, default=0, metavar="K",
+                   help="semi-supervised heads: K labelled defective images per category, drawn "
+                        "from test/ with --seed and excluded from `oddeye test` afterwards")
+    p.add_argument("--param", action="append", metavar="KEY=VALUE",
+                   help="method hyper-parameter (repeatable), e.g. --param coreset_ratio=0.05")
+    add_progress_flag(p)
+
+
+def collect(args: argparse.Namespace, datasets: list) -> dict:
+    """Training material of the given categories: paths, categories, labels, validation.
+
+    ``mask_samples`` is aligned with ``paths``: None for good images, the Sample of a labelled
+    defective image (its mask is read later, at the image's size).
+    """
+    paths, cats, labels, mask_samples, val, labelled = [], [], [], [], [], []
+    for cat in datasets:
+        goods = pick_shots([s.path for s in cat.train], args.shots, args.seed)
+        paths += goods
+        cats += [cat.name] * len(goods)
+        labels += [0] * len(goods)
+        mask_samples += [None] * len(goods)
+        val += [s.path for s in cat.validation]
+        if args.labeled_defects:
+            chosen = pick_shots([s for s in cat.test if s.label == 1], args.labeled_defects,
+                                args.seed)
+            labelled += [str(s.path) for s in chosen]
+            paths += [s.path for s in chosen]
+            cats += [cat.name] * len(chosen)
+            labels += [1] * len(chosen)
+            mask_samples += chosen
+    return {"paths": paths, "categories": cats, "labels": labels, "validation": val,
+            "labelled": labelled, "mask_samples": mask_samples}
+
+
+def fit_one(args: argparse.Namespace, datasets: list, out: Path) -> Path:
+    from oddeye.api import Detector
+    from oddeye.methods import get_method
+    from oddeye.preprocess import resize_mask
+
+    params = parse_params(args.param)
+    det = Detector(method=args.method, backbone=args.backbone, size=args.size, sigma=args.sigma,
+                   weights=args.weights, batch_size=args.batch_size, seed=args.seed, **params)
+    mat = collect(args, datasets)
+    needs_labels = get_method(args.method).needs_labels
+    fit_kw = {}
+    if needs_labels:
+        if not args.labeled_defects:
+            from oddeye.errors import DataError
+
+            raise DataError(f"method {args.method!r} needs --labeled-defects K (K >= 1)")
+        fit_kw["labels"] = mat["labels"]
+        from PIL import Image
+
+        from oddeye.data.mvtec import load_sample_mask
+
+        ms = []
+        for p, s in zip(mat["paths"], mat["mask_samples"], strict=True):
+            with Image.open(p) as im:
+                w, h = im.size
+            m = np.zeros((h, w), np.uint8) if s is None else load_sample_mask(s, (h, w))
+            ms.append(resize_mask(m, args.size))
+        fit_kw["masks"] = ms
+    det.fit(mat["paths"], validation=mat["validation"] or None, categories=mat["categories"],
+            progress=not args.no_progress, **fit_kw)
+    extra = {"data": [str(d.root) for d in datasets], "shots": args.shots, "seed": args.seed,
+             "labelled_defects": mat["labelled"]}
+    path = det.save(out, extra=extra)
+    print(f"trained {args.method} on {det.n_train_} images of {', '.join(d.name for d in datasets)} "
+          f"in {det.fit_seconds_:.1f} s; threshold {det.threshold_:.4g} "
+          f"({det.threshold_info_['source']}); saved {path}")
+    return path
+
+
+def run(args: argparse.Namespace) -> int:
+    from oddeye.data.mvtec import load_dataset
+
+    datasets = []
+    for root in args.data:
+        datasets += load_dataset(root, args.category)
+    out = Path(args.out)
+    if out.suffix == ".oddeye" or len(datasets) == 1:
+        fit_one(args, datasets, out)
+    else:
+        out.mkdir(parents=True, exist_ok=True)
+        for cat in datasets:
+            fit_one(args, [cat], out / f"{cat.name}.oddeye")
+    return 0
