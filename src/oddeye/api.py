@@ -180,6 +180,24 @@ class Detector:
         self.threshold_info_ = {"rule": "F1-optimal on a labelled set", "source": f"{len(y)} images"}
         return self
 
+    # ------------------------------------------------------- few-shot references
+    @property
+    def needs_references(self) -> bool:
+        """True for methods (e.g. ResAD) that score against reference shots of the class."""
+        return bool(getattr(self, "method_", None) and self.method_.needs_references)
+
+    def set_references(self, images: Sequence[ImageLike], progress: bool = False) -> Detector:
+        """Hand the model k good images of the class to inspect; no optimisation step is taken."""
+        self._check_fitted()
+        if len(images) == 0:
+            raise DataError("set_references needs at least one reference image")
+        x = to_batch(load_resized(list(images), self.size))
+        refs = TrainSet(images=x, extractor=self.model_.extractor, normalize=self.model_.normalize,
+                        batch_size=self.batch_size, progress=progress)
+        self.method_.set_references(self.model_.head, refs)
+        self.n_references_ = len(images)
+        return self
+
     # --------------------------------------------------------------- inference
     def _check_fitted(self) -> None:
         if not hasattr(self, "model_"):

@@ -75,6 +75,8 @@ class Method(ABC):
     default_layers: ClassVar[tuple[str, ...]] = ("s8", "s16")
     #: True when the method needs labelled anomalies (``TrainSet.labels``) to fit.
     needs_labels: ClassVar[bool] = False
+    #: True when the head scores images against a few normal reference shots given at test time.
+    needs_references: ClassVar[bool] = False
 
     def __init__(self, backbone: str | None = None, layers: Sequence[str] | None = None):
         self.backbone = backbone or self.default_backbone
@@ -99,6 +101,10 @@ class Method(ABC):
     @abstractmethod
     def fit_head(self, head: nn.Module, data: TrainSet) -> None:
         """Train or fill ``head`` from the training set (good images unless labels are given)."""
+
+    def set_references(self, head: nn.Module, refs: TrainSet) -> None:
+        """Give a fitted head the normal reference images of a (new) class; no gradient step."""
+        raise NotImplementedError(f"method {self.name!r} does not take reference images")
 
     def head_from_state(self, channels: dict[str, int], strides: dict[str, int],
                         state: dict[str, torch.Tensor]) -> nn.Module:
