@@ -187,6 +187,19 @@ def test_one_bit(tmp_path):
     assert read_image(p)[:, :, 0].tolist() == [[255, 0, 255]]
 
 
+def test_multi_frame_reads_first_frame(tmp_path):
+    p = tmp_path / "multi.tif"
+    Image.new("L", (4, 4), 10).save(p, save_all=True, append_images=[Image.new("L", (4, 4), 200)])
+    assert Image.open(p).n_frames == 2
+    assert read_image(p)[0, 0].tolist() == [10, 10, 10]
+
+
+@pytest.mark.parametrize("mode", ["La", "PA", "RGBa", "RGBX", "YCbCr", "HSV", "LAB"])
+def test_other_pillow_modes_convert(mode):
+    out = as_rgb_uint8(Image.new(mode, (3, 2)))
+    assert out.shape == (2, 3, 3) and out.dtype == np.uint8
+
+
 def test_exif_orientation_applied(tmp_path):
     im = Image.fromarray(np.zeros((2, 3, 3), np.uint8))
     im.putpixel((0, 0), (255, 0, 0))  # top-left red
