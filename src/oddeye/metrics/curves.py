@@ -69,10 +69,14 @@ def exact_table(
     else:
         wsum = np.bincount(inverse.ravel(), weights=np.asarray(pos_weights, np.float64).ravel(),
                            minlength=values.size)
-    # descending order of the distinct positive values
-    values, counts, wsum = values[::-1], counts[::-1].astype(np.int64), wsum[::-1]
     lo = np.searchsorted(neg_sorted, values, side="left")  # negatives < value
-    hi = np.searchsorted(neg_sorted, values, side="right")  # negatives <= value
+    hi = lo.copy()  # negatives <= value: differs from lo only where a negative ties the value
+    first_geq = neg_sorted[np.minimum(lo, max(n_neg - 1, 0))] if n_neg else values + 1
+    tied = np.flatnonzero(first_geq == values)
+    if tied.size:
+        hi[tied] = np.searchsorted(neg_sorted, values[tied], side="right")
+    lo, hi = lo[::-1], hi[::-1]
+    values, counts, wsum = values[::-1], counts[::-1].astype(np.int64), wsum[::-1]
     eq = (hi - lo).astype(np.int64)
     upper = np.concatenate(([n_neg], lo[:-1]))  # negatives below the previous positive value
     run = (upper - hi).astype(np.int64)  # negatives strictly between previous value and this one

@@ -29,11 +29,13 @@ def region_weights(masks: np.ndarray) -> tuple[np.ndarray, int]:
     Summing these weights over the pixels above a threshold and dividing by the count gives the
     mean per-region overlap (the PRO value) without a loop over regions.
     """
-    labels, n_regions = ndimage.label(masks, structure=_SLICE_8)
-    if n_regions == 0:
+    with_defects = masks.reshape(masks.shape[0], -1).any(axis=1)
+    if not with_defects.any():
         return np.zeros(0, dtype=np.float64), 0
-    sizes = np.bincount(labels.ravel())
-    ids = labels[masks]
+    sub = masks[with_defects] if not with_defects.all() else masks  # skip defect-free images
+    labels, n_regions = ndimage.label(sub, structure=_SLICE_8)
+    ids = labels[sub]  # same order as masks[masks]: defect-free images add no pixels
+    sizes = np.bincount(ids, minlength=n_regions + 1)
     return 1.0 / sizes[ids].astype(np.float64), int(n_regions)
 
 

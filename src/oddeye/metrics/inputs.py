@@ -39,7 +39,7 @@ def as_scores(value: Any, name: str, ndim: int) -> np.ndarray:
         arr = arr.astype(np.float32)
     elif arr.dtype.kind != "f" or arr.dtype.itemsize > 8:
         arr = arr.astype(np.float64)
-    if np.isnan(arr).any():
+    if arr.size and np.isnan(arr.min()):  # min propagates NaN: one pass, no temporary
         raise DataError(f"{name}: contains {int(np.isnan(arr).sum())} NaN value(s)")
     return arr
 
@@ -56,6 +56,8 @@ def as_binary(value: Any, name: str, ndim: int) -> np.ndarray:
         return arr
     if arr.dtype.kind not in "iuf":
         raise DataError(f"{name}: expected 0/1 values, got dtype {arr.dtype}")
+    if arr.size == 0 or (arr.dtype.kind in "iu" and arr.min() >= 0 and arr.max() <= 1):
+        return arr.astype(bool)  # fast path: integer masks already 0/1
     bad = (arr != 0) & (arr != 1)
     if bad.any():
         seen = np.unique(arr[bad])[:5].tolist()
