@@ -73,9 +73,8 @@ def sweep_aupro(maps: np.ndarray, masks: np.ndarray, n_thresholds: int = 1000,
     for i in range(maps.shape[0]):
         labels, n = ndimage.label(masks[i], structure=np.ones((3, 3)))
         offset = i * maps.shape[1] * maps.shape[2]
-        for region in ndimage.find_objects(labels):  # per-region flat pixel indices
-            sub = labels[region]
-            ys, xs = np.nonzero(sub == sub.max())
+        for r, region in enumerate(ndimage.find_objects(labels), start=1):  # flat pixel indices
+            ys, xs = np.nonzero(labels[region] == r)
             ys, xs = ys + region[0].start, xs + region[1].start
             regions.append(offset + ys * maps.shape[2] + xs)
     fprs, pros = [0.0], [0.0]
