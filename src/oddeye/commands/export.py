@@ -1,0 +1,59 @@
+"""``oddeye export``: write a trained model as one ONNX graph usable without the training stack."""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+NAME = "export"
+HELP = "export a .oddeye model to ONNX (whole inference path, metadata included)"
+DESCRIPTION = (
+    "Export the whole inference path (normalisation, backbone, method head, upsampling, blur, "
+    "image score) as one ONNX graph taking resized RGB images (N, 3, S, S) with values 0..255. "
+    "Threshold and model description are stored in the ONNX metadata; `oddeye predict --model "
+    "M.onnx` and `oddeye serve --model M.onnx` use it through onnxruntime."
+)
+
+
+def add_arguments(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--model", required=True, help="trained model file (.oddeye)")
+    p.add_argument("--format", default="onnx", choices=["onnx"], help="export format (onnx)")
+    p.add_argument("--out", required=True, help="output file, e.g. model.onnx")
+    p.add_argument("--input-dtype", default="uint8", choices=["uint8", "float32"],
+                   help="graph input type; values 0..255 either way (default uint8)")
+    p.add_argument("--batch", type=int, help="fix the batch size (default: dynamic batch axis)")
+    p.add_argument("--opset", type=int, default=17, help="ONNX opset (default 17)")
+    p.add_argument("--refs", nargs="+", metavar="REF",
+                   help="reference good images baked into the graph (few-shot methods)")
+    p.add_argument("--check", nargs="*", metavar="IMAGE",
+                   help="images to compare torch and ONNX outputs on (default: 2 synthetic "
+                        "images); pass --no-check to skip")
+    p.add_argument("--no-check", action="store_true", help="skip the parity check")
+    p.add_argument("--tolerance", type=float, default=1e-4,
+                   help="largest allowed map/score difference in the check (default 1e-4)")
+
+
+def run(args: argparse.Namespace) -> int:
+    import oddeye
+    from oddeye.commands.predict import gather
+    from oddeye.export.onnx import ExportError, OnnxDetector, compare, export_onnx, random_images
+
+    det = oddeye.load(args.model)
+    if args.refs:
+        det.set_references(gather(args.refs))
+    out = export_onnx(det, args.out, input_dtype=args.input_dtype, batch=args.batch,
+                      opset=args.opset)
+    size_mb = Path(out).stat().st_size / 1e6
+    print(f"exported {det.method} ({det.method_.backbone}, {det.size}px) to {out} "
+          f"({size_mb:.1f} MB, input {args.input_dtype} "
+          f"{'batch ' + str(args.batch) if args.batch else 'dynamic batch'})")
+    if args.no_check:
+        return 0
+    images = gather(args.check) if args.check else random_images(2, det.size)
+    diff = compare(det, OnnxDetector(out), images)
+    print(f"parity on {int(diff['n_images'])} images: max map diff {diff['max_map_diff']:.2e}, "
+          f"max score diff {diff['max_score_diff']:.2e}, label flips {int(diff['label_flips'])}")
+    if max(diff["max_map_diff"], diff["max_score_diff"]) > args.tolerance:
+        raise ExportError(f"{out}: ONNX output differs from the torch model by more than "
+                          f"{args.tolerance:g}; the file was written but should not be used")
+    return 0

@@ -1,0 +1,316 @@
+"""ONNX export of the whole inference path, and an onnxruntime detector with Detector's surface.
+
+The exported graph is ``AnomalyModel`` itself: uint8 (or float 0..255) images ``(N, 3, S, S)``,
+already resized to the model size, -> ``maps (N, S, S)`` and ``scores (N,)``. Normalisation,
+backbone, method head, upsampling, Gaussian blur and the image score are all inside the graph;
+decoding and resizing stay outside (``oddeye.preprocess``), exactly as on the torch path. The
+threshold, score scale and model description travel in the ONNX ``metadata_props``.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+import warnings
+from collections.abc import Iterator, Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from torch import nn
+
+from oddeye import __version__
+from oddeye.errors import DataError, ModelFileError, OddeyeError
+
+#: Value of the ``oddeye_format`` metadata key written by this version of the exporter.
+FORMAT_VERSION = "1"
+INPUT_NAME = "images"
+OUTPUT_NAMES = ("maps", "scores")
+DEFAULT_OPSET = 17
+#: Bank rows per nearest-neighbour block in an exported PatchCore graph (fixed slices).
+PATCHCORE_BLOCK_ROWS = 8192
+
+
+class ExportError(OddeyeError):
+    """A model cannot be exported, or the exported graph does not match the torch path."""
+
+
+# ------------------------------------------------------------------ export-friendly heads
+class _PatchCoreBlocks(nn.Module):
+    """PatchCore nearest-neighbour distance with bank blocks fixed at export time.
+
+    The torch head sizes its chunks from the number of queries (batch-dependent), which a tracer
+    would freeze; here the blocks depend only on the bank size, so the graph has a free batch axis
+    and computes the same ``sqrt(min_j |b_j|^2 - 2 q.b_j + |q|^2)``.
+    """
+
+    def __init__(self, head: nn.Module, block_rows: int = PATCHCORE_BLOCK_ROWS):
+        super().__init__()
+        self.head = head
+        self.block_rows = int(block_rows)
+
+    def forward(self, feats: dict[str, torch.Tensor]) -> torch.Tensor:
+        emb = self.head.embed(feats)
+        n, d, h, w = emb.shape
+        q = emb.permute(0, 2, 3, 1).reshape(-1, d)
+        bank, bank_sq = self.head.bank, self.head.bank_sq
+        best = None
+        for s in range(0, int(bank.shape[0]), self.block_rows):
+            dist = torch.addmm(bank_sq[s:s + self.block_rows].unsqueeze(0), q,
+                               bank[s:s + self.block_rows].T, alpha=-2.0)
+            m = dist.amin(dim=1)
+            best = m if best is None else torch.minimum(best, m)
+        return (best + (q * q).sum(1)).clamp_min(0).sqrt().view(n, h, w)
+
+
+def export_head(head: nn.Module) -> nn.Module:
+    """The head to trace: its ``for_export()`` if it has one, fixed-block PatchCore, or as is."""
+    if hasattr(head, "for_export"):
+        return head.for_export()
+    from oddeye.methods.patchcore import PatchCoreHead
+
+    if isinstance(head, PatchCoreHead):
+        if head.bank.shape[0] == 0:
+            raise ExportError("PatchCore head has an empty memory bank (model not fitted)")
+        return _PatchCoreBlocks(head)
+    return head
+
+
+def method_can_export(name: str) -> bool:
+    """False when the method class declares ``exportable = False`` (e.g. data-dependent loops)."""
+    from oddeye.methods import get_method
+
+    return bool(getattr(get_method(name), "exportable", True))
+
+
+class _Graph(nn.Module):
+    """AnomalyModel with an export-friendly head: images -> (maps, scores)."""
+
+    def __init__(self, model: nn.Module):
+        super().__init__()
+        self.normalize, self.extractor = model.normalize, model.extractor
+        self.head, self.post = export_head(model.head), model.post
+
+    def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        return self.post(self.head(self.extractor(self.normalize(x))))
+
+
+# ------------------------------------------------------------------------------ metadata
+def export_metadata(detector: Any, input_dtype: str) -> dict[str, str]:
+    """String key/values stored in the ONNX file: all OnnxDetector needs besides the graph."""
+    meta = getattr(detector, "meta_", None) or {}
+    info = dict(getattr(detector, "threshold_info_", {}) or {})
+    return {
+        "oddeye_format": FORMAT_VERSION,
+        "oddeye_version": __version__,
+        "trained_with_oddeye": str(meta.get("oddeye_version", __version__)),
+        "method": str(detector.method),
+        "backbone": str(detector.method_.backbone),
+        "layers": json.dumps(list(detector.method_.layers)),
+        "method_params": json.dumps(detector.method_.get_params(), default=str),
+        "size": str(int(detector.size)),
+        "sigma": repr(float(detector.model_.post.sigma)),
+        "reduce": str(detector.model_.post.reduce),
+        "threshold": repr(float(detector.threshold_)),
+        "score_scale": repr(float(detector.score_scale_)),
+        "threshold_info": json.dumps(info, default=str),
+        "categories": json.dumps(list(getattr(detector, "categories_", []) or [])),
+        "n_references": str(int(getattr(detector, "n_references_", 0) or 0)),
+        "input_dtype": input_dtype,
+    }
+
+
+# -------------------------------------------------------------------------------- export
+def export_onnx(detector: Any, out: str | os.PathLike, *, input_dtype: str = "uint8",
+                batch: int | None = None, opset: int = DEFAULT_OPSET) -> Path:
+    """Write the fitted ``detector``'s whole inference path as one ONNX graph with metadata.
+
+    ``input_dtype`` is ``uint8`` or ``float32`` (values 0..255 either way); ``batch=None`` gives
+    a dynamic batch axis, an integer fixes it (for runtimes that want static shapes).
+    """
+    import onnx
+
+    if not hasattr(detector, "model_"):
+        raise ExportError("the detector is not fitted: load or fit it before exporting")
+    if not method_can_export(detector.method):
+        raise ExportError(f"method {detector.method!r} declares that it cannot be exported to ONNX")
+    if getattr(detector, "needs_references", False) and not getattr(detector, "n_references_", 0):
+        raise ExportError(f"method {detector.method!r} scores against reference images: call "
+                          "set_references (CLI: --refs) before exporting, they are baked in")
+    if input_dtype not in ("uint8", "float32"):
+        raise ExportError(f"input_dtype must be 'uint8' or 'float32', got {input_dtype!r}")
+    if batch is not None and batch < 1:
+        raise ExportError(f"batch must be >= 1 or None (dynamic), got {batch}")
+    out = Path(out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    graph = _Graph(detector.model_).eval()
+    s = int(detector.size)
+    dtype = torch.uint8 if input_dtype == "uint8" else torch.float32
+    gen = torch.Generator().manual_seed(0)
+    example = torch.randint(0, 256, (batch or 2, 3, s, s), generator=gen).to(dtype)
+    dynamic = None if batch else {INPUT_NAME: {0: "batch"}, OUTPUT_NAMES[0]: {0: "batch"},
+                                  OUTPUT_NAMES[1]: {0: "batch"}}
+    with tempfile.TemporaryDirectory(prefix="oddeye-export-") as tmp:
+        raw = Path(tmp) / "graph.onnx"
+        with warnings.catch_warnings(), torch.no_grad():
+            warnings.simplefilter("ignore")  # tracer chatter about shape-to-int conversions
+            torch.onnx.export(graph, (example,), str(raw), dynamo=False, opset_version=opset,
+                              input_names=[INPUT_NAME], output_names=list(OUTPUT_NAMES),
+                              dynamic_axes=dynamic, do_constant_folding=True)
+        model = onnx.load(str(raw))
+    del model.metadata_props[:]
+    for key, value in export_metadata(detector, input_dtype).items():
+        entry = model.metadata_props.add()
+        entry.key, entry.value = key, value
+    model.doc_string = (f"oddeye {detector.method} ({detector.method_.backbone}) anomaly model: "
+                        f"{INPUT_NAME} {input_dtype} (N,3,{s},{s}) 0..255 RGB, resized without "
+                        f"crop -> maps (N,{s},{s}), scores (N,)")
+    onnx.checker.check_model(model)
+    onnx.save(model, str(out))
+    return out
+
+
+# ------------------------------------------------------------------------------ runtime
+class OnnxDetector:
+    """Predict with an exported ``.onnx`` file through onnxruntime (no torch model, same outputs).
+
+    Same surface as ``oddeye.api.Detector`` for inference: ``predict``, ``iter_predict``,
+    ``decision_function``, ``normalize_scores``, ``threshold_``, ``score_scale_``, ``method``,
+    ``size``; references are baked into the graph, so ``needs_references`` is always False.
+    """
+
+    needs_references = False
+
+    def __init__(self, path: str | os.PathLike, batch_size: int = 4, threads: int | None = None,
+                 providers: Sequence[str] | None = None):
+        import onnxruntime as ort
+
+        self.path = Path(path)
+        if not self.path.is_file():
+            raise ModelFileError(f"{self.path}: ONNX model file not found")
+        opts = ort.SessionOptions()
+        if threads:
+            opts.intra_op_num_threads = int(threads)
+            opts.inter_op_num_threads = 1
+        try:
+            self.session = ort.InferenceSession(
+                str(self.path), sess_options=opts,
+                providers=list(providers or ["CPUExecutionProvider"]))
+        except Exception as exc:  # onnxruntime raises its own exception types
+            raise ModelFileError(f"{self.path}: not a loadable ONNX model ({exc})") from None
+        meta = dict(self.session.get_modelmeta().custom_metadata_map)
+        if "oddeye_format" not in meta:
+            raise ModelFileError(f"{self.path}: ONNX file has no oddeye metadata (not written by "
+                                 "`oddeye export`)")
+        if meta["oddeye_format"] != FORMAT_VERSION:
+            raise ModelFileError(f"{self.path}: oddeye ONNX format {meta['oddeye_format']!r}, this "
+                                 f"version reads {FORMAT_VERSION!r}")
+        try:
+            self.method = meta["method"]
+            self.backbone = meta["backbone"]
+            self.size = int(meta["size"])
+            self.threshold_ = float(meta["threshold"])
+            self.score_scale_ = float(meta["score_scale"])
+            self.threshold_info_ = json.loads(meta.get("threshold_info", "{}"))
+            self.categories_ = json.loads(meta.get("categories", "[]"))
+        except (KeyError, ValueError) as exc:
+            raise ModelFileError(f"{self.path}: damaged oddeye metadata ({exc})") from None
+        self.meta_ = meta
+        self.batch_size = batch_size
+        inp = self.session.get_inputs()[0]
+        self._input_name = inp.name
+        self._dtype = np.uint8 if inp.type == "tensor(uint8)" else np.float32
+        self._fixed_batch = inp.shape[0] if isinstance(inp.shape[0], int) else None
+
+    def __repr__(self) -> str:
+        return f"OnnxDetector({str(self.path)!r}, method={self.method!r}, size={self.size})"
+
+    def run_batch(self, x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """Maps and scores of a resized uint8 batch ``(N, 3, S, S)`` (pads a fixed-batch graph)."""
+        n = x.shape[0]
+        if self._fixed_batch and n != self._fixed_batch:
+            maps, scores = [], []
+            fb = self._fixed_batch
+            for s in range(0, n, fb):
+                part = x[s:s + fb]
+                pad = fb - part.shape[0]
+                if pad:
+                    part = np.concatenate([part, np.repeat(part[-1:], pad, axis=0)])
+                m, sc = self.session.run(None, {self._input_name: part.astype(self._dtype)})
+                maps.append(m[:fb - pad])
+                scores.append(sc[:fb - pad])
+            return np.concatenate(maps), np.concatenate(scores)
+        maps, scores = self.session.run(None, {self._input_name: x.astype(self._dtype, copy=False)})
+        return maps, scores
+
+    def iter_predict(self, images: Sequence, batch_size: int | None = None,
+                     progress: bool = False) -> Iterator:
+        """Predict in batches (bounded memory); yields one ``Prediction`` per batch."""
+        from oddeye.api import Prediction
+        from oddeye.preprocess import load_rgb, resize_uint8
+
+        bs = batch_size or self.batch_size
+        for s in range(0, len(images), bs):
+            raw = [load_rgb(it, name=f"images[{s + i}]") for i, it in enumerate(images[s:s + bs])]
+            x = np.stack([resize_uint8(r, self.size) for r in raw]).transpose(0, 3, 1, 2)
+            maps, scores = self.run_batch(np.ascontiguousarray(x))
+            sc = scores.astype(np.float64)
+            yield Prediction(scores=sc, normalized_scores=self.normalize_scores(sc),
+                             labels=(sc > self.threshold_).astype(np.int64), maps=maps,
+                             threshold=self.threshold_, original_sizes=[r.shape[:2] for r in raw])
+
+    def predict(self, images: Any, batch_size: int | None = None, progress: bool = False):
+        """Scores, normalised scores (0.5 at the threshold), labels (1 = defect) and maps."""
+        from oddeye.api import Prediction
+
+        if isinstance(images, (str, Path)) or (isinstance(images, np.ndarray) and images.ndim <= 3
+                                               and images.dtype != object):
+            images = [images]
+        parts = list(self.iter_predict(list(images), batch_size, progress))
+        if not parts:
+            raise DataError("predict got no images")
+        return Prediction(
+            scores=np.concatenate([p.scores for p in parts]),
+            normalized_scores=np.concatenate([p.normalized_scores for p in parts]),
+            labels=np.concatenate([p.labels for p in parts]),
+            maps=np.concatenate([p.maps for p in parts]), threshold=self.threshold_,
+            original_sizes=[s for p in parts for s in p.original_sizes])
+
+    def decision_function(self, images: Sequence) -> np.ndarray:
+        """Raw image scores (higher = more anomalous)."""
+        return self.predict(images).scores
+
+    def normalize_scores(self, scores: np.ndarray) -> np.ndarray:
+        """Logistic map of raw scores to (0, 1) with 0.5 exactly at the threshold."""
+        z = (np.asarray(scores, dtype=np.float64) - self.threshold_) / self.score_scale_
+        return 1.0 / (1.0 + np.exp(-np.clip(z, -60, 60)))
+
+    def set_references(self, images: Sequence, progress: bool = False) -> OnnxDetector:
+        """Exported graphs carry their references already; giving new ones is an error."""
+        raise OddeyeError(f"{self.path}: references are fixed inside an exported model; "
+                          "re-export from the .oddeye file with other --refs")
+
+
+# ------------------------------------------------------------------------------- parity
+def compare(detector: Any, onnx_detector: OnnxDetector, images: Sequence) -> dict[str, float]:
+    """Largest absolute map and score differences between the torch and ONNX paths on ``images``."""
+    a = detector.predict(list(images))
+    b = onnx_detector.predict(list(images))
+    flips = int((a.labels != b.labels).sum())
+    return {"max_map_diff": float(np.abs(a.maps - b.maps).max()),
+            "max_score_diff": float(np.abs(a.scores - b.scores).max()),
+            "label_flips": float(flips), "n_images": float(len(a.scores))}
+
+
+def random_images(n: int, size: int, seed: int = 0) -> list[np.ndarray]:
+    """Smooth random uint8 RGB images, for a quick parity check when no real images are given."""
+    from PIL import Image
+
+    rng = np.random.default_rng(seed)
+    out = []
+    for _ in range(n):
+        small = rng.integers(0, 256, (8, 8, 3), dtype=np.uint8)
+        out.append(np.asarray(Image.fromarray(small).resize((size, size), Image.BILINEAR)))
+    return out
