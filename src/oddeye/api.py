@@ -70,6 +70,19 @@ def _build_extractor(backbone: str, layers: Sequence[str], weights: Any) -> nn.M
     return FeatureExtractor(backbone, list(layers), weights=weights)
 
 
+def f1_optimal_threshold(scores: np.ndarray, labels: np.ndarray) -> float:
+    """The score threshold with maximal F1 (predict defective when score > threshold)."""
+    order = np.argsort(-scores, kind="stable")
+    s, y = scores[order], labels[order]
+    tp = np.cumsum(y)
+    fp = np.cumsum(1 - y)
+    last = np.r_[np.flatnonzero(np.diff(s)), len(s) - 1]  # last index of each distinct score
+    f1 = 2 * tp[last] / (tp[last] + fp[last] + y.sum())
+    k = last[int(np.argmax(f1))]
+    # midway to the next lower score, so the chosen group is strictly above the threshold
+    return float((s[k] + s[k + 1]) / 2) if k + 1 < len(s) else float(s[k] - 1e-12)
+
+
 class Detector:
     """Fit on good images, predict anomaly scores, maps and labels (scikit-learn style).
 
@@ -168,13 +181,11 @@ class Detector:
 
     def calibrate(self, images: Sequence[ImageLike], labels: Sequence[int]) -> Detector:
         """Set the F1-optimal threshold on a labelled set (1 = defective)."""
-        from oddeye.metrics import f1_max_threshold
-
         y = np.asarray(labels).astype(int)
-        if set(np.unique(y)) != {0, 1}:
+        if set(np.unique(y).tolist()) != {0, 1}:
             raise DataError("calibrate needs both good (0) and defective (1) images")
         s = self.decision_function(images)
-        self.threshold_ = float(f1_max_threshold(s, y))
+        self.threshold_ = f1_optimal_threshold(s, y)
         good = s[y == 0]
         self.score_scale_ = float(np.std(good)) or self.score_scale_
         self.threshold_info_ = {"rule": "F1-optimal on a labelled set", "source": f"{len(y)} images"}
@@ -293,7 +304,8 @@ class Detector:
         """Read a ``.oddeye`` file; the backbone weights come from the file, not from the network."""
         meta, tensors = load_model(path)
         try:
-            det = cls(method=meta["method"], **meta["detector_params"])
+            dparams = {k: v for k, v in meta["detector_params"].items() if k != "method"}
+            det = cls(method=meta["method"], **dparams)
             det.method_params = {k: v for k, v in meta["method_params"].items()
                                  if k not in ("backbone",)}
             det.backbone = meta["method_params"].get("backbone")
