@@ -88,8 +88,8 @@ class Detector:
 
     The constructor stores hyper-parameters only; fitted state ends in ``_``. Threshold: by default
     ``mean + threshold_sigmas * std`` of the scores of good images the model did not train on (the
-    given validation images, else a held-out ``holdout`` share of the training images); ``calibrate``
-    replaces it with the F1-optimal threshold on a labelled set.
+    given validation images, else a held-out ``holdout`` share of the training images);
+    ``calibrate`` replaces it with the F1-optimal threshold on a labelled set.
     """
 
     def __init__(self, method: str = "patchcore", backbone: str | None = None, size: int = 256,
@@ -144,7 +144,8 @@ class Detector:
             batch_size=self.batch_size, progress=progress,
             categories=[cats[i] for i in train_idx] if cats else None,
             labels=torch.as_tensor([labels[i] for i in train_idx]) if labels is not None else None,
-            masks=torch.as_tensor(np.stack([masks[i] for i in train_idx])) if masks is not None else None,
+            masks=(torch.as_tensor(np.stack([masks[i] for i in train_idx]))
+                   if masks is not None else None),
         )
         method.fit_head(head, data)
         head.eval()
@@ -188,7 +189,8 @@ class Detector:
         self.threshold_ = f1_optimal_threshold(s, y)
         good = s[y == 0]
         self.score_scale_ = float(np.std(good)) or self.score_scale_
-        self.threshold_info_ = {"rule": "F1-optimal on a labelled set", "source": f"{len(y)} images"}
+        self.threshold_info_ = {"rule": "F1-optimal on a labelled set",
+                                "source": f"{len(y)} images"}
         return self
 
     # ------------------------------------------------------- few-shot references
@@ -301,7 +303,7 @@ class Detector:
 
     @classmethod
     def load(cls, path: str | Path) -> Detector:
-        """Read a ``.oddeye`` file; the backbone weights come from the file, not from the network."""
+        """Read a ``.oddeye`` file; backbone weights come from the file, not from the network."""
         meta, tensors = load_model(path)
         try:
             dparams = {k: v for k, v in meta["detector_params"].items() if k != "method"}
@@ -318,7 +320,8 @@ class Detector:
             head_state = {k[len("head."):]: v for k, v in tensors.items() if k.startswith("head.")}
             head = method.head_from_state(extractor.channels, extractor.strides, head_state)
         except (KeyError, TypeError, RuntimeError) as exc:
-            raise ModelFileError(f"{path}: model content does not match its metadata ({exc})") from None
+            raise ModelFileError(
+                f"{path}: model content does not match its metadata ({exc})") from None
         pre = PreprocessConfig.from_dict(meta["preprocess"])
         det.method_ = method
         det.model_ = AnomalyModel(Normalize(pre.mean, pre.std), extractor.eval(), head.eval(),

@@ -34,12 +34,14 @@ def build_parser() -> argparse.ArgumentParser:
     """The top-level parser with one sub-parser per command module."""
     parser = argparse.ArgumentParser(
         prog="oddeye",
-        description="Anomaly detection for visual inspection: learn normal, score and localise defects.",
+        description="Anomaly detection for visual inspection: learn normal, score and localise "
+        "defects.",
     )
     parser.add_argument("--version", action="version", version=f"oddeye {__version__}")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
     for mod in _command_modules():
-        p = sub.add_parser(mod.NAME, help=mod.HELP, description=getattr(mod, "DESCRIPTION", mod.HELP))
+        p = sub.add_parser(mod.NAME, help=mod.HELP,
+                           description=getattr(mod, "DESCRIPTION", mod.HELP))
         mod.add_arguments(p)
         p.set_defaults(_run=mod.run)
     return parser

@@ -20,38 +20,40 @@ METRIC_KEYS = ("image_auroc", "image_ap", "image_f1max", "pixel_auroc", "pixel_a
 
 
 def evaluate_category(detector, cat: CategoryData, progress: bool = True,
-                      exclude: set | None = None, details: dict | None = None) -> dict:
+                      exclude: set | None = None, details: dict | None = None,
+                      mode: str = "exact") -> dict:
     """Metrics of ``detector`` on ``cat.test`` (minus ``exclude`` paths), with timing.
 
-    When ``details`` is a dict it receives per-image ``paths, scores, labels, defect_types``
-    (for reports), so the test split is scored exactly once.
+    Maps stream batch by batch into ``oddeye.metrics.MetricAccumulator`` (``mode="binned"`` keeps
+    memory fixed for very large test sets). When ``details`` is a dict it receives per-image
+    ``paths, scores, labels, defect_types`` (for reports), so the test split is scored once.
     """
-    from oddeye.metrics import evaluate
+    from oddeye.metrics import MetricAccumulator
 
     samples = [s for s in cat.test if not exclude or s.path not in exclude]
     if not samples:
         raise DataError(f"category {cat.name!r} at {cat.root} has no test images")
-    size = detector.size
-    scores, maps, masks = [], [], []
+    acc = MetricAccumulator(mode=mode)
+    scores = []
+    seconds = 0.0
+    bs = detector.batch_size
     t0 = time.perf_counter()
-    for pred in detector.iter_predict([s.path for s in samples], progress=progress):
+    preds = detector.iter_predict([s.path for s in samples], progress=progress)
+    for start, pred in zip(range(0, len(samples), bs), preds, strict=False):
+        seconds += time.perf_counter() - t0
+        batch = samples[start:start + bs]
+        masks = []
+        for s, (h, w) in zip(batch, pred.original_sizes, strict=True):
+            masks.append(resize_mask(load_sample_mask(s, (h, w)), detector.size))
+        labels = np.array([s.label for s in batch], dtype=np.int64)
+        acc.update(pred.scores, labels, pred.maps.astype(np.float32), np.stack(masks))
         scores.append(pred.scores)
-        maps.append(pred.maps.astype(np.float32))
-    seconds = time.perf_counter() - t0
-    for s in samples:
-        from PIL import Image
-
-        with Image.open(s.path) as im:
-            w, h = im.size
-        masks.append(resize_mask(load_sample_mask(s, (h, w)), size))
-    labels = np.array([s.label for s in samples], dtype=np.int64)
-    all_scores = np.concatenate(scores)
-    result = evaluate(all_scores, labels, np.concatenate(maps), np.stack(masks))
+        t0 = time.perf_counter()
+    result = {k: float(v) for k, v in acc.compute().items() if k in METRIC_KEYS}
     if details is not None:
-        details.update(paths=[s.path for s in samples], scores=all_scores, labels=labels,
+        details.update(paths=[s.path for s in samples], scores=np.concatenate(scores),
+                       labels=np.array([s.label for s in samples]),
                        defect_types=[s.defect_type for s in samples])
-    result = {k: (float(v) if v is not None else float("nan")) for k, v in result.items()
-              if k in METRIC_KEYS}
     result["n_images"] = len(samples)
     result["seconds"] = seconds
     result["ms_per_image"] = 1000.0 * seconds / len(samples)

@@ -28,15 +28,15 @@ def upsample(maps: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
 
 
 def gaussian_blur(maps: torch.Tensor, sigma: float = 4.0) -> torch.Tensor:
-    """Separable Gaussian smoothing of (N, H, W) maps with reflect padding; sigma <= 0 is a no-op."""
+    """Separable Gaussian smoothing of (N, H, W) maps, reflect padding; sigma <= 0 is a no-op."""
     if sigma <= 0:
         return maps
     k = gaussian_kernel1d(sigma).to(maps)
     r = (k.numel() - 1) // 2
     x = maps.unsqueeze(1)
-    x = F.pad(x, (r, r, 0, 0), mode="reflect") if r < x.shape[-1] else F.pad(x, (r, r, 0, 0), mode="replicate")
+    x = F.pad(x, (r, r, 0, 0), mode="reflect" if r < x.shape[-1] else "replicate")
     x = F.conv2d(x, k.view(1, 1, 1, -1))
-    x = F.pad(x, (0, 0, r, r), mode="reflect") if r < x.shape[-2] else F.pad(x, (0, 0, r, r), mode="replicate")
+    x = F.pad(x, (0, 0, r, r), mode="reflect" if r < x.shape[-2] else "replicate")
     x = F.conv2d(x, k.view(1, 1, -1, 1))
     return x[:, 0]
 

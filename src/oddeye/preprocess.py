@@ -83,7 +83,7 @@ def load_resized(items: Sequence[ImageLike], size: int) -> list[np.ndarray]:
 
 
 class Normalize(nn.Module):
-    """uint8 or float [0, 255] batch (N, 3, H, W) -> ImageNet-normalised float; part of the graph."""
+    """uint8 or [0, 255] float batch (N, 3, H, W) -> ImageNet-normalised float (in the graph)."""
 
     def __init__(self, mean: Sequence[float] = IMAGENET_MEAN, std: Sequence[float] = IMAGENET_STD):
         super().__init__()

@@ -56,7 +56,8 @@ def write_section(name: str, body: str, path: str | Path = DEFAULT_RESULTS) -> P
         f"_Command: `{command_line()}`; {stamp}; {machine_line()}._\n"
         f"<!-- /section:{name} -->"
     )
-    pattern = re.compile(rf"<!-- section:{re.escape(name)} -->.*?<!-- /section:{re.escape(name)} -->", re.S)
+    tag = re.escape(name)
+    pattern = re.compile(rf"<!-- section:{tag} -->.*?<!-- /section:{tag} -->", re.S)
     if pattern.search(text):
         text = pattern.sub(lambda _m: block, text)
     else:

@@ -13,7 +13,7 @@ from oddeye.errors import DataError
 
 
 def parse_params(items: list[str] | None) -> dict[str, Any]:
-    """``key=value`` pairs from ``--param``; values parsed as JSON when possible (numbers, lists)."""
+    """``key=value`` pairs from ``--param``; values parsed as JSON when possible (numbers...)."""
     out: dict[str, Any] = {}
     for item in items or []:
         if "=" not in item:

@@ -19,7 +19,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--model", required=True, help="model file (.oddeye or .onnx)")
     p.add_argument("paths", nargs="+", metavar="PATH", help="image files or folders (walked)")
     p.add_argument("--out", required=True, help="output folder")
-    p.add_argument("--refs", nargs="+", metavar="REF", help="reference good images (few-shot methods)")
+    p.add_argument("--refs", nargs="+", metavar="REF",
+                   help="reference good images (few-shot methods)")
     p.add_argument("--batch-size", type=int, default=4)
 
 

@@ -97,7 +97,8 @@ def fit_one(args: argparse.Namespace, datasets: list, out: Path) -> Path:
     extra = {"data": [str(d.root) for d in datasets], "shots": args.shots, "seed": args.seed,
              "labelled_defects": mat["labelled"]}
     path = det.save(out, extra=extra)
-    print(f"trained {args.method} on {det.n_train_} images of {', '.join(d.name for d in datasets)} "
+    names = ", ".join(d.name for d in datasets)
+    print(f"trained {args.method} on {det.n_train_} images of {names} "
           f"in {det.fit_seconds_:.1f} s; threshold {det.threshold_:.4g} "
           f"({det.threshold_info_['source']}); saved {path}")
     return path

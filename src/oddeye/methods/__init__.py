@@ -44,7 +44,8 @@ def get_method(name: str) -> type[Method]:
     try:
         return _REGISTRY[name]
     except KeyError:
-        raise OddeyeError(f"unknown method {name!r}; available: {', '.join(sorted(_REGISTRY))}") from None
+        known = ", ".join(sorted(_REGISTRY))
+        raise OddeyeError(f"unknown method {name!r}; available: {known}") from None
 
 
 def create_method(name: str, **params) -> Method:

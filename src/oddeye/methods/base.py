@@ -120,12 +120,13 @@ class Method(ABC):
 
 
 def resize_buffers(module: nn.Module, state: dict[str, torch.Tensor]) -> None:
-    """Give every buffer named in ``state`` the saved shape, so variable-size state loads strictly."""
+    """Give each buffer in ``state`` its saved shape, so variable-size state loads strictly."""
     for key, tensor in state.items():
         owner_name, _, attr = key.rpartition(".")
         owner = module.get_submodule(owner_name) if owner_name else module
         if attr in owner._buffers and owner._buffers[attr] is not None:
-            if owner._buffers[attr].shape != tensor.shape or owner._buffers[attr].dtype != tensor.dtype:
+            buf = owner._buffers[attr]
+            if buf.shape != tensor.shape or buf.dtype != tensor.dtype:
                 owner._buffers[attr] = torch.empty_like(tensor)
 
 
