@@ -1,0 +1,93 @@
+"""FeatureExtractor: a frozen, always-eval, truncated backbone returning feature taps by name."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Sequence
+
+import torch
+from torch import nn
+
+from .base import IMAGENET_MEAN, IMAGENET_STD, STRIDE_TAPS, Backbone
+from .fold import fold_batchnorm
+from .registry import BackboneError, create_backbone
+
+#: Images per forward pass for inference on CPU, chosen by measurement (docs/backbones.md).
+DEFAULT_BATCH = 8
+
+
+class InputRenorm(nn.Module):
+    """Per-channel affine map from ImageNet normalisation to the one a backbone was trained on."""
+
+    def __init__(self, mean: Sequence[float], std: Sequence[float]) -> None:
+        super().__init__()
+        src_mean = torch.tensor(IMAGENET_MEAN).reshape(1, 3, 1, 1)
+        src_std = torch.tensor(IMAGENET_STD).reshape(1, 3, 1, 1)
+        dst_mean = torch.tensor(tuple(mean)).reshape(1, 3, 1, 1)
+        dst_std = torch.tensor(tuple(std)).reshape(1, 3, 1, 1)
+        # x_pixel = x * src_std + src_mean; y = (x_pixel - dst_mean) / dst_std
+        self.register_buffer("scale", src_std / dst_std, persistent=False)
+        self.register_buffer("shift", (src_mean - dst_mean) / dst_std, persistent=False)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return x * self.scale + self.shift
+
+
+def canonical_tap(backbone: Backbone, layer: str) -> str:
+    """The stride name (``s2``..``s32``) that ``layer`` refers to on ``backbone``."""
+    name = backbone.tap_aliases.get(layer, layer)
+    if name not in STRIDE_TAPS:
+        known = list(STRIDE_TAPS) + list(backbone.tap_aliases)
+        raise BackboneError(f"unknown feature layer {layer!r} for {type(backbone).__name__}; "
+                            f"use one of {', '.join(known)}")
+    return name
+
+
+class FeatureExtractor(nn.Module):
+    """Frozen pretrained backbone cut after the deepest requested tap; forward -> {name: map}.
+
+    Input is ImageNet-normalised (N, 3, H, W); backbones trained with another normalisation
+    convert it internally. ``layers`` are stride names ``s2, s4, s8, s16, s32`` (ResNets also
+    ``layer1..layer4``). ``fold_bn=False`` keeps BatchNorm layers (the module stays frozen and
+    in eval mode either way). ``.channels[name]`` and ``.strides[name]`` describe the outputs.
+    """
+
+    def __init__(self, backbone: str, layers: Sequence[str],
+                 weights: str | os.PathLike | None = "auto", fold_bn: bool = True) -> None:
+        super().__init__()
+        if isinstance(layers, str) or not layers:
+            raise BackboneError(f"layers must be a non-empty sequence of names, got {layers!r}")
+        net = create_backbone(backbone, weights)
+        taps = {layer: canonical_tap(net, layer) for layer in layers}
+        if fold_bn:
+            fold_batchnorm(net)
+        stages = net.feature_stages()
+        order = [s.name for s in stages]
+        last = max(order.index(t) for t in taps.values())
+        self.backbone_name = backbone
+        self.layers: tuple[str, ...] = tuple(dict.fromkeys(layers))
+        self.folded = fold_bn
+        self.stages = nn.ModuleList(s.module for s in stages[:last + 1])
+        self._stage_of = {layer: order.index(tap) for layer, tap in taps.items()}
+        self.channels: dict[str, int] = {k: stages[i].channels for k, i in self._stage_of.items()}
+        self.strides: dict[str, int] = {k: stages[i].stride for k, i in self._stage_of.items()}
+        renorm = (tuple(net.input_mean), tuple(net.input_std)) != (IMAGENET_MEAN, IMAGENET_STD)
+        self.renorm = InputRenorm(net.input_mean, net.input_std) if renorm else nn.Identity()
+        self.requires_grad_(False)
+        super().train(False)
+
+    def train(self, mode: bool = True) -> FeatureExtractor:
+        """Ignore ``mode``: the extractor always stays in eval mode (frozen statistics)."""
+        return super().train(False)
+
+    def forward(self, x: torch.Tensor) -> dict[str, torch.Tensor]:
+        """Feature maps of ImageNet-normalised (N, 3, H, W) input, keyed by requested name."""
+        if x.dim() != 4 or x.shape[1] != 3:
+            raise ValueError(f"FeatureExtractor expects (N, 3, H, W) input, got "
+                             f"{tuple(x.shape)}")
+        x = self.renorm(x)
+        outputs: dict[int, torch.Tensor] = {}
+        for index, stage in enumerate(self.stages):
+            x = stage(x)
+            outputs[index] = x
+        return {layer: outputs[self._stage_of[layer]] for layer in self.layers}
