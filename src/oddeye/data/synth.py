@@ -1,0 +1,703 @@
+"""Synthetic defect images in the MVTec AD layout: the embedded demo data set and the test data.
+
+Every image is rendered with vectorised numpy from its own random stream, derived from
+``(seed, class, split, index)``, so any subset of classes, defects or counts reproduces the same
+bytes as the full set. Defects are alpha-blended onto the clean scene before the shared lighting
+and sensor noise, and the written mask is exactly the set of pixels the defect changed.
+"""
+
+from __future__ import annotations
+
+import shutil
+import zlib
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass
+from functools import lru_cache
+from pathlib import Path
+
+import numpy as np
+from PIL import Image
+
+from oddeye.errors import DataError
+
+TEXTURES: tuple[str, ...] = ("noise", "stripes", "grid", "wood")
+OBJECTS: tuple[str, ...] = ("disc", "nut")
+CLASSES: tuple[str, ...] = TEXTURES + OBJECTS
+DEFECT_TYPES: tuple[str, ...] = ("scratch", "spot", "hole", "crack", "stain")
+
+#: Bumped whenever a change alters the rendered bytes for a given seed.
+GENERATOR_VERSION = 1
+MIN_SIZE = 32
+MAX_SIZE = 2048
+SOURCE_MARKER = "oddeye synthetic data"
+
+_SPLIT_TRAIN = 1
+_SPLIT_TEST_GOOD = 2
+_F32 = np.float32
+
+
+# --------------------------------------------------------------------------------------------
+# small pure helpers
+# --------------------------------------------------------------------------------------------
+
+
+def _name_key(name: str) -> int:
+    """Stable integer for a class/defect name (not Python's salted hash), for seeding."""
+    return zlib.crc32(name.encode("utf-8"))
+
+
+def _streams(seed: int, class_name: str, split: int, index: int) -> tuple[np.random.Generator, ...]:
+    """Independent generators (scene, defect, sensor) for one image of (seed, class, split, i)."""
+    ss = np.random.SeedSequence([seed, _name_key(class_name), split, index])
+    return tuple(np.random.Generator(np.random.PCG64(child)) for child in ss.spawn(3))
+
+
+@lru_cache(maxsize=8)
+def _coords(size: int) -> tuple[np.ndarray, np.ndarray]:
+    """Pixel-centre coordinates (X, Y) in image units: -0.5..0.5 across the image."""
+    c = ((np.arange(size, dtype=_F32) + 0.5) / size - 0.5).astype(_F32)
+    y, x = np.meshgrid(c, c, indexing="ij")
+    x.flags.writeable = False
+    y.flags.writeable = False
+    return x, y
+
+
+@lru_cache(maxsize=64)
+def _band(size: int, sigma_x: float, sigma_y: float) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Rows, columns and gains of the rfft2 coefficients a Gaussian blur keeps (gain > 1e-3)."""
+    cut = np.sqrt(np.log(1e3) / (2.0 * np.pi**2))  # |f| * sigma beyond which the gain is < 1e-3
+    ky = int(min(size // 2, np.ceil(cut * size / sigma_y)))
+    kx = int(min(size // 2, np.ceil(cut * size / sigma_x)))
+    rows = np.unique(np.r_[np.arange(0, ky + 1), np.arange(size - ky, size)] % size)
+    cols = np.arange(0, kx + 1)
+    fy = np.fft.fftfreq(size)[rows][:, None]
+    fx = np.fft.rfftfreq(size)[cols][None, :]
+    gain = np.exp(-2.0 * np.pi**2 * (sigma_y**2 * fy**2 + sigma_x**2 * fx**2)).astype(_F32)
+    for a in (rows, cols, gain):
+        a.flags.writeable = False
+    return rows, cols, gain
+
+
+def _smooth_noise(
+    rng: np.random.Generator,
+    size: int,
+    sigma: float,
+    channels: int = 1,
+    sigma_y: float | None = None,
+) -> np.ndarray:
+    """Periodic Gaussian random field (channels, size, size) with unit std per channel.
+
+    Drawn directly in the Fourier domain, only where the Gaussian blur of white noise of the given
+    sigma (px; sigma_y for an anisotropic blur) keeps energy: a smooth field is one inverse FFT.
+    """
+    rows, cols, gain = _band(size, float(sigma), float(sigma if sigma_y is None else sigma_y))
+    shape = (channels, rows.size, cols.size)
+    coef = rng.standard_normal((2, *shape), dtype=_F32)
+    spec = np.zeros((channels, size, size // 2 + 1), dtype=np.complex64)
+    spec[:, rows[:, None], cols[None, :]] = (coef[0] + 1j * coef[1]) * gain
+    spec[:, 0, 0] = 0.0
+    out = np.fft.irfft2(spec, s=(size, size))
+    out /= out.std(axis=(1, 2), keepdims=True) + _F32(1e-8)
+    return out.astype(_F32, copy=False)
+
+
+def _smoothstep(edge0: float, edge1: float, x: np.ndarray) -> np.ndarray:
+    """Hermite ramp from 0 at edge0 to 1 at edge1 (edges may be reversed)."""
+    t = np.clip((x - edge0) / (edge1 - edge0), 0.0, 1.0)
+    return (t * t * (3.0 - 2.0 * t)).astype(_F32)
+
+
+def _rotate(x: np.ndarray, y: np.ndarray, angle: float) -> tuple[np.ndarray, np.ndarray]:
+    """Coordinates rotated by -angle (so the content appears rotated by +angle)."""
+    c, s = float(np.cos(angle)), float(np.sin(angle))  # Python floats keep float32 arrays float32
+    return c * x + s * y, -s * x + c * y
+
+
+def _colour(*rgb: float) -> np.ndarray:
+    return np.array(rgb, dtype=_F32)
+
+
+def _lerp(a: np.ndarray, b: np.ndarray, t: np.ndarray) -> np.ndarray:
+    """Per-pixel mix of colours a and b by weight t (H, W) -> (H, W, 3)."""
+    return a + (b - a) * t[..., None]
+
+
+# --------------------------------------------------------------------------------------------
+# scenes (normal images)
+# --------------------------------------------------------------------------------------------
+
+
+@dataclass
+class _Scene:
+    """A clean rendered scene in float RGB 0..255 plus where defects may be placed."""
+
+    image: np.ndarray  # (H, W, 3) float32
+    region: np.ndarray  # (H, W) bool: pixels a defect may change (the object, or everything)
+    depth: np.ndarray  # (H, W) float32: distance in px to the region's border (large = interior)
+    background: np.ndarray | None = None  # what a hole through the object reveals
+
+
+def _texture_scene(image: np.ndarray) -> _Scene:
+    size = image.shape[0]
+    region = np.ones(image.shape[:2], dtype=bool)
+    x, y = _coords(size)
+    # distance to the image border, so defects stay inside the frame
+    depth = ((0.5 - np.maximum(np.abs(x), np.abs(y))) * size).astype(_F32)
+    return _Scene(image, region, depth)
+
+
+def _scene_noise(rng: np.random.Generator, size: int) -> _Scene:
+    """Mottled surface: two octaves of smooth coloured noise around a grey-green."""
+    coarse = _smooth_noise(rng, size, size / 22.0, channels=3)
+    fine = _smooth_noise(rng, size, size / 90.0)[0]
+    lum = 0.85 * coarse[0] + 0.35 * fine
+    img = _colour(124, 130, 112) + 24.0 * lum[..., None]
+    img += 7.0 * coarse[1][..., None] * _colour(1.0, -0.3, -0.7)
+    img += 7.0 * coarse[2][..., None] * _colour(-0.5, 0.2, 1.0)
+    return _texture_scene(img.astype(_F32))
+
+
+def _scene_stripes(rng: np.random.Generator, size: int) -> _Scene:
+    """Woven-tape stripes at ~25 degrees with random phase and small angle/period jitter."""
+    x, y = _coords(size)
+    angle = np.deg2rad(25.0 + rng.normal(0.0, 1.5))
+    period = 0.075 * (1.0 + rng.uniform(-0.03, 0.03))
+    u, _ = _rotate(x, y, angle)
+    t = u / period + rng.uniform(0.0, 1.0)
+    w = (np.tanh(2.5 * np.sin(2.0 * np.pi * t)) / float(np.tanh(2.5)) + 1.0) * 0.5
+    fibre = _smooth_noise(rng, size, size / 160.0)[0]
+    img = _lerp(_colour(46, 58, 96), _colour(214, 204, 176), w.astype(_F32))
+    img += 7.0 * fibre[..., None]
+    return _texture_scene(img.astype(_F32))
+
+
+def _scene_grid(rng: np.random.Generator, size: int) -> _Scene:
+    """Woven wire mesh: rounded light wires on a dark backing, random phase and slight rotation."""
+    x, y = _coords(size)
+    angle = np.deg2rad(rng.normal(0.0, 1.5))
+    period = 0.0625 * (1.0 + rng.uniform(-0.02, 0.02))
+    xr, yr = _rotate(x, y, angle)
+    u = xr / period + rng.uniform(0.0, 1.0)
+    v = yr / period + rng.uniform(0.0, 1.0)
+    half = 0.15
+    du = np.abs(u - np.floor(u) - 0.5)
+    dv = np.abs(v - np.floor(v) - 0.5)
+    wire_u = _smoothstep(half + 0.04, half - 0.04, du) * np.sqrt(
+        np.clip(1 - (du / (half + 0.04)) ** 2, 0, 1)
+    )
+    wire_v = _smoothstep(half + 0.04, half - 0.04, dv) * np.sqrt(
+        np.clip(1 - (dv / (half + 0.04)) ** 2, 0, 1)
+    )
+    over = ((np.floor(u + 0.5) + np.floor(v + 0.5)) % 2).astype(_F32)  # which wire is on top
+    val = np.maximum(wire_u * (0.8 + 0.2 * over), wire_v * (1.0 - 0.2 * over))
+    backing = _smooth_noise(rng, size, size / 50.0)[0]
+    img = _lerp(_colour(30, 32, 36), _colour(196, 194, 184), val.astype(_F32))
+    img += 4.0 * backing[..., None]
+    return _texture_scene(img.astype(_F32))
+
+
+def _scene_wood(rng: np.random.Generator, size: int) -> _Scene:
+    """Plank grain: warped growth rings (light early, dark late wood) and long fibre streaks."""
+    x, y = _coords(size)
+    angle = np.deg2rad(rng.normal(0.0, 2.0))
+    _, yr = _rotate(x, y, angle)
+    warp = _smooth_noise(rng, size, size / 5.0, sigma_y=size / 10.0)[0]
+    period = 0.05 * (1.0 + rng.uniform(-0.05, 0.05))
+    t = yr / period + 0.8 * warp + rng.uniform(0.0, 1.0)
+    frac = t - np.floor(t)
+    ring = _smoothstep(0.45, 0.92, frac) * _smoothstep(1.0, 0.96, frac)
+    streak = _smooth_noise(rng, size, size / 10.0, sigma_y=size / 320.0)[0]
+    img = _lerp(_colour(206, 160, 108), _colour(128, 80, 42), (0.85 * ring).astype(_F32))
+    img += 9.0 * streak[..., None] * _colour(1.0, 0.8, 0.6)
+    return _texture_scene(img.astype(_F32))
+
+
+def _object_background(rng: np.random.Generator, size: int) -> np.ndarray:
+    """Dark matte table with a faint mottling, shared by the object classes."""
+    mottle = _smooth_noise(rng, size, size / 40.0)[0]
+    return (_colour(58, 60, 66) + 3.0 * mottle[..., None]).astype(_F32)
+
+
+def _drop_shadow(bg: np.ndarray, inside: np.ndarray) -> np.ndarray:
+    """Darken the background where a soft, offset copy of the object's silhouette falls."""
+    return bg * (1.0 - 0.4 * inside)[..., None]
+
+
+def _pose(rng: np.random.Generator, max_shift: float, max_deg: float) -> tuple[float, float, float]:
+    dx, dy = np.clip(rng.normal(0.0, max_shift / 2.0, 2), -max_shift, max_shift)
+    return float(dx), float(dy), float(np.deg2rad(rng.uniform(-max_deg, max_deg)))
+
+
+def _bevel_shade(dx: np.ndarray, dy: np.ndarray, r: np.ndarray, tilt_deg: float) -> np.ndarray:
+    """Lambert shade of a surface tilted radially (outward for tilt > 0) under a top-left light."""
+    lx, ly, lz = (v / float(np.sqrt(0.45**2 + 0.55**2 + 0.70**2)) for v in (-0.45, -0.55, 0.70))
+    tilt = float(np.deg2rad(tilt_deg))
+    side = float(np.sin(tilt)) / np.maximum(r, _F32(1e-6))
+    return np.clip((dx * lx + dy * ly) * side + float(np.cos(tilt)) * lz, 0.0, 1.0)
+
+
+def _scene_disc(rng: np.random.Generator, size: int) -> _Scene:
+    """Turned metal cap: flat face, bevelled rim, a groove and an off-centre embossed mark."""
+    x, y = _coords(size)
+    cx, cy, rot = _pose(rng, 0.04, 15.0)
+    radius = 0.33 * (1.0 + rng.uniform(-0.01, 0.01))
+    dx, dy = x - cx, y - cy
+    r = np.hypot(dx, dy)
+    xr, yr = _rotate(dx, dy, rot)
+    cover = np.clip((radius - r) * size + 0.5, 0.0, 1.0).astype(_F32)
+
+    flat = _bevel_shade(dx, dy, r, 0.0)
+    outer = _bevel_shade(dx, dy, r, 45.0)
+    inner = _bevel_shade(dx, dy, r, -30.0)
+    shade = flat + (outer - flat) * _smoothstep(0.86 * radius, 0.9 * radius, r)
+    ring_in = _smoothstep(0.74 * radius, 0.77 * radius, r) * _smoothstep(
+        0.84 * radius, 0.81 * radius, r
+    )
+    shade = shade + (inner - shade) * ring_in
+    groove = np.exp(-(((r - 0.52 * radius) / (0.015 * radius)) ** 2)).astype(_F32)
+    shade = shade * (1.0 - 0.35 * groove)
+    bar = _smoothstep(0.13 * radius, 0.11 * radius, np.abs(xr - 0.3 * radius))
+    bar = bar * _smoothstep(0.05 * radius, 0.03 * radius, np.abs(yr))
+    dot = _smoothstep(0.07 * radius, 0.05 * radius, np.hypot(xr + 0.3 * radius, yr))
+    brushed = _smooth_noise(rng, size, size / 200.0)[0]
+    face = _colour(180, 176, 164) * (0.45 + 0.6 * shade)[..., None]
+    face = face + (28.0 * bar - 30.0 * dot + 3.0 * brushed)[..., None]
+
+    bg = _object_background(rng, size)
+    shadow = _smoothstep(radius + 0.04, radius - 0.02, np.hypot(dx - 0.015, dy - 0.02))
+    bg = _drop_shadow(bg, shadow)
+    img = bg + (face - bg) * cover[..., None]
+    depth = ((radius - r) * size).astype(_F32)
+    return _Scene(img.astype(_F32), cover >= 0.5, depth, bg)
+
+
+def _scene_nut(rng: np.random.Generator, size: int) -> _Scene:
+    """Hex nut seen from above: chamfered corners, threaded bore showing the table through it."""
+    x, y = _coords(size)
+    cx, cy, rot = _pose(rng, 0.04, 10.0)
+    apothem = 0.28 * (1.0 + rng.uniform(-0.01, 0.01))
+    bore = 0.115
+    dx, dy = x - cx, y - cy
+    xr, yr = _rotate(dx, dy, rot)
+    r = np.hypot(dx, dy)
+    s3 = float(np.sqrt(3.0)) / 2.0
+    hexd = np.maximum(
+        np.abs(xr), np.maximum(np.abs(0.5 * xr + s3 * yr), np.abs(0.5 * xr - s3 * yr))
+    )
+    cover = np.clip((apothem - hexd) * size + 0.5, 0.0, 1.0) * np.clip(
+        (r - bore) * size + 0.5, 0.0, 1.0
+    )
+    cover = cover.astype(_F32)
+
+    flat = _bevel_shade(dx, dy, r, 0.0)
+    chamfer = _bevel_shade(dx, dy, r, 40.0)
+    thread = _bevel_shade(dx, dy, r, -45.0)
+    shade = flat + (chamfer - flat) * _smoothstep(0.97 * apothem, 1.0 * apothem, r)
+    in_thread = _smoothstep(bore * 1.32, bore * 1.25, r)
+    theta = np.arctan2(yr, xr)
+    helix = 0.5 + 0.5 * np.sin(2.0 * np.pi * ((r - bore) / 0.012 + theta / (2.0 * np.pi)))
+    shade = shade + (thread * (0.7 + 0.3 * helix) - shade) * in_thread
+    brushed = _smooth_noise(rng, size, size / 150.0)[0]
+    face = _colour(166, 170, 178) * (0.45 + 0.6 * shade)[..., None] + 3.0 * brushed[..., None]
+
+    bg = _object_background(rng, size)
+    sx, sy = _rotate(dx - 0.015, dy - 0.02, rot)
+    shex = np.maximum(
+        np.abs(sx), np.maximum(np.abs(0.5 * sx + s3 * sy), np.abs(0.5 * sx - s3 * sy))
+    )
+    shadow = _smoothstep(apothem + 0.035, apothem - 0.02, shex)
+    shadow = shadow * _smoothstep(bore - 0.02, bore + 0.02, np.hypot(dx - 0.015, dy - 0.02))
+    bg = _drop_shadow(bg, shadow)
+    img = bg + (face - bg) * cover[..., None]
+    depth = (np.minimum(apothem - hexd, r - bore) * size).astype(_F32)
+    return _Scene(img.astype(_F32), cover >= 0.5, depth, bg)
+
+
+_SCENES: dict[str, Callable[[np.random.Generator, int], _Scene]] = {
+    "noise": _scene_noise,
+    "stripes": _scene_stripes,
+    "grid": _scene_grid,
+    "wood": _scene_wood,
+    "disc": _scene_disc,
+    "nut": _scene_nut,
+}
+
+
+# --------------------------------------------------------------------------------------------
+# defects: each returns (alpha (H, W) in [0, 1], target (H, W, 3)); alpha > 0 is the footprint
+# --------------------------------------------------------------------------------------------
+
+_MIN_LINE_ALPHA = 0.3
+
+
+def _pick_centre(rng: np.random.Generator, scene: _Scene, margin_px: float) -> tuple[float, float]:
+    """A pixel centre (x, y) in image units whose distance to the region border is >= margin."""
+    ok = np.flatnonzero(scene.depth.ravel() >= margin_px)
+    if ok.size == 0:
+        ok = np.flatnonzero(scene.depth.ravel() >= scene.depth.max())
+    flat = int(ok[rng.integers(ok.size)])
+    size = scene.depth.shape[0]
+    row, col = divmod(flat, size)
+    return (col + 0.5) / size - 0.5, (row + 0.5) / size - 0.5
+
+
+def _blob_shape(
+    rng: np.random.Generator,
+    size: int,
+    centre: tuple[float, float],
+    radius: float,
+    wobble: float,
+    harmonics: int,
+) -> np.ndarray:
+    """Normalised radius rho (H, W) of an irregular ellipse: rho <= 1 is inside the blob."""
+    x, y = _coords(size)
+    aspect = rng.uniform(0.6, 1.0)
+    xr, yr = _rotate(x - centre[0], y - centre[1], rng.uniform(0.0, np.pi))
+    yr = yr / aspect
+    d = np.hypot(xr, yr)
+    theta = np.arctan2(yr, xr)
+    edge = np.ones_like(d)
+    for k in range(2, 2 + harmonics):
+        edge += rng.uniform(0.0, wobble) / (k - 1) * np.cos(k * theta + rng.uniform(0, 2 * np.pi))
+    return (d / (radius * np.maximum(edge, 0.3))).astype(_F32)
+
+
+def _local_level(image: np.ndarray, alpha: np.ndarray) -> float:
+    """Mean brightness of the scene under a footprint (to pick a contrasting defect polarity)."""
+    inside = alpha > 0
+    return float(image[inside].mean()) if inside.any() else 128.0
+
+
+def _signed_delta(rng: np.random.Generator, level: float, low: float, high: float) -> float:
+    """Brightness change with a polarity that stays visible: darker on bright, brighter on dark."""
+    mag = rng.uniform(low, high)
+    if level > 150:
+        sign = -1.0
+    elif level < 100:
+        sign = 1.0
+    else:
+        sign = 1.0 if rng.random() < 0.5 else -1.0
+    return sign * mag
+
+
+def _polyline_alpha(size: int, points: np.ndarray, width_px: float) -> np.ndarray:
+    """Anti-aliased coverage (H, W) of a polyline of the given width; points in pixel units."""
+    alpha = np.zeros((size, size), dtype=_F32)
+    pad = width_px / 2.0 + 2.0
+    x0 = int(max(np.floor(points[:, 0].min() - pad), 0))
+    x1 = int(min(np.ceil(points[:, 0].max() + pad), size))
+    y0 = int(max(np.floor(points[:, 1].min() - pad), 0))
+    y1 = int(min(np.ceil(points[:, 1].max() + pad), size))
+    if x1 <= x0 or y1 <= y0:
+        return alpha
+    py, px = np.mgrid[y0:y1, x0:x1].astype(_F32) + _F32(0.5)
+    q = np.stack([px.ravel(), py.ravel()], axis=1)[:, None, :]  # (M, 1, 2)
+    a, b = points[:-1][None], points[1:][None]  # (1, S, 2)
+    ab = b - a
+    t = np.clip(((q - a) * ab).sum(-1) / np.maximum((ab * ab).sum(-1), 1e-9), 0.0, 1.0)
+    dist = np.linalg.norm(q - (a + t[..., None] * ab), axis=-1).min(axis=1)
+    cov = np.clip(width_px / 2.0 + 0.5 - dist, 0.0, 1.0).reshape(py.shape)
+    alpha[y0:y1, x0:x1] = np.where(cov >= _MIN_LINE_ALPHA, cov, 0.0)
+    return alpha
+
+
+def _line_width(rng: np.random.Generator, size: int, low: float, high: float) -> float:
+    return max(1.0, rng.uniform(low, high) * size / 256.0)
+
+
+def _defect_scratch(rng: np.random.Generator, scene: _Scene) -> tuple[np.ndarray, np.ndarray]:
+    """Thin curved bright or dark line (quadratic Bezier), 15-35% of the image long."""
+    size = scene.image.shape[0]
+    length = rng.uniform(0.15, 0.35) * size
+    mx, my = _pick_centre(rng, scene, 0.1 * length)
+    mid = np.array([(mx + 0.5) * size, (my + 0.5) * size])
+    ang = rng.uniform(0.0, np.pi)
+    along = np.array([np.cos(ang), np.sin(ang)])
+    normal = np.array([-along[1], along[0]])
+    p0, p2 = mid - along * length / 2, mid + along * length / 2
+    p1 = mid + normal * rng.uniform(-0.3, 0.3) * length
+    t = np.linspace(0.0, 1.0, 32)[:, None]
+    pts = ((1 - t) ** 2 * p0 + 2 * (1 - t) * t * p1 + t**2 * p2).astype(_F32)
+    alpha = _polyline_alpha(size, pts, _line_width(rng, size, 1.0, 2.4)) * scene.region
+    delta = _signed_delta(rng, _local_level(scene.image, alpha), 60.0, 110.0)
+    return alpha.astype(_F32), scene.image + _F32(delta)
+
+
+def _defect_crack(rng: np.random.Generator, scene: _Scene) -> tuple[np.ndarray, np.ndarray]:
+    """Thin jagged dark line (random walk) with one to three thinner side branches."""
+    size = scene.image.shape[0]
+    length = rng.uniform(0.12, 0.28) * size
+    sx, sy = _pick_centre(rng, scene, 0.1 * length)
+    steps = 12
+    turns = rng.normal(0.0, 0.35, steps) + np.cumsum(rng.normal(0.0, 0.12, steps))
+    turns += rng.uniform(0.0, 2 * np.pi)
+    seg = length / steps * rng.uniform(0.7, 1.3, steps)
+    walk = np.cumsum(np.stack([np.cos(turns) * seg, np.sin(turns) * seg], axis=1), axis=0)
+    start = np.array([(sx + 0.5) * size, (sy + 0.5) * size])
+    main = np.vstack([start, start + walk]) - walk[-1] / 2  # centre the crack on the picked point
+    width = _line_width(rng, size, 1.0, 2.0)
+    alpha = _polyline_alpha(size, main.astype(_F32), width)
+    for _ in range(int(rng.integers(1, 4))):
+        root = main[int(rng.integers(2, steps - 1))]
+        base = turns[int(rng.integers(0, steps))] + rng.choice([-1.0, 1.0]) * rng.uniform(0.4, 1.1)
+        n = 6
+        bturn = rng.normal(0.0, 0.35, n) + base
+        bseg = length * rng.uniform(0.25, 0.5) / n
+        bwalk = np.cumsum(np.stack([np.cos(bturn) * bseg, np.sin(bturn) * bseg], axis=1), axis=0)
+        branch = np.vstack([root, root + bwalk]).astype(_F32)
+        alpha = np.maximum(alpha, _polyline_alpha(size, branch, max(1.0, 0.7 * width)))
+    alpha = alpha * scene.region
+    return alpha.astype(_F32), scene.image * _F32(0.22)
+
+
+def _defect_spot(rng: np.random.Generator, scene: _Scene) -> tuple[np.ndarray, np.ndarray]:
+    """Small irregular blob of different brightness, solid core with a softer rim."""
+    size = scene.image.shape[0]
+    radius = max(rng.uniform(0.028, 0.055), 2.5 / size)
+    centre = _pick_centre(rng, scene, radius * size)
+    rho = _blob_shape(rng, size, centre, radius, 0.2, 3)
+    inside = (rho <= 1.0) & scene.region
+    alpha = np.where(inside, 0.55 + 0.45 * _smoothstep(1.0, 0.5, rho), 0.0).astype(_F32)
+    delta = _signed_delta(rng, _local_level(scene.image, alpha), 50.0, 85.0)
+    return alpha, scene.image + _F32(delta)
+
+
+def _defect_hole(rng: np.random.Generator, scene: _Scene) -> tuple[np.ndarray, np.ndarray]:
+    """Missing material: an irregular opening showing the table (objects) or a dark void."""
+    size = scene.image.shape[0]
+    radius = max(rng.uniform(0.04, 0.08), 3.0 / size)
+    centre = _pick_centre(rng, scene, 0.6 * radius * size)
+    rho = _blob_shape(rng, size, centre, radius, 0.25, 4)
+    inside = (rho <= 1.0) & scene.region
+    if scene.background is not None:
+        target = scene.background * _F32(0.85)
+    else:
+        target = np.broadcast_to(_colour(20, 18, 17), scene.image.shape).astype(_F32)
+    # a dark rim where the broken edge casts a shadow, the void itself slightly lighter
+    rim = _smoothstep(0.7, 1.0, rho)[..., None]
+    target = target * (1.0 - 0.5 * rim)
+    alpha = np.where(inside, 1.0, 0.0).astype(_F32)
+    return alpha, target.astype(_F32)
+
+
+_STAIN_TINTS = (
+    (55.0, 12.0, -38.0),  # rust
+    (-38.0, -12.0, 42.0),  # bluish oil film
+    (18.0, 40.0, -30.0),  # yellow-green residue
+    (-42.0, -36.0, -24.0),  # dark water mark
+)
+
+
+def _defect_stain(rng: np.random.Generator, scene: _Scene) -> tuple[np.ndarray, np.ndarray]:
+    """Larger blotchy region tinted towards a colour (rust, oil, residue, water mark)."""
+    size = scene.image.shape[0]
+    radius = max(rng.uniform(0.06, 0.12), 4.0 / size)
+    centre = _pick_centre(rng, scene, 0.5 * radius * size)
+    rho = _blob_shape(rng, size, centre, radius, 0.35, 5)
+    inside = (rho <= 1.0) & scene.region
+    strength = rng.uniform(0.6, 0.9)
+    alpha = np.where(inside, strength * (0.5 + 0.5 * _smoothstep(1.0, 0.4, rho)), 0.0)
+    tint = _colour(*_STAIN_TINTS[int(rng.integers(len(_STAIN_TINTS)))]) * _F32(
+        rng.uniform(1.0, 1.3)
+    )
+    # stains absorb some light as well as tinting, so they also show on dark or saturated areas
+    return alpha.astype(_F32), scene.image * _F32(rng.uniform(0.7, 0.85)) + tint
+
+
+_DEFECTS: dict[str, Callable[[np.random.Generator, _Scene], tuple[np.ndarray, np.ndarray]]] = {
+    "scratch": _defect_scratch,
+    "spot": _defect_spot,
+    "hole": _defect_hole,
+    "crack": _defect_crack,
+    "stain": _defect_stain,
+}
+
+
+# --------------------------------------------------------------------------------------------
+# camera and the one-index renderer
+# --------------------------------------------------------------------------------------------
+
+
+def _camera(scene_rng: np.random.Generator, size: int) -> tuple[np.ndarray, np.ndarray]:
+    """Per-image lighting: a global gain with slight white-balance jitter and a gentle gradient."""
+    x, y = _coords(size)
+    gain = scene_rng.uniform(0.9, 1.1) * (1.0 + scene_rng.uniform(-0.02, 0.02, 3))
+    gx, gy = (float(v) for v in scene_rng.uniform(-0.08, 0.08, 2))
+    field = 1.0 + gx * x + gy * y
+    return gain.astype(_F32), field
+
+
+def _expose(
+    image: np.ndarray, gain: np.ndarray, field: np.ndarray, noise: np.ndarray
+) -> np.ndarray:
+    """Apply lighting and sensor noise and quantise to uint8."""
+    out = image * field[..., None] * gain + noise
+    return np.clip(np.rint(out), 0, 255).astype(np.uint8)
+
+
+def render_sample(
+    class_name: str, split: str, index: int, seed: int = 0, size: int = 256
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Render one sample as (normal uint8 RGB, defective uint8 RGB, mask uint8 {0,1}).
+
+    ``split`` is "train" or "test" (good images: the defective image is the normal one and the
+    mask is empty) or a defect name. The normal image is the same scene, lighting and sensor noise
+    without the defect, so ``mask == (normal != defective).any(-1)`` holds exactly.
+    """
+    _check_name(class_name, CLASSES, "class_name")
+    _check_name(split, ("train", "test") + DEFECT_TYPES, "split")
+    index = _check_int(index, "index", 0)
+    seed = _check_int(seed, "seed", 0)
+    size = _check_int(size, "size", MIN_SIZE, MAX_SIZE)
+    split_key = {"train": _SPLIT_TRAIN, "test": _SPLIT_TEST_GOOD}.get(split) or _name_key(split)
+    defect = split if split in DEFECT_TYPES else None
+    scene_rng, defect_rng, sensor_rng = _streams(seed, class_name, split_key, index)
+    scene = _SCENES[class_name](scene_rng, size)
+    gain, field = _camera(scene_rng, size)
+    noise = sensor_rng.standard_normal((size, size, 3), dtype=_F32) * _F32(
+        sensor_rng.uniform(1.5, 3.0)
+    )
+    normal = _expose(scene.image, gain, field, noise)
+    if defect is None:
+        return normal, normal, np.zeros((size, size), dtype=np.uint8)
+    min_px = max(4, size * size // 4000)
+    for _ in range(20):  # redraw (deterministically) a defect that the object's edge clipped away
+        alpha, target = _DEFECTS[defect](defect_rng, scene)
+        footprint = alpha > 0
+        if int(footprint.sum()) >= min_px:
+            break
+    if not footprint.any():
+        raise RuntimeError(f"synth: no visible {defect} on {class_name} #{index} (seed {seed})")
+    blended = scene.image + (target - scene.image) * alpha[..., None]
+    image = np.where(footprint[..., None], blended, scene.image)
+    bad = _expose(image, gain, field, noise)
+    # inside the footprint a blend can round back to the same value (rare, e.g. at clipping):
+    # nudge those pixels by two grey levels so the mask is exactly the set of changed pixels
+    same = footprint & ~(bad != normal).any(axis=-1)
+    if same.any():
+        px = normal[same].astype(np.int16)
+        bad[same] = np.where(px < 128, px + 2, px - 2).astype(np.uint8)
+    return normal, bad, footprint.astype(np.uint8)
+
+
+# --------------------------------------------------------------------------------------------
+# argument checks and writing the MVTec layout
+# --------------------------------------------------------------------------------------------
+
+
+def _check_name(value: object, valid: tuple[str, ...], arg: str) -> None:
+    if not isinstance(value, str) or value not in valid:
+        raise DataError(f"{arg}: unknown name {value!r}; valid names are {', '.join(valid)}")
+
+
+def _select(
+    values: str | Iterable[str] | None, valid: tuple[str, ...], arg: str
+) -> tuple[str, ...]:
+    """Validate a list of names (or a comma-separated string); None means all, order kept."""
+    if values is None:
+        return valid
+    if isinstance(values, str):
+        values = [v.strip() for v in values.split(",") if v.strip()]
+    picked: list[str] = []
+    for value in values:
+        _check_name(value, valid, arg)
+        if value not in picked:
+            picked.append(value)
+    if not picked:
+        raise DataError(f"{arg}: empty selection; valid names are {', '.join(valid)}")
+    return tuple(picked)
+
+
+def _check_int(value: object, arg: str, low: int, high: int | None = None) -> int:
+    if isinstance(value, bool) or not isinstance(value, (int, np.integer)):
+        raise DataError(f"{arg}: expected an integer, got {value!r}")
+    if value < low or (high is not None and value > high):
+        bound = f">= {low}" if high is None else f"between {low} and {high}"
+        raise DataError(f"{arg}: must be {bound}, got {value}")
+    return int(value)
+
+
+def _save_png(array: np.ndarray, path: Path) -> None:
+    Image.fromarray(array).save(path, format="PNG", compress_level=1)
+
+
+def _prepare_class_dir(folder: Path) -> None:
+    """Clear a class folder written by an earlier run; refuse to touch anything else."""
+    if not folder.exists():
+        return
+    if not folder.is_dir():
+        raise DataError(f"out: {folder} exists and is not a folder")
+    source = folder / "SOURCE.txt"
+    ours = source.is_file() and source.read_text(errors="replace").startswith(SOURCE_MARKER)
+    if ours:
+        shutil.rmtree(folder)
+    elif any(folder.iterdir()):
+        raise DataError(
+            f"out: {folder} is not empty and was not written by oddeye synth; refusing to overwrite"
+        )
+
+
+def _source_text(
+    class_name: str, seed: int, size: int, counts: tuple[int, int, int], defects: tuple[str, ...]
+) -> str:
+    n_train, n_good, n_defect = counts
+    return (
+        f"{SOURCE_MARKER} (oddeye.data.synth, generator version {GENERATOR_VERSION}).\n"
+        "Rendered, not photographed: for demos and tests, not for judging real inspection.\n"
+        f"class: {class_name}\nseed: {seed}\nsize: {size}\n"
+        f"counts: train/good {n_train}, test/good {n_good}, test/<defect> {n_defect} each\n"
+        f"defects: {', '.join(defects)}\n"
+        "masks: ground_truth/<defect>/NNN_mask.png, 255 exactly where the defect changed a pixel\n"
+    )
+
+
+def generate(
+    out: str | Path,
+    seed: int = 0,
+    classes: str | Iterable[str] | None = None,
+    n_train: int = 40,
+    n_test_good: int = 10,
+    n_test_defect: int = 4,
+    size: int = 256,
+    defects: str | Iterable[str] | None = None,
+) -> Path:
+    """Write a synthetic MVTec-AD-layout data set under ``out`` and return ``out``.
+
+    ``classes``/``defects``: names from CLASSES/DEFECT_TYPES (list or comma-separated string; None
+    = all). ``n_test_defect`` is per defect type. Same arguments give the same bytes; a subset of
+    classes or defects gives the same files as the full set. Raises DataError on bad arguments.
+    """
+    seed = _check_int(seed, "seed", 0)
+    picked = _select(classes, CLASSES, "classes")
+    kinds = _select(defects, DEFECT_TYPES, "defects")
+    n_train = _check_int(n_train, "n_train", 0)
+    n_test_good = _check_int(n_test_good, "n_test_good", 0)
+    n_test_defect = _check_int(n_test_defect, "n_test_defect", 0)
+    size = _check_int(size, "size", MIN_SIZE, MAX_SIZE)
+    root = Path(out)
+    if root.exists() and not root.is_dir():
+        raise DataError(f"out: {root} exists and is not a folder")
+    for name in picked:
+        _prepare_class_dir(root / name)
+    for name in picked:
+        folder = root / name
+        splits = [
+            ("train", folder / "train" / "good", n_train),
+            ("test", folder / "test" / "good", n_test_good),
+        ]
+        splits += [(kind, folder / "test" / kind, n_test_defect) for kind in kinds if n_test_defect]
+        for _, img_dir, _ in splits:
+            img_dir.mkdir(parents=True, exist_ok=True)
+        # written first: it marks the folder as ours, so an interrupted run can be redone in place
+        counts = (n_train, n_test_good, n_test_defect)
+        (folder / "SOURCE.txt").write_text(_source_text(name, seed, size, counts, kinds))
+        for split, img_dir, count in splits:
+            gt_dir = folder / "ground_truth" / split
+            if split in DEFECT_TYPES:
+                gt_dir.mkdir(parents=True, exist_ok=True)
+            for i in range(count):
+                normal, bad, mask = render_sample(name, split, i, seed=seed, size=size)
+                _save_png(bad, img_dir / f"{i:03d}.png")
+                if split in DEFECT_TYPES:
+                    _save_png(mask * np.uint8(255), gt_dir / f"{i:03d}_mask.png")
+    return root
