@@ -154,3 +154,17 @@ def test_aupro_without_regions_or_normal_pixels():
         pro_curve(maps, np.zeros((2, 5, 5)))
     with pytest.raises(DataError, match="fpr_limit"):
         aupro(maps, np.zeros((2, 5, 5)), fpr_limit=0)
+
+
+@pytest.mark.parametrize("quantise", [None, 1, 3])
+def test_partial_sort_aupro_equals_full_curve(quantise):
+    # aupro() sorts only the normal scores near the top; the full table must give the same area
+    from oddeye.metrics import curves
+    from oddeye.metrics.functional import pixel_table
+
+    _, _, maps, masks = blob_data(np.random.default_rng(40 + (quantise or 0)), n=8, size=24,
+                                  quantise=quantise)
+    full = pixel_table(maps, masks.astype(bool))
+    for limit in (1e-4, 0.01, 0.1, 0.3, 0.5, 0.999, 1.0):
+        assert aupro(maps, masks, fpr_limit=limit) == pytest.approx(
+            curves.table_aupro(full, limit), abs=1e-12), limit

@@ -165,6 +165,35 @@ def table_aupro(t: TieTable, fpr_limit: float = 0.3) -> float:
     return float(area_to_limit(fpr, pro, fpr_limit) / fpr_limit)
 
 
+def aupro_from_scores(neg_scores: np.ndarray, pos_scores: np.ndarray, pos_weights: np.ndarray,
+                      n_regions: int, fpr_limit: float = 0.3) -> float:
+    """Exact AUPRO that sorts only the normal scores able to matter (FPR up to just past the limit).
+
+    ``np.partition`` finds the normal score ``cut`` ranked just beyond ``fpr_limit``; only scores
+    ``>= cut`` enter the table, and FPR is still divided by the total number of normal pixels. The
+    curve is exact up to the vertex at ``cut``, whose FPR already exceeds the limit.
+    """
+    neg = np.asarray(neg_scores).ravel()
+    pos = np.asarray(pos_scores).ravel()
+    weights = np.asarray(pos_weights, dtype=np.float64).ravel()
+    n_neg = neg.size
+    if n_neg == 0 or n_regions == 0:
+        return math.nan
+    needed = min(n_neg, math.floor(fpr_limit * n_neg) + 2)  # fp at the cut exceeds limit * N
+    if needed < n_neg:
+        k = n_neg - needed
+        part = np.partition(neg, k)
+        cut = part[k]
+        ties_below = int(np.count_nonzero(part[:k] == cut))
+        neg = np.concatenate((part[k:], np.full(ties_below, cut, dtype=part.dtype)))
+        keep = pos >= cut
+        pos, weights = pos[keep], weights[keep]
+    t = exact_table(neg, pos, weights, n_regions)
+    fpr = np.concatenate(([0.0], np.cumsum(t.neg) / n_neg))
+    pro = np.concatenate(([0.0], np.cumsum(t.weight) / n_regions))
+    return float(area_to_limit(fpr, pro, fpr_limit) / fpr_limit)
+
+
 def table_error_bounds(t: TieTable, fpr_limit: float = 0.3) -> dict[str, float]:
     """Worst-case |exact - binned| per pixel metric when each group is one histogram bin.
 

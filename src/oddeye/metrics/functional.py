@@ -121,12 +121,13 @@ def aupro(anomaly_maps: Any, masks: Any, fpr_limit: float = 0.3) -> float:
     """
     check_fpr_limit(fpr_limit)
     maps, gt = _maps_masks(anomaly_maps, masks)
-    t = pixel_table(maps, gt)
-    if t.n_neg == 0 or t.n_regions == 0:
-        what = "normal pixels" if t.n_neg == 0 else "defect regions"
+    weights, n_regions = region_weights(gt)
+    n_normal = gt.size - int(np.count_nonzero(gt))
+    if n_normal == 0 or n_regions == 0:
+        what = "normal pixels" if n_normal == 0 else "defect regions"
         warnings.warn(f"aupro: masks contain no {what}, so AUPRO is NaN", UserWarning, stacklevel=2)
         return math.nan
-    return curves.table_aupro(t, fpr_limit)
+    return curves.aupro_from_scores(maps[~gt], maps[gt], weights, n_regions, fpr_limit)
 
 
 def check_fpr_limit(fpr_limit: float) -> float:
