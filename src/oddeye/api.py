@@ -157,7 +157,7 @@ class Detector:
         self.categories_ = sorted(set(cats)) if cats else []
 
         if validation is not None and len(validation) > 0:
-            good_scores = self.decision_function(validation)
+            good_scores = self._scores_of_batch(to_batch(load_resized(validation, self.size)))
             source = f"{len(validation)} validation images"
         elif holdout_idx:
             good_scores = self._scores_of_batch(x[holdout_idx])
