@@ -1,208 +1,439 @@
-"""A self-contained HTML report: metric table, curves, histograms, breakdown, worst cases.
+"""A self-contained HTML test report: what a reviewer needs to judge a model, in one file.
 
-Plots are matplotlib PNGs embedded as base64, so the report is one file a person can open or send.
+Summary at the model's threshold, metric table, ROC / PR curves and score histograms (matplotlib
+PNGs), a per-defect-type breakdown, and overlays of the riskiest images (highest-scored good ones,
+lowest-scored defective ones, clearest detections) with the predicted region and the ground-truth
+mask outlined. Every image is embedded as base64, so the report can be opened or sent as it is.
 """
 
 from __future__ import annotations
 
 import base64
+import datetime as _dt
 import html
 import io
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
 from oddeye.evaluation import METRIC_KEYS, mean_metrics
 
+#: Column titles and explanations of the metric keys (hover text in the table).
+METRIC_LABELS: dict[str, tuple[str, str]] = {
+    "image_auroc": ("Image AUROC",
+                    "ranking of defective above good images (1 = perfect, 0.5 = chance)"),
+    "image_ap": ("Image AP", "average precision of the image scores for the defective class"),
+    "image_f1max": ("Image F1-max",
+                    "best F1 over all thresholds (an upper bound for one threshold)"),
+    "pixel_auroc": ("Pixel AUROC", "ranking of defect pixels above normal pixels"),
+    "pixel_ap": ("Pixel AP", "average precision of the pixel map for defect pixels"),
+    "pixel_f1max": ("Pixel F1-max", "best pixel F1 over all thresholds"),
+    "pixel_aupro": ("AUPRO@0.3", "per-region overlap integrated up to 30% false positive rate "
+                                 "(normalised to 1); every defect region counts equally"),
+}
+GT_COLOUR = (0, 230, 64)
+CARD_SIDE = 384
+
 _CSS = """
-body{font-family:system-ui,-apple-system,Segoe UI,Roboto,sans-serif;margin:24px auto;max-width:1180px;
-color:#1d232b;background:#fafbfc;padding:0 16px}
-h1{font-size:26px;margin-bottom:4px} h2{font-size:19px;margin-top:34px;border-bottom:1px solid #dde2e8;
-padding-bottom:4px} .sub{color:#5b6673;margin-top:0}
-table{border-collapse:collapse;margin:10px 0;background:#fff;font-size:14px}
-th,td{border:1px solid #dde2e8;padding:5px 10px;text-align:right} th{background:#eef2f6}
-td:first-child,th:first-child{text-align:left} tr.mean td{font-weight:600;background:#f4f7fa}
-.grid{display:flex;flex-wrap:wrap;gap:14px} .card{background:#fff;border:1px solid #dde2e8;
-border-radius:6px;padding:8px;width:268px;font-size:13px} .card img{width:100%;border-radius:4px}
-.bad{color:#b3261e;font-weight:600} .ok{color:#1b7a3a;font-weight:600} .plots img{max-width:100%}
-.note{color:#5b6673;font-size:13px}
+*{box-sizing:border-box}
+body{font:15px/1.45 system-ui,-apple-system,"Segoe UI",Roboto,sans-serif;margin:0;color:#1b2430;
+background:#f4f6f9}
+.wrap{max-width:1200px;margin:0 auto;padding:24px}
+h1{font-size:26px;margin:0 0 4px} .sub{color:#5d6875;margin:0}
+h2{font-size:19px;margin:36px 0 10px;padding-bottom:5px;border-bottom:1px solid #dfe4ea}
+h3{font-size:16px;margin:22px 0 8px}
+nav{margin:14px 0 0;font-size:13px} nav a{color:#2457a6;margin-right:14px;text-decoration:none}
+.tiles{display:grid;grid-template-columns:repeat(auto-fit,minmax(170px,1fr));gap:12px;margin-top:18px}
+.tile{background:#fff;border:1px solid #dfe4ea;border-radius:10px;padding:12px 14px}
+.tile .k{font-size:12px;color:#5d6875;text-transform:uppercase;letter-spacing:.4px}
+.tile .v{font-size:24px;font-weight:650;font-variant-numeric:tabular-nums}
+.tile .d{font-size:12px;color:#5d6875}
+table{border-collapse:collapse;margin:8px 0;background:#fff;font-size:14px}
+th,td{border:1px solid #dfe4ea;padding:5px 10px;text-align:right;font-variant-numeric:tabular-nums}
+th{background:#eef2f6;font-weight:600}
+th[title]{cursor:help;text-decoration:underline dotted #98a2ae}
+td.t,th.t{text-align:left} tr.mean td{font-weight:650;background:#f4f7fa}
+.bar{display:inline-block;width:70px;height:8px;background:#e7ebf0;border-radius:4px;margin-right:8px;
+vertical-align:middle;overflow:hidden} .bar i{display:block;height:100%}
+.plots img{max-width:100%;background:#fff;border:1px solid #dfe4ea;border-radius:8px}
+.grid{display:grid;grid-template-columns:repeat(auto-fill,minmax(230px,1fr));gap:14px}
+.card{background:#fff;border:1px solid #dfe4ea;border-radius:8px;padding:8px;font-size:13px}
+.card img{width:100%;border-radius:4px;display:block}
+.swap{position:relative} .swap img.orig{position:absolute;inset:0;opacity:0;transition:opacity .12s}
+.swap:hover img.orig{opacity:1}
+.card .row{display:flex;justify-content:space-between;align-items:center;gap:6px;margin-top:6px}
+.badge{font-size:11px;font-weight:700;border-radius:999px;padding:2px 8px;text-transform:uppercase}
+.b-err{background:#fdeceb;color:#b42318} .b-ok{background:#e5f4ea;color:#17803d}
+.muted{color:#5d6875} .note{color:#5d6875;font-size:13px;margin:6px 0}
+.path{color:#5d6875;font-size:12px;overflow-wrap:anywhere}
+details{background:#fff;border:1px solid #dfe4ea;border-radius:10px;padding:4px 16px 14px;
+margin:14px 0}
+summary{cursor:pointer;font-weight:650;font-size:17px;padding:10px 0}
+.legend{display:flex;flex-wrap:wrap;gap:6px 22px;align-items:center;font-size:13px;color:#5d6875}
+.ramp{display:inline-block;width:160px;height:10px;border-radius:5px;vertical-align:middle;
+background:linear-gradient(90deg,#000082 0%,#00aaff 35%,#ffe600 50%,#ff7800 70%,#c80000 100%)}
+.sw{display:inline-block;width:12px;height:12px;border:3px solid;border-radius:2px;
+vertical-align:-2px;margin-right:5px}
 """
 
 
+# --------------------------------------------------------------------------------- images
 def _png(fig) -> str:
-    buf = io.BytesIO()
-    fig.savefig(buf, format="png", dpi=110, bbox_inches="tight")
+    """Base64 PNG of a matplotlib figure (the figure is closed)."""
     import matplotlib.pyplot as plt
 
+    buf = io.BytesIO()
+    fig.savefig(buf, format="png", dpi=100, bbox_inches="tight")
     plt.close(fig)
     return base64.b64encode(buf.getvalue()).decode()
 
 
-def _img_tag(png_b64: str, alt: str) -> str:
-    return f'<img alt="{html.escape(alt)}" src="data:image/png;base64,{png_b64}">'
+def _img_tag(b64: str, alt: str, mime: str = "image/png", cls: str = "") -> str:
+    klass = f' class="{cls}"' if cls else ""
+    return f'<img{klass} alt="{html.escape(alt)}" src="data:{mime};base64,{b64}">'
 
 
-def _array_png(arr: np.ndarray) -> str:
+def _jpeg(arr: np.ndarray, max_side: int = CARD_SIDE) -> str:
+    """Base64 JPEG of a uint8 RGB array, downscaled to ``max_side`` (keeps the report small)."""
     from PIL import Image
 
+    im = Image.fromarray(arr)
+    im.thumbnail((max_side, max_side), Image.BILINEAR)
     buf = io.BytesIO()
-    Image.fromarray(arr).save(buf, format="PNG")
+    im.save(buf, format="JPEG", quality=90)
     return base64.b64encode(buf.getvalue()).decode()
 
 
-def metric_table(per_category: dict[str, dict]) -> str:
-    """HTML table of the metrics per category plus the mean row."""
-    head = "".join(f"<th>{k}</th>" for k in METRIC_KEYS)
+# ------------------------------------------------------------------------- small numbers
+def threshold_counts(scores: np.ndarray, labels: np.ndarray, threshold: float) -> dict[str, int]:
+    """Confusion counts at ``threshold`` (score > threshold means defective)."""
+    s, y = np.asarray(scores, dtype=float), np.asarray(labels).astype(int)
+    flagged = s > threshold
+    return {"tp": int((flagged & (y == 1)).sum()), "fn": int((~flagged & (y == 1)).sum()),
+            "fp": int((flagged & (y == 0)).sum()), "tn": int((~flagged & (y == 0)).sum())}
+
+
+def _pct(num: int, den: int) -> str:
+    return f"{100.0 * num / den:.0f}%" if den else "n/a"
+
+
+def _fmt(v: Any) -> str:
+    try:
+        f = float(v)
+    except (TypeError, ValueError):
+        return "n/a"
+    return "n/a" if f != f else f"{f:.3f}"
+
+
+# ------------------------------------------------------------------------------ sections
+def metric_table(per_category: dict[str, dict], counts: dict[str, dict] | None = None) -> str:
+    """HTML table of the metrics per category plus the mean row; detection counts if given."""
+    head = "".join(f'<th title="{html.escape(METRIC_LABELS.get(k, (k, k))[1])}">'
+                   f"{html.escape(METRIC_LABELS.get(k, (k, ''))[0])}</th>" for k in METRIC_KEYS)
+    extra = ("<th title='defective images above the threshold'>detected</th>"
+             "<th title='good images above the threshold'>false alarms</th>") if counts else ""
     rows = []
     items = list(per_category.items())
     if len(items) > 1:
         items.append(("mean", mean_metrics(per_category)))
+    total = {"tp": 0, "fn": 0, "fp": 0, "tn": 0}
+    for c in (counts or {}).values():
+        for k in total:
+            total[k] += c[k]
     for name, r in items:
-        cells = "".join(f"<td>{r.get(k, float('nan')):.4f}</td>" for k in METRIC_KEYS)
+        cells = "".join(f"<td>{_fmt(r.get(k))}</td>" for k in METRIC_KEYS)
+        if counts:
+            c = total if name == "mean" else counts.get(name)
+            if c is not None:
+                cells += (f"<td>{c['tp']}/{c['tp'] + c['fn']}</td>"
+                          f"<td>{c['fp']}/{c['fp'] + c['tn']}</td>")
+            else:
+                cells += "<td></td><td></td>"
+        ms = r.get("ms_per_image")
+        cells += f"<td>{r.get('n_images', '')}</td><td>{'' if ms is None else f'{ms:.1f}'}</td>"
+        label = "mean · total" if name == "mean" and counts else name
         cls = ' class="mean"' if name == "mean" else ""
-        rows.append(f"<tr{cls}><td>{html.escape(name)}</td>{cells}<td>{r['n_images']}</td></tr>")
-    return f"<table><tr><th>category</th>{head}<th>images</th></tr>{''.join(rows)}</table>"
+        rows.append(f"<tr{cls}><td class='t'>{html.escape(label)}</td>{cells}</tr>")
+    return (f"<table><tr><th class='t'>category</th>{head}{extra}<th>images</th>"
+            f"<th title='model time per image during the test'>ms/image</th></tr>"
+            f"{''.join(rows)}</table>")
 
 
-def curves_png(details: dict[str, dict], threshold: float | None) -> str:
-    """ROC, precision-recall and score histograms (good vs defective) per category."""
+def curves_png(details: dict[str, dict], thresholds: dict[str, float] | float | None) -> str:
+    """ROC, precision-recall and score histograms (good vs defective) per category, as PNG."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
-    from sklearn.metrics import precision_recall_curve, roc_curve
+    from sklearn.metrics import (
+        average_precision_score,
+        precision_recall_curve,
+        roc_auc_score,
+        roc_curve,
+    )
 
     n = len(details)
-    fig, axes = plt.subplots(n, 3, figsize=(13, 3.3 * n), squeeze=False)
+    fig, axes = plt.subplots(n, 3, figsize=(13, 3.4 * n), squeeze=False)
     for row, (name, d) in enumerate(details.items()):
-        y, s = np.asarray(d["labels"]), np.asarray(d["scores"])
+        y, s = np.asarray(d["labels"]).astype(int), np.asarray(d["scores"], dtype=float)
+        thr = thresholds.get(name) if isinstance(thresholds, dict) else thresholds
         ax_roc, ax_pr, ax_h = axes[row]
         if len(np.unique(y)) == 2:
             fpr, tpr, _ = roc_curve(y, s)
-            ax_roc.plot(fpr, tpr, color="#1f5fa8")
+            ax_roc.plot(fpr, tpr, color="#1f5fa8", lw=1.8, label=f"AUROC {roc_auc_score(y, s):.3f}")
             prec, rec, _ = precision_recall_curve(y, s)
-            ax_pr.plot(rec, prec, color="#a8321f")
-            ax_pr.axhline(y.mean(), ls=":", color="gray", lw=1)
-        ax_roc.plot([0, 1], [0, 1], ls=":", color="gray", lw=1)
-        ax_roc.set(title=f"{name}: ROC (image)", xlabel="false positive rate",
+            ax_pr.plot(rec, prec, color="#a8321f", lw=1.8,
+                       label=f"AP {average_precision_score(y, s):.3f}")
+            ax_pr.axhline(y.mean(), ls=":", color="gray", lw=1, label="chance")
+            if thr is not None:
+                c = threshold_counts(s, y, thr)
+                fp_rate = c["fp"] / max(1, c["fp"] + c["tn"])
+                recall = c["tp"] / max(1, c["tp"] + c["fn"])
+                precision = c["tp"] / max(1, c["tp"] + c["fp"])
+                ax_roc.plot([fp_rate], [recall], "o", color="black", ms=5, label="at threshold")
+                ax_pr.plot([recall], [precision], "o", color="black", ms=5, label="at threshold")
+        else:
+            for ax in (ax_roc, ax_pr):
+                ax.text(0.5, 0.5, "needs good and defective images", ha="center", va="center",
+                        color="gray", transform=ax.transAxes)
+        ax_roc.plot([0, 1], [0, 1], ls=":", color="gray", lw=1, label="chance")
+        ax_roc.set(title=f"{name}: ROC (image level)", xlabel="false positive rate",
                    ylabel="true positive rate", xlim=(0, 1), ylim=(0, 1.02))
         ax_pr.set(title=f"{name}: precision-recall", xlabel="recall", ylabel="precision",
                   xlim=(0, 1), ylim=(0, 1.02))
-        bins = np.linspace(s.min(), s.max(), 31) if s.max() > s.min() else 10
-        ax_h.hist(s[y == 0], bins=bins, alpha=0.6, label="good", color="#2e8b57")
-        ax_h.hist(s[y == 1], bins=bins, alpha=0.6, label="defective", color="#c0392b")
-        if threshold is not None:
-            ax_h.axvline(threshold, color="black", ls="--", lw=1, label="threshold")
-        ax_h.set(title=f"{name}: image scores", xlabel="score", ylabel="images")
+        ax_roc.legend(fontsize=8, loc="lower right")
+        if len(np.unique(y)) == 2:
+            ax_pr.legend(fontsize=8, loc="lower left")
+        lo, hi = float(np.min(s)), float(np.max(s))
+        if thr is not None:
+            lo, hi = min(lo, thr), max(hi, thr)
+        bins = np.linspace(lo, hi, 31) if hi > lo else 10
+        ax_h.hist(s[y == 0], bins=bins, alpha=0.65, label=f"good ({int((y == 0).sum())})",
+                  color="#2e8b57")
+        ax_h.hist(s[y == 1], bins=bins, alpha=0.65, label=f"defective ({int((y == 1).sum())})",
+                  color="#c0392b")
+        if thr is not None:
+            ax_h.axvline(thr, color="black", ls="--", lw=1.2, label=f"threshold {thr:.3g}")
+        ax_h.set(title=f"{name}: image scores", xlabel="image score (higher = more anomalous)",
+                 ylabel="images")
         ax_h.legend(fontsize=8)
     fig.tight_layout()
     return _png(fig)
 
 
-def defect_breakdown(details: dict[str, dict], threshold: float) -> str:
-    """Per defect type: count, mean score, share flagged at the model threshold."""
+def defect_breakdown(details: dict[str, dict], thresholds: dict[str, float]) -> str:
+    """One table: per category and defect type, count, scores and the share flagged."""
     rows = []
     for name, d in details.items():
         types = np.asarray(d["defect_types"])
-        s = np.asarray(d["scores"])
-        for t in sorted(set(types.tolist())):
+        s = np.asarray(d["scores"], dtype=float)
+        thr = thresholds[name]
+        order = sorted(set(types.tolist()), key=lambda t: (t != "good", t))
+        for t in order:
             sel = types == t
-            flagged = float((s[sel] > threshold).mean())
-            word = "false alarms" if t == "good" else "detected"
-            rows.append(f"<tr><td>{html.escape(name)}</td><td>{html.escape(t)}</td>"
-                        f"<td>{int(sel.sum())}</td><td>{s[sel].mean():.4g}</td>"
-                        f"<td>{flagged:.0%} {word}</td></tr>")
-    return ("<table><tr><th>category</th><th>defect type</th><th>images</th>"
-            f"<th>mean score</th><th>at threshold</th></tr>{''.join(rows)}</table>")
+            flagged = float((s[sel] > thr).mean())
+            if t == "good":
+                what, colour = "false alarms", "#b42318" if flagged > 0 else "#17803d"
+            else:
+                what, colour = "detected", "#17803d" if flagged >= 0.999 else "#c77c02"
+            bar = (f"<span class='bar'><i style='width:{100 * flagged:.0f}%;background:{colour}'>"
+                   f"</i></span>")
+            rows.append(f"<tr><td class='t'>{html.escape(name)}</td><td class='t'>"
+                        f"{html.escape(t)}</td><td>{int(sel.sum())}</td>"
+                        f"<td>{np.median(s[sel]):.4g}</td><td>{s[sel].min():.4g} – "
+                        f"{s[sel].max():.4g}</td><td class='t'>{bar}{flagged:.0%} {what}</td></tr>")
+    return ("<table><tr><th class='t'>category</th><th class='t'>defect type</th><th>images</th>"
+            "<th>median score</th><th>score range</th><th class='t'>at the threshold</th></tr>"
+            f"{''.join(rows)}</table>")
 
 
-def case_cards(detector, paths: list, titles: list[str], truths: list[str]) -> str:
-    """Overlay cards for a few images (re-scored with the same inference path)."""
-    if not paths:
-        return "<p class='note'>none</p>"
-    from oddeye.io.images import read_image
-    from oddeye.report.overlay import overlay
-
-    images = [read_image(p) for p in paths]
-    pred = detector.predict(images)
-    cards = []
-    for i, p in enumerate(paths):
-        ov = overlay(images[i], pred.map_at_original_size(i), detector.threshold_,
-                     detector.score_scale_)
-        if max(ov.shape[:2]) > 512:
-            from PIL import Image
-
-            im = Image.fromarray(ov)
-            im.thumbnail((512, 512))
-            ov = np.asarray(im)
-        verdict = ("<span class='bad'>defective</span>" if pred.labels[i]
-                   else "<span class='ok'>good</span>")
-        cards.append(
-            f"<div class='card'>{_img_tag(_array_png(ov), str(p))}<div><b>{html.escape(titles[i])}"
-            f"</b></div><div>score {pred.scores[i]:.4g} (normalised {pred.normalized_scores[i]:.2f})"
-            f" &rarr; {verdict}</div><div>truth: {html.escape(truths[i])}</div>"
-            f"<div class='note'>{html.escape(Path(p).name)}</div></div>")
-    return f"<div class='grid'>{''.join(cards)}</div>"
-
-
-def worst_cases(details: dict[str, dict], k: int = 4) -> dict[str, list[int]]:
-    """Indices of the highest-scored good images and lowest-scored defective ones per category."""
+def worst_cases(details: dict[str, dict], k: int = 4) -> dict[str, dict[str, list[int]]]:
+    """Per category: highest-scored good images (``fp``), lowest-scored defective ones (``fn``)
+    and highest-scored defective ones (``best``), as indices into the details lists."""
     out = {}
     for name, d in details.items():
-        y, s = np.asarray(d["labels"]), np.asarray(d["scores"])
+        y, s = np.asarray(d["labels"]), np.asarray(d["scores"], dtype=float)
         good, bad = np.flatnonzero(y == 0), np.flatnonzero(y == 1)
-        fp = good[np.argsort(-s[good])][:k].tolist()
-        fn = bad[np.argsort(s[bad])][:k].tolist()
-        best = bad[np.argsort(-s[bad])][:k].tolist()
+        fp = good[np.argsort(-s[good], kind="stable")][:k].tolist()
+        fn = bad[np.argsort(s[bad], kind="stable")][:k].tolist()
+        best = [i for i in bad[np.argsort(-s[bad], kind="stable")].tolist() if i not in fn][:k]
         out[name] = {"fp": fp, "fn": fn, "best": best}
     return out
 
 
+def ground_truth_mask(path: str | Path, details: dict, index: int,
+                      shape: tuple[int, int]) -> np.ndarray | None:
+    """The defect mask of an image: ``details["mask_paths"]`` when given, else the MVTec layout
+    (``<category>/ground_truth/<defect>/<stem>_mask.png``); None when there is none."""
+    from oddeye.data.mvtec import find_mask
+    from oddeye.io.images import list_images, read_mask
+
+    mask_path = None
+    if details.get("mask_paths") is not None:
+        mask_path = details["mask_paths"][index]
+    else:
+        p = Path(path)
+        gt = p.parent.parent.parent / "ground_truth" / p.parent.name
+        if gt.is_dir():
+            mask_path = find_mask(p, {q.name.lower(): q for q in list_images(gt)})
+    if mask_path is None:
+        return None
+    try:
+        return read_mask(mask_path, shape)
+    except Exception:  # a broken or mis-sized mask only loses the outline in the report
+        return None
+
+
+def _short_path(p: str | Path) -> str:
+    parts = Path(p).parts
+    return "/".join(parts[-3:])
+
+
+def case_cards(detector, details: dict, indices: list[int], kind: str) -> str:
+    """Overlay cards for images ``indices`` of one category, re-scored on the same inference path.
+
+    ``kind`` is ``good`` (a flagged image is a false alarm) or ``defect`` (an unflagged one is a
+    miss). The predicted region is outlined in magenta, the ground-truth mask in green.
+    """
+    if not indices:
+        return "<p class='note'>no images of this kind in the test split</p>"
+    from oddeye.io.images import read_image
+    from oddeye.report.overlay import outline, overlay
+
+    paths = [details["paths"][i] for i in indices]
+    images = [read_image(p) for p in paths]
+    pred = detector.predict(images)
+    thr = float(detector.threshold_)
+    cards = []
+    for j, (i, p) in enumerate(zip(indices, paths, strict=True)):
+        ov = overlay(images[j], pred.map_at_original_size(j), thr, detector.score_scale_)
+        mask = ground_truth_mask(p, details, i, images[j].shape[:2])
+        if mask is not None and mask.any():
+            ov[outline(mask, width=max(1, min(ov.shape[:2]) // 150))] = GT_COLOUR
+        flagged = bool(pred.labels[j])
+        if kind == "good":
+            badge = ("<span class='badge b-err'>false alarm</span>" if flagged
+                     else "<span class='badge b-ok'>correct: good</span>")
+        else:
+            badge = ("<span class='badge b-ok'>detected</span>" if flagged
+                     else "<span class='badge b-err'>missed</span>")
+        truth = details["defect_types"][i]
+        short = _short_path(p)
+        orig = _img_tag(_jpeg(images[j]), "original", "image/jpeg", cls="orig")
+        cards.append(
+            f"<div class='card'><div class='swap'>{_img_tag(_jpeg(ov), short, 'image/jpeg')}"
+            f"{orig}</div>"
+            f"<div class='row'><b>{html.escape(str(truth))}</b>{badge}</div>"
+            f"<div class='row'><span>score <b>{pred.scores[j]:.4g}</b> "
+            f"<span class='muted'>(threshold {thr:.4g})</span></span></div>"
+            f"<div class='path'>{html.escape(_short_path(p))}</div></div>")
+    return f"<div class='grid'>{''.join(cards)}</div>"
+
+
+_LEGEND = (
+    "<div class='legend'><span><span class='ramp'></span> normalised score: blue normal, yellow at "
+    "the threshold, red anomalous (same scale on every image)</span>"
+    "<span><span class='sw' style='border-color:#ff00ff'></span>predicted defect region</span>"
+    "<span><span class='sw' style='border-color:rgb(0,230,64)'></span>ground-truth mask</span>"
+    "<span>hover an image to see it without the overlay</span></div>")
+
+
+def _anchor(name: str) -> str:
+    return "cat-" + "".join(ch if ch.isalnum() else "-" for ch in name)
+
+
 def write_test_report(out_dir: str | Path, detector, per_category: dict[str, dict],
                       details: dict[str, dict], title: str = "oddeye test report") -> Path:
-    """Write ``index.html`` with everything a reviewer needs to judge a model.
+    """Write ``index.html`` with everything a reviewer needs to judge a model; returns its path.
 
     ``detector`` is one Detector, or a dict ``category -> Detector`` (one model per category).
+    ``details[category]`` holds ``paths, scores, labels, defect_types`` (and optionally
+    ``mask_paths``) as filled by ``oddeye.evaluation.evaluate_category``.
     """
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     dets = detector if isinstance(detector, dict) else {name: detector for name in details}
-    detector = next(iter(dets.values()))
-    thr = float(detector.threshold_)
-    if len({id(d) for d in dets.values()}) > 1:
-        thr_text = "per-category thresholds"
-    else:
-        thr_text = f"threshold {thr:.4g}"
-    info = detector.threshold_info_
-    parts = [
-        f"<h1>{html.escape(title)}</h1>",
-        f"<p class='sub'>method <b>{html.escape(detector.method)}</b>, backbone "
-        f"<b>{html.escape(str(detector.method_.backbone))}</b>, input {detector.size}px, "
-        f"{thr_text} ({html.escape(str(info.get('rule', '')))}, "
-        f"{html.escape(str(info.get('source', '')))})</p>",
-        "<h2>Metrics</h2>", metric_table(per_category),
-        "<p class='note'>Raw scores; image AUROC/AP/F1-max on image scores (max of the smoothed "
-        "map), pixel metrics on maps at the model size, AUPRO integrated to FPR 0.3.</p>",
-        "<h2>Curves and score distributions</h2>",
-        f"<div class='plots'>{_img_tag(curves_png(details, thr if len(dets) == 1 else None), 'curves')}</div>",
-        "<h2>Per defect type</h2>",
-        "".join(defect_breakdown({n: d}, float(dets[n].threshold_)) for n, d in details.items()),
+    first = next(iter(dets.values()))
+    thresholds = {n: float(dets[n].threshold_) for n in details}
+    counts = {n: threshold_counts(d["scores"], d["labels"], thresholds[n])
+              for n, d in details.items()}
+    total = {k: sum(c[k] for c in counts.values()) for k in ("tp", "fn", "fp", "tn")}
+    mean = mean_metrics(per_category)
+    per_model = len({id(d) for d in dets.values()}) > 1
+    info = getattr(first, "threshold_info_", {}) or {}
+    thr_text = ("one model and threshold per category" if per_model
+                else f"threshold {thresholds[next(iter(thresholds))]:.4g}")
+    rule = ", ".join(str(x) for x in (info.get("rule"), info.get("source")) if x)
+    from oddeye import __version__
+
+    stamp = _dt.datetime.now().strftime("%Y-%m-%d %H:%M")
+    backbone = getattr(getattr(first, "method_", None), "backbone", None) or getattr(
+        first, "backbone", "?")
+    n_def, n_good = total["tp"] + total["fn"], total["fp"] + total["tn"]
+    tiles = [
+        ("images tested", f"{n_good + n_def}", f"{n_good} good, {n_def} defective"),
+        ("defects detected", _pct(total["tp"], n_def),
+         f"{total['tp']} of {n_def} at the model's threshold"),
+        ("false alarms", _pct(total["fp"], n_good),
+         f"{total['fp']} of {n_good} good images flagged"),
+        ("image AUROC", _fmt(mean.get("image_auroc")), "mean over categories"),
+        ("pixel AUROC", _fmt(mean.get("pixel_auroc")), "mean over categories"),
+        ("AUPRO@0.3", _fmt(mean.get("pixel_aupro")), "mean over categories"),
     ]
-    for name, idx in worst_cases(details).items():
-        d = details[name]
-
-        def cards(ids, label, d=d, det=dets[name]):
-            return case_cards(det, [d["paths"][i] for i in ids],
-                              [label] * len(ids), [d["defect_types"][i] for i in ids])
-
-        parts += [f"<h2>{html.escape(name)}: worst false positives (good images scored highest)</h2>",
-                  cards(idx["fp"], "good, scored high"),
-                  f"<h2>{html.escape(name)}: worst false negatives (defects scored lowest)</h2>",
-                  cards(idx["fn"], "defect, scored low"),
-                  f"<h2>{html.escape(name)}: clearest detections</h2>",
-                  cards(idx["best"], "defect, scored high")]
-    page = (f"<!doctype html><html><head><meta charset='utf-8'><title>{html.escape(title)}</title>"
-            f"<style>{_CSS}</style></head><body>{''.join(parts)}</body></html>")
+    tile_html = "".join(f"<div class='tile'><div class='k'>{html.escape(k)}</div><div class='v'>"
+                        f"{html.escape(v)}</div><div class='d'>{html.escape(d)}</div></div>"
+                        for k, v, d in tiles)
+    nav = ["<a href='#metrics'>metrics</a>", "<a href='#curves'>curves</a>",
+           "<a href='#defects'>per defect type</a>"]
+    nav += [f"<a href='#{_anchor(n)}'>{html.escape(n)}</a>" for n in details]
+    parts = [
+        "<div class='wrap'>",
+        f"<h1>{html.escape(title)}</h1>",
+        f"<p class='sub'>method <b>{html.escape(str(first.method))}</b> · backbone "
+        f"<b>{html.escape(str(backbone))}</b> · input {first.size}×{first.size} px · "
+        f"{html.escape(thr_text)}{' (' + html.escape(rule) + ')' if rule else ''}</p>",
+        f"<p class='sub' style='font-size:13px'>generated {stamp} by oddeye {__version__}</p>",
+        f"<nav>{''.join(nav)}</nav>",
+        f"<div class='tiles'>{tile_html}</div>",
+        "<h2 id='metrics'>Metrics</h2>", metric_table(per_category, counts),
+        "<p class='note'>Threshold-free metrics on raw scores (hover a column title for its "
+        "meaning): image metrics on the image score (maximum of the smoothed map), pixel metrics "
+        "on maps at the model size, AUPRO integrated to a false positive rate of 0.3. "
+        "<i>detected</i> and <i>false alarms</i> use the model's own threshold, as in "
+        "production.</p>",
+        "<h2 id='curves'>Curves and score distributions</h2>",
+        "<p class='note'>Left: ROC; middle: precision-recall; right: image scores of good and "
+        "defective test images. The black dot and dashed line mark the model's threshold; good "
+        "and defective scores that overlap are the errors you will see in production.</p>",
+        f"<div class='plots'>{_img_tag(curves_png(details, thresholds), 'curves')}</div>",
+        "<h2 id='defects'>Per defect type</h2>", defect_breakdown(details, thresholds),
+        "<h2>Images to look at</h2>",
+        "<p class='note'>Per category: the good images the model scored highest (false alarms "
+        "when above the threshold), the defective images it scored lowest (misses when below), "
+        "and its clearest detections.</p>", _LEGEND,
+    ]
+    cases = worst_cases(details)
+    for n, (name, idx) in enumerate(cases.items()):
+        d, det = details[name], dets[name]
+        c = counts[name]
+        summary = (f"{html.escape(name)} "
+                   "<span class='muted' style='font-weight:400;font-size:14px'>"
+                   f"· {c['tp']}/{c['tp'] + c['fn']} defects detected, {c['fp']}/"
+                   f"{c['fp'] + c['tn']} false alarms</span>")
+        opened = " open" if len(cases) <= 3 or n == 0 else ""
+        parts += [
+            f"<details id='{_anchor(name)}'{opened}><summary>{summary}</summary>",
+            "<h3>Good images scored highest</h3>", case_cards(det, d, idx["fp"], "good"),
+            "<h3>Defective images scored lowest</h3>", case_cards(det, d, idx["fn"], "defect"),
+            "<h3>Clearest detections</h3>", case_cards(det, d, idx["best"], "defect"),
+            "</details>",
+        ]
+    parts.append("</div>")
+    page = (f"<!doctype html><html lang='en'><head><meta charset='utf-8'>"
+            f"<meta name='viewport' content='width=device-width, initial-scale=1'>"
+            f"<title>{html.escape(title)}</title><style>{_CSS}</style></head>"
+            f"<body>{''.join(parts)}</body></html>")
     path = out / "index.html"
-    path.write_text(page)
+    path.write_text(page, encoding="utf-8")
     return path

@@ -1,0 +1,86 @@
+"""``oddeye serve``: an HTTP service and web page around one model (``.oddeye`` or ``.onnx``)."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import time
+
+NAME = "serve"
+HELP = "serve a model over HTTP: POST /v1/predict, a web page at /, OpenAPI docs at /docs"
+DESCRIPTION = (
+    "Load a model once and serve it: POST /v1/predict (multipart field 'file', one or more "
+    "images) -> JSON with score, normalised score, label, threshold and a heatmap overlay PNG; "
+    "GET /v1/health; GET /v1/model; a web page at /. Binds to 127.0.0.1 unless --host is given."
+)
+
+
+def add_arguments(p: argparse.ArgumentParser) -> None:
+    from oddeye.serve.app import ServeConfig
+
+    d = ServeConfig()
+    p.add_argument("--model", required=True, help="model file (.oddeye or .onnx)")
+    p.add_argument("--host", default="127.0.0.1", help="address to bind (default 127.0.0.1)")
+    p.add_argument("--port", type=int, default=8000, help="port (default 8000)")
+    p.add_argument("--refs", nargs="+", metavar="REF",
+                   help="reference good images for few-shot methods (set once at start)")
+    p.add_argument("--max-upload-mb", type=float, default=d.max_upload_bytes / 1048576,
+                   help=f"largest request body in MiB (default {d.max_upload_bytes // 1048576})")
+    p.add_argument("--max-files", type=int, default=d.max_files,
+                   help=f"most images per request (default {d.max_files})")
+    p.add_argument("--max-pixels", type=int, default=d.max_pixels,
+                   help=f"largest image in pixels, checked before decoding ({d.max_pixels})")
+    p.add_argument("--max-pending", type=int, default=d.max_pending,
+                   help="requests in progress at once; more get 503 (default "
+                        f"{d.max_pending})")
+    p.add_argument("--overlay-max-side", type=int, default=d.overlay_max_side,
+                   help=f"longest side of returned overlays in px (default {d.overlay_max_side})")
+    p.add_argument("--batch-size", type=int, default=d.batch_size)
+    p.add_argument("--threads", type=int, help="torch / onnxruntime threads (default: all cores)")
+    p.add_argument("--log-level", default="info",
+                   choices=["critical", "error", "warning", "info", "debug"])
+
+
+def load_detector(path: str, refs: list[str] | None = None, threads: int | None = None):
+    """Load a ``.oddeye`` or ``.onnx`` model once, set references, and warm it up."""
+    import numpy as np
+
+    from oddeye.errors import OddeyeError
+
+    if path.endswith(".onnx"):
+        from oddeye.export.onnx import OnnxDetector
+
+        det = OnnxDetector(path, threads=threads)
+    else:
+        import torch
+
+        import oddeye
+
+        if threads:
+            torch.set_num_threads(threads)
+        det = oddeye.load(path)
+    if getattr(det, "needs_references", False):
+        if not refs:
+            raise OddeyeError(f"model {path} ({det.method}) needs --refs with good images")
+        from oddeye.commands.predict import gather
+
+        det.set_references(gather(refs))
+    det.predict([np.full((det.size, det.size, 3), 128, np.uint8)])  # warm-up
+    return det
+
+
+def run(args: argparse.Namespace) -> int:
+    import uvicorn
+
+    from oddeye.serve.app import ServeConfig, create_app
+
+    t0 = time.perf_counter()
+    det = load_detector(args.model, args.refs, args.threads)
+    cfg = ServeConfig(max_upload_bytes=int(args.max_upload_mb * 1048576), max_files=args.max_files,
+                      max_pixels=args.max_pixels, max_pending=args.max_pending,
+                      overlay_max_side=args.overlay_max_side, batch_size=args.batch_size)
+    app = create_app(det, cfg, model_path=args.model)
+    print(f"loaded {det.method} from {args.model} in {time.perf_counter() - t0:.1f} s; "
+          f"open http://{args.host}:{args.port}/ (API docs at /docs)", file=sys.stderr, flush=True)
+    uvicorn.run(app, host=args.host, port=args.port, log_level=args.log_level, workers=1)
+    return 0

@@ -1,0 +1,389 @@
+"""The HTTP service: a FastAPI app around one loaded detector (``.oddeye`` or ``.onnx``).
+
+Requests are admitted up to ``max_pending`` at a time (the rest get 503 at once, so a slow model
+never builds an unbounded backlog); inference runs on one worker thread, so the model is used by
+one request at a time and loaded once. Uploads are limited in bytes, files and pixels, and decoded
+by content with ``oddeye.io.images`` (the same rules as every other surface); anything wrong with
+a request is a 4xx JSON error ``{"error": {"status", "code", "message", "file"}}``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import contextlib
+import io
+import os
+import tempfile
+import threading
+import time
+from collections.abc import Callable
+from concurrent.futures import Future, ThreadPoolExecutor
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from fastapi import FastAPI, File, Query, Request, UploadFile
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import HTMLResponse, JSONResponse
+from starlette.exceptions import HTTPException as StarletteHTTPException
+
+from oddeye import __version__
+from oddeye.errors import ImageReadError
+
+API_PREFIX = "/v1"
+
+
+@dataclass(frozen=True)
+class ServeConfig:
+    """Service limits; every one is a command-line option of ``oddeye serve``."""
+
+    max_upload_bytes: int = 20 * 1024 * 1024
+    max_files: int = 16
+    max_pixels: int = 40_000_000
+    max_pending: int = 8
+    overlay_max_side: int = 1024
+    batch_size: int = 4
+
+
+class ApiError(StarletteHTTPException):
+    """A request problem reported as JSON: HTTP status, stable code, message, offending file."""
+
+    def __init__(self, status: int, code: str, message: str, file: str | None = None,
+                 headers: dict[str, str] | None = None):
+        super().__init__(status_code=status, detail=message, headers=headers)
+        self.code, self.message, self.file = code, message, file
+
+
+def error_body(status: int, code: str, message: str, file: str | None = None) -> dict:
+    """The JSON body of every error response."""
+    return {"error": {"status": status, "code": code, "message": message, "file": file}}
+
+
+# ---------------------------------------------------------------------------- admission
+class QueueFull(Exception):
+    """Raised by ``InferenceQueue.admit`` when ``max_pending`` requests are already in."""
+
+
+class InferenceQueue:
+    """At most ``max_pending`` requests in the service; their inference on one worker thread."""
+
+    def __init__(self, max_pending: int):
+        if max_pending < 1:
+            raise ValueError(f"max_pending must be >= 1, got {max_pending}")
+        self.max_pending = int(max_pending)
+        self._pending = 0
+        self._lock = threading.Lock()
+        self._worker = ThreadPoolExecutor(max_workers=1, thread_name_prefix="oddeye-infer")
+
+    @property
+    def pending(self) -> int:
+        """Requests admitted and not finished (waiting for the model or running)."""
+        return self._pending
+
+    def admit(self) -> None:
+        """Take a slot or raise ``QueueFull``; pair every success with ``release``."""
+        with self._lock:
+            if self._pending >= self.max_pending:
+                raise QueueFull
+            self._pending += 1
+
+    def release(self) -> None:
+        """Give back a slot taken by ``admit``."""
+        with self._lock:
+            self._pending = max(0, self._pending - 1)
+
+    def submit(self, fn: Callable, *args: Any) -> Future:
+        """Run ``fn(*args)`` on the single inference thread (in arrival order)."""
+        return self._worker.submit(fn, *args)
+
+    async def run(self, fn: Callable, *args: Any) -> Any:
+        """Await ``fn(*args)`` run on the inference thread."""
+        return await asyncio.wrap_future(self.submit(fn, *args))
+
+    def shutdown(self) -> None:
+        """Stop the worker after the work already queued."""
+        self._worker.shutdown(wait=True)
+
+
+# --------------------------------------------------------------------------- body limit
+class BodyTooLarge(ApiError):
+    """The request body passed ``max_upload_bytes``."""
+
+    def __init__(self, limit: int):
+        super().__init__(413, "upload_too_large",
+                         f"request body is larger than the limit of {limit} bytes "
+                         f"({limit / 1048576:.1f} MiB); send fewer or smaller images")
+
+
+class BodyLimitMiddleware:
+    """Pure ASGI middleware: refuse bodies above ``max_bytes`` by header, or while they stream."""
+
+    def __init__(self, app: Callable, max_bytes: int):
+        self.app, self.max_bytes = app, int(max_bytes)
+
+    async def _refuse(self, send: Callable) -> None:
+        exc = BodyTooLarge(self.max_bytes)
+        resp = JSONResponse(error_body(413, exc.code, exc.message), status_code=413,
+                            headers={"Connection": "close"})
+        await send({"type": "http.response.start", "status": 413, "headers": resp.raw_headers})
+        await send({"type": "http.response.body", "body": resp.body})
+
+    async def __call__(self, scope: dict, receive: Callable, send: Callable) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        for key, value in scope.get("headers", []):
+            if key == b"content-length":
+                try:
+                    too_big = int(value) > self.max_bytes
+                except ValueError:
+                    too_big = False
+                if too_big:
+                    await self._refuse(send)
+                    return
+        seen = 0
+        started = False
+
+        async def limited_receive() -> dict:
+            nonlocal seen
+            message = await receive()
+            if message["type"] == "http.request":
+                seen += len(message.get("body", b""))
+                if seen > self.max_bytes:
+                    raise BodyTooLarge(self.max_bytes)
+            return message
+
+        async def tracking_send(message: dict) -> None:
+            nonlocal started
+            if message["type"] == "http.response.start":
+                started = True
+            await send(message)
+
+        try:
+            await self.app(scope, limited_receive, tracking_send)
+        except BodyTooLarge:
+            if not started:
+                await self._refuse(send)
+
+
+# ------------------------------------------------------------------------------ decoding
+def decode_upload(data: bytes, filename: str, max_pixels: int) -> np.ndarray:
+    """Decode uploaded bytes by content with ``oddeye.io.images.read_image``; errors name it."""
+    from PIL import Image
+
+    from oddeye.io.images import read_image
+
+    if not data:
+        raise ApiError(400, "empty_file", f"{filename}: the uploaded file is empty", filename)
+    try:
+        with Image.open(io.BytesIO(data)) as probe:  # header only: refuse huge images undecoded
+            w, h = probe.size
+    except Exception:  # unreadable headers are reported by read_image below
+        w = h = 0
+    if w * h > max_pixels:
+        raise ApiError(413, "image_too_large", f"{filename}: {w}x{h} pixels is more than the "
+                       f"limit of {max_pixels} pixels", filename)
+    fd, tmp = tempfile.mkstemp(prefix="oddeye-upload-", suffix=".bin")
+    try:
+        with os.fdopen(fd, "wb") as fh:
+            fh.write(data)
+        return read_image(tmp)
+    except ImageReadError as exc:
+        message = str(exc).replace(tmp, filename)
+        raise ApiError(415, "unsupported_image", message, filename) from None
+    finally:
+        os.unlink(tmp)
+
+
+def overlay_png(image: np.ndarray, model_map: np.ndarray, threshold: float, scale: float,
+                max_side: int) -> tuple[str, tuple[int, int]]:
+    """Base64 PNG of the heatmap overlay, at the image size capped to ``max_side``; and (w, h)."""
+    import torch
+    from PIL import Image
+
+    from oddeye.postprocess import upsample
+    from oddeye.report.overlay import overlay
+
+    h, w = image.shape[:2]
+    f = min(1.0, max_side / max(h, w))
+    th, tw = max(1, round(h * f)), max(1, round(w * f))
+    if (th, tw) != (h, w):
+        image = np.asarray(Image.fromarray(image).resize((tw, th), Image.BILINEAR))
+    amap = upsample(torch.from_numpy(np.ascontiguousarray(model_map))[None], (th, tw))[0].numpy()
+    buf = io.BytesIO()
+    Image.fromarray(overlay(image, amap, threshold, scale)).save(buf, format="PNG",
+                                                                 compress_level=3)
+    return base64.b64encode(buf.getvalue()).decode("ascii"), (tw, th)
+
+
+# ---------------------------------------------------------------------------- model info
+def describe_model(detector: Any, path: str | Path | None = None) -> dict[str, Any]:
+    """What ``GET /v1/model`` answers: method, backbone, versions, threshold, input size."""
+    meta = getattr(detector, "meta_", None) or {}
+    is_onnx = type(detector).__name__ == "OnnxDetector"
+    backbone = getattr(detector, "backbone", None) if is_onnx else None
+    if not backbone:
+        method_obj = getattr(detector, "method_", None)
+        backbone = getattr(method_obj, "backbone", None) or getattr(detector, "backbone", None)
+    trained = meta.get("trained_with_oddeye") if is_onnx else meta.get("oddeye_version")
+    train = meta.get("train", {}) if isinstance(meta.get("train"), dict) else {}
+    return {
+        "file": Path(path).name if path else None,
+        "format": "onnx" if is_onnx else "oddeye",
+        "method": detector.method,
+        "backbone": backbone,
+        "input_size": int(detector.size),
+        "threshold": float(detector.threshold_),
+        "score_scale": float(detector.score_scale_),
+        "threshold_info": dict(getattr(detector, "threshold_info_", {}) or {}),
+        "categories": list(getattr(detector, "categories_", []) or []),
+        "n_train_images": train.get("n_images"),
+        "model_version": trained or __version__,
+        "server_version": __version__,
+    }
+
+
+# ----------------------------------------------------------------------------- the app
+def create_app(detector: Any, config: ServeConfig | None = None,
+               model_path: str | Path | None = None) -> FastAPI:
+    """A FastAPI app serving ``detector`` (loaded once by the caller) with the given limits."""
+    from oddeye.serve.page import INDEX_HTML
+
+    cfg = config or ServeConfig()
+    queue = InferenceQueue(cfg.max_pending)
+    info = describe_model(detector, model_path)
+    stats = {"started": time.time(), "requests": 0, "images": 0, "rejected": 0, "errors": 0}
+
+    @contextlib.asynccontextmanager
+    async def lifespan(_app: FastAPI):
+        yield
+        queue.shutdown()
+
+    app = FastAPI(
+        lifespan=lifespan,
+        title="oddeye",
+        version=__version__,
+        summary="Visual anomaly detection: score images and localise defects.",
+        description=(f"Serving **{info['method']}** ({info['backbone']}, "
+                     f"{info['input_size']}px). `POST /v1/predict` with one or more images in "
+                     "the multipart field `file`."),
+    )
+    app.state.detector, app.state.config, app.state.queue = detector, cfg, queue
+    app.state.stats = stats
+    app.add_middleware(BodyLimitMiddleware, max_bytes=cfg.max_upload_bytes)
+
+    @app.exception_handler(StarletteHTTPException)
+    async def _http_error(request: Request, exc: StarletteHTTPException) -> JSONResponse:
+        code = getattr(exc, "code", None) or {404: "not_found", 405: "method_not_allowed"}.get(
+            exc.status_code, "http_error")
+        message = getattr(exc, "message", None) or str(exc.detail)
+        return JSONResponse(error_body(exc.status_code, code, message, getattr(exc, "file", None)),
+                            status_code=exc.status_code, headers=getattr(exc, "headers", None))
+
+    @app.exception_handler(RequestValidationError)
+    async def _validation_error(request: Request, exc: RequestValidationError) -> JSONResponse:
+        parts = []
+        for err in exc.errors():
+            loc = ".".join(str(x) for x in err.get("loc", ()) if x != "body")
+            parts.append(f"{loc or 'request'}: {err.get('msg', 'invalid')}")
+        message = "; ".join(parts) or "invalid request"
+        if any(err.get("loc", ())[-1:] == ("file",) for err in exc.errors()):
+            message = ("no image received: send multipart/form-data with one or more files in "
+                       f"the field 'file' ({message})")
+        return JSONResponse(error_body(422, "invalid_request", message), status_code=422)
+
+    @app.exception_handler(Exception)
+    async def _internal_error(request: Request, exc: Exception) -> JSONResponse:
+        stats["errors"] += 1
+        return JSONResponse(error_body(500, "internal_error",
+                                       f"the server failed on this request ({type(exc).__name__}: "
+                                       f"{exc}); it keeps running"), status_code=500)
+
+    @app.get("/", response_class=HTMLResponse, include_in_schema=False)
+    async def index() -> HTMLResponse:
+        return HTMLResponse(INDEX_HTML)
+
+    @app.get(f"{API_PREFIX}/health", summary="Liveness and queue state")
+    async def health() -> dict:
+        return {"status": "ok", "model_loaded": True, "pending": queue.pending,
+                "max_pending": queue.max_pending,
+                "uptime_s": round(time.time() - stats["started"], 1),
+                **{k: stats[k] for k in ("requests", "images", "rejected", "errors")}}
+
+    @app.get(f"{API_PREFIX}/model", summary="The served model: method, backbone, threshold, size")
+    async def model() -> dict:
+        return {**info, "limits": asdict(cfg)}
+
+    def infer(images: list[np.ndarray]) -> tuple[Any, float]:
+        start = time.perf_counter()
+        pred = detector.predict(images, batch_size=cfg.batch_size)
+        return pred, time.perf_counter() - start
+
+    @app.post(f"{API_PREFIX}/predict", summary="Score one or more images",
+              responses={400: {"description": "empty file or too many files"},
+                         413: {"description": "upload or image too large"},
+                         415: {"description": "not a decodable image"},
+                         503: {"description": "too many requests in progress; retry later"}})
+    async def predict(
+        file: list[UploadFile] = File(..., description="one or more image files"),
+        overlay: bool = Query(True, description="include the heatmap overlay PNG (base64)"),
+    ) -> dict:
+        """Score images: score, normalised score (0.5 at the threshold), label, overlay PNG."""
+        from starlette.concurrency import run_in_threadpool
+
+        t0 = time.perf_counter()
+        if len(file) > cfg.max_files:
+            raise ApiError(400, "too_many_files", f"{len(file)} files in one request; the limit "
+                           f"is {cfg.max_files}")
+        try:
+            queue.admit()
+        except QueueFull:
+            stats["rejected"] += 1
+            raise ApiError(503, "busy", f"{queue.max_pending} requests are already in progress; "
+                           "retry shortly", headers={"Retry-After": "1"}) from None
+        try:
+            stats["requests"] += 1
+            names = [f.filename or f"file{i}" for i, f in enumerate(file)]
+            blobs = [await f.read() for f in file]
+            images = await run_in_threadpool(
+                lambda: [decode_upload(b, n, cfg.max_pixels) for b, n in zip(blobs, names,
+                                                                             strict=True)])
+            t1 = time.perf_counter()
+            pred, model_s = await queue.run(infer, images)
+            t2 = time.perf_counter()
+            thr, scale = float(detector.threshold_), float(detector.score_scale_)
+
+            def render() -> list[dict]:
+                out = []
+                for i, name in enumerate(names):
+                    h, w = images[i].shape[:2]
+                    item = {"filename": name, "width": w, "height": h,
+                            "score": float(pred.scores[i]),
+                            "normalized_score": float(pred.normalized_scores[i]),
+                            "label": int(pred.labels[i]),
+                            "verdict": "defective" if pred.labels[i] else "good",
+                            "threshold": thr}
+                    if overlay:
+                        png, size = overlay_png(images[i], pred.maps[i], thr, scale,
+                                                cfg.overlay_max_side)
+                        item["overlay_png_base64"] = png
+                        item["overlay_size"] = list(size)
+                    out.append(item)
+                return out
+
+            results = await run_in_threadpool(render)
+            stats["images"] += len(results)
+            t3 = time.perf_counter()
+        finally:
+            queue.release()
+        return {"results": results,
+                "model": {k: info[k] for k in ("method", "backbone", "input_size", "threshold")},
+                "timing_ms": {"decode": round(1000 * (t1 - t0), 2),
+                              "queue": round(1000 * (t2 - t1 - model_s), 2),
+                              "inference": round(1000 * model_s, 2),
+                              "overlay": round(1000 * (t3 - t2), 2),
+                              "total": round(1000 * (t3 - t0), 2)}}
+
+    return app
