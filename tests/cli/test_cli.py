@@ -1,0 +1,77 @@
+"""The command line end to end on synthetic data: train, test --json, predict with bad files."""
+
+from __future__ import annotations
+
+import csv
+import json
+
+import pytest
+
+from oddeye.cli import build_parser, main
+
+METRIC_KEYS = {"image_auroc", "image_ap", "image_f1max", "pixel_auroc", "pixel_ap", "pixel_f1max",
+               "pixel_aupro", "n_images", "seconds", "per_category"}
+
+
+def test_help_lists_commands(capsys):
+    with pytest.raises(SystemExit) as exc:
+        main(["--help"])
+    assert exc.value.code == 0
+    out = capsys.readouterr().out
+    for cmd in ("train", "test", "predict", "synth", "demo", "benchmark"):
+        assert cmd in out
+    sub = build_parser()._subparsers._group_actions[0].choices
+    for name, parser in sub.items():
+        assert parser.format_help(), name
+
+
+@pytest.fixture(scope="module")
+def model(synth_root, tmp_path_factory):
+    out = tmp_path_factory.mktemp("cli") / "disc.oddeye"
+    rc = main(["train", "--data", str(synth_root), "--category", "disc", "--method", "padim",
+               "--size", "128", "--out", str(out), "--no-progress"])
+    assert rc == 0 and out.exists()
+    return out
+
+
+def test_test_writes_all_metric_keys(model, synth_root, tmp_path, capsys):
+    js = tmp_path / "m.json"
+    assert main(["test", "--model", str(model), "--data", str(synth_root / "disc"), "--json",
+                 str(js), "--no-progress"]) == 0
+    res = json.loads(js.read_text())
+    assert METRIC_KEYS <= set(res)
+    assert set(res["per_category"]) == {"disc"}
+    assert METRIC_KEYS - {"per_category"} <= set(res["per_category"]["disc"]) | {"per_category"}
+    assert res["image_auroc"] > 0.5
+    assert "img_auroc" in capsys.readouterr().out  # the readable table
+
+
+def test_predict_skips_bad_files_and_scores_the_rest(model, synth_root, tmp_path):
+    imgs = tmp_path / "in"
+    imgs.mkdir()
+    good = sorted((synth_root / "disc" / "test").rglob("*.png"))[:3]
+    for i, p in enumerate(good):
+        (imgs / f"ok{i}.png").write_bytes(p.read_bytes())
+    (imgs / "broken.png").write_bytes(b"\x89PNG\r\n\x1a\n garbage")
+    (imgs / "cut.png").write_bytes(good[0].read_bytes()[:200])
+    out = tmp_path / "out"
+    assert main(["predict", "--model", str(model), str(imgs), "--out", str(out)]) == 0
+    rows = list(csv.DictReader(open(out / "results.csv")))
+    assert len(rows) == 3
+    assert {"path", "score", "normalized_score", "label"} <= set(rows[0])
+    lines = [json.loads(x) for x in open(out / "results.jsonl")]
+    errors = [x for x in lines if "error" in x]
+    assert {e["path"].split("/")[-1] for e in errors} == {"broken.png", "cut.png"}
+    assert all(e["path"] in e["error"] for e in errors)  # the message names the file
+    for r in rows:
+        assert (out / r["overlay"]).exists() and (out / r["mask"]).exists()
+
+
+def test_errors_are_one_line_not_tracebacks(tmp_path, capsys):
+    bad = tmp_path / "m.oddeye"
+    bad.write_bytes(b"PK\x03\x04 not really")
+    assert main(["test", "--model", str(bad), "--data", str(tmp_path)]) == 2
+    err = capsys.readouterr().err
+    assert "error:" in err and "Traceback" not in err
+    assert main(["train", "--data", str(tmp_path), "--out", str(tmp_path / "x.oddeye")]) == 2
+    assert "train" in capsys.readouterr().err

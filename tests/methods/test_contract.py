@@ -1,0 +1,144 @@
+"""The method contract through the public API: fit, predict, save/load, thresholds, few-shot."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+import oddeye
+from oddeye.api import Detector, f1_optimal_threshold
+from oddeye.data.mvtec import load_dataset
+from oddeye.errors import DataError, OddeyeError
+from oddeye.methods import available_methods, create_method
+
+UNSUPERVISED = ["patchcore", "padim"]
+
+
+@pytest.fixture(scope="module")
+def grid(synth_root):
+    return load_dataset(synth_root, ["grid"])[0]
+
+
+@pytest.fixture(scope="module")
+def fitted(grid):
+    return {m: Detector(method=m, size=128).fit([s.path for s in grid.train], progress=False)
+            for m in UNSUPERVISED}
+
+
+def test_registry_lists_and_builds_methods():
+    names = available_methods()
+    assert {"patchcore", "padim"} <= set(names)
+    m = create_method("patchcore", coreset_ratio=0.2)
+    assert m.get_params()["coreset_ratio"] == 0.2
+    with pytest.raises(OddeyeError, match="unknown method"):
+        create_method("nope")
+    with pytest.raises(OddeyeError, match="bad hyper-parameters"):
+        create_method("patchcore", not_a_param=1)
+
+
+@pytest.mark.parametrize("method", UNSUPERVISED)
+def test_predict_shapes_and_detects_defects(fitted, grid, method):
+    det = fitted[method]
+    paths = [s.path for s in grid.test]
+    pred = det.predict(paths)
+    assert pred.maps.shape == (len(paths), 128, 128)
+    assert pred.scores.shape == pred.labels.shape == pred.normalized_scores.shape == (len(paths),)
+    y = np.array([s.label for s in grid.test])
+    # defective images must score higher than good ones on average (synthetic defects are clear)
+    assert pred.scores[y == 1].mean() > pred.scores[y == 0].mean()
+    assert np.all((pred.normalized_scores >= 0) & (pred.normalized_scores <= 1))
+    order = np.argsort(pred.scores)
+    assert np.all(np.diff(pred.normalized_scores[order]) >= 0)
+    assert np.array_equal(pred.labels, (pred.scores > det.threshold_).astype(int))
+
+
+@pytest.mark.parametrize("method", UNSUPERVISED)
+def test_save_load_round_trip_gives_identical_scores(fitted, grid, tmp_path, method):
+    det = fitted[method]
+    path = det.save(tmp_path / f"{method}.oddeye")
+    again = oddeye.load(path)
+    paths = [s.path for s in grid.test[:4]]
+    a, b = det.predict(paths), again.predict(paths)
+    np.testing.assert_array_equal(a.scores, b.scores)
+    np.testing.assert_array_equal(a.maps, b.maps)
+    assert again.threshold_ == det.threshold_ and again.method == method
+
+
+def test_numpy_inputs_match_file_inputs(fitted, grid):
+    from oddeye.io.images import read_image
+
+    det = fitted["patchcore"]
+    p = [s.path for s in grid.test[:2]]
+    arrays = [read_image(x) for x in p]
+    np.testing.assert_allclose(det.predict(p).scores, det.predict(arrays).scores)
+    gray = arrays[0].mean(axis=2).astype(np.uint8)  # H x W grayscale array is accepted
+    assert det.predict(gray).scores.shape == (1,)
+    floats = arrays[0].astype(np.float32) / 255.0
+    np.testing.assert_allclose(det.predict(floats).scores, det.predict(arrays[0]).scores,
+                               rtol=1e-5)
+
+
+def test_unsupervised_threshold_comes_from_held_out_good_images(fitted):
+    det = fitted["patchcore"]
+    assert "held-out" in det.threshold_info_["source"]
+    assert det.n_train_ == 14  # 16 good images minus the 2 held out
+    assert det.normalize_scores(np.array([det.threshold_]))[0] == pytest.approx(0.5)
+
+
+def test_validation_images_set_the_threshold(grid):
+    paths = [s.path for s in grid.train]
+    det = Detector(method="padim", size=128).fit(paths[:12], validation=paths[12:],
+                                                  progress=False)
+    assert det.n_train_ == 12 and "validation" in det.threshold_info_["source"]
+    good = det.decision_function(paths[12:])
+    assert det.threshold_ == pytest.approx(good.mean() + 3 * good.std())
+
+
+def test_calibrate_sets_f1_optimal_threshold(fitted, grid):
+    det = fitted["patchcore"]
+    paths = [s.path for s in grid.test]
+    y = np.array([s.label for s in grid.test])
+    det2 = Detector.__new__(Detector)
+    det2.__dict__.update(det.__dict__)
+    det2.calibrate(paths, y)
+    s = det2.decision_function(paths)
+    f1_at = lambda t: 2 * ((s > t) & (y == 1)).sum() / ((s > t).sum() + y.sum())  # noqa: E731
+    best = max(f1_at(t) for t in np.r_[s, s.min() - 1])
+    assert f1_at(det2.threshold_) == pytest.approx(best)
+    with pytest.raises(DataError, match="both good"):
+        det2.calibrate(paths[:2], [0, 0])
+
+
+def _f1(s: np.ndarray, y: np.ndarray, th: float) -> float:
+    return 2 * ((s > th) & (y == 1)).sum() / ((s > th).sum() + y.sum())
+
+
+def test_f1_optimal_threshold_against_brute_force():
+    rng = np.random.default_rng(0)
+    for _ in range(20):
+        s = rng.integers(0, 6, size=30).astype(float)  # many ties
+        y = rng.integers(0, 2, size=30)
+        if y.sum() == 0:
+            continue
+        t = f1_optimal_threshold(s, y)
+        assert _f1(s, y, t) == pytest.approx(max(_f1(s, y, th) for th in np.r_[s, s.min() - 1]))
+
+
+def test_few_shot_fit_records_shots(grid, tmp_path):
+    from oddeye.cli import main
+
+    out = tmp_path / "fs.oddeye"
+    assert main(["train", "--data", str(grid.root), "--method", "patchcore", "--size", "128",
+                 "--shots", "3", "--seed", "5", "--out", str(out), "--no-progress"]) == 0
+    det = oddeye.load(out)
+    assert det.meta_["train"]["shots"] == 3 and det.meta_["train"]["seed"] == 5
+    assert det.n_train_ == 3  # too few to hold out: threshold from training scores
+
+
+def test_unfitted_and_empty_inputs_fail_clearly(fitted):
+    with pytest.raises(OddeyeError, match="not fitted"):
+        Detector().predict(np.zeros((32, 32, 3), np.uint8))
+    with pytest.raises(DataError, match="no training images"):
+        Detector().fit([])
+    with pytest.raises(DataError, match="no images"):
+        fitted["padim"].predict([])
