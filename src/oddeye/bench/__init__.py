@@ -8,4 +8,5 @@ SUITES: dict[str, str] = {
     "metrics": "oddeye.bench.metrics_suite:run",
     "detection": "oddeye.bench.detection_suite:run",
     "adbench": "oddeye.bench.adbench_suite:run",
+    "coreset": "oddeye.bench.coreset_suite:run",
 }
