@@ -75,7 +75,7 @@ class InferenceQueue:
         self.max_pending = int(max_pending)
         self._pending = 0
         self._lock = threading.Lock()
-        self._worker = ThreadPoolExecutor(max_workers=1, thread_name_prefix="oddeye-infer")
+        self._worker: ThreadPoolExecutor | None = None
 
     @property
     def pending(self) -> int:
@@ -96,15 +96,21 @@ class InferenceQueue:
 
     def submit(self, fn: Callable, *args: Any) -> Future:
         """Run ``fn(*args)`` on the single inference thread (in arrival order)."""
-        return self._worker.submit(fn, *args)
+        with self._lock:
+            if self._worker is None:  # started on first use, and again after a shutdown
+                self._worker = ThreadPoolExecutor(max_workers=1, thread_name_prefix="oddeye-infer")
+            return self._worker.submit(fn, *args)
 
     async def run(self, fn: Callable, *args: Any) -> Any:
         """Await ``fn(*args)`` run on the inference thread."""
         return await asyncio.wrap_future(self.submit(fn, *args))
 
     def shutdown(self) -> None:
-        """Stop the worker after the work already queued."""
-        self._worker.shutdown(wait=True)
+        """Stop the worker after the work already queued (a later submit starts a new one)."""
+        with self._lock:
+            worker, self._worker = self._worker, None
+        if worker is not None:
+            worker.shutdown(wait=True)
 
 
 # --------------------------------------------------------------------------- body limit

@@ -252,10 +252,12 @@ async function handleFiles(files) {
       renderHistory();
       show(entry);
     } catch (e) {
-      errors.push(`${f.name}: ${e.message}`);
+      errors.push(e.message.startsWith(f.name) ? e.message : `${f.name}: ${e.message}`);
     }
   }
-  $("status").textContent = errors.length ? "" : `Scored ${list.length} image${list.length > 1 ? "s" : ""}.`;
+  const done = list.length - errors.length;
+  $("status").textContent = `Scored ${done} image${done === 1 ? "" : "s"}` +
+    (errors.length ? `; ${errors.length} could not be scored.` : ".");
   showError(errors.join("\n"));
   $("file-input").value = "";
 }

@@ -1,0 +1,218 @@
+"""ONNX export: parity with the torch path for every exportable method, metadata, batch axes,
+the PatchCore fixed-block head, OnnxDetector errors and the export/predict commands."""
+
+from __future__ import annotations
+
+import csv
+
+import numpy as np
+import pytest
+import torch
+
+from oddeye.errors import ModelFileError
+from oddeye.methods import available_methods, get_method
+from tests.conftest import SHARED_DATA
+from tests.export.models import fitted_model, sample_images
+
+pytest.importorskip("onnxruntime")
+pytest.importorskip("onnx")
+
+TOL = 1e-4
+
+
+def shared_images(n: int = 2) -> list:
+    """A few real images from ../shared/data when it is present (none otherwise)."""
+    if not SHARED_DATA.exists():
+        return []
+    from oddeye.io.images import list_images
+
+    out = []
+    for sub in sorted(p for p in SHARED_DATA.iterdir() if p.is_dir()):
+        hits = [p for p in list_images(sub, recursive=True) if "test" in p.parts][:1]
+        out += hits
+        if len(out) >= n:
+            break
+    return out
+
+
+@pytest.fixture(scope="module")
+def exported(patchcore_file, tmp_path_factory):
+    """The tiny PatchCore model, loaded, and its ONNX export with a dynamic batch axis."""
+    import oddeye
+    from oddeye.export.onnx import export_onnx
+
+    det = oddeye.load(patchcore_file)
+    path = export_onnx(det, tmp_path_factory.mktemp("onnx") / "m.onnx")
+    return det, path
+
+
+@pytest.mark.parametrize("method", available_methods())
+def test_parity_with_torch_path(method, synth_root, surface_models, tmp_path):
+    """Maps and scores of the ONNX graph match the torch model within 1e-4 on real images."""
+    import oddeye
+    from oddeye.export.onnx import OnnxDetector, export_onnx, method_can_export
+
+    if not method_can_export(method):
+        pytest.skip(f"method {method!r} declares exportable = False")
+    det = oddeye.load(fitted_model(method, synth_root, surface_models))
+    if det.needs_references:
+        from oddeye.data.mvtec import load_dataset
+
+        cat = next(c for c in load_dataset(synth_root) if c.name == "grid")
+        det.set_references([s.path for s in cat.train[:4]])
+    path = export_onnx(det, tmp_path / f"{method}.onnx")
+    onnx_det = OnnxDetector(path)
+    images = sample_images(synth_root) + shared_images()
+    a, b = det.predict(images), onnx_det.predict(images)
+    assert a.maps.shape == b.maps.shape == (len(images), det.size, det.size)
+    assert np.abs(a.maps - b.maps).max() < TOL
+    assert np.abs(a.scores - b.scores).max() < TOL
+    np.testing.assert_array_equal(a.labels, b.labels)
+    np.testing.assert_allclose(a.normalized_scores, b.normalized_scores, atol=1e-4)
+    assert b.original_sizes == a.original_sizes
+
+
+def test_dynamic_batch_axis(exported, synth_root):
+    """One graph serves batch 1 and batch 5 with the same per-image results."""
+    from oddeye.export.onnx import OnnxDetector
+    from oddeye.preprocess import load_resized, to_batch
+
+    det, path = exported
+    x = to_batch(load_resized(sample_images(synth_root), det.size)).numpy()
+    sess = OnnxDetector(path)
+    assert sess.session.get_inputs()[0].shape[0] == "batch"
+    maps5, scores5 = sess.run_batch(x)
+    maps1 = np.concatenate([sess.run_batch(x[i:i + 1])[0] for i in range(len(x))])
+    np.testing.assert_allclose(maps1, maps5, atol=1e-5)
+    with torch.inference_mode():
+        tmaps, tscores = det.model_(torch.from_numpy(x))
+    assert np.abs(tmaps.numpy() - maps5).max() < TOL
+    assert np.abs(tscores.numpy() - scores5).max() < TOL
+
+
+def test_metadata_props(exported):
+    """Threshold, scale, size, method, backbone and version travel in metadata_props."""
+    import onnx
+
+    from oddeye import __version__
+
+    det, path = exported
+    props = {p.key: p.value for p in onnx.load(str(path)).metadata_props}
+    assert float(props["threshold"]) == pytest.approx(det.threshold_, rel=0, abs=0)
+    assert float(props["score_scale"]) == det.score_scale_
+    assert int(props["size"]) == det.size
+    assert props["method"] == "patchcore"
+    assert props["backbone"] == det.method_.backbone
+    assert props["oddeye_version"] == __version__
+    assert props["input_dtype"] == "uint8"
+
+
+def test_static_batch_and_float_input(exported, synth_root, tmp_path):
+    """A fixed-batch float32 graph still predicts any number of images (last batch padded)."""
+    from oddeye.export.onnx import OnnxDetector, export_onnx
+
+    det, _ = exported
+    path = export_onnx(det, tmp_path / "fixed.onnx", input_dtype="float32", batch=2)
+    onnx_det = OnnxDetector(path)
+    inp = onnx_det.session.get_inputs()[0]
+    assert inp.shape[0] == 2 and inp.type == "tensor(float)"
+    images = sample_images(synth_root)[:3]
+    a, b = det.predict(images), onnx_det.predict(images, batch_size=3)
+    assert len(b.scores) == 3
+    assert np.abs(a.maps - b.maps).max() < TOL
+
+
+def test_patchcore_blocks_match_chunked_head():
+    """The fixed-block nearest neighbour equals the torch head's chunk loop (several blocks)."""
+    from oddeye.export.onnx import _PatchCoreBlocks
+    from oddeye.methods.patchcore import PatchCoreHead
+
+    g = torch.Generator().manual_seed(0)
+    head = PatchCoreHead(["a", "b"], dim=6, kernel=3)
+    head.set_bank(torch.randn(1000, 6, generator=g))
+    feats = {"a": torch.randn(3, 4, 5, 5, generator=g), "b": torch.randn(3, 2, 3, 3, generator=g)}
+    blocks = _PatchCoreBlocks(head, block_rows=128)  # 8 blocks, the last one partial
+    ref = head(feats)
+    out = blocks(feats)
+    assert out.shape == ref.shape == (3, 5, 5)
+    torch.testing.assert_close(out, ref, atol=1e-5, rtol=1e-5)
+    # brute force: the true nearest-neighbour distance
+    emb = head.embed(feats).permute(0, 2, 3, 1).reshape(-1, 6)
+    brute = torch.cdist(emb, head.bank).amin(1).view(3, 5, 5)
+    torch.testing.assert_close(out, brute, atol=1e-4, rtol=1e-4)
+
+
+def test_refuses_method_declared_not_exportable(exported, monkeypatch, tmp_path):
+    """A method class with ``exportable = False`` is refused with a clear ExportError."""
+    from oddeye.export.onnx import ExportError, export_onnx
+
+    det, _ = exported
+    monkeypatch.setattr(get_method("patchcore"), "exportable", False, raising=False)
+    with pytest.raises(ExportError, match="cannot be exported"):
+        export_onnx(det, tmp_path / "x.onnx")
+
+
+def test_refuses_unfitted_detector(tmp_path):
+    from oddeye.api import Detector
+    from oddeye.export.onnx import ExportError, export_onnx
+
+    with pytest.raises(ExportError, match="not fitted"):
+        export_onnx(Detector(), tmp_path / "x.onnx")
+
+
+def test_onnx_detector_rejects_foreign_files(tmp_path):
+    """Missing, garbage and non-oddeye ONNX files are ModelFileErrors naming the file."""
+    import onnx
+    from onnx import TensorProto, helper
+
+    from oddeye.export.onnx import OnnxDetector
+
+    with pytest.raises(ModelFileError, match="not found"):
+        OnnxDetector(tmp_path / "missing.onnx")
+    junk = tmp_path / "junk.onnx"
+    junk.write_bytes(b"definitely not protobuf")
+    with pytest.raises(ModelFileError, match="junk.onnx"):
+        OnnxDetector(junk)
+    node = helper.make_node("Identity", ["x"], ["y"])
+    x = helper.make_tensor_value_info("x", TensorProto.FLOAT, [1])
+    y = helper.make_tensor_value_info("y", TensorProto.FLOAT, [1])
+    graph = helper.make_graph([node], "g", [x], [y])
+    foreign = tmp_path / "foreign.onnx"
+    onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)]), str(foreign))
+    with pytest.raises(ModelFileError, match="no oddeye metadata"):
+        OnnxDetector(foreign)
+
+
+def test_export_and_predict_commands(patchcore_file, synth_root, tmp_path, capsys):
+    """`oddeye export` then `oddeye predict --model M.onnx` gives the .oddeye file's results."""
+    from oddeye.cli import main
+
+    onnx_path = tmp_path / "m.onnx"
+    assert main(["export", "--model", str(patchcore_file), "--format", "onnx",
+                 "--out", str(onnx_path)]) == 0
+    assert "parity on 2 images" in capsys.readouterr().out
+    folder = synth_root / "grid" / "test" / "crack"
+    assert main(["predict", "--model", str(onnx_path), str(folder), "--out",
+                 str(tmp_path / "p_onnx")]) == 0
+    assert main(["predict", "--model", str(patchcore_file), str(folder), "--out",
+                 str(tmp_path / "p_torch")]) == 0
+
+    def rows(name):
+        with open(tmp_path / name / "results.csv") as fh:
+            return list(csv.DictReader(fh))
+
+    a, b = rows("p_torch"), rows("p_onnx")
+    assert len(a) == len(b) > 0
+    for ra, rb in zip(a, b, strict=True):
+        assert ra["path"] == rb["path"] and ra["label"] == rb["label"]
+        assert abs(float(ra["score"]) - float(rb["score"])) < TOL
+    assert (tmp_path / "p_onnx" / "overlays").is_dir()
+
+
+def test_export_command_errors_cleanly(tmp_path, capsys):
+    """A missing model file is a one-line CLI error (exit 2), not a traceback."""
+    from oddeye.cli import main
+
+    assert main(["export", "--model", str(tmp_path / "none.oddeye"), "--out",
+                 str(tmp_path / "x.onnx")]) == 2
+    assert "error" in capsys.readouterr().err
