@@ -4,6 +4,8 @@ Every image is rendered with vectorised numpy from its own random stream, derive
 ``(seed, class, split, index)``, so any subset of classes, defects or counts reproduces the same
 bytes as the full set. Defects are alpha-blended onto the clean scene before the shared lighting
 and sensor noise, and the written mask is exactly the set of pixels the defect changed.
+Internally colour images are planar float32 (3, H, W): numpy broadcasts over a trailing axis of
+length 3 are an order of magnitude slower than over whole rows.
 """
 
 from __future__ import annotations
@@ -14,6 +16,7 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from functools import lru_cache
 from pathlib import Path
+from statistics import NormalDist
 
 import numpy as np
 from PIL import Image
@@ -30,6 +33,8 @@ GENERATOR_VERSION = 1
 MIN_SIZE = 32
 MAX_SIZE = 2048
 SOURCE_MARKER = "oddeye synthetic data"
+
+Box = tuple[slice, slice]  # (rows, columns) of a rectangle of the image
 
 _SPLIT_TRAIN = 1
 _SPLIT_TEST_GOOD = 2
@@ -91,20 +96,35 @@ def _smooth_noise(
     sigma (px; sigma_y for an anisotropic blur) keeps energy: a smooth field is one inverse FFT.
     """
     rows, cols, gain = _band(size, float(sigma), float(sigma if sigma_y is None else sigma_y))
-    shape = (channels, rows.size, cols.size)
-    coef = rng.standard_normal((2, *shape), dtype=_F32)
+    coef = rng.standard_normal((2, channels, rows.size, cols.size), dtype=_F32)
+    band = (coef[0] + 1j * coef[1]) * gain
     spec = np.zeros((channels, size, size // 2 + 1), dtype=np.complex64)
-    spec[:, rows[:, None], cols[None, :]] = (coef[0] + 1j * coef[1]) * gain
+    n_low = int(np.count_nonzero(rows <= size // 2))  # rows 0..ky, then the negative frequencies
+    spec[:, :n_low, : cols.size] = band[:, :n_low]
+    if n_low < rows.size:
+        spec[:, size - (rows.size - n_low) :, : cols.size] = band[:, n_low:]
     spec[:, 0, 0] = 0.0
     out = np.fft.irfft2(spec, s=(size, size))
     out /= out.std(axis=(1, 2), keepdims=True) + _F32(1e-8)
     return out.astype(_F32, copy=False)
 
 
+def _box(size: int, x0: float, x1: float, y0: float, y1: float) -> Box:
+    """Pixel box covering [x0, x1] x [y0, y1] (pixel units), clipped to the image (may be empty)."""
+    cx0, cx1 = int(np.clip(np.floor(x0), 0, size)), int(np.clip(np.ceil(x1), 0, size))
+    cy0, cy1 = int(np.clip(np.floor(y0), 0, size)), int(np.clip(np.ceil(y1), 0, size))
+    return slice(cy0, max(cy0, cy1)), slice(cx0, max(cx0, cx1))
+
+
+def _planes(box: Box) -> tuple[slice, slice, slice]:
+    """Index of a box in a planar (3, H, W) image."""
+    return (slice(None), *box)
+
+
 def _smoothstep(edge0: float, edge1: float, x: np.ndarray) -> np.ndarray:
     """Hermite ramp from 0 at edge0 to 1 at edge1 (edges may be reversed)."""
     t = np.clip((x - edge0) / (edge1 - edge0), 0.0, 1.0)
-    return (t * t * (3.0 - 2.0 * t)).astype(_F32)
+    return t * t * (3.0 - 2.0 * t)
 
 
 def _rotate(x: np.ndarray, y: np.ndarray, angle: float) -> tuple[np.ndarray, np.ndarray]:
@@ -113,13 +133,19 @@ def _rotate(x: np.ndarray, y: np.ndarray, angle: float) -> tuple[np.ndarray, np.
     return c * x + s * y, -s * x + c * y
 
 
+def _norm(x: np.ndarray, y: np.ndarray) -> np.ndarray:
+    """Euclidean length; several times faster than np.hypot for float32 images."""
+    return np.sqrt(x * x + y * y)
+
+
 def _colour(*rgb: float) -> np.ndarray:
-    return np.array(rgb, dtype=_F32)
+    """An RGB colour shaped (3, 1, 1) to broadcast over planar images."""
+    return np.array(rgb, dtype=_F32).reshape(3, 1, 1)
 
 
 def _lerp(a: np.ndarray, b: np.ndarray, t: np.ndarray) -> np.ndarray:
-    """Per-pixel mix of colours a and b by weight t (H, W) -> (H, W, 3)."""
-    return a + (b - a) * t[..., None]
+    """Per-pixel mix of colours a and b by weight t (H, W) -> (3, H, W)."""
+    return a + (b - a) * t
 
 
 # --------------------------------------------------------------------------------------------
@@ -131,19 +157,25 @@ def _lerp(a: np.ndarray, b: np.ndarray, t: np.ndarray) -> np.ndarray:
 class _Scene:
     """A clean rendered scene in float RGB 0..255 plus where defects may be placed."""
 
-    image: np.ndarray  # (H, W, 3) float32
+    image: np.ndarray  # (3, H, W) float32
     region: np.ndarray  # (H, W) bool: pixels a defect may change (the object, or everything)
     depth: np.ndarray  # (H, W) float32: distance in px to the region's border (large = interior)
-    background: np.ndarray | None = None  # what a hole through the object reveals
+    background: np.ndarray | None = None  # (3, H, W): what a hole through the object reveals
+
+
+@lru_cache(maxsize=8)
+def _frame_depth(size: int) -> np.ndarray:
+    """Distance in pixels to the image border (textures: keeps defect centres inside)."""
+    x, y = _coords(size)
+    depth = ((0.5 - np.maximum(np.abs(x), np.abs(y))) * size).astype(_F32)
+    depth.flags.writeable = False
+    return depth
 
 
 def _texture_scene(image: np.ndarray) -> _Scene:
-    size = image.shape[0]
-    region = np.ones(image.shape[:2], dtype=bool)
-    x, y = _coords(size)
-    # distance to the image border, so defects stay inside the frame
-    depth = ((0.5 - np.maximum(np.abs(x), np.abs(y))) * size).astype(_F32)
-    return _Scene(image, region, depth)
+    size = image.shape[-1]
+    region = np.ones((size, size), dtype=bool)
+    return _Scene(np.asarray(image, dtype=_F32), region, _frame_depth(size))
 
 
 def _scene_noise(rng: np.random.Generator, size: int) -> _Scene:
@@ -151,10 +183,10 @@ def _scene_noise(rng: np.random.Generator, size: int) -> _Scene:
     coarse = _smooth_noise(rng, size, size / 22.0, channels=3)
     fine = _smooth_noise(rng, size, size / 90.0)[0]
     lum = 0.85 * coarse[0] + 0.35 * fine
-    img = _colour(124, 130, 112) + 24.0 * lum[..., None]
-    img += 7.0 * coarse[1][..., None] * _colour(1.0, -0.3, -0.7)
-    img += 7.0 * coarse[2][..., None] * _colour(-0.5, 0.2, 1.0)
-    return _texture_scene(img.astype(_F32))
+    img = _colour(124, 130, 112) + 24.0 * lum
+    img += _colour(7.0, -2.1, -4.9) * coarse[1]
+    img += _colour(-3.5, 1.4, 7.0) * coarse[2]
+    return _texture_scene(img)
 
 
 def _scene_stripes(rng: np.random.Generator, size: int) -> _Scene:
@@ -166,9 +198,9 @@ def _scene_stripes(rng: np.random.Generator, size: int) -> _Scene:
     t = u / period + rng.uniform(0.0, 1.0)
     w = (np.tanh(2.5 * np.sin(2.0 * np.pi * t)) / float(np.tanh(2.5)) + 1.0) * 0.5
     fibre = _smooth_noise(rng, size, size / 160.0)[0]
-    img = _lerp(_colour(46, 58, 96), _colour(214, 204, 176), w.astype(_F32))
-    img += 7.0 * fibre[..., None]
-    return _texture_scene(img.astype(_F32))
+    img = _lerp(_colour(46, 58, 96), _colour(214, 204, 176), w)
+    img += 7.0 * fibre
+    return _texture_scene(img)
 
 
 def _scene_grid(rng: np.random.Generator, size: int) -> _Scene:
@@ -179,21 +211,20 @@ def _scene_grid(rng: np.random.Generator, size: int) -> _Scene:
     xr, yr = _rotate(x, y, angle)
     u = xr / period + rng.uniform(0.0, 1.0)
     v = yr / period + rng.uniform(0.0, 1.0)
-    half = 0.15
+    half, soft = 0.15, 0.04
     du = np.abs(u - np.floor(u) - 0.5)
     dv = np.abs(v - np.floor(v) - 0.5)
-    wire_u = _smoothstep(half + 0.04, half - 0.04, du) * np.sqrt(
-        np.clip(1 - (du / (half + 0.04)) ** 2, 0, 1)
-    )
-    wire_v = _smoothstep(half + 0.04, half - 0.04, dv) * np.sqrt(
-        np.clip(1 - (dv / (half + 0.04)) ** 2, 0, 1)
-    )
-    over = ((np.floor(u + 0.5) + np.floor(v + 0.5)) % 2).astype(_F32)  # which wire is on top
+    # a round wire: bright along its axis, darker towards its edges, soft silhouette
+    wire_u = _smoothstep(half + soft, half - soft, du)
+    wire_u *= np.sqrt(np.clip(1.0 - (du / (half + soft)) ** 2, 0.0, 1.0))
+    wire_v = _smoothstep(half + soft, half - soft, dv)
+    wire_v *= np.sqrt(np.clip(1.0 - (dv / (half + soft)) ** 2, 0.0, 1.0))
+    over = (np.floor(u + 0.5) + np.floor(v + 0.5)) % 2  # which wire is on top at a crossing
     val = np.maximum(wire_u * (0.8 + 0.2 * over), wire_v * (1.0 - 0.2 * over))
     backing = _smooth_noise(rng, size, size / 50.0)[0]
-    img = _lerp(_colour(30, 32, 36), _colour(196, 194, 184), val.astype(_F32))
-    img += 4.0 * backing[..., None]
-    return _texture_scene(img.astype(_F32))
+    img = _lerp(_colour(30, 32, 36), _colour(196, 194, 184), val)
+    img += 4.0 * backing
+    return _texture_scene(img)
 
 
 def _scene_wood(rng: np.random.Generator, size: int) -> _Scene:
@@ -207,20 +238,15 @@ def _scene_wood(rng: np.random.Generator, size: int) -> _Scene:
     frac = t - np.floor(t)
     ring = _smoothstep(0.45, 0.92, frac) * _smoothstep(1.0, 0.96, frac)
     streak = _smooth_noise(rng, size, size / 10.0, sigma_y=size / 320.0)[0]
-    img = _lerp(_colour(206, 160, 108), _colour(128, 80, 42), (0.85 * ring).astype(_F32))
-    img += 9.0 * streak[..., None] * _colour(1.0, 0.8, 0.6)
-    return _texture_scene(img.astype(_F32))
+    img = _lerp(_colour(206, 160, 108), _colour(128, 80, 42), 0.85 * ring)
+    img += _colour(9.0, 7.2, 5.4) * streak
+    return _texture_scene(img)
 
 
 def _object_background(rng: np.random.Generator, size: int) -> np.ndarray:
     """Dark matte table with a faint mottling, shared by the object classes."""
     mottle = _smooth_noise(rng, size, size / 40.0)[0]
-    return (_colour(58, 60, 66) + 3.0 * mottle[..., None]).astype(_F32)
-
-
-def _drop_shadow(bg: np.ndarray, inside: np.ndarray) -> np.ndarray:
-    """Darken the background where a soft, offset copy of the object's silhouette falls."""
-    return bg * (1.0 - 0.4 * inside)[..., None]
+    return _colour(58, 60, 66) + 3.0 * mottle
 
 
 def _pose(rng: np.random.Generator, max_shift: float, max_deg: float) -> tuple[float, float, float]:
@@ -228,89 +254,120 @@ def _pose(rng: np.random.Generator, max_shift: float, max_deg: float) -> tuple[f
     return float(dx), float(dy), float(np.deg2rad(rng.uniform(-max_deg, max_deg)))
 
 
-def _bevel_shade(dx: np.ndarray, dy: np.ndarray, r: np.ndarray, tilt_deg: float) -> np.ndarray:
-    """Lambert shade of a surface tilted radially (outward for tilt > 0) under a top-left light."""
-    lx, ly, lz = (v / float(np.sqrt(0.45**2 + 0.55**2 + 0.70**2)) for v in (-0.45, -0.55, 0.70))
+_LIGHT = tuple(v / float(np.sqrt(0.45**2 + 0.55**2 + 0.70**2)) for v in (-0.45, -0.55, 0.70))
+
+
+def _radial_light(dx: np.ndarray, dy: np.ndarray, r: np.ndarray) -> np.ndarray:
+    """Component of the (top-left) light direction along the outward radial direction."""
+    return (dx * _LIGHT[0] + dy * _LIGHT[1]) / np.maximum(r, _F32(1e-6))
+
+
+def _tilt_shade(radial: np.ndarray, tilt_deg: float) -> np.ndarray:
+    """Lambert shade of a surface tilted radially (outward for tilt > 0)."""
     tilt = float(np.deg2rad(tilt_deg))
-    side = float(np.sin(tilt)) / np.maximum(r, _F32(1e-6))
-    return np.clip((dx * lx + dy * ly) * side + float(np.cos(tilt)) * lz, 0.0, 1.0)
+    return np.clip(radial * float(np.sin(tilt)) + float(np.cos(tilt)) * _LIGHT[2], 0.0, 1.0)
+
+
+def _object_box(size: int, cx: float, cy: float, reach: float) -> Box:
+    """Pixel box of the square (cx, cy) +- reach in image units (object, bevel and shadow)."""
+    return _box(size, (cx - reach + 0.5) * size - 1, (cx + reach + 0.5) * size + 1,
+                (cy - reach + 0.5) * size - 1, (cy + reach + 0.5) * size + 1)  # fmt: skip
+
+
+def _place_object(
+    bg: np.ndarray, box: Box, face: np.ndarray, cover: np.ndarray, shadow: np.ndarray,
+    depth: np.ndarray,
+) -> _Scene:  # fmt: skip
+    """Composite an object rendered over box onto the full background (shadow, then face)."""
+    size = bg.shape[-1]
+    planes = _planes(box)
+    bg[planes] *= 1.0 - 0.4 * shadow
+    img = bg.copy()
+    img[planes] += (face - bg[planes]) * cover
+    region = np.zeros((size, size), dtype=bool)
+    region[box] = cover >= 0.5
+    full_depth = np.full((size, size), -float(size), dtype=_F32)
+    full_depth[box] = depth
+    return _Scene(img, region, full_depth, bg)
 
 
 def _scene_disc(rng: np.random.Generator, size: int) -> _Scene:
     """Turned metal cap: flat face, bevelled rim, a groove and an off-centre embossed mark."""
-    x, y = _coords(size)
     cx, cy, rot = _pose(rng, 0.04, 15.0)
     radius = 0.33 * (1.0 + rng.uniform(-0.01, 0.01))
-    dx, dy = x - cx, y - cy
-    r = np.hypot(dx, dy)
+    box = _object_box(size, cx, cy, radius + 0.08)
+    x, y = _coords(size)
+    dx, dy = x[box] - cx, y[box] - cy
+    r = _norm(dx, dy)
     xr, yr = _rotate(dx, dy, rot)
-    cover = np.clip((radius - r) * size + 0.5, 0.0, 1.0).astype(_F32)
+    cover = np.clip((radius - r) * size + 0.5, 0.0, 1.0)
 
-    flat = _bevel_shade(dx, dy, r, 0.0)
-    outer = _bevel_shade(dx, dy, r, 45.0)
-    inner = _bevel_shade(dx, dy, r, -30.0)
+    radial = _radial_light(dx, dy, r)
+    flat = _LIGHT[2]
+    outer = _tilt_shade(radial, 45.0)
+    inner = _tilt_shade(radial, -30.0)
     shade = flat + (outer - flat) * _smoothstep(0.86 * radius, 0.9 * radius, r)
-    ring_in = _smoothstep(0.74 * radius, 0.77 * radius, r) * _smoothstep(
-        0.84 * radius, 0.81 * radius, r
-    )
-    shade = shade + (inner - shade) * ring_in
-    groove = np.exp(-(((r - 0.52 * radius) / (0.015 * radius)) ** 2)).astype(_F32)
-    shade = shade * (1.0 - 0.35 * groove)
+    ring_in = _smoothstep(0.74 * radius, 0.77 * radius, r)
+    ring_in *= _smoothstep(0.84 * radius, 0.81 * radius, r)
+    shade += (inner - shade) * ring_in
+    groove = np.exp(-(((r - 0.52 * radius) / (0.015 * radius)) ** 2))
+    shade *= 1.0 - 0.35 * groove
     bar = _smoothstep(0.13 * radius, 0.11 * radius, np.abs(xr - 0.3 * radius))
-    bar = bar * _smoothstep(0.05 * radius, 0.03 * radius, np.abs(yr))
-    dot = _smoothstep(0.07 * radius, 0.05 * radius, np.hypot(xr + 0.3 * radius, yr))
-    brushed = _smooth_noise(rng, size, size / 200.0)[0]
-    face = _colour(180, 176, 164) * (0.45 + 0.6 * shade)[..., None]
-    face = face + (28.0 * bar - 30.0 * dot + 3.0 * brushed)[..., None]
+    bar *= _smoothstep(0.05 * radius, 0.03 * radius, np.abs(yr))
+    dot = _smoothstep(0.07 * radius, 0.05 * radius, _norm(xr + 0.3 * radius, yr))
+    brushed = _smooth_noise(rng, size, size / 200.0)[0][box]
+    face = _colour(180, 176, 164) * (0.45 + 0.6 * shade)
+    face += 28.0 * bar - 30.0 * dot + 3.0 * brushed
 
     bg = _object_background(rng, size)
-    shadow = _smoothstep(radius + 0.04, radius - 0.02, np.hypot(dx - 0.015, dy - 0.02))
-    bg = _drop_shadow(bg, shadow)
-    img = bg + (face - bg) * cover[..., None]
-    depth = ((radius - r) * size).astype(_F32)
-    return _Scene(img.astype(_F32), cover >= 0.5, depth, bg)
+    shadow = _smoothstep(radius + 0.04, radius - 0.02, _norm(dx - 0.015, dy - 0.02))
+    return _place_object(bg, box, face, cover, shadow, (radius - r) * size)
+
+
+def _hex_distance(x: np.ndarray, y: np.ndarray) -> np.ndarray:
+    """Distance-like measure whose level sets are hexagons (equals the apothem on the edges)."""
+    s3 = float(np.sqrt(3.0)) / 2.0
+    return np.maximum(np.abs(x), np.maximum(np.abs(0.5 * x + s3 * y), np.abs(0.5 * x - s3 * y)))
 
 
 def _scene_nut(rng: np.random.Generator, size: int) -> _Scene:
     """Hex nut seen from above: chamfered corners, threaded bore showing the table through it."""
-    x, y = _coords(size)
     cx, cy, rot = _pose(rng, 0.04, 10.0)
     apothem = 0.28 * (1.0 + rng.uniform(-0.01, 0.01))
     bore = 0.115
-    dx, dy = x - cx, y - cy
+    box = _object_box(size, cx, cy, apothem * 1.155 + 0.07)
+    x, y = _coords(size)
+    dx, dy = x[box] - cx, y[box] - cy
     xr, yr = _rotate(dx, dy, rot)
-    r = np.hypot(dx, dy)
-    s3 = float(np.sqrt(3.0)) / 2.0
-    hexd = np.maximum(
-        np.abs(xr), np.maximum(np.abs(0.5 * xr + s3 * yr), np.abs(0.5 * xr - s3 * yr))
-    )
-    cover = np.clip((apothem - hexd) * size + 0.5, 0.0, 1.0) * np.clip(
-        (r - bore) * size + 0.5, 0.0, 1.0
-    )
-    cover = cover.astype(_F32)
+    r = _norm(dx, dy)
+    hexd = _hex_distance(xr, yr)
+    cover = np.clip((apothem - hexd) * size + 0.5, 0.0, 1.0)
+    cover *= np.clip((r - bore) * size + 0.5, 0.0, 1.0)
 
-    flat = _bevel_shade(dx, dy, r, 0.0)
-    chamfer = _bevel_shade(dx, dy, r, 40.0)
-    thread = _bevel_shade(dx, dy, r, -45.0)
+    radial = _radial_light(dx, dy, r)
+    flat = _LIGHT[2]
+    chamfer = _tilt_shade(radial, 40.0)
+    thread = _tilt_shade(radial, -45.0)
     shade = flat + (chamfer - flat) * _smoothstep(0.97 * apothem, 1.0 * apothem, r)
-    in_thread = _smoothstep(bore * 1.32, bore * 1.25, r)
-    theta = np.arctan2(yr, xr)
-    helix = 0.5 + 0.5 * np.sin(2.0 * np.pi * ((r - bore) / 0.012 + theta / (2.0 * np.pi)))
-    shade = shade + (thread * (0.7 + 0.3 * helix) - shade) * in_thread
-    brushed = _smooth_noise(rng, size, size / 150.0)[0]
-    face = _colour(166, 170, 178) * (0.45 + 0.6 * shade)[..., None] + 3.0 * brushed[..., None]
+    # the threaded bevel around the bore: a helix, so it needs the polar angle (only near the bore)
+    near = slice(None), slice(None)
+    ring = np.flatnonzero((r < bore * 1.35).any(axis=1)), np.flatnonzero((r < bore * 1.35).any(0))
+    if ring[0].size:
+        near = slice(ring[0][0], ring[0][-1] + 1), slice(ring[1][0], ring[1][-1] + 1)
+        rn = r[near]
+        theta = np.arctan2(yr[near], xr[near])
+        helix = 0.5 + 0.5 * np.sin(2.0 * np.pi * ((rn - bore) / 0.012 + theta / (2.0 * np.pi)))
+        in_thread = _smoothstep(bore * 1.32, bore * 1.25, rn)
+        shade[near] += (thread[near] * (0.7 + 0.3 * helix) - shade[near]) * in_thread
+    brushed = _smooth_noise(rng, size, size / 150.0)[0][box]
+    face = _colour(166, 170, 178) * (0.45 + 0.6 * shade) + 3.0 * brushed
 
     bg = _object_background(rng, size)
     sx, sy = _rotate(dx - 0.015, dy - 0.02, rot)
-    shex = np.maximum(
-        np.abs(sx), np.maximum(np.abs(0.5 * sx + s3 * sy), np.abs(0.5 * sx - s3 * sy))
-    )
-    shadow = _smoothstep(apothem + 0.035, apothem - 0.02, shex)
-    shadow = shadow * _smoothstep(bore - 0.02, bore + 0.02, np.hypot(dx - 0.015, dy - 0.02))
-    bg = _drop_shadow(bg, shadow)
-    img = bg + (face - bg) * cover[..., None]
-    depth = (np.minimum(apothem - hexd, r - bore) * size).astype(_F32)
-    return _Scene(img.astype(_F32), cover >= 0.5, depth, bg)
+    shadow = _smoothstep(apothem + 0.035, apothem - 0.02, _hex_distance(sx, sy))
+    shadow *= _smoothstep(bore - 0.02, bore + 0.02, _norm(dx - 0.015, dy - 0.02))
+    depth = np.minimum(apothem - hexd, r - bore) * size
+    return _place_object(bg, box, face, cover, shadow, depth)
 
 
 _SCENES: dict[str, Callable[[np.random.Generator, int], _Scene]] = {
@@ -324,21 +381,34 @@ _SCENES: dict[str, Callable[[np.random.Generator, int], _Scene]] = {
 
 
 # --------------------------------------------------------------------------------------------
-# defects: each returns (alpha (H, W) in [0, 1], target (H, W, 3)); alpha > 0 is the footprint
+# defects: each returns a _Patch; only pixels with alpha > 0 (its footprint) are changed
 # --------------------------------------------------------------------------------------------
 
 _MIN_LINE_ALPHA = 0.3
 
 
+@dataclass
+class _Patch:
+    """A defect as a blend over a box of the image: image[box] -> lerp(image, target, alpha)."""
+
+    box: Box
+    alpha: np.ndarray  # (h, w) float32 in [0, 1]; the defect's footprint is alpha > 0
+    target: np.ndarray  # (3, h, w) float32: what the surface looks like where alpha is 1
+
+
 def _pick_centre(rng: np.random.Generator, scene: _Scene, margin_px: float) -> tuple[float, float]:
-    """A pixel centre (x, y) in image units whose distance to the region border is >= margin."""
+    """A pixel centre (x, y) in pixel units whose distance to the region border is >= margin."""
     ok = np.flatnonzero(scene.depth.ravel() >= margin_px)
     if ok.size == 0:
         ok = np.flatnonzero(scene.depth.ravel() >= scene.depth.max())
-    flat = int(ok[rng.integers(ok.size)])
-    size = scene.depth.shape[0]
-    row, col = divmod(flat, size)
-    return (col + 0.5) / size - 0.5, (row + 0.5) / size - 0.5
+    row, col = divmod(int(ok[rng.integers(ok.size)]), scene.depth.shape[1])
+    return col + 0.5, row + 0.5
+
+
+def _pixel_grid(box: Box) -> tuple[np.ndarray, np.ndarray]:
+    """Pixel-centre coordinates (x, y) in pixel units over a box."""
+    py, px = np.mgrid[box].astype(_F32)
+    return px + _F32(0.5), py + _F32(0.5)
 
 
 def _blob_shape(
@@ -348,24 +418,31 @@ def _blob_shape(
     radius: float,
     wobble: float,
     harmonics: int,
-) -> np.ndarray:
-    """Normalised radius rho (H, W) of an irregular ellipse: rho <= 1 is inside the blob."""
-    x, y = _coords(size)
+) -> tuple[Box, np.ndarray]:
+    """Box and normalised radius rho over it of an irregular ellipse (rho <= 1 is inside).
+
+    Sizes in pixels. The outline is an ellipse (aspect 0.6..1) whose radius wobbles with a few
+    random harmonics; the box bounds the largest radius the harmonics can reach.
+    """
     aspect = rng.uniform(0.6, 1.0)
-    xr, yr = _rotate(x - centre[0], y - centre[1], rng.uniform(0.0, np.pi))
+    angle = rng.uniform(0.0, np.pi)
+    reach = radius * (1.0 + wobble * sum(1.0 / (k - 1) for k in range(2, 2 + harmonics))) + 1.0
+    cx, cy = centre
+    box = _box(size, cx - reach, cx + reach, cy - reach, cy + reach)
+    px, py = _pixel_grid(box)
+    xr, yr = _rotate(px - cx, py - cy, angle)
     yr = yr / aspect
-    d = np.hypot(xr, yr)
     theta = np.arctan2(yr, xr)
-    edge = np.ones_like(d)
+    edge = np.ones_like(theta)
     for k in range(2, 2 + harmonics):
         edge += rng.uniform(0.0, wobble) / (k - 1) * np.cos(k * theta + rng.uniform(0, 2 * np.pi))
-    return (d / (radius * np.maximum(edge, 0.3))).astype(_F32)
+    return box, _norm(xr, yr) / (radius * np.maximum(edge, _F32(0.3)))
 
 
 def _local_level(image: np.ndarray, alpha: np.ndarray) -> float:
-    """Mean brightness of the scene under a footprint (to pick a contrasting defect polarity)."""
+    """Mean brightness of a planar crop under a footprint (to pick a visible defect polarity)."""
     inside = alpha > 0
-    return float(image[inside].mean()) if inside.any() else 128.0
+    return float(image[:, inside].mean()) if inside.any() else 128.0
 
 
 def _signed_delta(rng: np.random.Generator, level: float, low: float, high: float) -> float:
@@ -380,63 +457,65 @@ def _signed_delta(rng: np.random.Generator, level: float, low: float, high: floa
     return sign * mag
 
 
-def _polyline_alpha(size: int, points: np.ndarray, width_px: float) -> np.ndarray:
-    """Anti-aliased coverage (H, W) of a polyline of the given width; points in pixel units."""
-    alpha = np.zeros((size, size), dtype=_F32)
+def _lines_box(size: int, lines: list[np.ndarray], width_px: float) -> Box:
+    pts = np.concatenate(lines)
     pad = width_px / 2.0 + 2.0
-    x0 = int(max(np.floor(points[:, 0].min() - pad), 0))
-    x1 = int(min(np.ceil(points[:, 0].max() + pad), size))
-    y0 = int(max(np.floor(points[:, 1].min() - pad), 0))
-    y1 = int(min(np.ceil(points[:, 1].max() + pad), size))
-    if x1 <= x0 or y1 <= y0:
-        return alpha
-    py, px = np.mgrid[y0:y1, x0:x1].astype(_F32) + _F32(0.5)
+    return _box(size, pts[:, 0].min() - pad, pts[:, 0].max() + pad,
+                pts[:, 1].min() - pad, pts[:, 1].max() + pad)  # fmt: skip
+
+
+def _polyline_alpha(box: Box, points: np.ndarray, width_px: float) -> np.ndarray:
+    """Anti-aliased coverage over box of a polyline of the given width; points in pixel units."""
+    px, py = _pixel_grid(box)
+    if py.size == 0:
+        return np.zeros(py.shape, dtype=_F32)
     q = np.stack([px.ravel(), py.ravel()], axis=1)[:, None, :]  # (M, 1, 2)
-    a, b = points[:-1][None], points[1:][None]  # (1, S, 2)
+    pts = points.astype(_F32)
+    a, b = pts[:-1][None], pts[1:][None]  # (1, S, 2)
     ab = b - a
-    t = np.clip(((q - a) * ab).sum(-1) / np.maximum((ab * ab).sum(-1), 1e-9), 0.0, 1.0)
-    dist = np.linalg.norm(q - (a + t[..., None] * ab), axis=-1).min(axis=1)
+    t = np.clip(((q - a) * ab).sum(-1) / np.maximum((ab * ab).sum(-1), _F32(1e-9)), 0.0, 1.0)
+    dist = np.sqrt(((q - (a + t[..., None] * ab)) ** 2).sum(-1).min(axis=1))
     cov = np.clip(width_px / 2.0 + 0.5 - dist, 0.0, 1.0).reshape(py.shape)
-    alpha[y0:y1, x0:x1] = np.where(cov >= _MIN_LINE_ALPHA, cov, 0.0)
-    return alpha
+    return np.where(cov >= _MIN_LINE_ALPHA, cov, 0.0).astype(_F32)
 
 
 def _line_width(rng: np.random.Generator, size: int, low: float, high: float) -> float:
     return max(1.0, rng.uniform(low, high) * size / 256.0)
 
 
-def _defect_scratch(rng: np.random.Generator, scene: _Scene) -> tuple[np.ndarray, np.ndarray]:
+def _defect_scratch(rng: np.random.Generator, scene: _Scene) -> _Patch:
     """Thin curved bright or dark line (quadratic Bezier), 15-35% of the image long."""
-    size = scene.image.shape[0]
+    size = scene.image.shape[-1]
     length = rng.uniform(0.15, 0.35) * size
-    mx, my = _pick_centre(rng, scene, 0.1 * length)
-    mid = np.array([(mx + 0.5) * size, (my + 0.5) * size])
+    mid = np.array(_pick_centre(rng, scene, 0.1 * length))
     ang = rng.uniform(0.0, np.pi)
     along = np.array([np.cos(ang), np.sin(ang)])
     normal = np.array([-along[1], along[0]])
     p0, p2 = mid - along * length / 2, mid + along * length / 2
     p1 = mid + normal * rng.uniform(-0.3, 0.3) * length
     t = np.linspace(0.0, 1.0, 32)[:, None]
-    pts = ((1 - t) ** 2 * p0 + 2 * (1 - t) * t * p1 + t**2 * p2).astype(_F32)
-    alpha = _polyline_alpha(size, pts, _line_width(rng, size, 1.0, 2.4)) * scene.region
-    delta = _signed_delta(rng, _local_level(scene.image, alpha), 60.0, 110.0)
-    return alpha.astype(_F32), scene.image + _F32(delta)
+    pts = (1 - t) ** 2 * p0 + 2 * (1 - t) * t * p1 + t**2 * p2
+    width = _line_width(rng, size, 1.0, 2.4)
+    box = _lines_box(size, [pts], width)
+    alpha = _polyline_alpha(box, pts, width) * scene.region[box]
+    base = scene.image[_planes(box)]
+    delta = _signed_delta(rng, _local_level(base, alpha), 60.0, 110.0)
+    return _Patch(box, alpha, base + _F32(delta))
 
 
-def _defect_crack(rng: np.random.Generator, scene: _Scene) -> tuple[np.ndarray, np.ndarray]:
+def _defect_crack(rng: np.random.Generator, scene: _Scene) -> _Patch:
     """Thin jagged dark line (random walk) with one to three thinner side branches."""
-    size = scene.image.shape[0]
+    size = scene.image.shape[-1]
     length = rng.uniform(0.12, 0.28) * size
-    sx, sy = _pick_centre(rng, scene, 0.1 * length)
+    start = np.array(_pick_centre(rng, scene, 0.1 * length))
     steps = 12
     turns = rng.normal(0.0, 0.35, steps) + np.cumsum(rng.normal(0.0, 0.12, steps))
     turns += rng.uniform(0.0, 2 * np.pi)
     seg = length / steps * rng.uniform(0.7, 1.3, steps)
     walk = np.cumsum(np.stack([np.cos(turns) * seg, np.sin(turns) * seg], axis=1), axis=0)
-    start = np.array([(sx + 0.5) * size, (sy + 0.5) * size])
     main = np.vstack([start, start + walk]) - walk[-1] / 2  # centre the crack on the picked point
     width = _line_width(rng, size, 1.0, 2.0)
-    alpha = _polyline_alpha(size, main.astype(_F32), width)
+    lines = [(main, width)]
     for _ in range(int(rng.integers(1, 4))):
         root = main[int(rng.integers(2, steps - 1))]
         base = turns[int(rng.integers(0, steps))] + rng.choice([-1.0, 1.0]) * rng.uniform(0.4, 1.1)
@@ -444,40 +523,40 @@ def _defect_crack(rng: np.random.Generator, scene: _Scene) -> tuple[np.ndarray, 
         bturn = rng.normal(0.0, 0.35, n) + base
         bseg = length * rng.uniform(0.25, 0.5) / n
         bwalk = np.cumsum(np.stack([np.cos(bturn) * bseg, np.sin(bturn) * bseg], axis=1), axis=0)
-        branch = np.vstack([root, root + bwalk]).astype(_F32)
-        alpha = np.maximum(alpha, _polyline_alpha(size, branch, max(1.0, 0.7 * width)))
-    alpha = alpha * scene.region
-    return alpha.astype(_F32), scene.image * _F32(0.22)
+        lines.append((np.vstack([root, root + bwalk]), max(1.0, 0.7 * width)))
+    box = _lines_box(size, [pts for pts, _ in lines], width)
+    alpha = np.max([_polyline_alpha(box, pts, w) for pts, w in lines], axis=0)
+    alpha = alpha * scene.region[box]
+    return _Patch(box, alpha, scene.image[_planes(box)] * _F32(0.22))
 
 
-def _defect_spot(rng: np.random.Generator, scene: _Scene) -> tuple[np.ndarray, np.ndarray]:
+def _defect_spot(rng: np.random.Generator, scene: _Scene) -> _Patch:
     """Small irregular blob of different brightness, solid core with a softer rim."""
-    size = scene.image.shape[0]
-    radius = max(rng.uniform(0.028, 0.055), 2.5 / size)
-    centre = _pick_centre(rng, scene, radius * size)
-    rho = _blob_shape(rng, size, centre, radius, 0.2, 3)
-    inside = (rho <= 1.0) & scene.region
+    size = scene.image.shape[-1]
+    radius = max(rng.uniform(0.028, 0.055) * size, 2.5)
+    centre = _pick_centre(rng, scene, radius)
+    box, rho = _blob_shape(rng, size, centre, radius, 0.2, 3)
+    inside = (rho <= 1.0) & scene.region[box]
     alpha = np.where(inside, 0.55 + 0.45 * _smoothstep(1.0, 0.5, rho), 0.0).astype(_F32)
-    delta = _signed_delta(rng, _local_level(scene.image, alpha), 50.0, 85.0)
-    return alpha, scene.image + _F32(delta)
+    base = scene.image[_planes(box)]
+    delta = _signed_delta(rng, _local_level(base, alpha), 50.0, 85.0)
+    return _Patch(box, alpha, base + _F32(delta))
 
 
-def _defect_hole(rng: np.random.Generator, scene: _Scene) -> tuple[np.ndarray, np.ndarray]:
+def _defect_hole(rng: np.random.Generator, scene: _Scene) -> _Patch:
     """Missing material: an irregular opening showing the table (objects) or a dark void."""
-    size = scene.image.shape[0]
-    radius = max(rng.uniform(0.04, 0.08), 3.0 / size)
-    centre = _pick_centre(rng, scene, 0.6 * radius * size)
-    rho = _blob_shape(rng, size, centre, radius, 0.25, 4)
-    inside = (rho <= 1.0) & scene.region
+    size = scene.image.shape[-1]
+    radius = max(rng.uniform(0.04, 0.08) * size, 3.0)
+    centre = _pick_centre(rng, scene, 0.6 * radius)
+    box, rho = _blob_shape(rng, size, centre, radius, 0.25, 4)
+    inside = (rho <= 1.0) & scene.region[box]
     if scene.background is not None:
-        target = scene.background * _F32(0.85)
+        target = scene.background[_planes(box)] * _F32(0.85)
     else:
-        target = np.broadcast_to(_colour(20, 18, 17), scene.image.shape).astype(_F32)
+        target = _colour(20, 18, 17)
     # a dark rim where the broken edge casts a shadow, the void itself slightly lighter
-    rim = _smoothstep(0.7, 1.0, rho)[..., None]
-    target = target * (1.0 - 0.5 * rim)
-    alpha = np.where(inside, 1.0, 0.0).astype(_F32)
-    return alpha, target.astype(_F32)
+    target = target * (1.0 - 0.5 * _smoothstep(0.7, 1.0, rho))
+    return _Patch(box, inside.astype(_F32), target.astype(_F32))
 
 
 _STAIN_TINTS = (
@@ -488,23 +567,23 @@ _STAIN_TINTS = (
 )
 
 
-def _defect_stain(rng: np.random.Generator, scene: _Scene) -> tuple[np.ndarray, np.ndarray]:
+def _defect_stain(rng: np.random.Generator, scene: _Scene) -> _Patch:
     """Larger blotchy region tinted towards a colour (rust, oil, residue, water mark)."""
-    size = scene.image.shape[0]
-    radius = max(rng.uniform(0.06, 0.12), 4.0 / size)
-    centre = _pick_centre(rng, scene, 0.5 * radius * size)
-    rho = _blob_shape(rng, size, centre, radius, 0.35, 5)
-    inside = (rho <= 1.0) & scene.region
+    size = scene.image.shape[-1]
+    radius = max(rng.uniform(0.06, 0.12) * size, 4.0)
+    centre = _pick_centre(rng, scene, 0.5 * radius)
+    box, rho = _blob_shape(rng, size, centre, radius, 0.35, 5)
+    inside = (rho <= 1.0) & scene.region[box]
     strength = rng.uniform(0.6, 0.9)
     alpha = np.where(inside, strength * (0.5 + 0.5 * _smoothstep(1.0, 0.4, rho)), 0.0)
-    tint = _colour(*_STAIN_TINTS[int(rng.integers(len(_STAIN_TINTS)))]) * _F32(
-        rng.uniform(1.0, 1.3)
-    )
+    tint = _colour(*_STAIN_TINTS[int(rng.integers(len(_STAIN_TINTS)))])
+    tint = tint * _F32(rng.uniform(1.0, 1.3))
     # stains absorb some light as well as tinting, so they also show on dark or saturated areas
-    return alpha.astype(_F32), scene.image * _F32(rng.uniform(0.7, 0.85)) + tint
+    target = scene.image[_planes(box)] * _F32(rng.uniform(0.7, 0.85)) + tint
+    return _Patch(box, alpha.astype(_F32), target)
 
 
-_DEFECTS: dict[str, Callable[[np.random.Generator, _Scene], tuple[np.ndarray, np.ndarray]]] = {
+_DEFECTS: dict[str, Callable[[np.random.Generator, _Scene], _Patch]] = {
     "scratch": _defect_scratch,
     "spot": _defect_spot,
     "hole": _defect_hole,
@@ -524,15 +603,27 @@ def _camera(scene_rng: np.random.Generator, size: int) -> tuple[np.ndarray, np.n
     gain = scene_rng.uniform(0.9, 1.1) * (1.0 + scene_rng.uniform(-0.02, 0.02, 3))
     gx, gy = (float(v) for v in scene_rng.uniform(-0.08, 0.08, 2))
     field = 1.0 + gx * x + gy * y
-    return gain.astype(_F32), field
+    return gain.astype(_F32).reshape(3, 1, 1), field
+
+
+def _gauss_levels() -> np.ndarray:
+    """256 equally likely standard-normal values: noise by table lookup of random bytes."""
+    levels = np.array([NormalDist().inv_cdf((k + 0.5) / 256) for k in range(256)])
+    return (levels / levels.std()).astype(_F32)
+
+
+_GAUSS_LEVELS = _gauss_levels()
 
 
 def _expose(
     image: np.ndarray, gain: np.ndarray, field: np.ndarray, noise: np.ndarray
 ) -> np.ndarray:
-    """Apply lighting and sensor noise and quantise to uint8."""
-    out = image * field[..., None] * gain + noise
-    return np.clip(np.rint(out), 0, 255).astype(np.uint8)
+    """Light a planar image, add sensor noise, quantise to interleaved uint8 (H, W, 3)."""
+    out = image * field
+    out *= gain
+    out += noise
+    planar = np.clip(np.rint(out, out=out), 0, 255, out=out).astype(np.uint8)
+    return np.ascontiguousarray(planar.transpose(1, 2, 0))
 
 
 def render_sample(
@@ -554,30 +645,36 @@ def render_sample(
     scene_rng, defect_rng, sensor_rng = _streams(seed, class_name, split_key, index)
     scene = _SCENES[class_name](scene_rng, size)
     gain, field = _camera(scene_rng, size)
-    noise = sensor_rng.standard_normal((size, size, 3), dtype=_F32) * _F32(
-        sensor_rng.uniform(1.5, 3.0)
-    )
+    levels = _GAUSS_LEVELS * _F32(sensor_rng.uniform(1.5, 3.0))  # sensor noise std 1.5..3
+    noise = levels[sensor_rng.integers(0, 256, (3, size, size), dtype=np.uint8)]
     normal = _expose(scene.image, gain, field, noise)
     if defect is None:
         return normal, normal, np.zeros((size, size), dtype=np.uint8)
     min_px = max(4, size * size // 4000)
     for _ in range(20):  # redraw (deterministically) a defect that the object's edge clipped away
-        alpha, target = _DEFECTS[defect](defect_rng, scene)
-        footprint = alpha > 0
+        patch = _DEFECTS[defect](defect_rng, scene)
+        footprint = patch.alpha > 0
         if int(footprint.sum()) >= min_px:
             break
     if not footprint.any():
         raise RuntimeError(f"synth: no visible {defect} on {class_name} #{index} (seed {seed})")
-    blended = scene.image + (target - scene.image) * alpha[..., None]
-    image = np.where(footprint[..., None], blended, scene.image)
-    bad = _expose(image, gain, field, noise)
+    # only the patch's box is re-exposed: elementwise float32 maths gives the same bytes as a
+    # full-frame exposure, so pixels outside the footprint stay identical to the normal image
+    box, planes = patch.box, _planes(patch.box)
+    clean = scene.image[planes]
+    blended = np.where(footprint, clean + (patch.target - clean) * patch.alpha, clean)
+    bad = normal.copy()
+    bad[box] = _expose(blended.astype(_F32), gain, field[box], noise[planes])
     # inside the footprint a blend can round back to the same value (rare, e.g. at clipping):
     # nudge those pixels by two grey levels so the mask is exactly the set of changed pixels
-    same = footprint & ~(bad != normal).any(axis=-1)
+    crop = bad[box]
+    same = footprint & ~(crop != normal[box]).any(axis=-1)
     if same.any():
-        px = normal[same].astype(np.int16)
-        bad[same] = np.where(px < 128, px + 2, px - 2).astype(np.uint8)
-    return normal, bad, footprint.astype(np.uint8)
+        px = crop[same].astype(np.int16)
+        crop[same] = np.where(px < 128, px + 2, px - 2).astype(np.uint8)
+    mask = np.zeros((size, size), dtype=np.uint8)
+    mask[box] = footprint
+    return normal, bad, mask
 
 
 # --------------------------------------------------------------------------------------------
@@ -618,7 +715,10 @@ def _check_int(value: object, arg: str, low: int, high: int | None = None) -> in
 
 
 def _save_png(array: np.ndarray, path: Path) -> None:
-    Image.fromarray(array).save(path, format="PNG", compress_level=1)
+    # sensor noise leaves LZ77 nothing to match: Huffman-only coding is faster and smaller here
+    Image.fromarray(array).save(
+        path, format="PNG", compress_level=1, compress_type=zlib.Z_HUFFMAN_ONLY
+    )
 
 
 def _prepare_class_dir(folder: Path) -> None:
