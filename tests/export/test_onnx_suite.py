@@ -1,0 +1,21 @@
+"""Smoke test of the ONNX benchmark suite on a tiny given model."""
+
+from __future__ import annotations
+
+import pytest
+
+pytest.importorskip("onnxruntime")
+
+
+def test_onnx_suite_writes_its_section(patchcore_file, tmp_path):
+    from oddeye.bench.onnx_suite import run
+
+    out = tmp_path / "RESULTS.md"
+    body = run(out_path=out, models=[patchcore_file], batches=(1, 4), repeats=1, size=64,
+               threads=1)
+    assert "<!-- section:onnx -->" in out.read_text()
+    (row,) = [line for line in body.splitlines() if line.startswith("| patchcore")]
+    cells = [c.strip() for c in row.strip("|").split("|")]
+    assert cells[2] == "64px"
+    assert all(float(c) > 0 for c in (cells[3], cells[4], cells[6], cells[7]))
+    assert float(cells[9]) < 1e-4 and float(cells[10]) < 1e-4  # parity columns
