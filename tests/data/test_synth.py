@@ -262,3 +262,12 @@ def test_zero_counts_give_empty_good_folders_and_no_defect_folders(tmp_path):
     assert list((cls / "train" / "good").iterdir()) == []
     assert sorted(p.name for p in (cls / "test").iterdir()) == ["good"]
     assert not (cls / "ground_truth").exists()
+
+
+def test_smaller_counts_are_a_prefix_of_larger_ones(tmp_path):
+    kw = dict(seed=4, classes=["stripes"], defects=["spot"], size=32)
+    big = _files(generate(tmp_path / "big", n_train=4, n_test_good=3, n_test_defect=3, **kw))
+    small = _files(generate(tmp_path / "small", n_train=2, n_test_good=1, n_test_defect=2, **kw))
+    pngs = [k for k in small if k.endswith(".png")]
+    assert len(pngs) == 2 + 1 + 2 + 2
+    assert all(small[k] == big[k] for k in pngs)
