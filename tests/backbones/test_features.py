@@ -156,3 +156,22 @@ def test_bad_layer_names_and_input_are_rejected() -> None:
     fx = FeatureExtractor("mobilenet_v2", ["s2"], weights=None)
     with pytest.raises(ValueError, match=r"\(N, 3, H, W\)"):
         fx(torch.zeros(1, 1, 32, 32))
+
+
+def test_channels_last_matches_and_returns_plain_contiguous(real_pair, image_batch) -> None:
+    name, _, _, feats, _ = real_pair
+    nchw = FeatureExtractor(name, ["s8", "s32"], channels_last=False)
+    with torch.inference_mode():
+        ref = nchw(image_batch)
+    for tap in ref:
+        assert feats[tap].is_contiguous()  # callers may .view() them
+        rel = (feats[tap] - ref[tap]).abs().max() / ref[tap].abs().max()
+        assert rel < 2e-5, (tap, float(rel))
+
+
+def test_feature_info_without_weights() -> None:
+    from oddeye.backbones import feature_info
+
+    info = feature_info("wide_resnet50_2")
+    assert info["s2"] == (64, 2) and info["layer2"] == (512, 8) and info["s32"] == (2048, 32)
+    assert feature_info("efficientnet_lite0")["s16"] == (112, 16)

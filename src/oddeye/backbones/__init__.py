@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from . import efficientnet, mobilenet, resnet  # noqa: F401  (register the families)
 from .base import IMAGENET_MEAN, IMAGENET_STD, STRIDE_TAPS, Backbone, Stage
-from .features import DEFAULT_BATCH, FeatureExtractor
+from .features import DEFAULT_BATCH, FeatureExtractor, feature_info
 from .fold import count_batchnorm, fold_batchnorm
 from .registry import BackboneError, available_backbones, create_backbone
 from .weights import (
@@ -35,6 +35,7 @@ __all__ = [
     "count_batchnorm",
     "create_backbone",
     "download_weights",
+    "feature_info",
     "fold_batchnorm",
     "load_weights",
     "resolve_weights",

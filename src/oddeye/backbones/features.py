@@ -10,10 +10,10 @@ from torch import nn
 
 from .base import IMAGENET_MEAN, IMAGENET_STD, STRIDE_TAPS, Backbone
 from .fold import fold_batchnorm
-from .registry import BackboneError, create_backbone
+from .registry import BackboneError, build_backbone, create_backbone
 
 #: Images per forward pass for inference on CPU, chosen by measurement (docs/backbones.md).
-DEFAULT_BATCH = 8
+DEFAULT_BATCH = 4
 
 
 class InputRenorm(nn.Module):
@@ -43,6 +43,18 @@ def canonical_tap(backbone: Backbone, layer: str) -> str:
     return name
 
 
+def feature_info(backbone: str) -> dict[str, tuple[int, int]]:
+    """{tap name: (channels, stride)} of a backbone, aliases included, without loading weights.
+
+    Built on the meta device, so it costs no memory; for heads that only need the shapes.
+    """
+    with torch.device("meta"):
+        net = build_backbone(backbone)
+    info = {s.name: (s.channels, s.stride) for s in net.feature_stages()}
+    info.update({alias: info[tap] for alias, tap in net.tap_aliases.items()})
+    return info
+
+
 class FeatureExtractor(nn.Module):
     """Frozen pretrained backbone cut after the deepest requested tap; forward -> {name: map}.
 
@@ -50,10 +62,13 @@ class FeatureExtractor(nn.Module):
     convert it internally. ``layers`` are stride names ``s2, s4, s8, s16, s32`` (ResNets also
     ``layer1..layer4``). ``fold_bn=False`` keeps BatchNorm layers (the module stays frozen and
     in eval mode either way). ``.channels[name]`` and ``.strides[name]`` describe the outputs.
+    ``channels_last`` runs the convolutions in NHWC memory layout (1.2-2x faster on CPU,
+    see docs/backbones.md); outputs are returned in the ordinary contiguous NCHW layout.
     """
 
     def __init__(self, backbone: str, layers: Sequence[str],
-                 weights: str | os.PathLike | None = "auto", fold_bn: bool = True) -> None:
+                 weights: str | os.PathLike | None = "auto", fold_bn: bool = True, *,
+                 channels_last: bool = True) -> None:
         super().__init__()
         if isinstance(layers, str) or not layers:
             raise BackboneError(f"layers must be a non-empty sequence of names, got {layers!r}")
@@ -73,6 +88,9 @@ class FeatureExtractor(nn.Module):
         self.strides: dict[str, int] = {k: stages[i].stride for k, i in self._stage_of.items()}
         renorm = (tuple(net.input_mean), tuple(net.input_std)) != (IMAGENET_MEAN, IMAGENET_STD)
         self.renorm = InputRenorm(net.input_mean, net.input_std) if renorm else nn.Identity()
+        self.channels_last = channels_last
+        if channels_last:
+            self.stages.to(memory_format=torch.channels_last)
         self.requires_grad_(False)
         super().train(False)
 
@@ -86,8 +104,12 @@ class FeatureExtractor(nn.Module):
             raise ValueError(f"FeatureExtractor expects (N, 3, H, W) input, got "
                              f"{tuple(x.shape)}")
         x = self.renorm(x)
+        if self.channels_last:
+            x = x.contiguous(memory_format=torch.channels_last)
         outputs: dict[int, torch.Tensor] = {}
         for index, stage in enumerate(self.stages):
             x = stage(x)
             outputs[index] = x
+        wanted = {self._stage_of[layer] for layer in self.layers}
+        outputs = {i: t.contiguous() for i, t in outputs.items() if i in wanted}
         return {layer: outputs[self._stage_of[layer]] for layer in self.layers}

@@ -9,6 +9,7 @@ import argparse
 import os
 import statistics
 import time
+import warnings
 from collections.abc import Callable
 
 import torch
@@ -29,18 +30,21 @@ def time_call(fn: Callable[[], object], repeats: int, warmup: int = 2) -> float:
 
 
 def time_interleaved(fns: list[Callable[[], object]], repeats: int,
-                     warmup: int = 2) -> list[float]:
-    """Median seconds of each ``fn``, timed round-robin so load changes hit all alike."""
+                     warmup: int = 2) -> list[tuple[float, float]]:
+    """Median (wall, process CPU) seconds of each ``fn``, timed round-robin so that load
+    changes hit all variants alike; CPU time is the less load-sensitive of the two."""
     for fn in fns:
         for _ in range(warmup):
             fn()
-    times: list[list[float]] = [[] for _ in fns]
+    walls: list[list[float]] = [[] for _ in fns]
+    cpus: list[list[float]] = [[] for _ in fns]
     for _ in range(repeats):
-        for fn, bucket in zip(fns, times, strict=True):
-            start = time.perf_counter()
+        for fn, wall, cpu in zip(fns, walls, cpus, strict=True):
+            start, start_cpu = time.perf_counter(), time.process_time()
             fn()
-            bucket.append(time.perf_counter() - start)
-    return [statistics.median(t) for t in times]
+            wall.append(time.perf_counter() - start)
+            cpu.append(time.process_time() - start_cpu)
+    return [(statistics.median(w), statistics.median(c)) for w, c in zip(walls, cpus, strict=True)]
 
 
 def _variants(fx_folded: FeatureExtractor, fx_plain: FeatureExtractor,
@@ -52,16 +56,11 @@ def _variants(fx_folded: FeatureExtractor, fx_plain: FeatureExtractor,
     if "folded" in names:
         out["folded"] = fx_folded
     if "channels_last" in names:
-        cl = FeatureExtractor(fx_folded.backbone_name, fx_folded.layers, weights=None)
-        cl = cl.to(memory_format=torch.channels_last)
-
-        def run_cl(x: torch.Tensor) -> dict[str, torch.Tensor]:
-            feats = cl(x.contiguous(memory_format=torch.channels_last))
-            return {k: v.contiguous() for k, v in feats.items()}
-
-        out["folded+channels_last"] = run_cl
+        out["folded+channels_last"] = FeatureExtractor(
+            fx_folded.backbone_name, fx_folded.layers, weights=None, channels_last=True)
     if "jit" in names:
-        with torch.inference_mode():
+        with torch.inference_mode(), warnings.catch_warnings():
+            warnings.simplefilter("ignore", torch.jit.TracerWarning)
             example = torch.zeros(1, 3, size, size)
             traced = torch.jit.freeze(torch.jit.trace(fx_folded, example, strict=False))
         out["folded+jit.freeze"] = traced
@@ -78,12 +77,17 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--repeats", type=int, default=7)
     parser.add_argument("--variants", nargs="+", default=["plain", "folded", "channels_last"],
                         help="any of plain folded channels_last jit")
+    parser.add_argument("--threads", type=int, default=0, help="torch threads (0: default)")
     args = parser.parse_args(argv)
+    if args.threads:
+        torch.set_num_threads(args.threads)
 
     print(f"load average before: {os.getloadavg()}, torch threads {torch.get_num_threads()}")
     # weights=None: timing does not depend on the values, and runs without weight files
-    folded = FeatureExtractor(args.backbone, args.layers, weights=None, fold_bn=True)
-    plain = FeatureExtractor(args.backbone, args.layers, weights=None, fold_bn=False)
+    folded = FeatureExtractor(args.backbone, args.layers, weights=None, fold_bn=True,
+                              channels_last=False)
+    plain = FeatureExtractor(args.backbone, args.layers, weights=None, fold_bn=False,
+                             channels_last=False)
     variants = _variants(folded, plain, args.variants, args.size)
     rows = []
     with torch.inference_mode():
@@ -91,9 +95,11 @@ def main(argv: list[str] | None = None) -> int:
             x = torch.randn(batch, 3, args.size, args.size)
             seconds = time_interleaved([lambda fn=fn, x=x: fn(x) for fn in variants.values()],
                                        args.repeats)
-            rows.append([str(batch)] + [f"{1000 * s / batch:.1f}" for s in seconds])
+            rows.append([str(batch)] + [f"{1000 * w / batch:.1f} / {1000 * c / batch:.1f}"
+                                        for w, c in seconds])
     print(f"\n{args.backbone} up to {','.join(args.layers)} at {args.size}x{args.size}, "
-          f"ms/image (median of {args.repeats})\n")
+          f"ms/image, wall / process CPU (median of {args.repeats}), "
+          f"{torch.get_num_threads()} threads\n")
     print("| batch | " + " | ".join(variants) + " |")
     print("|" + "---|" * (len(variants) + 1))
     for row in rows:
