@@ -350,10 +350,10 @@ def _scene_nut(rng: np.random.Generator, size: int) -> _Scene:
     thread = _tilt_shade(radial, -45.0)
     shade = flat + (chamfer - flat) * _smoothstep(0.97 * apothem, 1.0 * apothem, r)
     # the threaded bevel around the bore: a helix, so it needs the polar angle (only near the bore)
-    near = slice(None), slice(None)
-    ring = np.flatnonzero((r < bore * 1.35).any(axis=1)), np.flatnonzero((r < bore * 1.35).any(0))
-    if ring[0].size:
-        near = slice(ring[0][0], ring[0][-1] + 1), slice(ring[1][0], ring[1][-1] + 1)
+    close = r < bore * 1.35
+    rows, cols = np.flatnonzero(close.any(axis=1)), np.flatnonzero(close.any(axis=0))
+    if rows.size:
+        near = slice(rows[0], rows[-1] + 1), slice(cols[0], cols[-1] + 1)
         rn = r[near]
         theta = np.arctan2(yr[near], xr[near])
         helix = 0.5 + 0.5 * np.sin(2.0 * np.pi * ((rn - bore) / 0.012 + theta / (2.0 * np.pi)))
