@@ -1,0 +1,57 @@
+"""Pseudo-anomalies on real good images, for validation without touching any test split.
+
+Three kinds, each with its exact mask: ``cutpaste`` (a patch of another good image pasted with a
+random flip and brightness change, as in CutPaste), ``blob`` (a smooth-edged region with shifted
+intensity and colour) and ``scratch`` (a thin bright or dark polyline). Used to choose
+hyper-parameters on the training split of a real category (``oddeye.bench.selection_suite``).
+"""
+
+from __future__ import annotations
+
+import numpy as np
+from PIL import Image, ImageDraw
+
+KINDS = ("cutpaste", "blob", "scratch")
+
+
+def _ellipse_mask(h: int, w: int, rng: np.random.Generator, lo: float, hi: float) -> np.ndarray:
+    ry, rx = rng.uniform(lo, hi, size=2) * min(h, w)
+    cy, cx = rng.uniform(0.2, 0.8) * h, rng.uniform(0.2, 0.8) * w
+    yy, xx = np.mgrid[0:h, 0:w]
+    ang = rng.uniform(0, np.pi)
+    u = (xx - cx) * np.cos(ang) + (yy - cy) * np.sin(ang)
+    v = -(xx - cx) * np.sin(ang) + (yy - cy) * np.cos(ang)
+    return (u / rx) ** 2 + (v / ry) ** 2 <= 1.0
+
+
+def make_pseudo_anomaly(image: np.ndarray, donor: np.ndarray, rng: np.random.Generator,
+                        kind: str | None = None) -> tuple[np.ndarray, np.ndarray]:
+    """(defective uint8 image, {0,1} mask) from a good uint8 RGB image and another good donor."""
+    h, w = image.shape[:2]
+    kind = kind or KINDS[int(rng.integers(len(KINDS)))]
+    out = image.astype(np.float32).copy()
+    if kind == "cutpaste":
+        mask = _ellipse_mask(h, w, rng, 0.04, 0.12)
+        src = np.asarray(Image.fromarray(donor).resize((w, h), Image.BILINEAR)).astype(np.float32)
+        src = np.roll(src, (int(rng.integers(h)), int(rng.integers(w))), axis=(0, 1))
+        if rng.random() < 0.5:
+            src = src[:, ::-1]
+        src = src * rng.uniform(0.7, 1.3)
+        out[mask] = src[mask]
+    elif kind == "blob":
+        mask = _ellipse_mask(h, w, rng, 0.02, 0.08)
+        shift = rng.uniform(35, 80) * rng.choice([-1, 1]) + rng.normal(0, 15, size=3)
+        out[mask] = out[mask] + shift
+    elif kind == "scratch":
+        canvas = Image.new("L", (w, h), 0)
+        pts = [(float(rng.uniform(0.15, 0.85) * w), float(rng.uniform(0.15, 0.85) * h))]
+        for _ in range(int(rng.integers(2, 5))):
+            step = rng.uniform(0.05, 0.15) * min(h, w)
+            a = rng.uniform(0, 2 * np.pi)
+            pts.append((pts[-1][0] + step * np.cos(a), pts[-1][1] + step * np.sin(a)))
+        ImageDraw.Draw(canvas).line(pts, fill=255, width=max(2, min(h, w) // 90))
+        mask = np.asarray(canvas) > 0
+        out[mask] = 230.0 if rng.random() < 0.5 else 25.0
+    else:
+        raise ValueError(f"kind must be one of {KINDS}, got {kind!r}")
+    return np.clip(out, 0, 255).astype(np.uint8), mask.astype(np.uint8)
