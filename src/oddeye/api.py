@@ -20,13 +20,12 @@ from torch import nn
 from tqdm.auto import tqdm
 
 from oddeye import __version__
+from oddeye.backbones import DEFAULT_BATCH  # chosen by measurement (docs/backbones.md)
 from oddeye.errors import DataError, ModelFileError, OddeyeError
 from oddeye.io.modelfile import load_model, save_model
 from oddeye.methods import Method, TrainSet, create_method, get_method
 from oddeye.postprocess import PostProcess
 from oddeye.preprocess import ImageLike, Normalize, PreprocessConfig, load_resized, to_batch
-
-DEFAULT_BATCH = 4
 
 
 class AnomalyModel(nn.Module):
