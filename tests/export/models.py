@@ -16,8 +16,8 @@ N_TRAIN = 12
 _CACHE: dict[tuple[str, str], Path] = {}
 
 # constructor arguments that make slow-to-train methods fit in a second or two
-_FAST = {"epochs": 1, "n_epochs": 1, "num_epochs": 1, "steps": 2, "max_steps": 2,
-         "iterations": 2, "train_steps": 2}
+_FAST = {"epochs": 1, "n_epochs": 1, "num_epochs": 1, "warmup_epochs": 0, "steps": 2,
+         "max_steps": 2, "iterations": 2, "train_steps": 2, "queries_per_class": 4}
 
 
 def fast_params(method: str) -> dict:
