@@ -156,3 +156,17 @@ def test_report_renders_in_a_browser(report, tmp_path):
             assert total > 0 and broken == 0
         finally:
             ctx.close()
+
+
+def test_one_detector_per_category(evaluated, patchcore_file, tmp_path):
+    """The demo's form: a dict of detectors, one threshold per category in tables and plots."""
+    import oddeye
+
+    det, per, details = evaluated
+    other = oddeye.load(patchcore_file)
+    other.threshold_ = det.threshold_ + 1.0
+    dets = {name: (det if name == "grid" else other) for name in details}
+    text = write_test_report(tmp_path, dets, per, details).read_text(encoding="utf-8")
+    assert "one model and threshold per category" in text
+    for d in (det, other):
+        assert f"(threshold {d.threshold_:.4g})" in text
