@@ -1,0 +1,156 @@
+"""A semi-supervised patch head for images: a few labelled defects, loss on anomalies only.
+
+The AnoOnly idea (Zhou et al., 2023) on image patches. Inputs per patch: the PatchCore-style
+aggregated backbone feature plus its (standardised) nearest-neighbour distance to a bank of normal
+patches. The scorer is ``1x1 conv -> ReLU -> BatchNorm (no affine) -> 1x1 conv (no bias)``:
+
+- ``anoonly=True``: the loss is only the deviation hinge ``max(0, margin - s)`` on patches of the
+  labelled defects (inside their masks; without a mask, the top 10% patches by distance). Normal
+  patches get **no loss term**; they enter every batch (about 8 normal patches per anomalous one),
+  so BatchNorm's batch statistics are theirs: normal scores are centred at 0 by construction, and
+  the only way to raise the anomalies is a direction in which they differ from the normal bulk.
+  Without the BN affine shift and the output bias there is no trivial "raise everything" solution.
+- ``anoonly=False`` (DevNet-style base): adds the ``|s|`` term on normal patches, the usual
+  deviation loss, and keeps the same network.
+
+The normal bank is built from half of the good training images; the head trains on patches of the
+other half, so their distances are realistic (a bank containing a patch would give it distance 0).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+from tqdm.auto import tqdm
+
+from oddeye.errors import DataError
+from oddeye.methods import register
+from oddeye.methods.base import Method, TrainSet, check_layers
+from oddeye.methods.coreset import coreset_indices
+from oddeye.methods.patchcore import aggregate, nearest_distance
+
+
+class AnoOnlyPatchHead(nn.Module):
+    """Features -> per-patch score map (normal patches centred near 0, anomalies high)."""
+
+    def __init__(self, layers: Sequence[str], dim: int, kernel: int = 3, hidden: int = 64):
+        super().__init__()
+        self.layers, self.kernel = list(layers), int(kernel)
+        self.register_buffer("bank", torch.zeros(0, dim))
+        self.register_buffer("bank_sq", torch.zeros(0))
+        self.register_buffer("dist_stats", torch.tensor([0.0, 1.0]))  # mean, std of normal dists
+        self.hidden = nn.Conv2d(dim + 1, hidden, 1)
+        self.bn = nn.BatchNorm2d(hidden, affine=False)
+        self.score = nn.Conv2d(hidden, 1, 1, bias=False)
+
+    def inputs(self, feats: dict[str, torch.Tensor]) -> torch.Tensor:
+        """(N, D + 1, h, w): aggregated features and the standardised NN distance."""
+        emb = aggregate(feats, self.layers, self.kernel)
+        n, d, h, w = emb.shape
+        q = emb.permute(0, 2, 3, 1).reshape(-1, d)
+        dist = nearest_distance(q, self.bank, self.bank_sq).view(n, 1, h, w)
+        dist = (dist - self.dist_stats[0]) / self.dist_stats[1]
+        return torch.cat([emb, dist], dim=1)
+
+    def scorer(self, x: torch.Tensor) -> torch.Tensor:
+        return self.score(self.bn(F.relu(self.hidden(x))))[:, 0]
+
+    def forward(self, feats: dict[str, torch.Tensor]) -> torch.Tensor:
+        return self.scorer(self.inputs(feats))
+
+
+@register
+class AnoOnlyHead(Method):
+    """Semi-supervised patch head (``anoonly-head``): needs a few labelled defective images."""
+
+    name = "anoonly-head"
+    default_layers = ("s8", "s16")
+    needs_labels = True
+
+    def __init__(self, backbone: str | None = None, layers: Sequence[str] | None = None,
+                 anoonly: bool = True, kernel: int = 3, hidden: int = 64,
+                 coreset_ratio: float = 0.1, margin: float = 5.0, steps: int = 300,
+                 normal_per_step: int = 2048, anomalous_per_step: int = 256, lr: float = 1e-3,
+                 seed: int = 0):
+        super().__init__(backbone, layers)
+        self.anoonly = anoonly
+        self.kernel = kernel
+        self.hidden = hidden
+        self.coreset_ratio = coreset_ratio
+        self.margin = margin
+        self.steps = steps
+        self.normal_per_step = normal_per_step
+        self.anomalous_per_step = anomalous_per_step
+        self.lr = lr
+        self.seed = seed
+
+    def build_head(self, channels: dict[str, int], strides: dict[str, int]) -> nn.Module:
+        check_layers(self.layers, channels)
+        return AnoOnlyPatchHead(self.layers, sum(channels[k] for k in self.layers), self.kernel,
+                                self.hidden)
+
+    def loss(self, scores: torch.Tensor, is_anomaly: torch.Tensor) -> torch.Tensor:
+        """Deviation hinge on anomalies; plus ``|s|`` on normal patches unless ``anoonly``."""
+        anomaly = torch.clamp(self.margin - scores[is_anomaly], min=0).mean()
+        if self.anoonly:
+            return anomaly
+        return 0.5 * anomaly + 0.5 * scores[~is_anomaly].abs().mean()
+
+    def fit_head(self, head: nn.Module, data: TrainSet) -> None:
+        assert isinstance(head, AnoOnlyPatchHead)
+        if data.labels is None or int(data.labels.sum()) == 0:
+            raise DataError("anoonly-head needs at least one labelled defective image")
+        labels = data.labels.long()
+        g = torch.Generator().manual_seed(self.seed)
+        normal_idx = torch.nonzero(labels == 0).flatten()
+        if normal_idx.numel() < 2:
+            raise DataError("anoonly-head needs at least 2 good images")
+        perm = normal_idx[torch.randperm(normal_idx.numel(), generator=g)]
+        bank_imgs, train_imgs = perm[: perm.numel() // 2], perm[perm.numel() // 2:]
+        feats = data.all_features()
+        emb = aggregate(feats, head.layers, head.kernel)  # (N, D, h, w)
+        n, d, h, w = emb.shape
+        bank_patches = emb[bank_imgs].permute(0, 2, 3, 1).reshape(-1, d)
+        k = max(1, round(self.coreset_ratio * bank_patches.shape[0]))
+        head.bank = bank_patches[coreset_indices(bank_patches, k, seed=self.seed)].contiguous()
+        head.bank_sq = (head.bank * head.bank).sum(1)
+        head.dist_stats = torch.tensor([0.0, 1.0])
+        with torch.no_grad():
+            x = torch.cat([head.inputs({k2: v[i:i + 16] for k2, v in feats.items()})
+                           for i in range(0, n, 16)])  # (N, D+1, h, w)
+            raw = x[:, -1]
+            mu, sd = raw[train_imgs].mean(), raw[train_imgs].std().clamp_min(1e-6)
+            head.dist_stats = torch.stack([mu, sd])
+            x[:, -1] = (raw - mu) / sd
+        # patch labels: defect masks pooled to the patch grid, else top-10% distances (MIL)
+        anomalous = []
+        for i in torch.nonzero(labels == 1).flatten().tolist():
+            dist_i = x[i, -1].flatten()
+            if data.masks is not None and data.masks[i].any():
+                m = F.adaptive_avg_pool2d(data.masks[i].float()[None, None], (h, w)).flatten()
+                sel = m >= 0.3
+                if not sel.any():
+                    sel = m >= m.max()
+            else:
+                sel = dist_i >= torch.quantile(dist_i, 0.9)
+            anomalous.append(x[i].flatten(1).T[sel])
+        anom = torch.cat(anomalous)
+        normal = x[train_imgs].permute(0, 2, 3, 1).reshape(-1, d + 1)
+        opt = torch.optim.Adam([p for p in head.parameters() if p.requires_grad], lr=self.lr)
+        head.train()
+        bar = tqdm(range(self.steps), desc="anoonly-head", disable=not data.progress, leave=False)
+        for _ in bar:
+            ni = torch.randint(normal.shape[0], (self.normal_per_step,), generator=g)
+            ai = torch.randint(anom.shape[0], (self.anomalous_per_step,), generator=g)
+            batch = torch.cat([normal[ni], anom[ai]])[:, :, None, None]
+            is_anom = torch.cat([torch.zeros(ni.numel(), dtype=torch.bool),
+                                 torch.ones(ai.numel(), dtype=torch.bool)])
+            loss = self.loss(head.scorer(batch).flatten(), is_anom)
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            opt.step()
+            bar.set_postfix(loss=f"{loss.item():.3f}")
+        head.eval()

@@ -1,0 +1,52 @@
+"""The semi-supervised image head: anomalies-only loss, BN centring, labels required, detection."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+from oddeye.api import Detector
+from oddeye.data.mvtec import load_dataset, load_sample_mask
+from oddeye.errors import DataError
+from oddeye.methods import create_method
+from oddeye.preprocess import resize_mask
+
+
+def test_anoonly_loss_has_no_term_on_normal_patches():
+    m = create_method("anoonly-head", anoonly=True)
+    s = torch.randn(64, requires_grad=True)
+    is_anom = torch.zeros(64, dtype=torch.bool)
+    is_anom[:4] = True
+    m.loss(s, is_anom).backward()
+    assert torch.all(s.grad[4:] == 0) and torch.any(s.grad[:4] != 0)
+    base = create_method("anoonly-head", anoonly=False)
+    s2 = s.detach().clone().requires_grad_(True)
+    base.loss(s2, is_anom).backward()
+    assert torch.any(s2.grad[4:] != 0)  # the base (DevNet-style) loss does touch normal patches
+
+
+def test_needs_labelled_defects(synth_root):
+    cat = load_dataset(synth_root, ["grid"])[0]
+    with pytest.raises(DataError, match="labelled defective"):
+        Detector(method="anoonly-head", size=128).fit(
+            [s.path for s in cat.train[:6]], labels=[0] * 6, progress=False)
+
+
+def test_few_labelled_defects_are_learned(synth_root):
+    cat = load_dataset(synth_root, ["disc"])[0]
+    defects = [s for s in cat.test if s.label == 1]
+    labelled, held_out = defects[:3], defects[3:]
+    paths = [s.path for s in cat.train] + [s.path for s in labelled]
+    labels = [0] * len(cat.train) + [1] * len(labelled)
+    masks = [np.zeros((128, 128), np.uint8)] * len(cat.train) + [
+        resize_mask(load_sample_mask(s, (128, 128)), 128) for s in labelled]
+    det = Detector(method="anoonly-head", size=128, steps=60).fit(
+        paths, labels=labels, masks=masks, progress=False)
+    goods = [s.path for s in cat.test if s.label == 0]
+    s_good = det.decision_function(goods)
+    s_bad = det.decision_function([s.path for s in held_out])
+    assert s_bad.mean() > s_good.mean()
+    # BatchNorm without affine and a bias-free score layer: normal scores stay near 0
+    head = det.model_.head
+    assert head.score.bias is None and not head.bn.affine
