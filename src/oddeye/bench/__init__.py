@@ -9,4 +9,6 @@ SUITES: dict[str, str] = {
     "detection": "oddeye.bench.detection_suite:run",
     "adbench": "oddeye.bench.adbench_suite:run",
     "coreset": "oddeye.bench.coreset_suite:run",
+    "selection": "oddeye.bench.selection_suite:run",
+    "anoonly-image": "oddeye.bench.anoonly_image_suite:run",
 }
