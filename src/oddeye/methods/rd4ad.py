@@ -1,0 +1,388 @@
+"""RD4AD (Deng & Li, CVPR 2022): reverse distillation from a one-class embedding.
+
+The frozen backbone is the teacher. A trainable one-class bottleneck embedding (OCBE) fuses the
+teacher's stages (strided 3x3 convs bring the shallower ones down to the deepest, concatenation,
+one residual stage that compresses to a compact embedding at half the deepest resolution), and a
+student decoder mirrors the teacher in reverse (upsampling residual stages) to rebuild every
+tapped stage from that embedding alone. On normal images the student learns to agree with the
+teacher; where they disagree (``1 - cos`` per pixel, summed over stages) the image is anomalous.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from collections.abc import Iterator, Sequence
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+from tqdm.auto import tqdm
+
+from oddeye.errors import DataError
+from oddeye.methods import register
+from oddeye.methods.base import Method, TrainSet, check_layers
+
+LOSSES = ("pixel", "flat")
+KINDS = ("basic", "bottleneck", "light")
+BLOCKS = ("auto", *KINDS)
+#: Channel count from which ``block="auto"`` switches to bottleneck blocks (WideResNet-sized).
+BOTTLENECK_FROM = 512
+
+
+# --------------------------------------------------------------------------------------------
+# pure maths
+# --------------------------------------------------------------------------------------------
+
+
+def cosine_distance_map(teacher: torch.Tensor, student: torch.Tensor) -> torch.Tensor:
+    """``1 - cos`` between (N, C, h, w) feature maps along channels, per pixel -> (N, h, w)."""
+    return 1.0 - F.cosine_similarity(teacher, student, dim=1, eps=1e-6)
+
+
+def distillation_loss(teachers: Sequence[torch.Tensor], students: Sequence[torch.Tensor],
+                      kind: str = "pixel") -> torch.Tensor:
+    """Sum over stages of the mean ``1 - cos``: per pixel (``pixel``) or per flattened map.
+
+    ``flat`` is the authors' released variant (each sample's whole stage as one vector); ``pixel``
+    is the per-pixel distance the anomaly map uses, averaged over pixels and samples.
+    """
+    if kind not in LOSSES:
+        raise DataError(f"loss must be one of {LOSSES}, got {kind!r}")
+    total = teachers[0].new_zeros(())
+    for t, s in zip(teachers, students, strict=True):
+        if kind == "pixel":
+            total = total + cosine_distance_map(t, s).mean()
+        else:
+            total = total + (1.0 - F.cosine_similarity(t.flatten(1), s.flatten(1), dim=1,
+                                                       eps=1e-6)).mean()
+    return total
+
+
+def anomaly_map(teachers: Sequence[torch.Tensor], students: Sequence[torch.Tensor]) -> torch.Tensor:
+    """Per-stage ``1 - cos`` maps upsampled (bilinear) to the finest stage and summed (N, h, w)."""
+    size = max((t.shape[-2:] for t in teachers), key=lambda s: s[0] * s[1])
+    out = None
+    for t, s in zip(teachers, students, strict=True):
+        d = cosine_distance_map(t, s)
+        if d.shape[-2:] != size:
+            d = F.interpolate(d.unsqueeze(1), size=size, mode="bilinear", align_corners=False)[:, 0]
+        out = d if out is None else out + d
+    assert out is not None
+    return out
+
+
+def steps_between(fine: int, coarse: int) -> int:
+    """Number of factor-2 resolution steps from stride ``fine`` to stride ``coarse``."""
+    ratio = coarse / fine
+    steps = round(math.log2(ratio)) if ratio > 0 else -1
+    if steps < 1 or 2 ** steps != ratio:
+        raise DataError(f"RD4AD needs layer strides that grow by powers of two, got {fine} -> "
+                        f"{coarse}")
+    return steps
+
+
+# --------------------------------------------------------------------------------------------
+# building blocks
+# --------------------------------------------------------------------------------------------
+
+
+def _bn(c: int) -> nn.BatchNorm2d:
+    return nn.BatchNorm2d(c)
+
+
+class Block(nn.Module):
+    """Residual block that may down- or up-sample; returns the sum *before* the final ReLU.
+
+    Kinds: ``basic`` (two 3x3 convs, ResNet18/34), ``bottleneck`` (1x1-3x3-1x1 at half the output
+    width, WideResNet50), ``light`` (MobileNetV2's inverted residual: 1x1 expand, depthwise 3x3,
+    1x1 project). ``down`` halves the resolution with a stride-2 conv; ``up`` > 1 multiplies it
+    with a transposed conv (kernel = stride = up) as the authors' decoder does (``light`` uses a
+    depthwise one). The linear output lets a stage match teachers with signed features.
+    """
+
+    def __init__(self, cin: int, cout: int, kind: str = "basic", down: bool = False, up: int = 1,
+                 expand: int = 2):
+        super().__init__()
+        if kind not in KINDS:
+            raise DataError(f"block kind must be one of {KINDS}, got {kind!r}")
+        stride = 2 if down else 1
+        if kind == "basic":
+            first: nn.Module = (nn.ConvTranspose2d(cin, cout, up, stride=up, bias=False) if up > 1
+                                else nn.Conv2d(cin, cout, 3, stride, 1, bias=False))
+            self.body = nn.Sequential(first, _bn(cout), nn.ReLU(inplace=True),
+                                      nn.Conv2d(cout, cout, 3, padding=1, bias=False), _bn(cout))
+        elif kind == "bottleneck":
+            mid = max(1, cout // 2)
+            middle: nn.Module = (nn.ConvTranspose2d(mid, mid, up, stride=up, bias=False) if up > 1
+                                 else nn.Conv2d(mid, mid, 3, stride, 1, bias=False))
+            self.body = nn.Sequential(
+                nn.Conv2d(cin, mid, 1, bias=False), _bn(mid), nn.ReLU(inplace=True),
+                middle, _bn(mid), nn.ReLU(inplace=True),
+                nn.Conv2d(mid, cout, 1, bias=False), _bn(cout))
+        else:
+            mid = max(1, expand * cout)
+            spatial: list[nn.Module] = [nn.Conv2d(mid, mid, 3, stride, 1, groups=mid, bias=False)]
+            if up > 1:
+                spatial.insert(0, nn.ConvTranspose2d(mid, mid, up, stride=up, groups=mid,
+                                                     bias=False))
+            self.body = nn.Sequential(
+                nn.Conv2d(cin, mid, 1, bias=False), _bn(mid), nn.ReLU6(inplace=True),
+                *spatial, _bn(mid), nn.ReLU6(inplace=True),
+                nn.Conv2d(mid, cout, 1, bias=False), _bn(cout))
+        if up > 1 and kind == "light":  # 1x1 at the low resolution, then nearest (4x cheaper)
+            self.short: nn.Module = nn.Sequential(nn.Conv2d(cin, cout, 1, bias=False), _bn(cout),
+                                                  nn.Upsample(scale_factor=up, mode="nearest"))
+        elif up > 1:
+            self.short = nn.Sequential(
+                nn.ConvTranspose2d(cin, cout, up, stride=up, bias=False), _bn(cout))
+        elif cin != cout or down:
+            self.short = nn.Sequential(nn.Conv2d(cin, cout, 1, stride, bias=False), _bn(cout))
+        else:
+            self.short = nn.Identity()
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.body(x) + self.short(x)
+
+
+class Stage(nn.Module):
+    """Residual blocks in a row; the first one resamples. Returns the last block's linear output."""
+
+    def __init__(self, cin: int, cout: int, n_blocks: int, kind: str, down: bool = False,
+                 up: int = 1, expand: int = 2):
+        super().__init__()
+        blocks = [Block(cin, cout, kind, down=down, up=up, expand=expand)]
+        blocks += [Block(cout, cout, kind, expand=expand) for _ in range(max(1, n_blocks) - 1)]
+        self.blocks = nn.ModuleList(blocks)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        for i, blk in enumerate(self.blocks):
+            x = blk(F.relu(x) if i else x)
+        return x
+
+
+def _down_conv(cin: int, cout: int, kind: str) -> nn.Sequential:
+    """Stride-2 3x3 conv + BN + ReLU (``light``: depthwise 3x3 then pointwise)."""
+    if kind == "light":
+        return nn.Sequential(nn.Conv2d(cin, cin, 3, 2, 1, groups=cin, bias=False), _bn(cin),
+                             nn.ReLU(inplace=True), nn.Conv2d(cin, cout, 1, bias=False), _bn(cout),
+                             nn.ReLU(inplace=True))
+    return nn.Sequential(nn.Conv2d(cin, cout, 3, stride=2, padding=1, bias=False), _bn(cout),
+                         nn.ReLU(inplace=True))
+
+
+class OCBE(nn.Module):
+    """One-class bottleneck embedding: multi-scale fusion then one residual stage (stride 2).
+
+    Stage ``i`` reaches the deepest resolution through strided 3x3 convs whose widths follow the
+    teacher's (e.g. 64 -> 128 -> 256 for ResNet18); the concatenation is compressed by one
+    residual stage to ``embed_dim`` channels at half the deepest resolution.
+    """
+
+    def __init__(self, channels: Sequence[int], strides: Sequence[int], embed_dim: int,
+                 n_blocks: int, kind: str, expand: int = 2):
+        super().__init__()
+        deep_c, deep_s = channels[-1], strides[-1]
+        paths = []
+        for c, s in zip(channels[:-1], strides[:-1], strict=True):
+            convs, cin = [], c
+            for k in range(steps_between(s, deep_s)):
+                at = s * 2 ** (k + 1)
+                cout = channels[list(strides).index(at)] if at in strides else deep_c
+                convs.append(_down_conv(cin, cout, kind))
+                cin = cout
+            paths.append(nn.Sequential(*convs))
+        self.paths = nn.ModuleList(paths)
+        self.stage = Stage(deep_c * len(channels), embed_dim, n_blocks, kind, down=True,
+                           expand=expand)
+
+    def forward(self, feats: Sequence[torch.Tensor]) -> torch.Tensor:
+        parts = [p(f) for p, f in zip(self.paths, feats[:-1], strict=True)] + [feats[-1]]
+        return F.relu(self.stage(torch.cat(parts, dim=1)))
+
+
+class Decoder(nn.Module):
+    """Student: upsampling residual stages from the embedding back to every tapped stage."""
+
+    def __init__(self, channels: Sequence[int], strides: Sequence[int], embed_dim: int,
+                 n_blocks: Sequence[int], kinds: Sequence[str], expand: int = 2):
+        super().__init__()
+        stages, cin, s_in = [], embed_dim, strides[-1] * 2
+        # deep -> shallow
+        for j, (c, s) in enumerate(zip(reversed(channels), reversed(strides), strict=True)):
+            up = 2 ** steps_between(s, s_in)
+            stages.append(Stage(cin, c, n_blocks[j], kinds[j], up=up, expand=expand))
+            cin, s_in = c, s
+        self.stages = nn.ModuleList(stages)
+
+    def forward(self, z: torch.Tensor) -> list[torch.Tensor]:
+        """Student features, shallow -> deep (the teacher's order)."""
+        outs = []
+        x = z
+        for i, st in enumerate(self.stages):
+            x = st(F.relu(x) if i else x)
+            outs.append(x)
+        return outs[::-1]
+
+
+class RD4ADHead(nn.Module):
+    """Teacher features -> ``sum_stage 1 - cos(teacher, student)`` map at the finest stage."""
+
+    def __init__(self, layers: Sequence[str], channels: Sequence[int], strides: Sequence[int],
+                 embed_dim: int, ocbe_blocks: int, decoder_blocks: Sequence[int],
+                 kinds: Sequence[str], expand: int = 2):
+        super().__init__()
+        self.layers = list(layers)
+        self.ocbe = OCBE(channels, strides, embed_dim, ocbe_blocks, kinds[0], expand)
+        self.decoder = Decoder(channels, strides, embed_dim, decoder_blocks, kinds, expand)
+        #: per-epoch (mean loss, seconds) of the last fit, kept in the model file for the record
+        self.register_buffer("history", torch.zeros(0, 2))
+
+    def student(self, teachers: Sequence[torch.Tensor]) -> list[torch.Tensor]:
+        """The student's rebuild of every teacher stage (shallow -> deep) from the embedding."""
+        return self.decoder(self.ocbe(teachers))
+
+    def forward(self, feats: dict[str, torch.Tensor]) -> torch.Tensor:
+        teachers = [feats[k] for k in self.layers]
+        return anomaly_map(teachers, self.student(teachers))
+
+
+# --------------------------------------------------------------------------------------------
+# the method (trainer)
+# --------------------------------------------------------------------------------------------
+
+
+@register
+class RD4AD(Method):
+    """Reverse distillation: OCBE + student decoder trained with Adam on ``1 - cos``.
+
+    ``loss``: ``pixel`` (mean per-pixel ``1 - cos``) or ``flat`` (authors' flattened map per
+    sample). ``block``: ``auto`` uses basic blocks below 512 channels and bottleneck blocks from
+    there (WideResNet-sized teachers). ``cache_features``: ``auto`` computes the frozen teacher's
+    features once when they fit in ``cache_mb``, else per batch every epoch.
+    """
+
+    name = "rd4ad"
+    default_backbone = "mobilenet_v2"
+    default_layers = ("s4", "s8", "s16")
+
+    def __init__(self, backbone: str | None = None, layers: Sequence[str] | None = None,
+                 epochs: int = 20, lr: float = 0.005, betas: Sequence[float] = (0.5, 0.999),
+                 train_batch: int = 16, loss: str = "pixel", embed_dim: int | None = None,
+                 block: str = "auto", expand: int = 2, ocbe_blocks: int | None = None,
+                 decoder_blocks: Sequence[int] | None = None,
+                 cache_features: str | bool = "auto", cache_mb: int = 2048,
+                 channels_last: bool = True, seed: int = 0):
+        super().__init__(backbone, layers)
+        self.epochs = epochs
+        self.lr = lr
+        self.betas = tuple(betas)
+        self.train_batch = train_batch
+        self.loss = loss
+        self.embed_dim = embed_dim
+        self.block = block
+        self.expand = expand
+        self.ocbe_blocks = ocbe_blocks
+        self.decoder_blocks = tuple(decoder_blocks) if decoder_blocks else None
+        self.cache_features = cache_features
+        self.cache_mb = cache_mb
+        self.channels_last = channels_last
+        self.seed = seed
+        if loss not in LOSSES:
+            raise DataError(f"loss must be one of {LOSSES}, got {loss!r}")
+        if block not in BLOCKS:
+            raise DataError(f"block must be one of {BLOCKS}, got {block!r}")
+        if int(epochs) < 1 or int(train_batch) < 1:
+            raise DataError(f"epochs and train_batch must be >= 1, got {epochs}, {train_batch}")
+
+    # ---------------------------------------------------------------- architecture
+    def _ordered(self, strides: dict[str, int]) -> list[str]:
+        """Tapped layers from fine to coarse; duplicates or equal strides are an error."""
+        layers = sorted(dict.fromkeys(self.layers), key=lambda k: strides[k])
+        if len(layers) < 2 or len({strides[k] for k in layers}) != len(layers):
+            raise DataError(f"RD4AD needs >= 2 layers of distinct strides, got {list(self.layers)}")
+        return layers
+
+    def build_head(self, channels: dict[str, int], strides: dict[str, int]) -> nn.Module:
+        check_layers(self.layers, channels)
+        layers = self._ordered(strides)
+        chans = [channels[k] for k in layers]
+        strd = [strides[k] for k in layers]
+        if self.block == "auto":
+            kinds = ["bottleneck" if c >= BOTTLENECK_FROM else "basic" for c in reversed(chans)]
+        else:
+            kinds = [self.block] * len(chans)
+        deep_kind = kinds[0]
+        defaults = (3, 4, 6, 3, 3) if deep_kind == "bottleneck" else (2,) * 5
+        n_dec = list(self.decoder_blocks or defaults[:len(chans)])
+        if len(n_dec) != len(chans):
+            raise DataError(f"decoder_blocks needs one count per layer ({len(chans)}), got {n_dec}")
+        n_ocbe = self.ocbe_blocks or (3 if deep_kind == "bottleneck" else 2)
+        embed = int(self.embed_dim or 2 * chans[-1])
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(self.seed)
+            head = RD4ADHead(layers, chans, strd, embed, n_ocbe, n_dec, kinds, int(self.expand))
+        return head
+
+    # ---------------------------------------------------------------- training
+    def _use_cache(self, data: TrainSet) -> bool:
+        if isinstance(self.cache_features, bool):
+            return self.cache_features
+        if self.cache_features != "auto":
+            raise DataError(f"cache_features must be true, false or 'auto', got "
+                            f"{self.cache_features!r}")
+        with torch.inference_mode():
+            probe = data.extractor(data.normalize(data.images[:1]))
+        per_image = sum(v.numel() * v.element_size() for v in probe.values())
+        return per_image * len(data) <= self.cache_mb * 2 ** 20
+
+    def fit_head(self, head: nn.Module, data: TrainSet) -> None:
+        assert isinstance(head, RD4ADHead)
+        bar = tqdm(total=int(self.epochs), desc="rd4ad", unit="epoch", disable=not data.progress,
+                   leave=False)
+        history = []
+        for loss, seconds in self.train_epochs(head, data):
+            history.append((loss, seconds))
+            bar.set_postfix(loss=f"{loss:.4f}")
+            bar.update(1)
+        bar.close()
+        head.history = torch.tensor(history, dtype=torch.float32)
+
+    def train_epochs(self, head: RD4ADHead, data: TrainSet,
+                     epochs: int | None = None) -> Iterator[tuple[float, float]]:
+        """Train bottleneck + decoder; yields (mean loss, seconds) after every epoch.
+
+        The head is in train mode while the generator runs and back in eval mode (contiguous
+        memory) whenever it yields, so a caller may evaluate it between epochs.
+        """
+        if len(data) == 0:
+            raise DataError("RD4AD got no training images")
+        layers = head.layers
+        mem = torch.channels_last if self.channels_last else torch.contiguous_format
+        cache = data.all_features() if self._use_cache(data) else None
+        data.extractor.eval()
+        opt = torch.optim.Adam(head.parameters(), lr=self.lr, betas=tuple(self.betas))
+        gen = torch.Generator().manual_seed(self.seed)
+        n, bs = len(data), max(1, int(self.train_batch))
+        for _epoch in range(int(epochs or self.epochs)):
+            head.to(memory_format=mem).train()
+            t0 = time.perf_counter()
+            order = torch.randperm(n, generator=gen)
+            total = 0.0
+            for start in range(0, n, bs):
+                idx = order[start:start + bs]
+                if cache is not None:
+                    teachers = [cache[k][idx] for k in layers]
+                else:
+                    with torch.no_grad():
+                        feats = data.extractor(data.normalize(data.images[idx]))
+                    teachers = [feats[k] for k in layers]
+                teachers = [t.contiguous(memory_format=mem) for t in teachers]
+                loss = distillation_loss(teachers, head.student(teachers), self.loss)
+                opt.zero_grad(set_to_none=True)
+                loss.backward()
+                opt.step()
+                total += float(loss.detach()) * len(idx)
+            seconds = time.perf_counter() - t0
+            head.to(memory_format=torch.contiguous_format).eval()
+            yield total / n, seconds

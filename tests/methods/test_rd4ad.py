@@ -1,0 +1,224 @@
+"""RD4AD: loss/map maths, architecture shapes per teacher, training, frozen teacher, persistence."""
+
+from __future__ import annotations
+
+import copy
+
+import numpy as np
+import pytest
+import torch
+
+import oddeye
+from oddeye.api import Detector
+from oddeye.backbones import FeatureExtractor
+from oddeye.data.mvtec import load_dataset
+from oddeye.errors import DataError, OddeyeError
+from oddeye.evaluation import evaluate_category
+from oddeye.methods import TrainSet, available_methods, create_method
+from oddeye.methods.rd4ad import RD4ADHead, anomaly_map, distillation_loss
+from oddeye.preprocess import Normalize, PreprocessConfig, load_resized, to_batch
+
+SIZE = 128
+#: few epochs at a small batch: enough optimiser steps for the synthetic discs at 128 px
+FAST = {"epochs": 6, "train_batch": 2}
+
+
+# ------------------------------------------------------------------------------------ maths
+def test_loss_is_zero_for_a_perfect_student_and_two_for_an_opposite_one():
+    torch.manual_seed(0)
+    t = [torch.randn(2, 5, 8, 8), torch.randn(2, 7, 4, 4)]
+    for kind in ("pixel", "flat"):
+        assert float(distillation_loss(t, t, kind)) == pytest.approx(0.0, abs=1e-6)
+        # cosine ignores scale: a student 3x too large is still perfect
+        assert float(distillation_loss(t, [3 * x for x in t], kind)) == pytest.approx(0, abs=1e-6)
+        assert float(distillation_loss(t, [-x for x in t], kind)) == pytest.approx(4.0, abs=1e-5)
+    with pytest.raises(DataError, match="loss"):
+        distillation_loss(t, t, "l2")
+
+
+def test_pixel_and_flat_losses_differ_as_documented():
+    # one pixel of the student is flipped: per-pixel loss = 2 / n_pixels; the flat loss
+    # weighs that pixel by its share of the map's squared norm instead
+    t = torch.ones(1, 3, 2, 2)
+    t[0, :, 0, 0] = 10.0
+    s = t.clone()
+    s[0, :, 1, 1] *= -1
+    assert float(distillation_loss([t], [s], "pixel")) == pytest.approx(2 / 4, abs=1e-6)
+    flat = 1 - (t * s).sum() / (t.norm() * s.norm())
+    assert float(distillation_loss([t], [s], "flat")) == pytest.approx(float(flat), abs=1e-6)
+
+
+def test_anomaly_map_sums_upsampled_stage_distances():
+    torch.manual_seed(0)
+    fine, coarse = torch.randn(1, 4, 8, 8), torch.randn(1, 6, 4, 4)
+    s_fine, s_coarse = fine.clone(), coarse.clone()
+    s_coarse[0, :, 1, 2] *= -1  # one coarse cell is wrong: distance 2 there, 0 elsewhere
+    m = anomaly_map([fine, coarse], [s_fine, s_coarse])
+    assert m.shape == (1, 8, 8)
+    # bilinear x2 (half-pixel centres): the cell's four fine pixels get 2 * (3/4)^2, and nothing
+    # leaks further than one fine pixel around them
+    np.testing.assert_allclose(m[0, 2:4, 4:6].numpy(), np.full((2, 2), 1.125), atol=1e-5)
+    assert float(m.max()) == pytest.approx(1.125, abs=1e-5)
+    outside = m[0].clone()
+    outside[1:5, 3:7] = 0
+    assert float(outside.abs().max()) < 1e-5
+    assert float(anomaly_map([fine, coarse], [fine, coarse]).abs().max()) < 1e-5
+
+
+# --------------------------------------------------------------------------- architecture
+@pytest.mark.parametrize("backbone,size", [("mobilenet_v2", 64), ("efficientnet_lite0", 64),
+                                           ("resnet18", 64), ("wide_resnet50_2", 32)])
+def test_student_rebuilds_every_teacher_shape(backbone, size):
+    method = create_method("rd4ad", backbone=backbone)
+    fx = FeatureExtractor(backbone, method.layers, weights=None)
+    head = method.build_head(fx.channels, fx.strides).eval()
+    with torch.inference_mode():
+        feats = fx(torch.randn(2, 3, size, size))
+        student = head.student([feats[k] for k in head.layers])
+        raw = head(feats)
+    assert [tuple(s.shape) for s in student] == [tuple(feats[k].shape) for k in head.layers]
+    assert raw.shape == (2, size // 4, size // 4)  # the finest stage (stride 4)
+    assert torch.all(raw >= -1e-5) and torch.all(raw <= 2 * len(head.layers) + 1e-5)
+
+
+@pytest.mark.parametrize("block", ["basic", "bottleneck", "light"])
+def test_block_kinds_and_layer_orders_build(block):
+    method = create_method("rd4ad", layers=["s16", "s4", "s8"], block=block,
+                           decoder_blocks=[1, 1, 1], ocbe_blocks=1, embed_dim=64)
+    fx = FeatureExtractor("mobilenet_v2", method.layers, weights=None)
+    head = method.build_head(fx.channels, fx.strides)
+    assert head.layers == ["s4", "s8", "s16"]  # ordered fine -> coarse whatever the input order
+    assert head(fx(torch.randn(1, 3, 64, 64))).shape == (1, 16, 16)
+
+
+def test_bad_hyper_parameters_name_the_argument():
+    with pytest.raises(DataError, match="loss"):
+        create_method("rd4ad", loss="mse")
+    with pytest.raises(DataError, match="block"):
+        create_method("rd4ad", block="transformer")
+    with pytest.raises(DataError, match="epochs"):
+        create_method("rd4ad", epochs=0)
+    fx = FeatureExtractor("mobilenet_v2", ["s8"], weights=None)
+    with pytest.raises(DataError, match="layers"):
+        create_method("rd4ad", layers=["s8"]).build_head(fx.channels, fx.strides)
+    with pytest.raises(OddeyeError):
+        create_method("rd4ad", layers=["s4", "s8", "s16"]).build_head(fx.channels, fx.strides)
+
+
+def test_rd4ad_is_registered():
+    assert "rd4ad" in available_methods()
+
+
+# ------------------------------------------------------------------------------- training
+@pytest.fixture(scope="module")
+def disc(synth_root):
+    return load_dataset(synth_root, ["disc"])[0]
+
+
+@pytest.fixture(scope="module")
+def fitted(disc):
+    """One short fit on the synthetic disc, with the teacher's weights recorded before it."""
+    det = Detector(method="rd4ad", size=SIZE, **FAST)
+    method = det._method()
+    before = FeatureExtractor(method.backbone, method.layers).state_dict()
+    det.fit([s.path for s in disc.train], progress=False)
+    return det, before
+
+
+def test_loss_falls(fitted):
+    det, _ = fitted
+    hist = det.model_.head.history
+    assert hist.shape == (FAST["epochs"], 2)
+    assert float(hist[-1, 0]) < 0.6 * float(hist[0, 0])
+    assert torch.all(hist[:, 1] > 0)  # seconds per epoch are recorded
+
+
+def test_maps_localise_synthetic_defects(fitted, disc):
+    det, _ = fitted
+    res = evaluate_category(det, disc, progress=False)
+    assert res["pixel_auroc"] > 0.85
+    assert res["image_auroc"] > 0.7
+
+
+def test_teacher_stays_frozen(fitted):
+    det, before = fitted
+    ext = det.model_.extractor
+    assert not any(p.requires_grad for p in ext.parameters())
+    assert not ext.training and not det.model_.head.training
+    after = ext.state_dict()
+    assert before.keys() == after.keys()
+    for k in before:
+        assert torch.equal(before[k], after[k]), k
+
+
+def test_only_head_parameters_get_gradients(disc):
+    method = create_method("rd4ad", epochs=1, train_batch=4, cache_features=False)
+    fx = FeatureExtractor(method.backbone, method.layers)
+    head = method.build_head(fx.channels, fx.strides)
+    x = to_batch(load_resized([s.path for s in disc.train[:4]], 64))
+    cfg = PreprocessConfig()
+    data = TrainSet(images=x, extractor=fx, normalize=Normalize(cfg.mean, cfg.std),
+                    progress=False)
+    start = copy.deepcopy(head.state_dict())
+    method.fit_head(head, data)
+    assert all(p.grad is None for p in fx.parameters())
+    grads = [p.grad for p in head.parameters()]
+    assert grads and all(g is not None and torch.isfinite(g).all() for g in grads)
+    assert any(g.abs().sum() > 0 for g in grads)
+    assert any(not torch.equal(start[k], v) for k, v in head.state_dict().items())
+    assert not head.training
+
+
+def test_cached_and_streamed_teacher_features_train_the_same(disc):
+    x = to_batch(load_resized([s.path for s in disc.train[:8]], 64))
+    cfg = PreprocessConfig()
+    heads = []
+    for cache in (True, False):
+        method = create_method("rd4ad", epochs=2, train_batch=4, cache_features=cache)
+        fx = FeatureExtractor(method.backbone, method.layers)
+        head = method.build_head(fx.channels, fx.strides)
+        method.fit_head(head, TrainSet(images=x, extractor=fx, progress=False,
+                                       normalize=Normalize(cfg.mean, cfg.std)))
+        heads.append(head)
+    torch.testing.assert_close(heads[0].history[:, 0], heads[1].history[:, 0], rtol=1e-4,
+                               atol=1e-5)
+
+
+def test_save_load_round_trip_gives_identical_scores(fitted, disc, tmp_path):
+    det, _ = fitted
+    path = det.save(tmp_path / "rd4ad.oddeye")
+    again = oddeye.load(path)
+    assert isinstance(again.model_.head, RD4ADHead) and not again.model_.head.training
+    paths = [s.path for s in disc.test[:4]]
+    a, b = det.predict(paths), again.predict(paths)
+    np.testing.assert_array_equal(a.scores, b.scores)
+    np.testing.assert_array_equal(a.maps, b.maps)
+    assert again.threshold_ == det.threshold_
+    assert again.method_.get_params() == det.method_.get_params()
+    torch.testing.assert_close(again.model_.head.history, det.model_.head.history)
+
+
+def test_unified_model_over_two_categories(synth_root):
+    cats = load_dataset(synth_root, ["grid", "disc"])
+    paths = [s.path for c in cats for s in c.train[:6]]
+    names = [c.name for c in cats for _ in c.train[:6]]
+    det = Detector(method="rd4ad", size=64, epochs=1, train_batch=8).fit(
+        paths, categories=names, progress=False)
+    assert det.categories_ == ["disc", "grid"]
+    assert det.predict([c.test[0].path for c in cats]).maps.shape == (2, 64, 64)
+
+
+def test_cli_train_test_predict(synth_root, tmp_path):
+    from oddeye.cli import main
+
+    model = tmp_path / "rd.oddeye"
+    assert main(["train", "--data", str(synth_root), "--category", "disc", "--method", "rd4ad",
+                 "--size", "64", "--param", "epochs=1", "--param", "loss=flat", "--out",
+                 str(model), "--no-progress"]) == 0
+    det = oddeye.load(model)
+    assert det.method_.loss == "flat" and det.method_.epochs == 1
+    assert main(["test", "--model", str(model), "--data", str(synth_root / "disc"),
+                 "--no-progress"]) == 0
+    imgs = sorted((synth_root / "disc" / "test").rglob("*.png"))[:2]
+    assert main(["predict", "--model", str(model), *map(str, imgs), "--out",
+                 str(tmp_path / "pred")]) == 0
