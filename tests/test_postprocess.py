@@ -43,3 +43,13 @@ def test_postprocess_score_is_max_of_smoothed_map():
     maps, scores = PostProcess(64, sigma=4)(raw)
     assert maps.shape == (3, 64, 64)
     torch.testing.assert_close(scores, maps.flatten(1).amax(1))
+
+
+def test_postprocess_raw_score_source_is_max_patch_score():
+    raw = torch.rand(2, 8, 8)
+    raw[0, 3, 3] = 10.0  # a single-patch spike: blurred away in the smoothed map, kept in raw
+    maps, scores = PostProcess(32, sigma=4, score_from="raw")(raw)
+    torch.testing.assert_close(scores, raw.flatten(1).amax(1))
+    assert scores[0] > maps[0].max()
+    with pytest.raises(ValueError, match="score_from"):
+        PostProcess(32, score_from="median")

@@ -150,7 +150,8 @@ class Detector:
         head.eval()
         self.method_ = method
         self.model_ = AnomalyModel(normalize, extractor, head,
-                                   PostProcess(self.size, self.sigma, self.score)).eval()
+                                   PostProcess(self.size, self.sigma, self.score,
+                                               score_from=method.score_from)).eval()
         self.fit_seconds_ = time.perf_counter() - t0
         self.n_train_ = len(train_idx)
         self.categories_ = sorted(set(cats)) if cats else []
@@ -287,7 +288,8 @@ class Detector:
             "detector_params": {k: v for k, v in self.get_params().items()
                                 if k not in self.method_params},
             "preprocess": PreprocessConfig(size=self.size).to_dict(),
-            "postprocess": {"sigma": self.sigma, "reduce": self.score},
+            "postprocess": {"sigma": self.sigma, "reduce": self.score,
+                            "score_from": self.model_.post.score_from},
             "backbone": {"name": self.method_.backbone, "layers": list(self.method_.layers),
                          "channels": dict(ext.channels), "strides": dict(ext.strides)},
             "threshold": {"value": self.threshold_, "scale": self.score_scale_,
@@ -322,10 +324,11 @@ class Detector:
             raise ModelFileError(
                 f"{path}: model content does not match its metadata ({exc})") from None
         pre = PreprocessConfig.from_dict(meta["preprocess"])
+        post = meta["postprocess"]
         det.method_ = method
         det.model_ = AnomalyModel(Normalize(pre.mean, pre.std), extractor.eval(), head.eval(),
-                                  PostProcess(pre.size, meta["postprocess"]["sigma"],
-                                              meta["postprocess"]["reduce"])).eval()
+                                  PostProcess(pre.size, post["sigma"], post["reduce"],
+                                              score_from=post.get("score_from", "smoothed"))).eval()
         thr = meta["threshold"]
         det.threshold_, det.score_scale_ = float(thr["value"]), float(thr["scale"])
         det.threshold_info_ = {k: v for k, v in thr.items() if k not in ("value", "scale")}

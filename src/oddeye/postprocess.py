@@ -51,15 +51,27 @@ def image_score(maps: torch.Tensor, reduce: str = "max", k: int = 10) -> torch.T
     raise ValueError(f"reduce must be 'max' or 'topk', got {reduce!r}")
 
 
-class PostProcess(nn.Module):
-    """Raw map (N, h, w) -> (smoothed map (N, S, S), image score (N,)) at the model input size."""
+SCORE_SOURCES = ("smoothed", "raw")
 
-    def __init__(self, size: int, sigma: float = 4.0, reduce: str = "max", k: int = 10):
+
+class PostProcess(nn.Module):
+    """Raw map (N, h, w) -> (smoothed map (N, S, S), image score (N,)) at the model input size.
+
+    ``score_from`` says which map the image score reduces: the smoothed full-size map (PaDiM's and
+    RD4AD's papers) or the raw feature-resolution map (PatchCore's paper: max patch score).
+    """
+
+    def __init__(self, size: int, sigma: float = 4.0, reduce: str = "max", k: int = 10,
+                 score_from: str = "smoothed"):
         super().__init__()
         self.size, self.sigma, self.reduce, self.k = int(size), float(sigma), reduce, int(k)
         if not math.isfinite(self.sigma) or self.sigma < 0:
             raise ValueError(f"sigma must be >= 0, got {sigma}")
+        if score_from not in SCORE_SOURCES:
+            raise ValueError(f"score_from must be one of {SCORE_SOURCES}, got {score_from!r}")
+        self.score_from = score_from
 
     def forward(self, raw: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         maps = gaussian_blur(upsample(raw, (self.size, self.size)), self.sigma)
-        return maps, image_score(maps, self.reduce, self.k)
+        source = raw if self.score_from == "raw" else maps
+        return maps, image_score(source, self.reduce, self.k)

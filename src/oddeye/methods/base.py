@@ -77,6 +77,9 @@ class Method(ABC):
     needs_labels: ClassVar[bool] = False
     #: True when the head scores images against a few normal reference shots given at test time.
     needs_references: ClassVar[bool] = False
+    #: Which map the image score reduces, as the method's paper defines it: "smoothed" (the
+    #: upsampled, Gaussian-filtered map) or "raw" (the head's map at feature resolution).
+    score_from: ClassVar[str] = "smoothed"
 
     def __init__(self, backbone: str | None = None, layers: Sequence[str] | None = None):
         self.backbone = backbone or self.default_backbone

@@ -74,6 +74,7 @@ class PatchCore(Method):
 
     name = "patchcore"
     default_layers = ("s8", "s16")
+    score_from = "raw"  # the paper's image score: the largest patch distance, before smoothing
 
     def __init__(self, backbone: str | None = None, layers: Sequence[str] | None = None,
                  kernel: int = 3, coreset_ratio: float = 0.1, max_bank: int | None = None,
