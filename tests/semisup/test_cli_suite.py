@@ -61,7 +61,7 @@ def test_suite_writes_its_section(npz_root, tmp_path):
     results.write_text("# results\n\n<!-- section:other -->\nkeep me\n<!-- /section:other -->\n")
     body = adbench_suite.run(npz_root, seeds=1, methods=("devnet", "knn"),
                              contamination_methods=("devnet",), contamination_groups=("CV",),
-                             workers=1, hparams={"devnet": FAST["devnet"]},
+                             diagnostics=(), workers=1, hparams={"devnet": FAST["devnet"]},
                              out_path=results, cache=tmp_path / "cache.jsonl", progress=False)
     text = results.read_text()
     assert "keep me" in text and "<!-- section:adbench -->" in text
@@ -71,6 +71,11 @@ def test_suite_writes_its_section(npz_root, tmp_path):
     assert n_cached == 2 * (2 + 1) + 6  # two sets x (devnet x2, knn) + CV noise study (2 x 3)
     again = adbench_suite.run(npz_root, seeds=1, methods=("devnet", "knn"),
                               contamination_methods=("devnet",), contamination_groups=("CV",),
-                              workers=1, hparams={"devnet": FAST["devnet"]}, write=False,
-                              cache=tmp_path / "cache.jsonl", progress=False)
-    assert again.split("Wall time")[0] == body.split("Wall time")[0]  # resumed from the cache
+                              diagnostics=(), workers=1, hparams={"devnet": FAST["devnet"]},
+                              write=False, cache=tmp_path / "cache.jsonl", progress=False)
+    assert "12 fits, 12 of them reused from the cache" in again  # resumed: nothing refitted
+
+    def table(text: str) -> str:
+        return text.split("### AUROC (%)")[1].split("### AUPR")[0]
+
+    assert table(again) == table(body)

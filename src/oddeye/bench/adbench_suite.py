@@ -32,6 +32,13 @@ DISPLAY = {"deepsad": "DeepSAD", "devnet": "DevNet", "prenet": "PReNet", "feawad
 #: Overall AUROC (%) the AnoOnly authors report (README of cool-xuan/AnoOnly), base -> +AnoOnly.
 PAPER_AUROC = {"deepsad": (65.4, 85.0), "feawad": (76.8, 82.8), "prenet": (82.4, 84.7),
                "devnet": (84.4, 85.2)}
+#: Diagnostic variants: name -> (method, constructor overrides, label). "nopretrain" is DeepSAD as
+#: the AnoOnly repository runs it (``pretrain = False``); "norec" is FEAWAD without the
+#: reconstruction-error loss terms (inert in the ADBench/AnoOnly code, see docs/semisup.md).
+VARIANTS: dict[str, tuple[str, dict, str]] = {
+    "nopretrain": ("deepsad", {"pretrain": False}, "DeepSAD, no AE pretraining"),
+    "norec": ("feawad", {"rec_loss": False}, "FEAWAD, no reconstruction loss"),
+}
 #: Relative cost of one fit per method, to start the slow runs first.
 _COST = {"feawad": 6.0, "deepsad": 2.0, "prenet": 1.2, "devnet": 1.0, "knn": 0.3, "iforest": 0.3}
 
@@ -47,12 +54,14 @@ class Task:
     seed: int
     contamination: float | None
     labeled: float
+    variant: str = ""
 
     @property
     def key(self) -> str:
         c = "nat" if self.contamination is None else f"{self.contamination:g}"
-        return (f"{Path(self.path).stem}|{self.method}|{int(self.anoonly)}|{self.seed}|{c}|"
-                f"{self.labeled:g}")
+        key = (f"{Path(self.path).stem}|{self.method}|{int(self.anoonly)}|{self.seed}|{c}|"
+               f"{self.labeled:g}")
+        return f"{key}|{self.variant}" if self.variant else key
 
 
 def _init_worker() -> None:
@@ -73,10 +82,15 @@ def _run_task(task: Task, hparams: dict) -> dict:
     from oddeye.errors import OddeyeError
     from oddeye.semisup.protocol import make_split, run_split
 
+    params = dict(hparams.get(task.method, {}))
+    if task.variant:
+        params.update(VARIANTS[task.variant][1])
     try:
         X, y = _load(task.path)
         split = make_split(X, y, task.seed, task.labeled, task.contamination, name=task.path)
-        res = run_split(split, task.method, task.anoonly, task.seed, **hparams.get(task.method, {}))
+        cpu = time.process_time()
+        res = run_split(split, task.method, task.anoonly, task.seed, **params)
+        res["cpu_seconds"] = time.process_time() - cpu
     except OddeyeError as exc:
         return {"key": task.key, "error": str(exc)}
     return {"key": task.key, **res}
@@ -84,8 +98,10 @@ def _run_task(task: Task, hparams: dict) -> dict:
 
 def make_tasks(files: Sequence[Path], seeds: int, methods: Sequence[str],
                contamination_methods: Sequence[str], contamination_levels: Sequence[float],
-               contamination_groups: Sequence[str], labeled: float) -> list[Task]:
-    """Every fit of the suite: main runs at natural contamination, then the label-noise study."""
+               contamination_groups: Sequence[str], labeled: float,
+               diagnostics: Sequence[str] = ()) -> list[Task]:
+    """Every fit of the suite: main runs at natural contamination, the label-noise study and the
+    diagnostic variants (base and +AnoOnly, natural contamination)."""
     from oddeye.semisup import SEMISUP_METHODS
     from oddeye.semisup.protocol import dataset_group
 
@@ -101,6 +117,9 @@ def make_tasks(files: Sequence[Path], seeds: int, methods: Sequence[str],
                     for ao in (False, True):
                         for c in contamination_levels:
                             tasks.append(Task(str(f), group, m, ao, seed, float(c), labeled))
+            for v in diagnostics:
+                for ao in (False, True):
+                    tasks.append(Task(str(f), group, VARIANTS[v][0], ao, seed, None, labeled, v))
     return tasks
 
 
@@ -110,8 +129,10 @@ def _cost(task: Task, shapes: dict[str, tuple[int, int]]) -> float:
 
 
 def execute(tasks: Sequence[Task], hparams: dict | None = None, workers: int = 2,
-            cache: str | Path | None = None, progress: bool = True) -> dict[str, dict]:
-    """Run the tasks (slow ones first) in ``workers`` processes; results by ``Task.key``.
+            cache: str | Path | None = None,
+            progress: bool = True) -> tuple[dict[str, dict], int]:
+    """Run the tasks (slow ones first) in ``workers`` processes: results by ``Task.key`` and the
+    number of fits made by this call.
 
     With ``cache`` (a JSON-lines file) finished results are appended as they arrive and reused by
     the next call, so an interrupted suite resumes where it stopped.
@@ -148,7 +169,7 @@ def execute(tasks: Sequence[Task], hparams: dict | None = None, workers: int = 2
     finally:
         if sink is not None:
             sink.close()
-    return done
+    return done, len(todo)
 
 
 def _record(rec: dict, done: dict, sink, i: int, n: int, t0: float, progress: bool) -> None:
@@ -161,13 +182,14 @@ def _record(rec: dict, done: dict, sink, i: int, n: int, t0: float, progress: bo
 
 
 # -- aggregation -----------------------------------------------------------------------------------
-def _variant(method: str, anoonly: bool) -> str:
-    return DISPLAY.get(method, method) + (" +AnoOnly" if anoonly else "")
+def _variant(method: str, anoonly: bool, variant: str = "") -> str:
+    name = VARIANTS[variant][2] if variant else DISPLAY.get(method, method)
+    return name + (" +AnoOnly" if anoonly else "")
 
 
 def per_dataset_means(tasks: Iterable[Task], results: dict[str, dict],
-                      contamination: float | None = None) -> dict[tuple[str, bool], dict]:
-    """``(method, anoonly) -> dataset -> {group, auroc, aupr, seconds}`` averaged over seeds."""
+                      contamination: float | None = None) -> dict[tuple, dict]:
+    """``(method, anoonly[, variant]) -> dataset -> {group, auroc, aupr, seconds}``, seed means."""
     acc: dict = defaultdict(lambda: defaultdict(list))
     groups: dict[str, str] = {}
     for t in tasks:
@@ -178,7 +200,8 @@ def per_dataset_means(tasks: Iterable[Task], results: dict[str, dict],
             continue
         name = Path(t.path).stem
         groups[name] = t.group
-        acc[(t.method, t.anoonly)][name].append(rec)
+        key = (t.method, t.anoonly, t.variant) if t.variant else (t.method, t.anoonly)
+        acc[key][name].append(rec)
     out: dict = {}
     for variant, by_ds in acc.items():
         out[variant] = {
@@ -288,7 +311,8 @@ def _group_of(means: dict, name: str) -> str:
 def report(tasks: Sequence[Task], results: dict, methods: Sequence[str],
            contamination_methods: Sequence[str], contamination_levels: Sequence[float],
            contamination_groups: Sequence[str], seeds: int, labeled: float,
-           seconds: float, workers: int) -> str:
+           seconds: float, workers: int, n_new: int | None = None,
+           diagnostics: Sequence[str] = ()) -> str:
     """The markdown body of the ``adbench`` section."""
     from oddeye.semisup import SEMISUP_METHODS
 
@@ -317,6 +341,13 @@ def report(tasks: Sequence[Task], results: dict, methods: Sequence[str],
                  f"{'yes' if best_semi > best_unsup else 'no'} "
                  f"({best_semi:.1f} vs {best_unsup:.1f})")
     groups_line = ", ".join(f"{g} {len(by_group[g])}" for g in GROUPS if by_group.get(g))
+    recs = [results[t.key] for t in tasks if "auroc" in results.get(t.key, {})]
+    fit_wall = sum(r["fit_seconds"] for r in recs)
+    cpu_recs = [r["cpu_seconds"] for r in recs if "cpu_seconds" in r]
+    n_new = len(recs) if n_new is None else n_new
+    reused = f", {len(recs) - n_new} of them reused from the cache" if n_new < len(recs) else ""
+    cpu_s = (f"; CPU time {sum(cpu_recs) / 60:.1f} min over the {len(cpu_recs)} fits timed for it"
+             if cpu_recs else "")
     parts = [
         "## ADBench: semi-supervised detectors with and without AnoOnly",
         "",
@@ -325,8 +356,10 @@ def report(tasks: Sequence[Task], results: dict, methods: Sequence[str],
         f"training set unlabelled with its natural anomaly share; sets over 10,000 samples "
         f"stratified-subsampled; StandardScaler on the training split; test-split AUROC and AUPR "
         f"(%), averaged over seeds, then over data sets. Fit seconds: mean wall time of one fit "
-        f"(one torch thread, {workers} fits in parallel). Wall time of the suite: "
-        f"{seconds / 60:.1f} min. Method budgets and what AnoOnly changes: docs/semisup.md.",
+        f"(one torch thread, {workers} fits in parallel, on a shared machine). {len(recs)} fits"
+        f"{reused}; their fit wall times add up to {fit_wall / 60:.1f} min{cpu_s}; wall time of "
+        f"this run {seconds / 60:.1f} min. Method budgets and what AnoOnly changes: "
+        f"docs/semisup.md.",
         "",
         "### AUROC (%)",
         "",
@@ -355,6 +388,17 @@ def report(tasks: Sequence[Task], results: dict, methods: Sequence[str],
             contamination_table(tasks, results, contamination_methods, contamination_levels),
             "",
         ]
+    if diagnostics:
+        rows = [(VARIANTS[v][0], ao, *extra) for v in diagnostics for extra in ((), (v,))
+                for ao in (False, True)]
+        parts += [
+            "### Diagnostic variants (AUROC %, natural contamination)",
+            "",
+            "Each variant next to its method as run above; see docs/semisup.md for why.",
+            "",
+            main_table(means, rows, "auroc", GROUPS),
+            "",
+        ]
     parts += ["<details><summary>AUROC (%) per data set</summary>", "",
               per_dataset_table(means, variants), "", "</details>"]
     if errors:
@@ -367,6 +411,7 @@ def run(data_root: str | Path = "../shared/data/adbench", seeds: int = 3,
         contamination_methods: Sequence[str] = ("deepsad", "devnet"),
         contamination_levels: Sequence[float] = (0.0, 0.05, 0.10),
         contamination_groups: Sequence[str] = ("CV", "NLP"), labeled: float = 0.1,
+        diagnostics: Sequence[str] = ("nopretrain", "norec"),
         workers: int | None = None, hparams: dict | None = None,
         out_path: str | Path | None = None, cache: str | Path | None = None,
         write: bool = True, progress: bool = True) -> str:
@@ -384,11 +429,12 @@ def run(data_root: str | Path = "../shared/data/adbench", seeds: int = 3,
         cache = os.environ.get("ODDEYE_ADBENCH_CACHE") or None
     workers = workers or min(2, os.cpu_count() or 1)
     tasks = make_tasks(files, seeds, methods, contamination_methods, contamination_levels,
-                       contamination_groups, labeled)
+                       contamination_groups, labeled, diagnostics)
     t0 = time.perf_counter()
-    results = execute(tasks, hparams, workers, cache, progress)
+    results, n_new = execute(tasks, hparams, workers, cache, progress)
     body = report(tasks, results, methods, contamination_methods, contamination_levels,
-                  contamination_groups, seeds, labeled, time.perf_counter() - t0, workers)
+                  contamination_groups, seeds, labeled, time.perf_counter() - t0, workers,
+                  n_new, diagnostics)
     if write:
         write_section(SECTION, body, out_path or DEFAULT_RESULTS)
     return body
