@@ -11,4 +11,8 @@ SUITES: dict[str, str] = {
     "coreset": "oddeye.bench.coreset_suite:run",
     "selection": "oddeye.bench.selection_suite:run",
     "anoonly-image": "oddeye.bench.anoonly_image_suite:run",
+    "rd4ad": "oddeye.bench.rd4ad_suite:run",
+    "resad": "oddeye.bench.resad_suite:run",
+    "onnx": "oddeye.bench.onnx_suite:run",
+    "serving": "oddeye.bench.serving_suite:run",
 }
