@@ -49,8 +49,17 @@ def test_nearest_indices_match_brute_force_in_every_chunking():
     g = torch.Generator().manual_seed(0)
     q, bank = torch.randn(300, 7, generator=g), torch.randn(450, 7, generator=g)
     brute = torch.cdist(q.double(), bank.double()).argmin(dim=1)
-    for max_elems in (1, 1000, 10**8):  # one query row per chunk ... everything at once
-        assert torch.equal(nearest_indices(q, bank, max_elems=max_elems), brute)
+    for q_block, m_block in ((1, 450), (7, 64), (128, 1), (4096, 4096)):  # tiles of all shapes
+        assert torch.equal(nearest_indices(q, bank, q_block=q_block, m_block=m_block), brute)
+
+
+def test_maps_larger_than_max_size_are_average_pooled_before_matching():
+    head = ResADHead(["s4", "s8"], {"s4": 3, "s8": 5}, max_size=8)
+    f4, f8 = torch.randn(2, 3, 16, 16), torch.randn(2, 5, 8, 8)
+    out = head.prepare({"s4": f4, "s8": f8})
+    torch.testing.assert_close(out["s4"], torch.nn.functional.avg_pool2d(f4, 2))
+    assert out["s8"] is f8
+    assert ResADHead(["s4"], {"s4": 3}, max_size=None).prepare({"s4": f4})["s4"] is f4
 
 
 def test_residual_map_subtracts_nearest_reference_over_all_positions():
@@ -192,9 +201,8 @@ def trained(data):
     """ResAD trained on 'grid' only; 'disc' is the unseen class."""
     grid = data["grid"]
     det = Detector(method="resad", size=128, batch_size=8, holdout=0.0, **TINY)
-    with pytest.warns(UserWarning):
-        det.fit([s.path for s in grid.train], validation=[s.path for s in grid.test[:3]],
-                categories=["grid"] * len(grid.train), progress=False)
+    det.fit([s.path for s in grid.train], validation=[s.path for s in grid.test[:3]],
+            categories=["grid"] * len(grid.train), progress=False)
     return det
 
 

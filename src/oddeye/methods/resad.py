@@ -30,7 +30,6 @@ from tqdm.auto import tqdm
 from oddeye.errors import DataError
 from oddeye.methods import register
 from oddeye.methods.base import Method, TrainSet, check_layers
-from oddeye.methods.coreset import coreset_indices
 from oddeye.methods.flows import ConditionalFlow, position_encoding
 
 # --------------------------------------------------------------------------------------------
@@ -39,30 +38,42 @@ from oddeye.methods.flows import ConditionalFlow, position_encoding
 
 
 def nearest_indices(queries: torch.Tensor, bank: torch.Tensor, bank_sq: torch.Tensor | None = None,
-                    max_elems: int = 4_000_000) -> torch.Tensor:
+                    q_block: int = 1024, m_block: int = 2048) -> torch.Tensor:
     """Index of the nearest (Euclidean) row of the (M, D) bank for each (Q, D) query row.
 
-    The (Q, M) distance matrix is built in query chunks of at most ``max_elems`` entries.
+    Exact brute force in (q_block x m_block) tiles of the distance matrix, small enough to stay
+    in cache; a running minimum over bank tiles keeps the first of equal distances.
     """
     if bank.shape[0] == 0:
         raise DataError("no reference features: call set_references with good images of the class")
     if bank_sq is None:
         bank_sq = (bank * bank).sum(1)
     out = torch.empty(queries.shape[0], dtype=torch.long)
-    step = max(1, max_elems // bank.shape[0])
-    for s in range(0, queries.shape[0], step):
-        # |q|^2 is constant per row, so argmin of |b|^2 - 2 q.b is the nearest neighbour
-        d = torch.addmm(bank_sq.unsqueeze(0), queries[s:s + step], bank.T, alpha=-2.0)
-        out[s:s + step] = d.argmin(dim=1)
+    bank_t = bank.T
+    for s in range(0, queries.shape[0], q_block):
+        q = queries[s:s + q_block]
+        best, arg = None, None
+        for m in range(0, bank.shape[0], m_block):
+            # |q|^2 is constant per row, so the smallest |b|^2 - 2 q.b is the nearest neighbour
+            d = torch.addmm(bank_sq[m:m + m_block].unsqueeze(0), q, bank_t[:, m:m + m_block],
+                            alpha=-2.0)
+            val, idx = d.min(dim=1)
+            if best is None:
+                best, arg = val, idx
+            else:
+                better = val < best
+                best = torch.where(better, val, best)
+                arg = torch.where(better, idx + m, arg)
+        out[s:s + q_block] = arg
     return out
 
 
-def residual_map(feat: torch.Tensor, bank: torch.Tensor, bank_sq: torch.Tensor | None = None,
-                 max_elems: int = 4_000_000) -> torch.Tensor:
+def residual_map(feat: torch.Tensor, bank: torch.Tensor, bank_sq: torch.Tensor | None = None
+                 ) -> torch.Tensor:
     """(N, C, h, w) features minus their nearest reference feature (bank rows (M, C))."""
     n, c, h, w = feat.shape
     q = feat.permute(0, 2, 3, 1).reshape(-1, c)
-    idx = nearest_indices(q, bank, bank_sq, max_elems)
+    idx = nearest_indices(q, bank, bank_sq)
     return (q - bank[idx]).view(n, h, w, c).permute(0, 3, 1, 2)
 
 
@@ -222,11 +233,11 @@ class ResADHead(nn.Module):
 
     def __init__(self, layers: Sequence[str], channels: dict[str, int], pos_dim: int = 32,
                  n_coupling: int = 4, hidden: int = 64, clamp: float = 2.0,
-                 match_elems: int = 4_000_000):
+                 max_size: int | None = 32):
         super().__init__()
         self.layers = list(layers)
         self.pos_dim = int(pos_dim)
-        self.match_elems = int(match_elems)
+        self.max_size = int(max_size) if max_size else None
         self.constraintors = nn.ModuleDict({k: ConvBnRelu(channels[k]) for k in self.layers})
         self.flows = nn.ModuleDict({
             k: ConditionalFlow(channels[k], pos_dim, n_coupling, hidden, clamp, seed=i)
@@ -258,10 +269,22 @@ class ResADHead(nn.Module):
             self._pos_cache[key] = flatten_positions(position_encoding(self.pos_dim, h, w)[None])
         return self._pos_cache[key]
 
+    def prepare(self, feats: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+        """The maps that are matched: layers larger than ``max_size`` average-pooled down to it."""
+        out = {}
+        for k in self.layers:
+            f = feats[k]
+            h, w = f.shape[-2:]
+            if self.max_size and max(h, w) > self.max_size:
+                f = F.adaptive_avg_pool2d(f, (min(h, self.max_size), min(w, self.max_size)))
+            out[k] = f
+        return out
+
     def residuals(self, feats: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
         """Residual feature maps against the stored references, per layer."""
-        return {k: residual_map(feats[k], getattr(self, f"ref_{k}"), getattr(self, f"refsq_{k}"),
-                                self.match_elems) for k in self.layers}
+        feats = self.prepare(feats)
+        return {k: residual_map(feats[k], getattr(self, f"ref_{k}"), getattr(self, f"refsq_{k}"))
+                for k in self.layers}
 
     def stage_nll(self, layer: str, constrained: torch.Tensor) -> torch.Tensor:
         """Negative log-likelihood per dimension of constrained (N, C, h, w) maps -> (N, h, w)."""
@@ -300,8 +323,9 @@ class ResAD(Method):
     model sees the residual statistics of several k), ``queries_per_class`` (cap on query images
     per seen class, which keeps classes balanced and training time bounded), ``epochs`` (the first
     ``warmup_epochs`` use normal residuals only), ``anomalies`` ("synthetic" or "none"),
-    ``max_refs`` (optional cap per stage on reference vectors at test time, by greedy coreset;
-    None = exact matching against every position of every reference).
+    ``max_size`` (feature maps larger than this are average-pooled down to it before matching:
+    MobileNetV2's s4 at 256 px goes 64x64 -> 32x32, which makes the exact all-positions matching
+    ~16x cheaper and keeps test time within budget on two CPU cores; None = native resolution).
     """
 
     name = "resad"
@@ -310,13 +334,12 @@ class ResAD(Method):
 
     def __init__(self, backbone: str | None = None, layers: Sequence[str] | None = None,
                  train_shots: Sequence[int] = (2, 4, 8), queries_per_class: int = 16,
-                 epochs: int = 12, warmup_epochs: int = 3, train_batch: int = 8,
+                 epochs: int = 10, warmup_epochs: int = 2, train_batch: int = 8,
                  flow_batch: int = 2048, lr: float = 2e-4, weight_decay: float = 5e-4,
                  radius: float = 0.4, n_coupling: int = 4, hidden: int = 64, pos_dim: int = 32,
-                 clamp: float = 2.0,
+                 clamp: float = 2.0, max_size: int | None = 32,
                  anomalies: str = "synthetic", push_weight: float = 1.0, margin: float = 0.1,
-                 boundary_quantile: float = 0.05, default_shots: int = 2,
-                 max_refs: int | None = None, seed: int = 0):
+                 boundary_quantile: float = 0.05, default_shots: int = 2, seed: int = 0):
         super().__init__(backbone, layers)
         self.train_shots = tuple(int(k) for k in train_shots)
         self.queries_per_class = queries_per_class
@@ -331,12 +354,12 @@ class ResAD(Method):
         self.hidden = hidden
         self.pos_dim = pos_dim
         self.clamp = clamp
+        self.max_size = max_size
         self.anomalies = anomalies
         self.push_weight = push_weight
         self.margin = margin
         self.boundary_quantile = boundary_quantile
         self.default_shots = default_shots
-        self.max_refs = max_refs
         self.seed = seed
         if anomalies not in ("synthetic", "none"):
             raise DataError(f"anomalies must be 'synthetic' or 'none', got {anomalies!r}")
@@ -346,22 +369,18 @@ class ResAD(Method):
     def build_head(self, channels: dict[str, int], strides: dict[str, int]) -> nn.Module:
         check_layers(self.layers, channels)
         return ResADHead(self.layers, channels, self.pos_dim, self.n_coupling, self.hidden,
-                         self.clamp)
+                         self.clamp, self.max_size)
 
     # ---- references (test time: no gradient step)
     def reference_banks(self, head: ResADHead, refs: TrainSet) -> dict[str, torch.Tensor]:
-        """(M, C) reference features per layer from good images, capped by ``max_refs``."""
+        """(M, C) reference features per layer: every position of every reference image."""
         parts: dict[str, list[torch.Tensor]] = {k: [] for k in head.layers}
         with torch.inference_mode():
             for feats in refs.iter_features(desc="reference features"):
+                feats = head.prepare(feats)
                 for k in head.layers:
                     parts[k].append(flatten_positions(feats[k]).clone())
-        banks = {k: torch.cat(v) for k, v in parts.items()}
-        if self.max_refs:
-            for k, bank in banks.items():
-                if bank.shape[0] > self.max_refs:
-                    banks[k] = bank[coreset_indices(bank, int(self.max_refs), seed=self.seed)]
-        return banks
+        return {k: torch.cat(v) for k, v in parts.items()}
 
     def set_references(self, head: nn.Module, refs: TrainSet) -> None:
         """Store the reference features of the class to inspect; parameters are not touched."""
@@ -420,21 +439,21 @@ class ResAD(Method):
         for ref_idx, query_idx in split.values():
             if not query_idx:
                 continue
-            ref_feats = self._features(data, data.images[ref_idx])
+            ref_feats = head.prepare(self._features(data, data.images[ref_idx]))
             queries = data.images[query_idx]
             size = int(queries.shape[-1])
             shots = rng.choice([k for k in self.train_shots if k <= len(ref_idx)]
                                or [len(ref_idx)], size=len(query_idx))
             banks = {k: [flatten_positions(ref_feats[k][: int(n)]) for n in shots]
                      for k in head.layers}
-            clean = self._features(data, queries)
+            clean = head.prepare(self._features(data, queries))
             clean_res = {k: torch.cat([residual_map(clean[k][i:i + 1], banks[k][i])
                                        for i in range(len(query_idx))]) for k in head.layers}
             no_defect = torch.zeros(len(query_idx), size, size, dtype=torch.uint8)
             versions = [(clean_res, no_defect)]
             if self.anomalies == "synthetic":
                 imgs, masks = self._defective(data.images, query_idx, rng)
-                feats = self._features(data, imgs)
+                feats = head.prepare(self._features(data, imgs))
                 # a defect only changes features whose receptive field it touches: the clean
                 # residual is reused everywhere else (same references), only changed ones matched
                 bad_res = {}
@@ -538,7 +557,7 @@ class ResAD(Method):
                 loss_f.backward()
                 nn.utils.clip_grad_norm_(head.flows.parameters(), 10.0)
                 opt_f.step()
-                total += float(loss_c) + float(loss_f)
+                total += float(loss_c.detach()) + float(loss_f.detach())
                 steps += 1
             bar.set_postfix(loss=f"{total / max(1, steps):.3f}")
         bar.close()
