@@ -7,6 +7,7 @@ patch's score is its Euclidean distance to the nearest bank entry.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
 
 import torch
@@ -19,8 +20,14 @@ from oddeye.methods.base import Method, TrainSet, check_layers
 from oddeye.methods.coreset import coreset_indices
 
 
-def aggregate(feats: dict[str, torch.Tensor], layers: Sequence[str], kernel: int) -> torch.Tensor:
-    """Average each stage over a kernel x kernel neighbourhood, upsample to the first, concat."""
+def aggregate(feats: dict[str, torch.Tensor], layers: Sequence[str], kernel: int,
+              equal_layers: bool = False) -> torch.Tensor:
+    """Average each stage over a kernel x kernel neighbourhood, upsample to the first, concat.
+
+    ``equal_layers`` scales every stage by ``1/sqrt(channels)`` so each stage weighs the same in a
+    squared distance, whatever its width: what PatchCore's per-layer adaptive pooling to one common
+    dimension amounts to for nearest-neighbour search.
+    """
     out = []
     size = feats[layers[0]].shape[-2:]
     for name in layers:
@@ -29,6 +36,8 @@ def aggregate(feats: dict[str, torch.Tensor], layers: Sequence[str], kernel: int
             f = F.avg_pool2d(f, kernel, stride=1, padding=kernel // 2, count_include_pad=False)
         if f.shape[-2:] != size:
             f = F.interpolate(f, size=size, mode="bilinear", align_corners=False)
+        if equal_layers:
+            f = f * (1.0 / math.sqrt(f.shape[1]))
         out.append(f)
     return torch.cat(out, dim=1)
 
@@ -48,14 +57,15 @@ def nearest_distance(queries: torch.Tensor, bank: torch.Tensor, bank_sq: torch.T
 class PatchCoreHead(nn.Module):
     """Features -> nearest-neighbour distance map at the first layer's resolution."""
 
-    def __init__(self, layers: Sequence[str], dim: int, kernel: int = 3):
+    def __init__(self, layers: Sequence[str], dim: int, kernel: int = 3,
+                 equal_layers: bool = True):
         super().__init__()
-        self.layers, self.kernel = list(layers), int(kernel)
+        self.layers, self.kernel, self.equal_layers = list(layers), int(kernel), equal_layers
         self.register_buffer("bank", torch.zeros(0, dim))
         self.register_buffer("bank_sq", torch.zeros(0))
 
     def embed(self, feats: dict[str, torch.Tensor]) -> torch.Tensor:
-        return aggregate(feats, self.layers, self.kernel)
+        return aggregate(feats, self.layers, self.kernel, self.equal_layers)
 
     def set_bank(self, bank: torch.Tensor) -> None:
         self.bank = bank.contiguous()
@@ -77,10 +87,12 @@ class PatchCore(Method):
     score_from = "raw"  # the paper's image score: the largest patch distance, before smoothing
 
     def __init__(self, backbone: str | None = None, layers: Sequence[str] | None = None,
-                 kernel: int = 3, coreset_ratio: float = 0.1, max_bank: int | None = None,
-                 proj_dim: int = 128, chunk_size: int | None = 16384, seed: int = 0):
+                 kernel: int = 3, equal_layers: bool = True, coreset_ratio: float = 0.1,
+                 max_bank: int | None = None, proj_dim: int = 128,
+                 chunk_size: int | None = 16384, seed: int = 0):
         super().__init__(backbone, layers)
         self.kernel = kernel
+        self.equal_layers = equal_layers
         self.coreset_ratio = coreset_ratio
         self.max_bank = max_bank
         self.proj_dim = proj_dim
@@ -89,7 +101,8 @@ class PatchCore(Method):
 
     def build_head(self, channels: dict[str, int], strides: dict[str, int]) -> nn.Module:
         check_layers(self.layers, channels)
-        return PatchCoreHead(self.layers, sum(channels[k] for k in self.layers), self.kernel)
+        return PatchCoreHead(self.layers, sum(channels[k] for k in self.layers), self.kernel,
+                             self.equal_layers)
 
     def fit_head(self, head: nn.Module, data: TrainSet) -> None:
         assert isinstance(head, PatchCoreHead)
