@@ -8,9 +8,12 @@ from oddeye.data.mvtec import load_dataset
 from oddeye.data.synth import generate
 from oddeye.evaluation import evaluate_category
 
-root = generate("/tmp/oddeye_eqval_synth", seed=1, classes=["grid","noise","stripes"], n_train=30, n_test_good=10, n_test_defect=3)
+root = generate("/tmp/oddeye_eqval_synth", seed=1, classes=["grid", "noise", "stripes"],
+                n_train=30, n_test_good=10, n_test_defect=3)
 for cat in load_dataset(root):
     for eq in (False, True):
-        det = Detector(method="patchcore", equal_layers=eq).fit([s.path for s in cat.train], progress=False)
+        det = Detector(method="patchcore", equal_layers=eq)
+        det.fit([s.path for s in cat.train], progress=False)
         r = evaluate_category(det, cat, progress=False)
-        print(cat.name, "equal_layers", eq, f"img {r['image_auroc']:.3f} px {r['pixel_auroc']:.3f} aupro {r['pixel_aupro']:.3f}", flush=True)
+        print(cat.name, "equal_layers", eq, f"img {r['image_auroc']:.3f} "
+              f"px {r['pixel_auroc']:.3f} aupro {r['pixel_aupro']:.3f}", flush=True)
