@@ -16,6 +16,6 @@ def test_onnx_suite_writes_its_section(patchcore_file, tmp_path):
     assert "<!-- section:onnx -->" in out.read_text()
     (row,) = [line for line in body.splitlines() if line.startswith("| patchcore")]
     cells = [c.strip() for c in row.strip("|").split("|")]
-    assert cells[2] == "64px"
-    assert all(float(c) > 0 for c in (cells[3], cells[4], cells[6], cells[7]))
-    assert float(cells[9]) < 1e-4 and float(cells[10]) < 1e-4  # parity columns
+    assert cells[2] == "64px" and cells[3] == "1"
+    assert all(float(c) > 0 for c in (cells[4], cells[5], cells[7], cells[8]))
+    assert float(cells[10]) < 1e-4 and float(cells[11]) < 1e-4  # parity columns

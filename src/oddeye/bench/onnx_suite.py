@@ -89,11 +89,13 @@ def time_one(model_path: str | Path, onnx_path: str | Path, images: Sequence[Pat
 
 def run(out_path: str | Path | None = None, methods: Sequence[str] | None = None,
         models: Sequence[str | Path] | None = None, batches: Sequence[int] = (1, 16),
-        repeats: int = 5, threads: int = 2, size: int = 256, section: str = "onnx") -> str:
-    """Benchmark torch eager vs ONNX Runtime and write section ``onnx`` of RESULTS.md."""
+        repeats: int = 5, threads: int | Sequence[int] = (1, 2), size: int = 256,
+        section: str = "onnx") -> str:
+    """Benchmark torch eager vs ONNX Runtime per thread count; write section ``onnx``."""
     from oddeye.bench.results import DEFAULT_RESULTS, write_section
     from oddeye.export.onnx import export_onnx
 
+    thread_counts = [threads] if isinstance(threads, int) else list(threads)
     rows = []
     with tempfile.TemporaryDirectory(prefix="oddeye-onnx-bench-") as tmp:
         pairs: list[tuple[str, Path]] = []
@@ -112,25 +114,29 @@ def run(out_path: str | Path | None = None, methods: Sequence[str] | None = None
             t0 = time.perf_counter()
             export_onnx(det, onnx_path)
             export_s = time.perf_counter() - t0
-            print(f"onnx bench: timing {name}", file=sys.stderr, flush=True)
-            r = time_one(path, onnx_path, images, batches, repeats, threads)
-            r.update(method=det.method, export_s=export_s,
-                     onnx_mb=os.path.getsize(onnx_path) / 1e6)
-            rows.append(r)
-    head = ["method", "backbone", "input"]
+            for t in thread_counts:
+                print(f"onnx bench: timing {name} with {t} thread(s)", file=sys.stderr,
+                      flush=True)
+                r = time_one(path, onnx_path, images, batches, repeats, t)
+                r.update(method=det.method, export_s=export_s, threads=t,
+                         onnx_mb=os.path.getsize(onnx_path) / 1e6)
+                rows.append(r)
+    head = ["method", "backbone", "input", "threads"]
     for b in batches:
         head += [f"torch ms/img b={b}", f"ORT ms/img b={b}", f"ORT speed-up b={b}"]
     head += ["max map diff", "max score diff", "export s", "ONNX MB"]
     origin = "given model files" if models else "models fitted on the synthetic grid class"
     lines = [f"## ONNX Runtime vs torch eager ({section})", "",
-             f"{origin.capitalize()} (`oddeye synth` generator, seed 0), "
-             f"exported with `oddeye export`; {threads} threads for both runtimes, the same "
+             f"{origin.capitalize()}{'' if models else ' (`oddeye synth` generator, seed 0)'}, "
+             f"exported with `oddeye export`; the same thread count for both runtimes, the same "
              "resized uint8 batch of 16 test images; median of "
              f"{repeats} runs after a warm-up; ms per image includes normalisation, backbone, "
-             "head, upsampling, blur and score (decode and resize excluded).", "",
+             "head, upsampling, blur and score (decode and resize excluded). With as many "
+             "threads as cores, times (torch's above all) grow sharply when other processes "
+             "load the machine: compare with the load average in the line below.", "",
              "| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
     for r in rows:
-        cells = [r["method"], r["backbone"], f"{r['size']}px"]
+        cells = [r["method"], r["backbone"], f"{r['size']}px", str(r["threads"])]
         for b in batches:
             t, o = r[f"torch_b{b}"], r[f"onnx_b{b}"]
             cells += [f"{t:.1f}", f"{o:.1f}", f"{t / o:.2f}x"]
@@ -140,3 +146,26 @@ def run(out_path: str | Path | None = None, methods: Sequence[str] | None = None
     body = "\n".join(lines)
     write_section(section, body, out_path or DEFAULT_RESULTS)
     return body
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """``python -m oddeye.bench.onnx_suite``: the suite with its options on the command line."""
+    import argparse
+
+    p = argparse.ArgumentParser(prog="python -m oddeye.bench.onnx_suite")
+    p.add_argument("--methods", nargs="+")
+    p.add_argument("--models", nargs="+", help=".oddeye files to time instead of fitting")
+    p.add_argument("--batches", nargs="+", type=int, default=[1, 16])
+    p.add_argument("--repeats", type=int, default=5)
+    p.add_argument("--threads", nargs="+", type=int, default=[1, 2])
+    p.add_argument("--size", type=int, default=256)
+    p.add_argument("--section", default="onnx")
+    p.add_argument("--out", help="results file (default benchmarks/RESULTS.md)")
+    a = p.parse_args(argv)
+    print(run(out_path=a.out, methods=a.methods, models=a.models, batches=a.batches,
+              repeats=a.repeats, threads=a.threads, size=a.size, section=a.section))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

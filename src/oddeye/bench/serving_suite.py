@@ -177,3 +177,28 @@ def run(out_path: str | Path | None = None, model: str | Path | None = None,
     body = "\n".join(lines)
     write_section(section, body, out_path or DEFAULT_RESULTS)
     return body
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """``python -m oddeye.bench.serving_suite``: the suite with its options on the command line."""
+    import argparse
+
+    p = argparse.ArgumentParser(prog="python -m oddeye.bench.serving_suite")
+    p.add_argument("--model", help=".oddeye or .onnx file (default: PatchCore fitted on synth)")
+    p.add_argument("--clients", nargs="+", type=int, default=[1, 4, 16])
+    p.add_argument("--duration", type=float, default=10.0, help="seconds per client count")
+    p.add_argument("--max-pending", type=int, default=8)
+    p.add_argument("--no-overlay", action="store_true")
+    p.add_argument("--size", type=int, default=256)
+    p.add_argument("--threads", type=int)
+    p.add_argument("--section", default="serving")
+    p.add_argument("--out", help="results file (default benchmarks/RESULTS.md)")
+    a = p.parse_args(argv)
+    print(run(out_path=a.out, model=a.model, clients=a.clients, duration=a.duration,
+              max_pending=a.max_pending, overlay=not a.no_overlay, size=a.size,
+              threads=a.threads, section=a.section))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
