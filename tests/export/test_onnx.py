@@ -105,6 +105,7 @@ def test_metadata_props(exported):
     assert props["backbone"] == det.method_.backbone
     assert props["oddeye_version"] == __version__
     assert props["input_dtype"] == "uint8"
+    assert props["score_from"] == det.model_.post.score_from
 
 
 def test_static_batch_and_float_input(exported, synth_root, tmp_path):

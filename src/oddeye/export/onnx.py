@@ -113,6 +113,7 @@ def export_metadata(detector: Any, input_dtype: str) -> dict[str, str]:
         "size": str(int(detector.size)),
         "sigma": repr(float(detector.model_.post.sigma)),
         "reduce": str(detector.model_.post.reduce),
+        "score_from": str(getattr(detector.model_.post, "score_from", "smoothed")),
         "threshold": repr(float(detector.threshold_)),
         "score_scale": repr(float(detector.score_scale_)),
         "threshold_info": json.dumps(info, default=str),
