@@ -368,6 +368,10 @@ def write_test_report(out_dir: str | Path, detector, per_category: dict[str, dic
     from oddeye import __version__
 
     stamp = _dt.datetime.now().strftime("%Y-%m-%d %H:%M")
+    post = getattr(getattr(first, "model_", None), "post", None)
+    reduce = "top-k mean" if getattr(post, "reduce", "max") == "topk" else "maximum"
+    score_text = (f"{reduce} of the raw feature-level map" if getattr(post, "score_from", "")
+                  == "raw" else f"{reduce} of the smoothed map")
     backbone = getattr(getattr(first, "method_", None), "backbone", None) or getattr(
         first, "backbone", "?")
     n_def, n_good = total["tp"] + total["fn"], total["fp"] + total["tn"]
@@ -398,7 +402,7 @@ def write_test_report(out_dir: str | Path, detector, per_category: dict[str, dic
         f"<div class='tiles'>{tile_html}</div>",
         "<h2 id='metrics'>Metrics</h2>", metric_table(per_category, counts),
         "<p class='note'>Threshold-free metrics on raw scores (hover a column title for its "
-        "meaning): image metrics on the image score (maximum of the smoothed map), pixel metrics "
+        f"meaning): image metrics on the image score ({score_text}), pixel metrics "
         "on maps at the model size, AUPRO integrated to a false positive rate of 0.3. "
         "<i>detected</i> and <i>false alarms</i> use the model's own threshold, as in "
         "production.</p>",
