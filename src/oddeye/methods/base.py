@@ -80,6 +80,8 @@ class Method(ABC):
     #: Which map the image score reduces, as the method's paper defines it: "smoothed" (the
     #: upsampled, Gaussian-filtered map) or "raw" (the head's map at feature resolution).
     score_from: ClassVar[str] = "smoothed"
+    #: False when the head cannot be traced to ONNX (the exporter then refuses with a clear error).
+    exportable: ClassVar[bool] = True
 
     def __init__(self, backbone: str | None = None, layers: Sequence[str] | None = None):
         self.backbone = backbone or self.default_backbone
