@@ -147,6 +147,17 @@ def test_fitted_flow_approaches_the_true_gaussian_log_likelihood():
     assert abs(fitted - truth) < 0.05, (fitted, truth)
 
 
+def test_flow_broadcasts_one_condition_row_per_position_over_images():
+    torch.manual_seed(6)
+    flow = ConditionalFlow(dim=4, cond_dim=8, n_coupling=2, hidden=16)
+    with torch.no_grad():
+        for p in flow.parameters():
+            p.add_(0.3 * torch.randn_like(p))
+    x, cond = torch.randn(3, 10, 4), torch.randn(10, 8)  # 3 images x 10 positions
+    rows = flow.log_prob(x.reshape(30, 4), cond.repeat(3, 1)).reshape(3, 10)
+    torch.testing.assert_close(flow.log_prob(x, cond), rows)
+
+
 def test_position_encoding_is_distinct_per_position():
     pe = position_encoding(16, 5, 7)
     assert pe.shape == (16, 5, 7)
@@ -188,6 +199,42 @@ def test_position_labels_normal_defect_and_ignored_cells():
     assert lab[0, 0] == 1 and lab[3, 3] == -1
     assert lab[0, 1] == -1 and lab[1, 1] == -1  # neighbours of a defect are ignored
     assert lab[0, 3] == 0 and lab[3, 0] == 0
+
+
+@pytest.mark.filterwarnings("ignore::torch.jit.TracerWarning")
+def test_export_head_matches_and_keeps_every_query_when_traced_at_batch_one():
+    """The traced graph must not freeze the query tiling of the example batch."""
+    torch.manual_seed(7)
+    ch = {"s4": 6, "s8": 8}
+    head = ResADHead(["s4", "s8"], ch, n_coupling=2, hidden=16, max_size=16).eval()
+    with torch.no_grad():
+        for p in head.flows.parameters():
+            p.add_(0.1 * torch.randn_like(p))
+
+    def feats(n):
+        return {"s4": torch.randn(n, 6, 32, 32), "s8": torch.randn(n, 8, 16, 16)}
+
+    refs = head.prepare(feats(3))
+    head.set_reference_features({k: v.permute(0, 2, 3, 1).reshape(-1, v.shape[1])
+                                 for k, v in refs.items()})
+    exp = head.for_export()
+
+    class Wrap(torch.nn.Module):
+        def __init__(self, inner):
+            super().__init__()
+            self.inner = inner
+
+        def forward(self, a, b):
+            return self.inner({"s4": a, "s8": b})
+
+    with torch.no_grad():
+        f1, f5 = feats(1), feats(5)  # 5 x 16 x 16 = 1280 queries > one tile of 1024
+        torch.testing.assert_close(exp(f5), head(f5))
+        traced = torch.jit.trace(Wrap(exp), (f1["s4"], f1["s8"]), check_trace=False)
+        torch.testing.assert_close(traced(f5["s4"], f5["s8"]), head(f5))
+    head.set_reference_features({k: torch.zeros(0, c) for k, c in ch.items()})
+    with pytest.raises(DataError, match="set_references before exporting"):
+        head.for_export()
 
 
 # --------------------------------------------------------------------- the method end to end

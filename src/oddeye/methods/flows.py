@@ -1,11 +1,12 @@
 """Conditional normalising flows on feature vectors, in plain torch (no flow library).
 
-A flow maps a feature ``x`` (D values) and a condition ``c`` (a positional encoding) to ``z`` with
-a tractable Jacobian; the density is ``log p(x | c) = log N(z; 0, I) + log|det dz/dx|``. Blocks:
-``ActNorm`` (per-dimension affine, identity until fitted), ``AffineCoupling`` (half the dims
-scaled and shifted by an MLP of the other half and the condition, last layer zero so a fresh block
-is the identity) and fixed channel permutations between couplings. Used by ResAD's distribution
-estimator; every block also has an exact inverse so the algebra is testable.
+A flow maps a feature ``x`` (D values, the last axis of any shape) and a condition ``c`` (a
+positional encoding, broadcast against x's leading axes) to ``z`` with a tractable Jacobian; the
+density is ``log p(x | c) = log N(z; 0, I) + log|det dz/dx|``. Blocks: ``ActNorm`` (per-dimension
+affine, identity until fitted), ``AffineCoupling`` (half the dims scaled and shifted by an MLP of
+the other half and the condition, last layer zero so a fresh block is the identity) and fixed
+channel permutations between couplings. Used by ResAD's distribution estimator; every block also
+has an exact inverse so the algebra is testable.
 """
 
 from __future__ import annotations
@@ -13,14 +14,15 @@ from __future__ import annotations
 import math
 
 import torch
+import torch.nn.functional as F
 from torch import nn
 
 LOG_2PI = math.log(2.0 * math.pi)
 
 
 def standard_normal_logprob(z: torch.Tensor) -> torch.Tensor:
-    """Log-density of (N, D) points under N(0, I): -0.5 * (|z|^2 + D log 2 pi), shape (N,)."""
-    return -0.5 * ((z * z).sum(dim=1) + z.shape[1] * LOG_2PI)
+    """Log-density of (..., D) points under N(0, I): -0.5 * (|z|^2 + D log 2 pi), shape (...)."""
+    return -0.5 * ((z * z).sum(dim=-1) + z.shape[-1] * LOG_2PI)
 
 
 def position_encoding(dim: int, height: int, width: int) -> torch.Tensor:
@@ -52,7 +54,7 @@ class ActNorm(nn.Module):
 
     def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         y = (x + self.bias) * torch.exp(self.log_scale)
-        return y, self.log_scale.sum().expand(x.shape[0])
+        return y, self.log_scale.sum().expand(x.shape[:-1])
 
     def inverse(self, y: torch.Tensor) -> torch.Tensor:
         return y * torch.exp(-self.log_scale) - self.bias
@@ -79,20 +81,27 @@ class AffineCoupling(nn.Module):
         nn.init.zeros_(self.net[-1].bias)
 
     def _scale_shift(self, x1: torch.Tensor, cond: torch.Tensor | None) -> tuple[torch.Tensor, ...]:
-        inp = x1 if cond is None else torch.cat([x1, cond], dim=1)
-        s, t = self.net(inp).chunk(2, dim=1)
+        first = self.net[0]
+        if cond is None:
+            hidden = first(x1)
+        else:
+            # the first layer on [x1, cond] as two products, so cond (e.g. one row per position)
+            # broadcasts over x1's leading axes (e.g. images) and is multiplied only once
+            hidden = (F.linear(x1, first.weight[:, : self.d1], first.bias)
+                      + F.linear(cond, first.weight[:, self.d1 :]))
+        s, t = self.net[2](self.net[1](hidden)).chunk(2, dim=-1)
         return self.clamp * torch.tanh(s / self.clamp), t
 
     def forward(self, x: torch.Tensor, cond: torch.Tensor | None = None
                 ) -> tuple[torch.Tensor, torch.Tensor]:
-        x1, x2 = x[:, : self.d1], x[:, self.d1 :]
+        x1, x2 = x[..., : self.d1], x[..., self.d1 :]
         s, t = self._scale_shift(x1, cond)
-        return torch.cat([x1, x2 * torch.exp(s) + t], dim=1), s.sum(dim=1)
+        return torch.cat([x1, x2 * torch.exp(s) + t], dim=-1), s.sum(dim=-1)
 
     def inverse(self, y: torch.Tensor, cond: torch.Tensor | None = None) -> torch.Tensor:
-        y1, y2 = y[:, : self.d1], y[:, self.d1 :]
+        y1, y2 = y[..., : self.d1], y[..., self.d1 :]
         s, t = self._scale_shift(y1, cond)
-        return torch.cat([y1, (y2 - t) * torch.exp(-s)], dim=1)
+        return torch.cat([y1, (y2 - t) * torch.exp(-s)], dim=-1)
 
 
 class ConditionalFlow(nn.Module):
@@ -118,7 +127,7 @@ class ConditionalFlow(nn.Module):
                 ) -> tuple[torch.Tensor, torch.Tensor]:
         z, log_det = self.actnorm(x)
         for i, block in enumerate(self.couplings):
-            z = z[:, self.perms[i]]
+            z = z[..., self.perms[i]]
             z, ld = block(z, cond)
             log_det = log_det + ld
         return z, log_det
@@ -128,10 +137,10 @@ class ConditionalFlow(nn.Module):
         x = z
         for i in reversed(range(len(self.couplings))):
             x = self.couplings[i].inverse(x, cond)
-            x = x[:, torch.argsort(self.perms[i])]
+            x = x[..., torch.argsort(self.perms[i])]
         return self.actnorm.inverse(x)
 
     def log_prob(self, x: torch.Tensor, cond: torch.Tensor | None = None) -> torch.Tensor:
-        """log p(x | cond) per row, shape (N,)."""
+        """log p(x | cond) of every vector along the last axis: shape ``x.shape[:-1]``."""
         z, log_det = self(x, cond)
         return standard_normal_logprob(z) + log_det

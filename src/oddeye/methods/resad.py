@@ -48,8 +48,8 @@ def nearest_indices(queries: torch.Tensor, bank: torch.Tensor, bank_sq: torch.Te
         raise DataError("no reference features: call set_references with good images of the class")
     if bank_sq is None:
         bank_sq = (bank * bank).sum(1)
-    out = torch.empty(queries.shape[0], dtype=torch.long)
     bank_t = bank.T
+    parts = []
     for s in range(0, queries.shape[0], q_block):
         q = queries[s:s + q_block]
         best, arg = None, None
@@ -64,8 +64,8 @@ def nearest_indices(queries: torch.Tensor, bank: torch.Tensor, bank_sq: torch.Te
                 better = val < best
                 best = torch.where(better, val, best)
                 arg = torch.where(better, idx + m, arg)
-        out[s:s + q_block] = arg
-    return out
+        parts.append(arg)
+    return parts[0] if len(parts) == 1 else torch.cat(parts)
 
 
 def residual_map(feat: torch.Tensor, bank: torch.Tensor, bank_sq: torch.Tensor | None = None
@@ -288,10 +288,10 @@ class ResADHead(nn.Module):
 
     def stage_nll(self, layer: str, constrained: torch.Tensor) -> torch.Tensor:
         """Negative log-likelihood per dimension of constrained (N, C, h, w) maps -> (N, h, w)."""
-        n, c, h, w = constrained.shape
-        cond = self.positions(h, w).repeat(n, 1)
-        logp = self.flows[layer].log_prob(flatten_positions(constrained), cond)
-        return (-logp / c).view(n, h, w)
+        _, c, h, w = constrained.shape
+        x = constrained.flatten(2).transpose(1, 2)  # (N, h*w, C); positions broadcast over N
+        logp = self.flows[layer].log_prob(x, self.positions(h, w))
+        return (-logp / c).reshape(-1, h, w)
 
     def score_residuals(self, res: dict[str, torch.Tensor]) -> torch.Tensor:
         """Residual maps -> combined standardised NLL map at the first layer's resolution."""
@@ -308,6 +308,40 @@ class ResADHead(nn.Module):
 
     def forward(self, feats: dict[str, torch.Tensor]) -> torch.Tensor:
         return self.score_residuals(self.residuals(feats))
+
+    def for_export(self) -> nn.Module:
+        """This head with batch-independent matching tiles, for a traced (ONNX) graph."""
+        if min(self.n_references().values()) == 0:
+            raise DataError("resad head has no reference features: call set_references before "
+                            "exporting (the references are part of the exported graph)")
+        return ExportableResADHead(self)
+
+
+class ExportableResADHead(nn.Module):
+    """The same maps as ``ResADHead``, with the distance matrix tiled over the bank only.
+
+    The number of tiles then depends on the stored references alone, not on the batch, so a
+    traced graph with a free batch axis computes every query (``ResADHead`` also tiles queries,
+    which a tracer would freeze at the example batch).
+    """
+
+    def __init__(self, head: ResADHead, m_block: int = 2048):
+        super().__init__()
+        self.head = head
+        self.m_block = int(m_block)
+
+    def forward(self, feats: dict[str, torch.Tensor]) -> torch.Tensor:
+        head = self.head
+        feats = head.prepare(feats)
+        res = {}
+        for k in head.layers:
+            f = feats[k]
+            _, c, h, w = f.shape
+            q = flatten_positions(f)
+            bank, bank_sq = getattr(head, f"ref_{k}"), getattr(head, f"refsq_{k}")
+            idx = nearest_indices(q, bank, bank_sq, q_block=2**62, m_block=self.m_block)
+            res[k] = (q - bank[idx]).reshape(-1, h, w, c).permute(0, 3, 1, 2)
+        return head.score_residuals(res)
 
 
 # --------------------------------------------------------------------------------------------
