@@ -91,7 +91,8 @@ def run(methods: list[str] | None = None, datasets: list[str] | None = None,
 
     methods = methods or ["patchcore", "padim"]
     datasets = datasets or ["synthetic", *DATASETS]
-    rows = []
+    rows: list = []
+    body = _table(rows, backbone, params, threads, section)
     with tempfile.TemporaryDirectory() as tmp:
         for ds in datasets:
             if ds == "synthetic":
@@ -117,6 +118,15 @@ def run(methods: list[str] | None = None, datasets: list[str] | None = None,
                 print(f"  image AUROC {r['image_auroc']:.3f} pixel AUROC {r['pixel_auroc']:.3f} "
                       f"AUPRO {r['pixel_aupro']:.3f} fit {r['fit_seconds']:.1f}s "
                       f"{r['ms_per_image']:.1f} ms/img {r['peak_rss_mb']:.0f} MB", file=sys.stderr)
+                # rewrite the section after every row, so an interrupted run keeps what it measured
+                body = _table(rows, backbone, params, threads, section)
+                write_section(section, body, out_path or DEFAULT_RESULTS)
+    return body
+
+
+def _table(rows: list, backbone: str | None, params: dict | None, threads: int,
+           section: str) -> str:
+    """The markdown table of the finished (method, data set) rows."""
     lines = [f"## Detection ({section})", "",
              f"Backbone: {backbone or 'method default'}; params: {json.dumps(params or {})}; "
              f"{threads} torch threads. Protocol: 256x256 no crop, ImageNet normalisation, "
@@ -129,9 +139,7 @@ def run(methods: list[str] | None = None, datasets: list[str] | None = None,
         lines.append(f"| {m} | {ds} | {r['image_auroc']:.3f} | {r['pixel_auroc']:.3f} | "
                      f"{r['pixel_aupro']:.3f} | {r['image_ap']:.3f} | {r['pixel_ap']:.3f} | "
                      f"{r['fit_seconds']:.1f} | {r['ms_per_image']:.1f} | {r['peak_rss_mb']:.0f} |")
-    body = "\n".join(lines)
-    write_section(section, body, out_path or DEFAULT_RESULTS)
-    return body
+    return "\n".join(lines)
 
 
 if __name__ == "__main__":
