@@ -222,3 +222,25 @@ def test_cli_train_test_predict(synth_root, tmp_path):
     imgs = sorted((synth_root / "disc" / "test").rglob("*.png"))[:2]
     assert main(["predict", "--model", str(model), *map(str, imgs), "--out",
                  str(tmp_path / "pred")]) == 0
+
+
+def test_precise_bn_sets_running_stats_to_the_training_set_statistics(disc):
+    x = to_batch(load_resized([s.path for s in disc.train[:6]], 64))
+    cfg = PreprocessConfig()
+    method = create_method("rd4ad", epochs=1, train_batch=6, precise_bn=False)
+    fx = FeatureExtractor(method.backbone, method.layers)
+    head = method.build_head(fx.channels, fx.strides)
+    data = TrainSet(images=x, extractor=fx, normalize=Normalize(cfg.mean, cfg.std),
+                    progress=False)
+    method.fit_head(head, data)
+    bn = head.decoder.stages[-1].blocks[0].body[1]  # a BatchNorm deep inside the student
+    seen = []
+    hook = bn.register_forward_hook(lambda _m, inp, _out: seen.append(inp[0].detach()))
+    method.recalibrate_bn(head, data)  # one batch of all 6 images: exact statistics
+    hook.remove()
+    assert len(seen) == 1 and not head.training
+    inp = seen[0]
+    torch.testing.assert_close(bn.running_mean, inp.mean(dim=(0, 2, 3)), rtol=1e-4, atol=1e-5)
+    torch.testing.assert_close(bn.running_var, inp.var(dim=(0, 2, 3), unbiased=True),
+                               rtol=1e-3, atol=1e-5)
+    assert bn.momentum == 0.1  # restored after the pass

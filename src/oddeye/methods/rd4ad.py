@@ -267,12 +267,12 @@ class RD4AD(Method):
     default_layers = ("s4", "s8", "s16")
 
     def __init__(self, backbone: str | None = None, layers: Sequence[str] | None = None,
-                 epochs: int = 20, lr: float = 0.005, betas: Sequence[float] = (0.5, 0.999),
+                 epochs: int = 40, lr: float = 0.005, betas: Sequence[float] = (0.5, 0.999),
                  train_batch: int = 16, loss: str = "pixel", embed_dim: int | None = None,
                  block: str = "auto", expand: int = 2, ocbe_blocks: int | None = None,
                  decoder_blocks: Sequence[int] | None = None,
                  cache_features: str | bool = "auto", cache_mb: int = 2048,
-                 channels_last: bool = True, seed: int = 0):
+                 channels_last: bool = True, precise_bn: bool = True, seed: int = 0):
         super().__init__(backbone, layers)
         self.epochs = epochs
         self.lr = lr
@@ -287,6 +287,7 @@ class RD4AD(Method):
         self.cache_features = cache_features
         self.cache_mb = cache_mb
         self.channels_last = channels_last
+        self.precise_bn = precise_bn
         self.seed = seed
         if loss not in LOSSES:
             raise DataError(f"loss must be one of {LOSSES}, got {loss!r}")
@@ -342,11 +343,31 @@ class RD4AD(Method):
                    leave=False)
         history = []
         for loss, seconds in self.train_epochs(head, data):
-            history.append((loss, seconds))
+            history.append([loss, seconds])
             bar.set_postfix(loss=f"{loss:.4f}")
             bar.update(1)
         bar.close()
+        if self.precise_bn:
+            t0 = time.perf_counter()
+            self.recalibrate_bn(head, data)
+            history[-1][1] += time.perf_counter() - t0
         head.history = torch.tensor(history, dtype=torch.float32)
+
+    def _teacher_batches(self, head: RD4ADHead, data: TrainSet, order: torch.Tensor,
+                         cached: bool) -> Iterator[list[torch.Tensor]]:
+        """Teacher features of the images in ``order``, ``train_batch`` at a time, head's layers."""
+        mem = torch.channels_last if self.channels_last else torch.contiguous_format
+        bs = max(1, int(self.train_batch))
+        for start in range(0, len(order), bs):
+            idx = order[start:start + bs]
+            if cached:
+                feats = data.all_features()  # computed once, then the same dict every call
+                teachers = [feats[k][idx] for k in head.layers]
+            else:
+                with torch.no_grad():
+                    feats = data.extractor(data.normalize(data.images[idx]))
+                teachers = [feats[k] for k in head.layers]
+            yield [t.contiguous(memory_format=mem) for t in teachers]
 
     def train_epochs(self, head: RD4ADHead, data: TrainSet,
                      epochs: int | None = None) -> Iterator[tuple[float, float]]:
@@ -358,34 +379,48 @@ class RD4AD(Method):
         """
         if len(data) == 0:
             raise DataError("RD4AD got no training images")
-        layers = head.layers
         mem = torch.channels_last if self.channels_last else torch.contiguous_format
         t_cache = time.perf_counter()
-        cache = data.all_features() if self._use_cache(data) else None
+        cached = self._use_cache(data)
+        if cached:
+            data.all_features()
         t_cache = time.perf_counter() - t_cache  # one-time teacher cost, booked on epoch 1
         data.extractor.eval()
         opt = torch.optim.Adam(head.parameters(), lr=self.lr, betas=tuple(self.betas))
         gen = torch.Generator().manual_seed(self.seed)
-        n, bs = len(data), max(1, int(self.train_batch))
         for epoch in range(int(epochs or self.epochs)):
             head.to(memory_format=mem).train()
             t0 = time.perf_counter()
-            order = torch.randperm(n, generator=gen)
             total = 0.0
-            for start in range(0, n, bs):
-                idx = order[start:start + bs]
-                if cache is not None:
-                    teachers = [cache[k][idx] for k in layers]
-                else:
-                    with torch.no_grad():
-                        feats = data.extractor(data.normalize(data.images[idx]))
-                    teachers = [feats[k] for k in layers]
-                teachers = [t.contiguous(memory_format=mem) for t in teachers]
+            order = torch.randperm(len(data), generator=gen)
+            for teachers in self._teacher_batches(head, data, order, cached):
                 loss = distillation_loss(teachers, head.student(teachers), self.loss)
                 opt.zero_grad(set_to_none=True)
                 loss.backward()
                 opt.step()
-                total += float(loss.detach()) * len(idx)
+                total += float(loss.detach()) * teachers[0].shape[0]
             seconds = time.perf_counter() - t0 + (t_cache if epoch == 0 else 0.0)
             head.to(memory_format=torch.contiguous_format).eval()
-            yield total / n, seconds
+            yield total / len(data), seconds
+
+    def recalibrate_bn(self, head: RD4ADHead, data: TrainSet) -> None:
+        """Replace BatchNorm running statistics by exact averages under the final weights.
+
+        During training the running statistics are an exponential average over the last ~10
+        steps, taken while Adam still moves the weights; one no-gradient pass over the training
+        set with a cumulative average ("precise BN") makes eval mode match the final weights.
+        """
+        bns = [m for m in head.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm)]
+        momenta = [m.momentum for m in bns]
+        for m in bns:
+            m.reset_running_stats()
+            m.momentum = None  # cumulative moving average
+        order = torch.arange(len(data))
+        mem = torch.channels_last if self.channels_last else torch.contiguous_format
+        head.to(memory_format=mem).train()
+        with torch.no_grad():
+            for teachers in self._teacher_batches(head, data, order, self._use_cache(data)):
+                head.student(teachers)
+        for m, mom in zip(bns, momenta, strict=True):
+            m.momentum = mom
+        head.to(memory_format=torch.contiguous_format).eval()
