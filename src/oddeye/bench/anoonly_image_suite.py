@@ -11,6 +11,7 @@ import sys
 from pathlib import Path
 
 import numpy as np
+from PIL import Image
 
 
 def run(out_path: str | Path | None = None, ks: tuple[int, ...] = (5, 10), seed: int = 0,
@@ -32,15 +33,14 @@ def run(out_path: str | Path | None = None, ks: tuple[int, ...] = (5, 10), seed:
         cat = load_dataset(path)[0]
         goods = [s.path for s in cat.train]
         val = [s.path for s in cat.validation] or None
+        # PatchCore sees no labels: one fit per data set, scored on each K's reduced test split
+        pc = Detector(method="patchcore").fit(goods, validation=val, progress=False)
         for k in ks:
             chosen = pick_shots([s for s in cat.test if s.label == 1], k, seed)
             exclude = {s.path for s in chosen}
-            pc = Detector(method="patchcore").fit(goods, validation=val, progress=False)
             r_pc = evaluate_category(pc, cat, progress=False, exclude=exclude)
             masks = [np.zeros((256, 256), np.uint8)] * len(goods)
             for s in chosen:
-                from PIL import Image
-
                 with Image.open(s.path) as im:
                     w, h = im.size
                 masks.append(resize_mask(load_sample_mask(s, (h, w)), 256))

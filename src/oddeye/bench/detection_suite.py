@@ -53,18 +53,20 @@ def run_one(method: str, data: str, backbone: str | None, params: dict, threads:
     from oddeye.evaluation import evaluate_category, mean_metrics
 
     torch.set_num_threads(threads)
-    per_cat, fit_s, ms = {}, [], []
+    per_cat, fit_s, ms, bank = {}, [], [], []
     for cat in load_dataset(data):
         det = Detector(method=method, backbone=backbone, **params)
         det.fit([s.path for s in cat.train], validation=[s.path for s in cat.validation] or None,
                 progress=False)
         fit_s.append(det.fit_seconds_)
+        head_bank = getattr(det.model_.head, "bank", None)
+        bank.append(int(head_bank.shape[0]) if head_bank is not None else 0)
         per_cat[cat.name] = evaluate_category(det, cat, progress=False)
         ms.append(time_inference(det, [s.path for s in cat.test[:16]]))
     res = mean_metrics(per_cat)
     res.update(fit_seconds=sum(fit_s), ms_per_image=statistics.median(ms),
                peak_rss_mb=resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0,
-               per_category=per_cat)
+               bank=max(bank), per_category=per_cat)
     return res
 
 
@@ -133,12 +135,13 @@ def _table(rows: list, backbone: str | None, params: dict | None, threads: int,
              "sigma 4, image score max, raw scores. Synthetic = `oddeye synth --seed 0` (all "
              "classes, mean over classes).", "",
              "| method | data | image AUROC | pixel AUROC | AUPRO@0.3 | image AP | pixel AP | "
-             "fit s | ms/image (b=1) | peak RSS MB |",
-             "|---|---|---|---|---|---|---|---|---|---|"]
+             "fit s | ms/image (b=1) | peak RSS MB | bank |",
+             "|---|---|---|---|---|---|---|---|---|---|---|"]
     for m, ds, r in rows:
         lines.append(f"| {m} | {ds} | {r['image_auroc']:.3f} | {r['pixel_auroc']:.3f} | "
                      f"{r['pixel_aupro']:.3f} | {r['image_ap']:.3f} | {r['pixel_ap']:.3f} | "
-                     f"{r['fit_seconds']:.1f} | {r['ms_per_image']:.1f} | {r['peak_rss_mb']:.0f} |")
+                     f"{r['fit_seconds']:.1f} | {r['ms_per_image']:.1f} | {r['peak_rss_mb']:.0f} | "
+                     f"{r.get('bank') or '-'} |")
     return "\n".join(lines)
 
 

@@ -176,9 +176,16 @@ def run(out_path: str | Path | None = None, datasets: list[str] | None = None,
     det_keys = set(inspect.signature(Detector.__init__).parameters)
     method = create_method("rd4ad", **{k: v for k, v in params.items() if k not in det_keys})
     per_cat: dict[str, dict] = {}
-    uni: dict | None = None
-    speeds: list[tuple[str, dict]] = []
+    state: dict = {"uni": None, "speeds": []}
     t_start = time.perf_counter()
+
+    def write() -> str:
+        # rewritten after every part, so an interrupted run keeps what it measured
+        body = _render(method.get_params(), names, per_cat, state["uni"], state["speeds"],
+                       threads, (time.perf_counter() - t_start) / 60.0)
+        write_section("rd4ad", body, out_path or DEFAULT_RESULTS)
+        return body
+
     with tempfile.TemporaryDirectory() as tmp_s:
         tmp = Path(tmp_s)
         for ds in names:
@@ -191,17 +198,24 @@ def run(out_path: str | Path | None = None, datasets: list[str] | None = None,
                       f"{res['pixel_auroc']:.3f} AUPRO {res['pixel_aupro']:.3f} "
                       f"{res['s_per_epoch']:.1f} s/epoch x {res['epochs']} fit "
                       f"{res['fit_seconds']:.0f} s", file=sys.stderr, flush=True)
+            write()
         if unified and len(names) > 1:
-            uni = _spawn(tmp, "unified", ["--part", "unified", "--data", *names, "--params",
-                                          json.dumps(params), "--threads", str(threads)])
+            state["uni"] = _spawn(tmp, "unified", ["--part", "unified", "--data", *names,
+                                                   "--params", json.dumps(params), "--threads",
+                                                   str(threads)])
+            write()
         if speed and "tire" in DATASETS and (shared_root() / DATASETS["tire"]).exists():
             for label, variant in (*SPEED_VARIANTS, *CACHE_VARIANTS):
-                speeds.append((label, _spawn(tmp, f"speed-{len(speeds)}", [
+                state["speeds"].append((label, _spawn(tmp, f"speed-{len(state['speeds'])}", [
                     "--part", "speed", "--params", json.dumps(variant), "--threads",
                     str(threads)])))
-    total_min = (time.perf_counter() - t_start) / 60.0
+                write()
+    return write()
 
-    p = method.get_params()
+
+def _render(p: dict, names: list[str], per_cat: dict, uni: dict | None, speeds: list,
+            threads: int, total_min: float) -> str:
+    """The markdown section from whatever parts have finished."""
     lines = [
         "## RD4AD (reverse distillation, one-class embedding)", "",
         f"Teacher `{p['backbone']}` taps {', '.join(p['layers'])}; student block `{p['block']}`; "
@@ -260,10 +274,8 @@ def run(out_path: str | Path | None = None, datasets: list[str] | None = None,
             if len(rest) == 2:
                 lines.append(f"\nSpeed-up of the cache per epoch (recomputed / cached): "
                              f"{rest[0][1]['s_per_epoch'] / rest[1][1]['s_per_epoch']:.2f}x.")
-    lines += ["", f"Suite wall time {total_min:.0f} min."]
-    body = "\n".join(lines)
-    write_section("rd4ad", body, out_path or DEFAULT_RESULTS)
-    return body
+    lines += ["", f"Suite wall time so far {total_min:.0f} min."]
+    return "\n".join(lines)
 
 
 def main(argv: list[str]) -> int:

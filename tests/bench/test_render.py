@@ -1,0 +1,32 @@
+"""The benchmark tables render from partial results (suites rewrite their section as they go)."""
+
+from __future__ import annotations
+
+from oddeye.bench import detection_suite, rd4ad_suite
+from oddeye.methods import create_method
+
+METRICS = {"image_auroc": 0.9, "pixel_auroc": 0.95, "pixel_aupro": 0.8, "image_ap": 0.7,
+           "pixel_ap": 0.3}
+
+
+def test_rd4ad_render_with_categories_only_then_unified():
+    p = create_method("rd4ad").get_params()
+    cat = {**METRICS, "s_per_epoch": 2.0, "epochs": 40, "fit_seconds": 90.0,
+           "ms_per_image_b1": 30.0, "n_train": 10, "peak_rss_mb": 500.0}
+    partial = rd4ad_suite._render(p, ["tire"], {"tire": cat}, None, [], 2, 1.0)
+    assert "| tire | 0.900 | 0.950 | 0.800 | 2.0 | 40 | 90 | 30.0 | 10 | 500 |" in partial
+    assert "Unified" not in partial
+    uni = {"per_category": {"tire": {**METRICS, "image_auroc": 0.85}}, "fit_seconds": 100.0,
+           "s_per_epoch": 3.0, "epochs": 40, "n_train": 10, "peak_rss_mb": 600.0}
+    full = rd4ad_suite._render(p, ["tire", "deeppcb"], {"tire": cat}, uni, [], 2, 2.0)
+    assert "| tire | 0.850 | 0.950 | 0.800 | 0.900 | -0.050 |" in full
+
+
+def test_detection_table_shows_bank_size_or_dash():
+    rows = [("patchcore", "tire", {**METRICS, "fit_seconds": 1.0, "ms_per_image": 2.0,
+                                   "peak_rss_mb": 3.0, "bank": 1234}),
+            ("padim", "tire", {**METRICS, "fit_seconds": 1.0, "ms_per_image": 2.0,
+                               "peak_rss_mb": 3.0, "bank": 0})]
+    table = detection_suite._table(rows, None, {}, 2, "detection")
+    assert table.splitlines()[-2].endswith("| 1234 |")
+    assert table.splitlines()[-1].endswith("| - |")
