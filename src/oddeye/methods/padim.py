@@ -38,10 +38,10 @@ class PadimHead(nn.Module):
     def forward(self, feats: dict[str, torch.Tensor]) -> torch.Tensor:
         emb = self.embed(feats)
         n, d, h, w = emb.shape
-        delta = emb.flatten(2).permute(2, 0, 1) - self.mean.unsqueeze(1)  # (L, N, d)
-        m = torch.bmm(delta, self.inv_cov)  # (L, N, d)
-        dist = (m * delta).sum(-1).clamp_min(0).sqrt()  # (L, N)
-        return dist.T.reshape(n, h, w)
+        # (L, N, d), contiguous: a strided batch makes the per-location products ~3x slower
+        delta = (emb.flatten(2).permute(2, 0, 1) - self.mean.unsqueeze(1)).contiguous()
+        dist = torch.einsum("lnd,lde,lne->ln", delta, self.inv_cov, delta)
+        return dist.clamp_min(0).sqrt().T.reshape(n, h, w)
 
 
 @register
