@@ -10,7 +10,6 @@ from __future__ import annotations
 import time
 import warnings
 from collections.abc import Iterator, Sequence
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -25,7 +24,10 @@ from oddeye.errors import DataError, ModelFileError, OddeyeError
 from oddeye.io.modelfile import load_model, save_model
 from oddeye.methods import Method, TrainSet, create_method, get_method
 from oddeye.postprocess import PostProcess
+from oddeye.prediction import Prediction, PredictorMixin
 from oddeye.preprocess import ImageLike, Normalize, PreprocessConfig, load_resized, to_batch
+
+__all__ = ["AnomalyModel", "Detector", "Prediction", "f1_optimal_threshold"]
 
 
 class AnomalyModel(nn.Module):
@@ -42,25 +44,6 @@ class AnomalyModel(nn.Module):
 
     def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         return self.post(self.raw_map(x))
-
-
-@dataclass
-class Prediction:
-    """Scores and maps of a batch of images; ``maps`` are at the model input size (S x S)."""
-
-    scores: np.ndarray
-    normalized_scores: np.ndarray
-    labels: np.ndarray
-    maps: np.ndarray
-    threshold: float
-    original_sizes: list[tuple[int, int]] = field(default_factory=list)
-
-    def map_at_original_size(self, i: int) -> np.ndarray:
-        """Anomaly map ``i`` resized (bilinear) to its image's original (H, W)."""
-        from oddeye.postprocess import upsample
-
-        h, w = self.original_sizes[i]
-        return upsample(torch.from_numpy(self.maps[i : i + 1]), (h, w))[0].numpy()
 
 
 def _build_extractor(backbone: str, layers: Sequence[str], weights: Any) -> nn.Module:
@@ -82,7 +65,7 @@ def f1_optimal_threshold(scores: np.ndarray, labels: np.ndarray) -> float:
     return float((s[k] + s[k + 1]) / 2) if k + 1 < len(s) else float(s[k] - 1e-12)
 
 
-class Detector:
+class Detector(PredictorMixin):
     """Fit on good images, predict anomaly scores, maps and labels (scikit-learn style).
 
     The constructor stores hyper-parameters only; fitted state ends in ``_``. Threshold: by default
@@ -237,38 +220,9 @@ class Detector:
             x = to_batch([resize_uint8(r, self.size) for r in raw])
             with torch.inference_mode():
                 maps, scores = self.model_(x)
-            sc = scores.numpy().astype(np.float64)
-            yield Prediction(
-                scores=sc, normalized_scores=self.normalize_scores(sc),
-                labels=(sc > self.threshold_).astype(np.int64), maps=maps.numpy(),
-                threshold=self.threshold_, original_sizes=[r.shape[:2] for r in raw])
+            yield self._prediction(scores.numpy(), maps.numpy(), [r.shape[:2] for r in raw])
             bar.update(len(items))
         bar.close()
-
-    def predict(self, images: Sequence[ImageLike] | ImageLike, batch_size: int | None = None,
-                progress: bool = False) -> Prediction:
-        """Scores, normalised scores (0.5 at the threshold), labels (1 = defect) and maps."""
-        if isinstance(images, (str, Path)) or (isinstance(images, np.ndarray) and images.ndim <= 3
-                                               and images.dtype != object):
-            images = [images]
-        parts = list(self.iter_predict(list(images), batch_size, progress))
-        if not parts:
-            raise DataError("predict got no images")
-        return Prediction(
-            scores=np.concatenate([p.scores for p in parts]),
-            normalized_scores=np.concatenate([p.normalized_scores for p in parts]),
-            labels=np.concatenate([p.labels for p in parts]),
-            maps=np.concatenate([p.maps for p in parts]), threshold=self.threshold_,
-            original_sizes=[s for p in parts for s in p.original_sizes])
-
-    def decision_function(self, images: Sequence[ImageLike]) -> np.ndarray:
-        """Raw image scores (higher = more anomalous)."""
-        return self.predict(images).scores
-
-    def normalize_scores(self, scores: np.ndarray) -> np.ndarray:
-        """Logistic map of raw scores to (0, 1) with 0.5 exactly at the threshold."""
-        z = (np.asarray(scores, dtype=np.float64) - self.threshold_) / self.score_scale_
-        return 1.0 / (1.0 + np.exp(-np.clip(z, -60, 60)))
 
     # ------------------------------------------------------------ persistence
     def get_params(self) -> dict[str, Any]:

@@ -22,7 +22,8 @@ import torch
 from torch import nn
 
 from oddeye import __version__
-from oddeye.errors import DataError, ModelFileError, OddeyeError
+from oddeye.errors import ModelFileError, OddeyeError
+from oddeye.prediction import PredictorMixin
 
 #: Value of the ``oddeye_format`` metadata key written by this version of the exporter.
 FORMAT_VERSION = "1"
@@ -174,7 +175,7 @@ def export_onnx(detector: Any, out: str | os.PathLike, *, input_dtype: str = "ui
 
 
 # ------------------------------------------------------------------------------ runtime
-class OnnxDetector:
+class OnnxDetector(PredictorMixin):
     """Predict with an exported ``.onnx`` file through onnxruntime (no torch model, same outputs).
 
     Same surface as ``oddeye.api.Detector`` for inference: ``predict``, ``iter_predict``,
@@ -249,7 +250,6 @@ class OnnxDetector:
     def iter_predict(self, images: Sequence, batch_size: int | None = None,
                      progress: bool = False) -> Iterator:
         """Predict in batches (bounded memory); yields one ``Prediction`` per batch."""
-        from oddeye.api import Prediction
         from oddeye.preprocess import load_rgb, resize_uint8
 
         bs = batch_size or self.batch_size
@@ -257,36 +257,7 @@ class OnnxDetector:
             raw = [load_rgb(it, name=f"images[{s + i}]") for i, it in enumerate(images[s:s + bs])]
             x = np.stack([resize_uint8(r, self.size) for r in raw]).transpose(0, 3, 1, 2)
             maps, scores = self.run_batch(np.ascontiguousarray(x))
-            sc = scores.astype(np.float64)
-            yield Prediction(scores=sc, normalized_scores=self.normalize_scores(sc),
-                             labels=(sc > self.threshold_).astype(np.int64), maps=maps,
-                             threshold=self.threshold_, original_sizes=[r.shape[:2] for r in raw])
-
-    def predict(self, images: Any, batch_size: int | None = None, progress: bool = False):
-        """Scores, normalised scores (0.5 at the threshold), labels (1 = defect) and maps."""
-        from oddeye.api import Prediction
-
-        if isinstance(images, (str, Path)) or (isinstance(images, np.ndarray) and images.ndim <= 3
-                                               and images.dtype != object):
-            images = [images]
-        parts = list(self.iter_predict(list(images), batch_size, progress))
-        if not parts:
-            raise DataError("predict got no images")
-        return Prediction(
-            scores=np.concatenate([p.scores for p in parts]),
-            normalized_scores=np.concatenate([p.normalized_scores for p in parts]),
-            labels=np.concatenate([p.labels for p in parts]),
-            maps=np.concatenate([p.maps for p in parts]), threshold=self.threshold_,
-            original_sizes=[s for p in parts for s in p.original_sizes])
-
-    def decision_function(self, images: Sequence) -> np.ndarray:
-        """Raw image scores (higher = more anomalous)."""
-        return self.predict(images).scores
-
-    def normalize_scores(self, scores: np.ndarray) -> np.ndarray:
-        """Logistic map of raw scores to (0, 1) with 0.5 exactly at the threshold."""
-        z = (np.asarray(scores, dtype=np.float64) - self.threshold_) / self.score_scale_
-        return 1.0 / (1.0 + np.exp(-np.clip(z, -60, 60)))
+            yield self._prediction(scores, maps, [r.shape[:2] for r in raw])
 
     def set_references(self, images: Sequence, progress: bool = False) -> OnnxDetector:
         """Exported graphs carry their references already; giving new ones is an error."""
