@@ -50,3 +50,15 @@ def test_few_labelled_defects_are_learned(synth_root):
     # BatchNorm without affine and a bias-free score layer: normal scores stay near 0
     head = det.model_.head
     assert head.score.bias is None and not head.bn.affine
+
+
+@pytest.mark.parametrize("prior", [True, False])
+def test_distance_prior_adds_the_learned_term_to_the_standardised_distance(prior):
+    m = create_method("anoonly-head", layers=["a"], distance_prior=prior)
+    head = m.build_head({"a": 4}, {"a": 8})
+    head.eval()
+    x = torch.randn(2, 5, 3, 3)  # 4 feature channels + the standardised distance
+    with torch.no_grad():
+        head.score.weight.zero_()  # learned term 0: the score is the prior alone (or 0)
+        want = x[:, -1] if prior else torch.zeros(2, 3, 3)
+        torch.testing.assert_close(head.scorer(x), want)

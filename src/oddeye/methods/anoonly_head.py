@@ -13,6 +13,12 @@ patches. The scorer is ``1x1 conv -> ReLU -> BatchNorm (no affine) -> 1x1 conv (
 - ``anoonly=False`` (DevNet-style base): adds the ``|s|`` term on normal patches, the usual
   deviation loss, and keeps the same network.
 
+With ``distance_prior=True`` (default) the patch score is the standardised NN distance *plus* the
+learned term: the unsupervised PatchCore-style score is the prior, and the few labels only add to
+it. A defect type that is not among the K labelled ones is then still scored by its distance,
+instead of by a direction fitted to a handful of examples; BN centring keeps the learned term near
+0 on normal patches, so normal scores stay the standardised distances.
+
 The normal bank is built from half of the good training images; the head trains on patches of the
 other half, so their distances are realistic (a bank containing a patch would give it distance 0).
 """
@@ -36,9 +42,11 @@ from oddeye.methods.patchcore import aggregate, nearest_distance
 class AnoOnlyPatchHead(nn.Module):
     """Features -> per-patch score map (normal patches centred near 0, anomalies high)."""
 
-    def __init__(self, layers: Sequence[str], dim: int, kernel: int = 3, hidden: int = 64):
+    def __init__(self, layers: Sequence[str], dim: int, kernel: int = 3, hidden: int = 64,
+                 distance_prior: bool = True):
         super().__init__()
         self.layers, self.kernel = list(layers), int(kernel)
+        self.distance_prior = bool(distance_prior)
         self.register_buffer("bank", torch.zeros(0, dim))
         self.register_buffer("bank_sq", torch.zeros(0))
         self.register_buffer("dist_stats", torch.tensor([0.0, 1.0]))  # mean, std of normal dists
@@ -56,7 +64,9 @@ class AnoOnlyPatchHead(nn.Module):
         return torch.cat([emb, dist], dim=1)
 
     def scorer(self, x: torch.Tensor) -> torch.Tensor:
-        return self.score(self.bn(F.relu(self.hidden(x))))[:, 0]
+        """(N, D + 1, h, w) inputs -> (N, h, w) scores (standardised distance + learned term)."""
+        learned = self.score(self.bn(F.relu(self.hidden(x))))[:, 0]
+        return x[:, -1] + learned if self.distance_prior else learned
 
     def forward(self, feats: dict[str, torch.Tensor]) -> torch.Tensor:
         return self.scorer(self.inputs(feats))
@@ -74,9 +84,10 @@ class AnoOnlyHead(Method):
                  anoonly: bool = True, kernel: int = 3, hidden: int = 64,
                  coreset_ratio: float = 0.1, margin: float = 5.0, steps: int = 300,
                  normal_per_step: int = 2048, anomalous_per_step: int = 256, lr: float = 1e-3,
-                 seed: int = 0):
+                 distance_prior: bool = True, seed: int = 0):
         super().__init__(backbone, layers)
         self.anoonly = anoonly
+        self.distance_prior = distance_prior
         self.kernel = kernel
         self.hidden = hidden
         self.coreset_ratio = coreset_ratio
@@ -90,7 +101,7 @@ class AnoOnlyHead(Method):
     def build_head(self, channels: dict[str, int], strides: dict[str, int]) -> nn.Module:
         check_layers(self.layers, channels)
         return AnoOnlyPatchHead(self.layers, sum(channels[k] for k in self.layers), self.kernel,
-                                self.hidden)
+                                self.hidden, self.distance_prior)
 
     def loss(self, scores: torch.Tensor, is_anomaly: torch.Tensor) -> torch.Tensor:
         """Deviation hinge on anomalies; plus ``|s|`` on normal patches unless ``anoonly``."""
