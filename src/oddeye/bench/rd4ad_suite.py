@@ -152,11 +152,23 @@ def _child(argv: list[str]) -> int:
 
 
 def _spawn(tmp: Path, tag: str, args: list[str]) -> dict:
+    """Run one part in its own process; a part whose JSON (same arguments) is in ``tmp`` is reused.
+
+    With ``--work DIR`` that folder outlives the run, so a long suite can be resumed part by part.
+    """
     out = tmp / f"{tag}.json"
+    if out.exists():
+        saved = json.loads(out.read_text())
+        if saved.get("args") == args:
+            print(f"rd4ad benchmark: {tag} from {out}", file=sys.stderr, flush=True)
+            return saved
     print(f"rd4ad benchmark: {tag} ...", file=sys.stderr, flush=True)
     subprocess.run([sys.executable, "-m", "oddeye.bench.rd4ad_suite", *args, "--json", str(out)],
                    check=True)
-    return json.loads(out.read_text())
+    res = json.loads(out.read_text())
+    res["args"] = args
+    out.write_text(json.dumps(res))
+    return res
 
 
 def _fmt(v: float, nd: int = 3) -> str:
@@ -165,7 +177,7 @@ def _fmt(v: float, nd: int = 3) -> str:
 
 def run(out_path: str | Path | None = None, datasets: list[str] | None = None,
         params: dict | None = None, threads: int = 2, unified: bool = True,
-        speed: bool = True) -> str:
+        speed: bool = True, work_dir: str | Path | None = None) -> str:
     """Run the RD4AD suite and write its section ``rd4ad`` of the results file; returns it."""
     from oddeye.api import Detector
     from oddeye.bench.results import DEFAULT_RESULTS, write_section
@@ -187,7 +199,8 @@ def run(out_path: str | Path | None = None, datasets: list[str] | None = None,
         return body
 
     with tempfile.TemporaryDirectory() as tmp_s:
-        tmp = Path(tmp_s)
+        tmp = Path(work_dir) if work_dir else Path(tmp_s)
+        tmp.mkdir(parents=True, exist_ok=True)
         for ds in names:
             r = _spawn(tmp, f"category-{ds}", ["--part", "category", "--data", ds, "--params",
                                                json.dumps(params), "--threads", str(threads)])
@@ -292,9 +305,11 @@ def main(argv: list[str]) -> int:
     p.add_argument("--no-unified", action="store_true")
     p.add_argument("--no-speed", action="store_true")
     p.add_argument("--out", help="results file (default benchmarks/RESULTS.md)")
+    p.add_argument("--work", help="folder keeping each part's JSON: a rerun reuses finished parts")
     a = p.parse_args(argv)
     print(run(out_path=a.out, datasets=a.datasets, params=parse_params(a.param),
-              threads=a.threads, unified=not a.no_unified, speed=not a.no_speed))
+              threads=a.threads, unified=not a.no_unified, speed=not a.no_speed,
+              work_dir=a.work))
     return 0
 
 
