@@ -82,7 +82,8 @@ class AnoOnlyHead(Method):
 
     def __init__(self, backbone: str | None = None, layers: Sequence[str] | None = None,
                  anoonly: bool = True, kernel: int = 3, hidden: int = 64,
-                 coreset_ratio: float = 0.1, margin: float = 5.0, steps: int = 300,
+                 coreset_ratio: float = 0.1, max_bank: int | None = 10_000,
+                 margin: float = 5.0, steps: int = 300,
                  normal_per_step: int = 2048, anomalous_per_step: int = 256, lr: float = 1e-3,
                  distance_prior: bool = True, seed: int = 0):
         super().__init__(backbone, layers)
@@ -91,6 +92,7 @@ class AnoOnlyHead(Method):
         self.kernel = kernel
         self.hidden = hidden
         self.coreset_ratio = coreset_ratio
+        self.max_bank = max_bank
         self.margin = margin
         self.steps = steps
         self.normal_per_step = normal_per_step
@@ -126,6 +128,8 @@ class AnoOnlyHead(Method):
         n, d, h, w = emb.shape
         bank_patches = emb[bank_imgs].permute(0, 2, 3, 1).reshape(-1, d)
         k = max(1, round(self.coreset_ratio * bank_patches.shape[0]))
+        if self.max_bank:  # the same latency cap as PatchCore's bank
+            k = min(k, int(self.max_bank))
         head.bank = bank_patches[coreset_indices(bank_patches, k, seed=self.seed)].contiguous()
         head.bank_sq = (head.bank * head.bank).sum(1)
         head.dist_stats = torch.tensor([0.0, 1.0])
