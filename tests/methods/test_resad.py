@@ -27,6 +27,7 @@ from oddeye.methods.resad import (
     occ_loss,
     position_labels,
     residual_map,
+    split_sign,
     synthetic_defect,
 )
 
@@ -178,6 +179,19 @@ def test_occ_loss_hypersphere_and_abnormal_invariance():
     assert occ_loss(outside, labels, outside) == pytest.approx(0, abs=1e-6)
     assert occ_loss(inside, labels, outside) > 1
     assert occ_loss(outside, torch.full((4,), -1), inside) == 0  # ignored rows
+
+
+def test_sign_split_target_is_reachable_by_a_relu_constraintor_and_lossless():
+    r = torch.randn(2, 3, 4, 4)
+    t = split_sign(r)
+    assert t.shape == (2, 6, 4, 4) and bool((t >= 0).all())  # a ReLU output can equal it
+    torch.testing.assert_close(t[:, :3] - t[:, 3:], r)  # and the sign is kept
+    head = ResADHead(["s8"], {"s8": 3}, sign_split=True)
+    assert head.constraintors["s8"].conv.out_channels == 6
+    torch.testing.assert_close(head.invariance_target(r), t)
+    plain = ResADHead(["s8"], {"s8": 3}, sign_split=False)
+    assert plain.constraintors["s8"].conv.out_channels == 3
+    assert plain.invariance_target(r) is r
 
 
 def test_synthetic_defect_mask_is_exactly_the_changed_pixels():

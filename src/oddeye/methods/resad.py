@@ -211,13 +211,23 @@ def position_labels(masks: torch.Tensor, size: tuple[int, int], min_frac: float 
 # --------------------------------------------------------------------------------------------
 
 
-class ConvBnRelu(nn.Module):
-    """The feature constraintor of one stage: 3x3 conv, BatchNorm, ReLU (channels kept)."""
+def split_sign(r: torch.Tensor) -> torch.Tensor:
+    """[relu(r), relu(-r)] along channels: a non-negative code of a signed residual, lossless."""
+    return torch.cat([F.relu(r), F.relu(-r)], dim=1)
 
-    def __init__(self, channels: int):
+
+class ConvBnRelu(nn.Module):
+    """The feature constraintor of one stage: 3x3 conv, BatchNorm, ReLU.
+
+    With ``out_channels = 2 * channels`` the ReLU need not lose the sign of a residual (the conv
+    can learn ``[r, -r]``); the abnormal-invariance target is then ``split_sign(r)``.
+    """
+
+    def __init__(self, channels: int, out_channels: int | None = None):
         super().__init__()
-        self.conv = nn.Conv2d(channels, channels, 3, padding=1)
-        self.bn = nn.BatchNorm2d(channels)
+        out_channels = out_channels or channels
+        self.conv = nn.Conv2d(channels, out_channels, 3, padding=1)
+        self.bn = nn.BatchNorm2d(out_channels)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return F.relu(self.bn(self.conv(x)))
@@ -233,14 +243,17 @@ class ResADHead(nn.Module):
 
     def __init__(self, layers: Sequence[str], channels: dict[str, int], pos_dim: int = 32,
                  n_coupling: int = 4, hidden: int = 64, clamp: float = 2.0,
-                 max_size: int | None = 32):
+                 max_size: int | None = 32, sign_split: bool = True):
         super().__init__()
         self.layers = list(layers)
         self.pos_dim = int(pos_dim)
         self.max_size = int(max_size) if max_size else None
-        self.constraintors = nn.ModuleDict({k: ConvBnRelu(channels[k]) for k in self.layers})
+        self.sign_split = bool(sign_split)
+        out = {k: (2 if sign_split else 1) * channels[k] for k in self.layers}
+        self.constraintors = nn.ModuleDict({k: ConvBnRelu(channels[k], out[k])
+                                            for k in self.layers})
         self.flows = nn.ModuleDict({
-            k: ConditionalFlow(channels[k], pos_dim, n_coupling, hidden, clamp, seed=i)
+            k: ConditionalFlow(out[k], pos_dim, n_coupling, hidden, clamp, seed=i)
             for i, k in enumerate(self.layers)})
         for k in self.layers:
             self.register_buffer(f"ref_{k}", torch.zeros(0, channels[k]))
@@ -262,6 +275,10 @@ class ResADHead(nn.Module):
         return {k: int(getattr(self, f"ref_{k}").shape[0]) for k in self.layers}
 
     # ---- pieces of the forward pass
+    def invariance_target(self, res: torch.Tensor) -> torch.Tensor:
+        """What the constraintor should keep anomalous residuals as (its output channels)."""
+        return split_sign(res) if self.sign_split else res
+
     def positions(self, h: int, w: int) -> torch.Tensor:
         """(h*w, pos_dim) positional encoding rows in (y, x) order (cached per size)."""
         key = (h, w)
@@ -371,7 +388,7 @@ class ResAD(Method):
                  epochs: int = 10, warmup_epochs: int = 2, train_batch: int = 8,
                  flow_batch: int = 2048, lr: float = 2e-4, weight_decay: float = 5e-4,
                  radius: float = 0.4, n_coupling: int = 4, hidden: int = 64, pos_dim: int = 32,
-                 clamp: float = 2.0, max_size: int | None = 32,
+                 clamp: float = 2.0, max_size: int | None = 32, sign_split: bool = True,
                  anomalies: str = "synthetic", push_weight: float = 1.0, margin: float = 0.1,
                  boundary_quantile: float = 0.05, default_shots: int = 2, seed: int = 0):
         super().__init__(backbone, layers)
@@ -389,6 +406,7 @@ class ResAD(Method):
         self.pos_dim = pos_dim
         self.clamp = clamp
         self.max_size = max_size
+        self.sign_split = sign_split
         self.anomalies = anomalies
         self.push_weight = push_weight
         self.margin = margin
@@ -403,7 +421,7 @@ class ResAD(Method):
     def build_head(self, channels: dict[str, int], strides: dict[str, int]) -> nn.Module:
         check_layers(self.layers, channels)
         return ResADHead(self.layers, channels, self.pos_dim, self.n_coupling, self.hidden,
-                         self.clamp, self.max_size)
+                         self.clamp, self.max_size, self.sign_split)
 
     # ---- references (test time: no gradient step)
     def reference_banks(self, head: ResADHead, refs: TrainSet) -> dict[str, torch.Tensor]:
@@ -568,8 +586,9 @@ class ResAD(Method):
                 for k in head.layers:
                     z = head.constraintors[k](res[k][b])
                     constrained[k] = z
+                    target = head.invariance_target(res[k][b])
                     loss_c = loss_c + occ_loss(flatten_positions(z), lab[k][b].reshape(-1),
-                                               flatten_positions(res[k][b]), self.radius)
+                                               flatten_positions(target), self.radius)
                 opt_c.zero_grad()
                 loss_c.backward()
                 opt_c.step()
