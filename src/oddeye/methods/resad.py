@@ -376,7 +376,10 @@ class ResAD(Method):
     ``warmup_epochs`` use normal residuals only), ``anomalies`` ("synthetic" or "none"),
     ``max_size`` (feature maps larger than this are average-pooled down to it before matching:
     MobileNetV2's s4 at 256 px goes 64x64 -> 32x32, which makes the exact all-positions matching
-    ~16x cheaper and keeps test time within budget on two CPU cores; None = native resolution).
+    ~16x cheaper and keeps test time within budget on two CPU cores; None = native resolution),
+    ``sign_split`` (constraintors with 2C channels whose invariance target is ``[relu(r),
+    relu(-r)]``, so a residual's sign survives the ReLU; checked on synthetic classes, see
+    docs/resad.md).
     """
 
     name = "resad"
