@@ -240,14 +240,14 @@ def render(folds: list[dict], shots, seeds, config: dict) -> str:
 
     cpu = [f.get("resad_fit_cpu_seconds", float("nan")) for f in folds]
     lines.append(f"ResAD training on the seen classes: median {statistics.median(fit) / 60:.1f} "
-                 f"min, max {max(fit) / 60:.1f} min wall per fold (target <= 30 min) on the shared "
-                 f"machine under the load noted below; CPU time (both threads) median "
+                 f"min, max {max(fit) / 60:.1f} min wall per fold (target <= 30 min) "
+                 f"(load in the line below); CPU time (both threads) median "
                  f"{statistics.median(cpu) / 60:.1f} min. Test time per image at batch 1 "
                  "(backbone + reference matching + flows + post-processing, decode excluded; "
                  "median over folds; target <= 100 ms): single-thread CPU time " +
                  ", ".join(f"k={k} {med('resad_cpu1', k):.0f} ms (PatchCore "
                            f"{med('patchcore_cpu1', k):.0f} ms)" for k in shots) +
-                 "; wall time with 2 threads on the loaded machine " +
+                 "; wall time with 2 threads (machine load in the line below) " +
                  ", ".join(f"k={k} {med('resad', k):.0f} ms (PatchCore {med('patchcore', k):.0f}"
                            " ms)" for k in shots) + ".")
     if has_rd:
