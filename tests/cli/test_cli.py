@@ -75,3 +75,15 @@ def test_errors_are_one_line_not_tracebacks(tmp_path, capsys):
     assert "error:" in err and "Traceback" not in err
     assert main(["train", "--data", str(tmp_path), "--out", str(tmp_path / "x.oddeye")]) == 2
     assert "train" in capsys.readouterr().err
+
+
+def test_param_values_parse_json_and_python_constants():
+    from oddeye.commands._common import parse_params
+    from oddeye.errors import DataError
+
+    got = parse_params(["max_bank=None", "equal_layers=False", "a=true", "k=3", "x=0.5",
+                        "layers=[\"s8\", \"s16\"]", "name=mobilenet_v2"])
+    assert got == {"max_bank": None, "equal_layers": False, "a": True, "k": 3, "x": 0.5,
+                   "layers": ["s8", "s16"], "name": "mobilenet_v2"}
+    with pytest.raises(DataError, match="key=value"):
+        parse_params(["oops"])

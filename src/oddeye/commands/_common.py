@@ -11,14 +11,23 @@ import numpy as np
 
 from oddeye.errors import DataError
 
+_PY_CONSTANTS: dict[str, Any] = {"None": None, "True": True, "False": False}
+
 
 def parse_params(items: list[str] | None) -> dict[str, Any]:
-    """``key=value`` pairs from ``--param``; values parsed as JSON when possible (numbers...)."""
+    """``key=value`` pairs from ``--param``; values parsed as JSON when possible (numbers...).
+
+    Python's spellings ``None``, ``True`` and ``False`` mean what they say (as JSON's ``null``,
+    ``true``, ``false`` do): ``--param max_bank=None`` must not arrive as the string "None".
+    """
     out: dict[str, Any] = {}
     for item in items or []:
         if "=" not in item:
             raise DataError(f"--param expects key=value, got {item!r}")
         key, _, raw = item.partition("=")
+        if raw.strip() in _PY_CONSTANTS:
+            out[key.strip()] = _PY_CONSTANTS[raw.strip()]
+            continue
         try:
             out[key.strip()] = json.loads(raw)
         except json.JSONDecodeError:
