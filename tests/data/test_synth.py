@@ -271,3 +271,44 @@ def test_smaller_counts_are_a_prefix_of_larger_ones(tmp_path):
     pngs = [k for k in small if k.endswith(".png")]
     assert len(pngs) == 2 + 1 + 2 + 2
     assert all(small[k] == big[k] for k in pngs)
+
+
+def test_same_arguments_keep_a_complete_copy_and_redo_an_incomplete_one(tmp_path):
+    args = dict(classes=["grid"], n_train=3, n_test_good=1, n_test_defect=1, size=32)
+    generate(tmp_path, **args)
+    first = tmp_path / "grid" / "train" / "good" / "000.png"
+    stamp = first.stat().st_mtime_ns
+    generate(tmp_path, **args)  # complete and identical: kept, not rewritten
+    assert first.stat().st_mtime_ns == stamp
+    first.unlink()  # an interrupted or damaged copy is rendered again
+    generate(tmp_path, **args)
+    assert first.is_file()
+    assert not [p for p in tmp_path.iterdir() if p.name.startswith(".")]  # no partial folders
+
+
+def test_concurrent_runs_into_one_folder_both_succeed(tmp_path):
+    import threading
+
+    args = dict(classes=["grid", "disc"], n_train=6, n_test_good=2, n_test_defect=1, size=32)
+    errors = []
+
+    def run():
+        try:
+            generate(tmp_path, **args)
+        except Exception as e:  # noqa: BLE001 - collected and asserted below
+            errors.append(e)
+
+    threads = [threading.Thread(target=run) for _ in range(3)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert errors == []
+    ref = generate(tmp_path / "ref", **args)
+    for name in ("grid", "disc"):
+        got = sorted(p.relative_to(tmp_path / name) for p in (tmp_path / name).rglob("*"))
+        want = sorted(p.relative_to(ref / name) for p in (ref / name).rglob("*"))
+        assert got == want
+        for rel in want:
+            if (ref / name / rel).is_file():
+                assert (tmp_path / name / rel).read_bytes() == (ref / name / rel).read_bytes()

@@ -10,7 +10,9 @@ length 3 are an order of magnitude slower than over whole rows.
 
 from __future__ import annotations
 
+import os
 import shutil
+import threading
 import zlib
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
@@ -721,20 +723,84 @@ def _save_png(array: np.ndarray, path: Path) -> None:
     )
 
 
-def _prepare_class_dir(folder: Path) -> None:
-    """Clear a class folder written by an earlier run; refuse to touch anything else."""
+def _is_ours(folder: Path) -> bool:
+    source = folder / "SOURCE.txt"
+    return source.is_file() and source.read_text(errors="replace").startswith(SOURCE_MARKER)
+
+
+def _check_class_dir(folder: Path) -> None:
+    """Refuse to write over anything that is not an earlier output of this generator."""
     if not folder.exists():
         return
     if not folder.is_dir():
         raise DataError(f"out: {folder} exists and is not a folder")
-    source = folder / "SOURCE.txt"
-    ours = source.is_file() and source.read_text(errors="replace").startswith(SOURCE_MARKER)
-    if ours:
-        shutil.rmtree(folder)
-    elif any(folder.iterdir()):
+    if not _is_ours(folder) and any(folder.iterdir()):
         raise DataError(
             f"out: {folder} is not empty and was not written by oddeye synth; refusing to overwrite"
         )
+
+
+def _class_splits(folder: Path, counts: tuple[int, int, int],
+                  kinds: tuple[str, ...]) -> list[tuple[str, Path, int]]:
+    n_train, n_test_good, n_test_defect = counts
+    splits = [("train", folder / "train" / "good", n_train),
+              ("test", folder / "test" / "good", n_test_good)]
+    return splits + [(kind, folder / "test" / kind, n_test_defect) for kind in kinds
+                     if n_test_defect]
+
+
+def _is_complete(folder: Path, source: str, counts: tuple[int, int, int],
+                 kinds: tuple[str, ...]) -> bool:
+    """True when ``folder`` holds exactly this request's output (same SOURCE.txt, every file)."""
+    src = folder / "SOURCE.txt"
+    if not (src.is_file() and src.read_text(errors="replace") == source):
+        return False
+    for split, img_dir, count in _class_splits(folder, counts, kinds):
+        if not img_dir.is_dir() or len(list(img_dir.glob("*.png"))) != count:
+            return False
+        gt = folder / "ground_truth" / split
+        if split in DEFECT_TYPES and len(list(gt.glob("*_mask.png"))) != count:
+            return False
+    return True
+
+
+def _write_class(root: Path, name: str, seed: int, size: int, counts: tuple[int, int, int],
+                 kinds: tuple[str, ...]) -> None:
+    """Render one class into a private hidden folder, then move it into place.
+
+    Runs with the same arguments write the same bytes, so concurrent runs (parallel benchmark
+    processes) keep whichever complete copy lands first and never delete each other's half-written
+    files; a complete earlier copy is kept as is. SOURCE.txt is written last.
+    """
+    final = root / name
+    source = _source_text(name, seed, size, counts, kinds)
+    if _is_complete(final, source, counts, kinds):
+        return
+    tmp = root / f".{name}.partial-{os.getpid()}-{threading.get_ident()}"
+    try:
+        for split, img_dir, count in _class_splits(tmp, counts, kinds):
+            img_dir.mkdir(parents=True, exist_ok=True)
+            gt_dir = tmp / "ground_truth" / split
+            if split in DEFECT_TYPES:
+                gt_dir.mkdir(parents=True, exist_ok=True)
+            for i in range(count):
+                _, bad, mask = render_sample(name, split, i, seed=seed, size=size)
+                _save_png(bad, img_dir / f"{i:03d}.png")
+                if split in DEFECT_TYPES:
+                    _save_png(mask * np.uint8(255), gt_dir / f"{i:03d}_mask.png")
+        (tmp / "SOURCE.txt").write_text(source)
+        if _is_complete(final, source, counts, kinds):  # a concurrent run finished first
+            return
+        _check_class_dir(final)
+        if final.exists():
+            shutil.rmtree(final)  # our own output of other arguments, or an interrupted copy
+        try:
+            os.rename(tmp, final)
+        except OSError:
+            if not _is_complete(final, source, counts, kinds):
+                raise
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
 
 
 def _source_text(
@@ -778,26 +844,8 @@ def generate(
     if root.exists() and not root.is_dir():
         raise DataError(f"out: {root} exists and is not a folder")
     for name in picked:
-        _prepare_class_dir(root / name)
+        _check_class_dir(root / name)  # before writing anything: refuse foreign folders early
+    counts = (n_train, n_test_good, n_test_defect)
     for name in picked:
-        folder = root / name
-        splits = [
-            ("train", folder / "train" / "good", n_train),
-            ("test", folder / "test" / "good", n_test_good),
-        ]
-        splits += [(kind, folder / "test" / kind, n_test_defect) for kind in kinds if n_test_defect]
-        for _, img_dir, _ in splits:
-            img_dir.mkdir(parents=True, exist_ok=True)
-        # written first: it marks the folder as ours, so an interrupted run can be redone in place
-        counts = (n_train, n_test_good, n_test_defect)
-        (folder / "SOURCE.txt").write_text(_source_text(name, seed, size, counts, kinds))
-        for split, img_dir, count in splits:
-            gt_dir = folder / "ground_truth" / split
-            if split in DEFECT_TYPES:
-                gt_dir.mkdir(parents=True, exist_ok=True)
-            for i in range(count):
-                normal, bad, mask = render_sample(name, split, i, seed=seed, size=size)
-                _save_png(bad, img_dir / f"{i:03d}.png")
-                if split in DEFECT_TYPES:
-                    _save_png(mask * np.uint8(255), gt_dir / f"{i:03d}_mask.png")
+        _write_class(root, name, seed, size, counts, kinds)
     return root
