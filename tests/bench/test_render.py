@@ -2,6 +2,10 @@
 
 from __future__ import annotations
 
+import json
+
+import pytest
+
 from oddeye.bench import detection_suite, rd4ad_suite
 from oddeye.methods import create_method
 
@@ -30,3 +34,16 @@ def test_detection_table_shows_bank_size_or_dash():
     table = detection_suite._table(rows, None, {}, 2, "detection")
     assert table.splitlines()[-2].endswith("| 1234 |")
     assert table.splitlines()[-1].endswith("| - |")
+
+
+def test_rd4ad_part_with_the_same_arguments_is_reused_not_rerun(tmp_path, monkeypatch):
+    args = ["--part", "category", "--data", "tire", "--params", "{}", "--threads", "2"]
+    (tmp_path / "category-tire.json").write_text(json.dumps({"per_category": {}, "args": args}))
+
+    def no_run(*a, **k):
+        raise AssertionError("a finished part was run again")
+
+    monkeypatch.setattr(rd4ad_suite.subprocess, "run", no_run)
+    assert rd4ad_suite._spawn(tmp_path, "category-tire", args)["args"] == args
+    with pytest.raises(AssertionError, match="run again"):
+        rd4ad_suite._spawn(tmp_path, "category-tire", [*args[:-1], "1"])  # other arguments
