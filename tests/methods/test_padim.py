@@ -6,16 +6,7 @@ import numpy as np
 import torch
 
 from oddeye.methods.padim import Padim
-
-
-class _Feats:
-    """Stands in for a TrainSet: yields given feature dicts (no backbone, no images)."""
-
-    def __init__(self, batches: list[dict[str, torch.Tensor]]):
-        self._batches = batches
-
-    def iter_features(self, indices=None, desc: str = ""):
-        yield from self._batches
+from tests.methods.fakes import FeatureBatches
 
 
 def test_padim_distance_is_the_per_location_mahalanobis_distance():
@@ -24,7 +15,7 @@ def test_padim_distance_is_the_per_location_mahalanobis_distance():
     head = method.build_head({"a": 4, "b": 3}, {"a": 4, "b": 8})
     train = [{"a": torch.randn(6, 4, 4, 4, generator=g), "b": torch.randn(6, 3, 2, 2, generator=g)}
              for _ in range(3)]
-    method.fit_head(head, _Feats(train))
+    method.fit_head(head, FeatureBatches(train))
     test = {"a": torch.randn(2, 4, 4, 4, generator=g), "b": torch.randn(2, 3, 2, 2, generator=g)}
     got = head(test).numpy()
 

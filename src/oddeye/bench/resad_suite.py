@@ -85,23 +85,14 @@ def cpu_ms_per_image(det, images: list, repeats: int = 3) -> float:
     """
     import torch
 
-    from oddeye.preprocess import load_resized, to_batch
+    from oddeye.bench.detection_suite import time_inference
 
-    x = to_batch(load_resized(images, det.size))
     threads = torch.get_num_threads()
     torch.set_num_threads(1)
     try:
-        with torch.inference_mode():
-            det.model_(x[:1])  # warm-up
-            per = []
-            for _ in range(repeats):
-                t0 = time.process_time()
-                for i in range(x.shape[0]):
-                    det.model_(x[i : i + 1])
-                per.append((time.process_time() - t0) / x.shape[0])
+        return time_inference(det, images, repeats, clock=time.process_time)
     finally:
         torch.set_num_threads(threads)
-    return 1000.0 * statistics.median(per)
 
 
 def _metrics(res: dict) -> dict:

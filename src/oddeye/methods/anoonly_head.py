@@ -36,7 +36,7 @@ from oddeye.errors import DataError
 from oddeye.methods import register
 from oddeye.methods.base import Method, TrainSet, check_layers
 from oddeye.methods.coreset import coreset_indices
-from oddeye.methods.patchcore import aggregate, nearest_distance
+from oddeye.methods.patchcore import aggregate, bank_size, nearest_distance
 
 
 class AnoOnlyPatchHead(nn.Module):
@@ -127,9 +127,8 @@ class AnoOnlyHead(Method):
         emb = aggregate(feats, head.layers, head.kernel)  # (N, D, h, w)
         n, d, h, w = emb.shape
         bank_patches = emb[bank_imgs].permute(0, 2, 3, 1).reshape(-1, d)
-        k = max(1, round(self.coreset_ratio * bank_patches.shape[0]))
-        if self.max_bank:  # the same latency cap as PatchCore's bank
-            k = min(k, int(self.max_bank))
+        # the same size rule and latency cap as PatchCore's bank
+        k = bank_size(bank_patches.shape[0], self.coreset_ratio, self.max_bank)
         head.bank = bank_patches[coreset_indices(bank_patches, k, seed=self.seed)].contiguous()
         head.bank_sq = (head.bank * head.bank).sum(1)
         head.dist_stats = torch.tensor([0.0, 1.0])

@@ -15,6 +15,7 @@ import torch.nn.functional as F
 from torch import nn
 from tqdm.auto import tqdm
 
+from oddeye.errors import DataError
 from oddeye.methods import register
 from oddeye.methods.base import Method, TrainSet, check_layers
 from oddeye.methods.coreset import coreset_indices
@@ -57,6 +58,17 @@ def nearest_distance(queries: torch.Tensor, bank: torch.Tensor, bank_sq: torch.T
         d = torch.addmm(bank_sq[s:s + step].unsqueeze(0), queries, bank[s:s + step].T, alpha=-2.0)
         best = torch.minimum(best, d.amin(dim=1))
     return (best + q_sq[:, 0]).clamp_min(0).sqrt()
+
+
+def bank_size(n_patches: int, ratio: float, max_bank: int | None) -> int:
+    """Memory-bank size: ``ratio`` of the patches (at least 1), capped at ``max_bank`` if given."""
+    if not 0 < ratio <= 1:
+        raise DataError(f"coreset_ratio must be in (0, 1], got {ratio!r}")
+    if max_bank is not None and (isinstance(max_bank, bool) or not isinstance(max_bank, int)
+                                 or max_bank < 1):
+        raise DataError(f"max_bank must be None or an integer >= 1, got {max_bank!r}")
+    n = max(1, round(ratio * n_patches))
+    return min(n, max_bank) if max_bank is not None else n
 
 
 class PatchCoreHead(nn.Module):
@@ -114,9 +126,7 @@ class PatchCore(Method):
         parts = [head.embed(f).permute(0, 2, 3, 1).reshape(-1, head.bank.shape[1])
                  for f in data.iter_features(desc="patchcore features")]
         patches = torch.cat(parts)
-        n = max(1, round(self.coreset_ratio * patches.shape[0]))
-        if self.max_bank:
-            n = min(n, int(self.max_bank))
+        n = bank_size(patches.shape[0], self.coreset_ratio, self.max_bank)
         with tqdm(total=1, desc=f"coreset {n}/{patches.shape[0]}", disable=not data.progress,
                   leave=False) as bar:
             idx = coreset_indices(patches, n, self.proj_dim, self.chunk_size, self.seed)
