@@ -266,7 +266,14 @@ class Detector(PredictorMixin):
             det.method_params = {k: v for k, v in meta["method_params"].items()
                                  if k not in ("backbone",)}
             det.backbone = meta["method_params"].get("backbone")
-            method = get_method(meta["method"])(**meta["method_params"])
+            method_cls = get_method(meta["method"])
+            missing = sorted(set(method_cls().get_params()) - set(meta["method_params"]))
+            if missing:
+                raise ModelFileError(
+                    f"{path}: written by oddeye {meta.get('oddeye_version', '?')}, before method "
+                    f"{meta['method']!r} had the parameter(s) {missing} that change what it "
+                    f"computes in this oddeye {__version__}: retrain the model")
+            method = method_cls(**meta["method_params"])
             bb = meta["backbone"]
             extractor = _build_extractor(bb["name"], bb["layers"], None)
             ext_state = {k[len("extractor."):]: v for k, v in tensors.items()

@@ -142,3 +142,23 @@ def test_unfitted_and_empty_inputs_fail_clearly(fitted):
         Detector().fit([])
     with pytest.raises(DataError, match="no images"):
         fitted["padim"].predict([])
+
+
+def test_model_file_from_before_a_method_parameter_existed_is_refused(fitted, tmp_path):
+    """A file whose method lacks a parameter of this version would load with today's default
+    silently (e.g. a different layer weighting): it must fail naming the file and parameter."""
+    import json
+
+    import torch
+
+    from oddeye.errors import ModelFileError
+
+    path = fitted["patchcore"].save(tmp_path / "new.oddeye")
+    payload = torch.load(path, weights_only=True)
+    meta = json.loads(payload["meta_json"])
+    del meta["method_params"]["equal_layers"]
+    payload["meta_json"] = json.dumps(meta)
+    old = tmp_path / "old.oddeye"
+    torch.save(payload, old)
+    with pytest.raises(ModelFileError, match=r"old\.oddeye.*\['equal_layers'\].*retrain"):
+        oddeye.load(old)
