@@ -62,3 +62,26 @@ def test_distance_prior_adds_the_learned_term_to_the_standardised_distance(prior
         head.score.weight.zero_()  # learned term 0: the score is the prior alone (or 0)
         want = x[:, -1] if prior else torch.zeros(2, 3, 3)
         torch.testing.assert_close(head.scorer(x), want)
+
+
+def test_prior_is_patchcore_exactly(synth_root):
+    """With the learned term at 0 the head is PatchCore up to an affine map: same bank, same
+    embedding, raw-map image score, so images and pixels rank identically."""
+    cat = load_dataset(synth_root, ["disc"])[0]
+    goods = [s.path for s in cat.train]
+    labelled = [s for s in cat.test if s.label == 1][:2]
+    masks = [np.zeros((128, 128), np.uint8)] * len(goods) + [
+        resize_mask(load_sample_mask(s, (128, 128)), 128) for s in labelled]
+    head_det = Detector(method="anoonly-head", size=128, steps=5).fit(
+        goods + [s.path for s in labelled], labels=[0] * len(goods) + [1] * 2, masks=masks,
+        progress=False)
+    pc = Detector(method="patchcore", size=128, holdout=0).fit(goods, progress=False)
+    head = head_det.model_.head
+    assert torch.equal(head.bank, pc.model_.head.bank)
+    with torch.no_grad():
+        head.score.weight.zero_()
+    test = [s.path for s in cat.test]
+    a, b = head_det.predict(test), pc.predict(test)
+    mu, sd = head.dist_stats.tolist()
+    np.testing.assert_allclose(a.scores, (b.scores - mu) / sd, rtol=1e-4, atol=1e-4)
+    np.testing.assert_allclose(a.maps, (b.maps - mu) / sd, rtol=1e-4, atol=1e-3)

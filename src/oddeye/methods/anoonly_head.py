@@ -13,14 +13,17 @@ patches. The scorer is ``1x1 conv -> ReLU -> BatchNorm (no affine) -> 1x1 conv (
 - ``anoonly=False`` (DevNet-style base): adds the ``|s|`` term on normal patches, the usual
   deviation loss, and keeps the same network.
 
-With ``distance_prior=True`` (default) the patch score is the standardised NN distance *plus* the
-learned term: the unsupervised PatchCore-style score is the prior, and the few labels only add to
-it. A defect type that is not among the K labelled ones is then still scored by its distance,
-instead of by a direction fitted to a handful of examples; BN centring keeps the learned term near
-0 on normal patches, so normal scores stay the standardised distances.
+With ``distance_prior=True`` (default) the patch score is PatchCore's patch score, standardised,
+*plus* the learned term: the unsupervised detector is the prior, and the few labels only add to it.
+The prior is PatchCore exactly (same embedding with ``equal_layers``, a coreset bank of *all* good
+training images, the image score from the raw map), so with the learned term at 0 the head ranks
+images and pixels as PatchCore does. A defect type that is not among the K labelled ones is then
+still scored by its distance, instead of by a direction fitted to a handful of examples; BN
+centring keeps the learned term near 0 on normal patches.
 
-The normal bank is built from half of the good training images; the head trains on patches of the
-other half, so their distances are realistic (a bank containing a patch would give it distance 0).
+While training, the bank holds half of the good images and the head trains on patches of the
+other half, so their distances are realistic (a bank containing a patch would give it distance 0);
+after training the bank is rebuilt from all good images, as PatchCore's.
 """
 
 from __future__ import annotations
@@ -43,10 +46,11 @@ class AnoOnlyPatchHead(nn.Module):
     """Features -> per-patch score map (normal patches centred near 0, anomalies high)."""
 
     def __init__(self, layers: Sequence[str], dim: int, kernel: int = 3, hidden: int = 64,
-                 distance_prior: bool = True):
+                 distance_prior: bool = True, equal_layers: bool = True):
         super().__init__()
         self.layers, self.kernel = list(layers), int(kernel)
         self.distance_prior = bool(distance_prior)
+        self.equal_layers = bool(equal_layers)
         self.register_buffer("bank", torch.zeros(0, dim))
         self.register_buffer("bank_sq", torch.zeros(0))
         self.register_buffer("dist_stats", torch.tensor([0.0, 1.0]))  # mean, std of normal dists
@@ -54,9 +58,18 @@ class AnoOnlyPatchHead(nn.Module):
         self.bn = nn.BatchNorm2d(hidden, affine=False)
         self.score = nn.Conv2d(hidden, 1, 1, bias=False)
 
+    def embed(self, feats: dict[str, torch.Tensor]) -> torch.Tensor:
+        """PatchCore's patch embedding (same aggregation and layer weighting)."""
+        return aggregate(feats, self.layers, self.kernel, self.equal_layers)
+
+    def set_bank(self, patches: torch.Tensor, n: int, seed: int) -> None:
+        """A greedy-coreset bank of ``n`` of ``patches``, as PatchCore selects it."""
+        self.bank = patches[coreset_indices(patches, n, seed=seed)].contiguous()
+        self.bank_sq = (self.bank * self.bank).sum(1)
+
     def inputs(self, feats: dict[str, torch.Tensor]) -> torch.Tensor:
         """(N, D + 1, h, w): aggregated features and the standardised NN distance."""
-        emb = aggregate(feats, self.layers, self.kernel)
+        emb = self.embed(feats)
         n, d, h, w = emb.shape
         q = emb.permute(0, 2, 3, 1).reshape(-1, d)
         dist = nearest_distance(q, self.bank, self.bank_sq).view(n, 1, h, w)
@@ -79,16 +92,18 @@ class AnoOnlyHead(Method):
     name = "anoonly-head"
     default_layers = ("s8", "s16")
     needs_labels = True
+    score_from = "raw"  # as PatchCore, its prior
 
     def __init__(self, backbone: str | None = None, layers: Sequence[str] | None = None,
                  anoonly: bool = True, kernel: int = 3, hidden: int = 64,
                  coreset_ratio: float = 0.1, max_bank: int | None = 10_000,
                  margin: float = 5.0, steps: int = 300,
                  normal_per_step: int = 2048, anomalous_per_step: int = 256, lr: float = 1e-3,
-                 distance_prior: bool = True, seed: int = 0):
+                 distance_prior: bool = True, equal_layers: bool = True, seed: int = 0):
         super().__init__(backbone, layers)
         self.anoonly = anoonly
         self.distance_prior = distance_prior
+        self.equal_layers = equal_layers
         self.kernel = kernel
         self.hidden = hidden
         self.coreset_ratio = coreset_ratio
@@ -103,7 +118,7 @@ class AnoOnlyHead(Method):
     def build_head(self, channels: dict[str, int], strides: dict[str, int]) -> nn.Module:
         check_layers(self.layers, channels)
         return AnoOnlyPatchHead(self.layers, sum(channels[k] for k in self.layers), self.kernel,
-                                self.hidden, self.distance_prior)
+                                self.hidden, self.distance_prior, self.equal_layers)
 
     def loss(self, scores: torch.Tensor, is_anomaly: torch.Tensor) -> torch.Tensor:
         """Deviation hinge on anomalies; plus ``|s|`` on normal patches unless ``anoonly``."""
@@ -124,13 +139,15 @@ class AnoOnlyHead(Method):
         perm = normal_idx[torch.randperm(normal_idx.numel(), generator=g)]
         bank_imgs, train_imgs = perm[: perm.numel() // 2], perm[perm.numel() // 2:]
         feats = data.all_features()
-        emb = aggregate(feats, head.layers, head.kernel)  # (N, D, h, w)
+        emb = head.embed(feats)  # (N, D, h, w)
         n, d, h, w = emb.shape
-        bank_patches = emb[bank_imgs].permute(0, 2, 3, 1).reshape(-1, d)
+
+        def patches_of(idx: torch.Tensor) -> torch.Tensor:
+            return emb[idx].permute(0, 2, 3, 1).reshape(-1, d)
+
+        half = patches_of(bank_imgs)
         # the same size rule and latency cap as PatchCore's bank
-        k = bank_size(bank_patches.shape[0], self.coreset_ratio, self.max_bank)
-        head.bank = bank_patches[coreset_indices(bank_patches, k, seed=self.seed)].contiguous()
-        head.bank_sq = (head.bank * head.bank).sum(1)
+        head.set_bank(half, bank_size(half.shape[0], self.coreset_ratio, self.max_bank), self.seed)
         head.dist_stats = torch.tensor([0.0, 1.0])
         with torch.no_grad():
             x = torch.cat([head.inputs({k2: v[i:i + 16] for k2, v in feats.items()})
@@ -168,3 +185,6 @@ class AnoOnlyHead(Method):
             opt.step()
             bar.set_postfix(loss=f"{loss.item():.3f}")
         head.eval()
+        # the prior at inference is PatchCore's bank over all good images
+        full = patches_of(normal_idx)
+        head.set_bank(full, bank_size(full.shape[0], self.coreset_ratio, self.max_bank), self.seed)
