@@ -25,23 +25,33 @@ def _ellipse_mask(h: int, w: int, rng: np.random.Generator, lo: float, hi: float
 
 
 def make_pseudo_anomaly(image: np.ndarray, donor: np.ndarray, rng: np.random.Generator,
-                        kind: str | None = None) -> tuple[np.ndarray, np.ndarray]:
-    """(defective uint8 image, {0,1} mask) from a good uint8 RGB image and another good donor."""
+                        kind: str | None = None, severity: float = 1.0,
+                        ) -> tuple[np.ndarray, np.ndarray]:
+    """(defective uint8 image, {0,1} mask) from a good uint8 RGB image and another good donor.
+
+    ``severity`` in (0, 1] scales how visible the defect is: the blend weight of the pasted patch
+    and of the scratch, the intensity shift of the blob, and (from 1x down to 0.5x) the region's
+    radii. 1 is the full-strength defect; lower values give the subtle defects a validation set
+    needs so that candidate models do not all score 1.0 on it.
+    """
+    if not 0 < severity <= 1:
+        raise ValueError(f"severity must be in (0, 1], got {severity!r}")
     h, w = image.shape[:2]
     kind = kind or KINDS[int(rng.integers(len(KINDS)))]
     out = image.astype(np.float32).copy()
+    scale = 0.5 + 0.5 * severity
     if kind == "cutpaste":
-        mask = _ellipse_mask(h, w, rng, 0.04, 0.12)
+        mask = _ellipse_mask(h, w, rng, 0.04 * scale, 0.12 * scale)
         src = np.asarray(Image.fromarray(donor).resize((w, h), Image.BILINEAR)).astype(np.float32)
         src = np.roll(src, (int(rng.integers(h)), int(rng.integers(w))), axis=(0, 1))
         if rng.random() < 0.5:
             src = src[:, ::-1]
         src = src * rng.uniform(0.7, 1.3)
-        out[mask] = src[mask]
+        out[mask] = (1 - severity) * out[mask] + severity * src[mask]
     elif kind == "blob":
-        mask = _ellipse_mask(h, w, rng, 0.02, 0.08)
+        mask = _ellipse_mask(h, w, rng, 0.02 * scale, 0.08 * scale)
         shift = rng.uniform(35, 80) * rng.choice([-1, 1]) + rng.normal(0, 15, size=3)
-        out[mask] = out[mask] + shift
+        out[mask] = out[mask] + severity * shift
     elif kind == "scratch":
         canvas = Image.new("L", (w, h), 0)
         pts = [(float(rng.uniform(0.15, 0.85) * w), float(rng.uniform(0.15, 0.85) * h))]
@@ -51,7 +61,8 @@ def make_pseudo_anomaly(image: np.ndarray, donor: np.ndarray, rng: np.random.Gen
             pts.append((pts[-1][0] + step * np.cos(a), pts[-1][1] + step * np.sin(a)))
         ImageDraw.Draw(canvas).line(pts, fill=255, width=max(2, min(h, w) // 90))
         mask = np.asarray(canvas) > 0
-        out[mask] = 230.0 if rng.random() < 0.5 else 25.0
+        colour = 230.0 if rng.random() < 0.5 else 25.0
+        out[mask] = (1 - severity) * out[mask] + severity * colour
     else:
         raise ValueError(f"kind must be one of {KINDS}, got {kind!r}")
     return np.clip(out, 0, 255).astype(np.uint8), mask.astype(np.uint8)

@@ -1,0 +1,66 @@
+"""Pseudo-anomalies: exact masks, nothing changed outside them, severity scales visibility."""
+
+import numpy as np
+import pytest
+
+from oddeye.bench.selection_suite import validation_split
+from oddeye.data.pseudo import KINDS, make_pseudo_anomaly
+
+
+def _pair(seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
+    rng = np.random.default_rng(seed)
+    good = np.full((96, 128, 3), 120, np.uint8) + rng.integers(0, 10, (96, 128, 3), dtype=np.uint8)
+    donor = rng.integers(0, 256, (80, 100, 3), dtype=np.uint8)  # other size: resized inside
+    return good, donor
+
+
+@pytest.mark.parametrize("kind", KINDS)
+def test_changes_only_inside_the_mask(kind):
+    good, donor = _pair()
+    bad, mask = make_pseudo_anomaly(good, donor, np.random.default_rng(1), kind)
+    assert bad.shape == good.shape and bad.dtype == np.uint8
+    assert mask.shape == good.shape[:2] and set(np.unique(mask)) <= {0, 1} and mask.any()
+    outside = mask == 0
+    assert np.array_equal(bad[outside], good[outside])
+    assert np.abs(bad[mask == 1].astype(int) - good[mask == 1]).mean() > 5
+
+
+@pytest.mark.parametrize("kind", KINDS)
+def test_lower_severity_is_less_visible(kind):
+    good, donor = _pair()
+    diffs = []
+    for severity in (1.0, 0.3):
+        bad, mask = make_pseudo_anomaly(good, donor, np.random.default_rng(2), kind, severity)
+        diffs.append(np.abs(bad.astype(int) - good).sum(axis=2)[mask == 1].mean())
+    assert diffs[1] < 0.6 * diffs[0]
+
+
+@pytest.mark.parametrize("severity", [0, -0.5, 1.5])
+def test_severity_out_of_range_is_refused(severity):
+    good, donor = _pair()
+    with pytest.raises(ValueError, match="severity"):
+        make_pseudo_anomaly(good, donor, np.random.default_rng(0), "blob", severity)
+
+
+def test_unknown_kind_is_refused():
+    good, donor = _pair()
+    with pytest.raises(ValueError, match="kind"):
+        make_pseudo_anomaly(good, donor, np.random.default_rng(0), "smudge")
+
+
+def test_validation_split_keeps_fit_and_validation_apart(tmp_path):
+    from PIL import Image
+
+    rng = np.random.default_rng(0)
+    paths = []
+    for i in range(20):
+        p = tmp_path / f"{i:03d}.png"
+        Image.fromarray(rng.integers(0, 256, (40, 40, 3), dtype=np.uint8)).save(p)
+        paths.append(str(p))
+    fit, images, labels, masks = validation_split(paths, 32, copies=2)
+    assert len(fit) == 16  # 20 % held out, at least 4
+    n_val = 4
+    assert len(images) == n_val * 3 and labels.tolist().count(1) == n_val * 2
+    assert masks.shape == (n_val * 3, 32, 32)
+    assert all(masks[i].any() for i in np.flatnonzero(labels == 1))
+    assert not masks[labels == 0].any()
