@@ -143,6 +143,21 @@ def test_patchcore_blocks_match_chunked_head():
     torch.testing.assert_close(out, brute, atol=1e-4, rtol=1e-4)
 
 
+def test_patchcore_blocks_search_in_the_projected_space():
+    """With ``search_dim`` the exported head projects queries as the torch head does."""
+    from oddeye.export.onnx import _PatchCoreBlocks
+    from oddeye.methods.patchcore import PatchCoreHead, pca_basis, project_with_residual
+
+    g = torch.Generator().manual_seed(0)
+    head = PatchCoreHead(["a", "b"], dim=6, kernel=3)
+    train = torch.randn(2000, 6, generator=g)
+    head.set_projection(*pca_basis(train, 3))
+    head.set_bank(project_with_residual(train[:700], head.proj_mean, head.proj_basis))
+    feats = {"a": torch.randn(2, 4, 5, 5, generator=g), "b": torch.randn(2, 2, 3, 3, generator=g)}
+    out = _PatchCoreBlocks(head, block_rows=128)(feats)
+    torch.testing.assert_close(out, head(feats), atol=1e-5, rtol=1e-5)
+
+
 def test_refuses_method_declared_not_exportable(exported, monkeypatch, tmp_path):
     """A method class with ``exportable = False`` is refused with a clear ExportError."""
     from oddeye.export.onnx import ExportError, export_onnx
@@ -217,3 +232,20 @@ def test_export_command_errors_cleanly(tmp_path, capsys):
     assert main(["export", "--model", str(tmp_path / "none.oddeye"), "--out",
                  str(tmp_path / "x.onnx")]) == 2
     assert "error" in capsys.readouterr().err
+
+
+def test_parity_with_projected_search(synth_root, tmp_path):
+    """A PatchCore fitted with ``search_dim`` exports to the same maps and scores."""
+    from oddeye.api import Detector
+    from oddeye.data.mvtec import load_dataset
+    from oddeye.export.onnx import OnnxDetector, export_onnx
+
+    cat = next(c for c in load_dataset(synth_root) if c.name == "grid")
+    det = Detector(method="patchcore", size=128, search_dim=16).fit(
+        [s.path for s in cat.train[:8]], progress=False)
+    assert det.model_.head.bank.shape[1] == 17
+    onnx_det = OnnxDetector(export_onnx(det, tmp_path / "proj.onnx"))
+    images = sample_images(synth_root)
+    a, b = det.predict(images), onnx_det.predict(images)
+    assert np.abs(a.maps - b.maps).max() < TOL
+    assert np.abs(a.scores - b.scores).max() < TOL

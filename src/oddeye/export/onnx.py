@@ -55,7 +55,7 @@ class _PatchCoreBlocks(nn.Module):
     def forward(self, feats: dict[str, torch.Tensor]) -> torch.Tensor:
         emb = self.head.embed(feats)
         n, d, h, w = emb.shape
-        q = emb.permute(0, 2, 3, 1).reshape(-1, d)
+        q = self.head.to_search_space(emb.permute(0, 2, 3, 1).reshape(-1, d))
         bank, bank_sq = self.head.bank, self.head.bank_sq
         best = None
         for s in range(0, int(bank.shape[0]), self.block_rows):

@@ -71,6 +71,35 @@ def bank_size(n_patches: int, ratio: float, max_bank: int | None) -> int:
     return min(n, max_bank) if max_bank is not None else n
 
 
+def pca_basis(x: torch.Tensor, dim: int, max_rows: int = 50_000,
+              seed: int = 0) -> tuple[torch.Tensor, torch.Tensor]:
+    """(mean (D,), basis (D, dim)) of the top ``dim`` principal directions of (N, D) rows.
+
+    Fitted on at most ``max_rows`` seeded rows, in float64 for a stable eigen-decomposition.
+    """
+    if x.shape[0] > max_rows:
+        g = torch.Generator().manual_seed(seed)
+        x = x[torch.randperm(x.shape[0], generator=g)[:max_rows]]
+    x64 = x.double()
+    mean = x64.mean(0)
+    c = x64 - mean
+    _, vecs = torch.linalg.eigh(c.T @ c / max(1, c.shape[0] - 1))
+    return mean.to(x.dtype), vecs[:, -dim:].flip(1).contiguous().to(x.dtype)
+
+
+def project_with_residual(x: torch.Tensor, mean: torch.Tensor, basis: torch.Tensor) -> torch.Tensor:
+    """(N, D) -> (N, k + 1): coordinates in the PCA basis plus the norm of what it leaves out.
+
+    Euclidean distances in this space are a lower bound of the true ones that keeps the energy
+    off the subspace: a patch unusual in a low-variance direction still gets a large last
+    coordinate, where a plain PCA truncation would drop it.
+    """
+    c = x - mean
+    p = c @ basis
+    resid = ((c * c).sum(1) - (p * p).sum(1)).clamp_min(0).sqrt()
+    return torch.cat([p, resid[:, None]], dim=1)
+
+
 class PatchCoreHead(nn.Module):
     """Features -> nearest-neighbour distance map at the first layer's resolution."""
 
@@ -80,9 +109,21 @@ class PatchCoreHead(nn.Module):
         self.layers, self.kernel, self.equal_layers = list(layers), int(kernel), equal_layers
         self.register_buffer("bank", torch.zeros(0, dim))
         self.register_buffer("bank_sq", torch.zeros(0))
+        # optional search-space projection (empty = exact search in the embedding)
+        self.register_buffer("proj_mean", torch.zeros(0))
+        self.register_buffer("proj_basis", torch.zeros(dim, 0))
 
     def embed(self, feats: dict[str, torch.Tensor]) -> torch.Tensor:
         return aggregate(feats, self.layers, self.kernel, self.equal_layers)
+
+    def set_projection(self, mean: torch.Tensor, basis: torch.Tensor) -> None:
+        self.proj_mean, self.proj_basis = mean.contiguous(), basis.contiguous()
+
+    def to_search_space(self, patches: torch.Tensor) -> torch.Tensor:
+        """(N, D) patch embeddings -> the space the bank lives in (identity without projection)."""
+        if self.proj_basis.shape[1] == 0:
+            return patches
+        return project_with_residual(patches, self.proj_mean, self.proj_basis)
 
     def set_bank(self, bank: torch.Tensor) -> None:
         self.bank = bank.contiguous()
@@ -91,13 +132,19 @@ class PatchCoreHead(nn.Module):
     def forward(self, feats: dict[str, torch.Tensor]) -> torch.Tensor:
         emb = self.embed(feats)
         n, d, h, w = emb.shape
-        q = emb.permute(0, 2, 3, 1).reshape(-1, d)
+        q = self.to_search_space(emb.permute(0, 2, 3, 1).reshape(-1, d))
         return nearest_distance(q, self.bank, self.bank_sq).view(n, h, w)
 
 
 @register
 class PatchCore(Method):
-    """PatchCore with a projected, chunked greedy coreset (see ``oddeye.methods.coreset``)."""
+    """PatchCore with a projected, chunked greedy coreset (see ``oddeye.methods.coreset``).
+
+    ``search_dim`` (None = exact search) stores the bank and searches it in the top
+    ``search_dim`` principal directions of the training patches plus the norm of the rest
+    (``project_with_residual``): the distance is a lower bound of the exact one and the search
+    costs ``(search_dim + 1) / D`` of it.
+    """
 
     name = "patchcore"
     default_layers = ("s8", "s16")
@@ -106,7 +153,7 @@ class PatchCore(Method):
     def __init__(self, backbone: str | None = None, layers: Sequence[str] | None = None,
                  kernel: int = 3, equal_layers: bool = True, coreset_ratio: float = 0.1,
                  max_bank: int | None = 10_000, proj_dim: int = 128,
-                 chunk_size: int | None = 16384, seed: int = 0):
+                 chunk_size: int | None = 16384, search_dim: int | None = None, seed: int = 0):
         super().__init__(backbone, layers)
         self.kernel = kernel
         self.equal_layers = equal_layers
@@ -114,6 +161,7 @@ class PatchCore(Method):
         self.max_bank = max_bank
         self.proj_dim = proj_dim
         self.chunk_size = chunk_size
+        self.search_dim = search_dim
         self.seed = seed
 
     def build_head(self, channels: dict[str, int], strides: dict[str, int]) -> nn.Module:
@@ -127,6 +175,14 @@ class PatchCore(Method):
                  for f in data.iter_features(desc="patchcore features")]
         patches = torch.cat(parts)
         n = bank_size(patches.shape[0], self.coreset_ratio, self.max_bank)
+        if self.search_dim is not None:
+            if isinstance(self.search_dim, bool) or not isinstance(self.search_dim, int) \
+                    or not 1 <= self.search_dim < patches.shape[1]:
+                raise DataError(f"search_dim must be None or an integer in [1, "
+                                f"{patches.shape[1]}) for {patches.shape[1]}-d patches, got "
+                                f"{self.search_dim!r}")
+            head.set_projection(*pca_basis(patches, self.search_dim, seed=self.seed))
+            patches = head.to_search_space(patches)
         with tqdm(total=1, desc=f"coreset {n}/{patches.shape[0]}", disable=not data.progress,
                   leave=False) as bar:
             idx = coreset_indices(patches, n, self.proj_dim, self.chunk_size, self.seed)
