@@ -133,6 +133,25 @@ def test_fold_batchnorm_generic_sequential() -> None:
     assert torch.allclose(seq(x), ref, atol=1e-5)
 
 
+@pytest.mark.parametrize(("cin", "cout", "groups", "bias"), [
+    (6, 4, 1, False), (6, 4, 1, True), (6, 6, 6, False), (6, 4, 2, False)])
+def test_fold_batchnorm_into_transposed_conv(cin, cout, groups, bias) -> None:
+    """Transposed convs store (in, out/groups, kh, kw): folding must scale the output channels."""
+    torch.manual_seed(0)
+    seq = nn.Sequential(nn.ConvTranspose2d(cin, cout, 2, stride=2, groups=groups, bias=bias),
+                        nn.BatchNorm2d(cout))
+    seq[1].running_mean.normal_()
+    seq[1].running_var.uniform_(0.2, 3)
+    seq[1].weight.data.uniform_(0.5, 2)
+    seq[1].bias.data.normal_()
+    seq.eval()
+    x = torch.randn(2, cin, 5, 5)
+    ref = seq(x)
+    fold_batchnorm(seq)
+    assert isinstance(seq[1], nn.Identity)
+    torch.testing.assert_close(seq(x), ref, atol=1e-5, rtol=1e-5)
+
+
 def test_lite0_input_is_converted_from_imagenet_normalisation() -> None:
     fx = FeatureExtractor("efficientnet_lite0", ["s8"], fold_bn=False)
     net = create_backbone("efficientnet_lite0")

@@ -91,6 +91,39 @@ def test_block_kinds_and_layer_orders_build(block):
     assert head(fx(torch.randn(1, 3, 64, 64))).shape == (1, 16, 16)
 
 
+@pytest.mark.parametrize("block", ["basic", "bottleneck", "light"])
+def test_inference_runs_a_batchnorm_folded_student_that_never_goes_stale(block):
+    """Eval without gradients uses a BN-folded copy: same maps, rebuilt after any weight change."""
+    method = create_method("rd4ad", block=block, decoder_blocks=[1, 1, 1], ocbe_blocks=1,
+                           embed_dim=64)
+    fx = FeatureExtractor("mobilenet_v2", method.layers, weights=None)
+    head = method.build_head(fx.channels, fx.strides)
+    g = torch.Generator().manual_seed(0)
+    for mod in head.modules():  # non-trivial statistics, so folding has something to do
+        if isinstance(mod, torch.nn.BatchNorm2d):
+            mod.running_mean.normal_(generator=g)
+            mod.running_var.uniform_(0.5, 2.0, generator=g)
+    head.eval()
+    with torch.no_grad():
+        feats = fx(torch.randn(2, 3, 64, 64, generator=g))
+    with torch.enable_grad():
+        plain = head(feats).detach()  # gradients on: the module as defined
+    with torch.no_grad():
+        fast = head(feats)
+        ocbe, decoder = head._folded_student()
+    assert not any(isinstance(m, torch.nn.BatchNorm2d) for m in decoder.modules())
+    torch.testing.assert_close(fast, plain, atol=1e-5, rtol=1e-4)
+    assert "_folded" not in "".join(head.state_dict())  # the copy is never saved
+    with torch.no_grad():
+        head.decoder.stages[0].blocks[0].body[0].weight.mul_(3.0)  # an in-place weight change
+    with torch.enable_grad():
+        plain2 = head(feats).detach()
+    with torch.no_grad():
+        fast2 = head(feats)
+    assert not torch.allclose(plain2, plain)
+    torch.testing.assert_close(fast2, plain2, atol=1e-5, rtol=1e-4)
+
+
 def test_bad_hyper_parameters_name_the_argument():
     with pytest.raises(DataError, match="loss"):
         create_method("rd4ad", loss="mse")

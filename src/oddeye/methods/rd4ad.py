@@ -10,6 +10,7 @@ teacher; where they disagree (``1 - cos`` per pixel, summed over stages) the ima
 
 from __future__ import annotations
 
+import copy
 import math
 import time
 from collections.abc import Iterator, Sequence
@@ -19,6 +20,7 @@ import torch.nn.functional as F
 from torch import nn
 from tqdm.auto import tqdm
 
+from oddeye.backbones.fold import fold_batchnorm
 from oddeye.errors import DataError
 from oddeye.methods import register
 from oddeye.methods.base import Method, TrainSet, check_layers
@@ -239,8 +241,36 @@ class RD4ADHead(nn.Module):
         self.register_buffer("history", torch.zeros(0, 2))
 
     def student(self, teachers: Sequence[torch.Tensor]) -> list[torch.Tensor]:
-        """The student's rebuild of every teacher stage (shallow -> deep) from the embedding."""
-        return self.decoder(self.ocbe(teachers))
+        """The student's rebuild of every teacher stage (shallow -> deep) from the embedding.
+
+        In eval mode without gradients this runs a copy of the OCBE and decoder with every
+        BatchNorm folded into its (transposed) conv: the same function with one memory pass
+        fewer per conv (measured ~2x faster for the MobileNetV2 student at batch 1). The copy is
+        rebuilt whenever a parameter or buffer changes (a tensor's in-place version counter), so
+        training, precise-BN and loading a state dict never leave it stale. A tracer (ONNX
+        export) gets the module as defined: its parameters are graph values there, and ONNX
+        Runtime fuses BatchNorm itself.
+        """
+        if self.training or torch.is_grad_enabled() or torch.jit.is_tracing():
+            return self.decoder(self.ocbe(teachers))
+        ocbe, decoder = self._folded_student()
+        return decoder(ocbe(teachers))
+
+    def _folded_student(self) -> tuple[nn.Module, nn.Module]:
+        tensors = [*self.ocbe.parameters(), *self.ocbe.buffers(), *self.decoder.parameters(),
+                   *self.decoder.buffers()]
+        # inference tensors keep no version counter (they can only change in inference mode)
+        key = tuple((id(t), -1 if t.is_inference() else t._version) for t in tensors)
+        cached = self.__dict__.get("_folded")  # a plain attribute: not a submodule, not saved
+        if cached is None or cached[0] != key:
+            with torch.no_grad():
+                ocbe = fold_batchnorm(copy.deepcopy(self.ocbe).eval())
+                decoder = fold_batchnorm(copy.deepcopy(self.decoder).eval())
+            for p in [*ocbe.parameters(), *decoder.parameters()]:
+                p.requires_grad_(False)
+            cached = (key, ocbe, decoder)
+            self.__dict__["_folded"] = cached
+        return cached[1], cached[2]
 
     def forward(self, feats: dict[str, torch.Tensor]) -> torch.Tensor:
         teachers = [feats[k] for k in self.layers]
