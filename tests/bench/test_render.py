@@ -47,3 +47,30 @@ def test_rd4ad_part_with_the_same_arguments_is_reused_not_rerun(tmp_path, monkey
     assert rd4ad_suite._spawn(tmp_path, "category-tire", args)["args"] == args
     with pytest.raises(AssertionError, match="run again"):
         rd4ad_suite._spawn(tmp_path, "category-tire", [*args[:-1], "1"])  # other arguments
+
+
+def _resad_fold(name: str, resad: float, patchcore: float) -> dict:
+    def runs(v: float) -> dict:
+        return {f"4/{s}": {"image_auroc": v, "pixel_auroc": 0.9, "pixel_aupro": 0.8}
+                for s in (0, 1)}
+
+    return {"held_out": name, "n_test": 30, "n_test_full": 30, "resad": runs(resad),
+            "patchcore": runs(patchcore), "resad_fit_seconds": 60.0,
+            "resad_fit_cpu_seconds": 100.0,
+            "ms_per_image": {"4": {k: 10.0 for k in ("resad", "patchcore", "resad_cpu1",
+                                                       "patchcore_cpu1")}}}
+
+
+def test_resad_render_reports_the_real_classes_on_their_own():
+    from oddeye.bench import resad_suite
+
+    config = {"backbone": "mobilenet_v2", "per_class": 40, "patchcore_params": {},
+              "resad_params": {}, "rd4ad_params": None}
+    folds = [_resad_fold("mvtec3d_tire", 0.60, 0.62), _resad_fold("grid", 0.95, 0.80)]
+    text = resad_suite.render(folds, (4,), (0, 1), config)
+    assert "| **mean** | **0.775** ± 0.000 | **0.710** ± 0.000 |" in text
+    assert "| **mean, 1 real classes** | **0.600** ± 0.000 | **0.620** ± 0.000 |" in text
+    assert "), mean: image +0.065, pixel +0.000 -> **met**" in text
+    assert "), mean, 1 real classes: image -0.020, pixel +0.000 -> **NOT met**" in text
+    only_synthetic = resad_suite.render(folds[1:], (4,), (0, 1), config)
+    assert "real classes" not in only_synthetic

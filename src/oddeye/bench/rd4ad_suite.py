@@ -24,6 +24,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Sequence
 from pathlib import Path
 
 from oddeye.bench.detection_suite import DATASETS, shared_root, time_inference
@@ -151,22 +152,26 @@ def _child(argv: list[str]) -> int:
     return 0
 
 
-def _spawn(tmp: Path, tag: str, args: list[str]) -> dict:
+def _spawn(tmp: Path, tag: str, args: list[str], reused: list[str] | None = None) -> dict:
     """Run one part in its own process; a part whose JSON (same arguments) is in ``tmp`` is reused.
 
-    With ``--work DIR`` that folder outlives the run, so a long suite can be resumed part by part.
+    With ``--work DIR`` that folder outlives the run, so a long suite can be resumed part by part;
+    the tags of reused parts are appended to ``reused`` so the section can say so.
     """
     out = tmp / f"{tag}.json"
     if out.exists():
         saved = json.loads(out.read_text())
         if saved.get("args") == args:
             print(f"rd4ad benchmark: {tag} from {out}", file=sys.stderr, flush=True)
+            if reused is not None:
+                reused.append(f"{tag} ({saved.get('measured_at', 'an earlier run')})")
             return saved
     print(f"rd4ad benchmark: {tag} ...", file=sys.stderr, flush=True)
     subprocess.run([sys.executable, "-m", "oddeye.bench.rd4ad_suite", *args, "--json", str(out)],
                    check=True)
     res = json.loads(out.read_text())
     res["args"] = args
+    res["measured_at"] = time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime())
     out.write_text(json.dumps(res))
     return res
 
@@ -188,13 +193,13 @@ def run(out_path: str | Path | None = None, datasets: list[str] | None = None,
     det_keys = set(inspect.signature(Detector.__init__).parameters)
     method = create_method("rd4ad", **{k: v for k, v in params.items() if k not in det_keys})
     per_cat: dict[str, dict] = {}
-    state: dict = {"uni": None, "speeds": []}
+    state: dict = {"uni": None, "speeds": [], "reused": []}
     t_start = time.perf_counter()
 
     def write() -> str:
         # rewritten after every part, so an interrupted run keeps what it measured
         body = _render(method.get_params(), names, per_cat, state["uni"], state["speeds"],
-                       threads, (time.perf_counter() - t_start) / 60.0)
+                       threads, (time.perf_counter() - t_start) / 60.0, state["reused"])
         write_section("rd4ad", body, out_path or DEFAULT_RESULTS)
         return body
 
@@ -203,7 +208,8 @@ def run(out_path: str | Path | None = None, datasets: list[str] | None = None,
         tmp.mkdir(parents=True, exist_ok=True)
         for ds in names:
             r = _spawn(tmp, f"category-{ds}", ["--part", "category", "--data", ds, "--params",
-                                               json.dumps(params), "--threads", str(threads)])
+                                               json.dumps(params), "--threads", str(threads)],
+                       state["reused"])
             for name, res in r["per_category"].items():
                 res["peak_rss_mb"] = r["peak_rss_mb"]
                 per_cat[name] = res
@@ -215,19 +221,19 @@ def run(out_path: str | Path | None = None, datasets: list[str] | None = None,
         if unified and len(names) > 1:
             state["uni"] = _spawn(tmp, "unified", ["--part", "unified", "--data", *names,
                                                    "--params", json.dumps(params), "--threads",
-                                                   str(threads)])
+                                                   str(threads)], state["reused"])
             write()
         if speed and "tire" in DATASETS and (shared_root() / DATASETS["tire"]).exists():
             for label, variant in (*SPEED_VARIANTS, *CACHE_VARIANTS):
                 state["speeds"].append((label, _spawn(tmp, f"speed-{len(state['speeds'])}", [
                     "--part", "speed", "--params", json.dumps(variant), "--threads",
-                    str(threads)])))
+                    str(threads)], state["reused"])))
                 write()
     return write()
 
 
 def _render(p: dict, names: list[str], per_cat: dict, uni: dict | None, speeds: list,
-            threads: int, total_min: float) -> str:
+            threads: int, total_min: float, reused: Sequence[str] = ()) -> str:
     """The markdown section from whatever parts have finished."""
     lines = [
         "## RD4AD (reverse distillation, one-class embedding)", "",
@@ -287,7 +293,10 @@ def _render(p: dict, names: list[str], per_cat: dict, uni: dict | None, speeds: 
             if len(rest) == 2:
                 lines.append(f"\nSpeed-up of the cache per epoch (recomputed / cached): "
                              f"{rest[0][1]['s_per_epoch'] / rest[1][1]['s_per_epoch']:.2f}x.")
-    lines += ["", f"Suite wall time so far {total_min:.0f} min."]
+    lines += ["", f"Wall time of this invocation so far {total_min:.0f} min."]
+    if reused:
+        lines += ["", "Parts reused from `--work` (measured then, not in this invocation's time): "
+                  + ", ".join(reused) + "."]
     return "\n".join(lines)
 
 
