@@ -267,7 +267,8 @@ class Detector(PredictorMixin):
                                  if k not in ("backbone",)}
             det.backbone = meta["method_params"].get("backbone")
             method_cls = get_method(meta["method"])
-            missing = sorted(set(method_cls().get_params()) - set(meta["method_params"]))
+            missing = sorted(set(method_cls().get_params()) - set(meta["method_params"])
+                             - set(method_cls.legacy_defaults))
             if missing:
                 raise ModelFileError(
                     f"{path}: written by oddeye {meta.get('oddeye_version', '?')}, before method "

@@ -162,3 +162,25 @@ def test_model_file_from_before_a_method_parameter_existed_is_refused(fitted, tm
     torch.save(payload, old)
     with pytest.raises(ModelFileError, match=r"old\.oddeye.*\['equal_layers'\].*retrain"):
         oddeye.load(old)
+
+
+def test_model_file_from_before_search_dim_still_loads_and_scores_the_same(fitted, grid, tmp_path):
+    """``search_dim=None`` is what older PatchCore files computed: they load without it and
+    without its (empty) projection buffers, and score exactly as before."""
+    import json
+
+    import torch
+
+    det = fitted["patchcore"]
+    path = det.save(tmp_path / "new.oddeye")
+    payload = torch.load(path, weights_only=True)
+    meta = json.loads(payload["meta_json"])
+    del meta["method_params"]["search_dim"]
+    payload["meta_json"] = json.dumps(meta)
+    for key in ("head.proj_mean", "head.proj_basis"):
+        del payload["tensors"][key]
+    old = tmp_path / "old.oddeye"
+    torch.save(payload, old)
+    again = oddeye.load(old)
+    paths = [s.path for s in grid.test[:3]]
+    np.testing.assert_array_equal(again.predict(paths).scores, det.predict(paths).scores)

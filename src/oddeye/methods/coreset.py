@@ -42,8 +42,13 @@ def greedy_kcenter(x: torch.Tensor, n: int, start: int = 0) -> torch.Tensor:
     return chosen
 
 
-def coreset_indices(features: torch.Tensor, n: int, proj_dim: int = 128,
-                    chunk_size: int | None = 16384, seed: int = 0) -> torch.Tensor:
+#: Defaults shared by every bank built with this module (PatchCore's and anoonly-head's prior).
+PROJ_DIM = 128
+CHUNK_SIZE = 16384
+
+
+def coreset_indices(features: torch.Tensor, n: int, proj_dim: int = PROJ_DIM,
+                    chunk_size: int | None = CHUNK_SIZE, seed: int = 0) -> torch.Tensor:
     """Indices of ``n`` coreset points of (N, D) ``features`` (sorted, unique)."""
     num = features.shape[0]
     if n >= num:

@@ -18,7 +18,7 @@ from tqdm.auto import tqdm
 from oddeye.errors import DataError
 from oddeye.methods import register
 from oddeye.methods.base import Method, TrainSet, check_layers
-from oddeye.methods.coreset import coreset_indices
+from oddeye.methods.coreset import CHUNK_SIZE, PROJ_DIM, coreset_indices
 
 
 def aggregate(feats: dict[str, torch.Tensor], layers: Sequence[str], kernel: int,
@@ -96,7 +96,8 @@ def project_with_residual(x: torch.Tensor, mean: torch.Tensor, basis: torch.Tens
     """
     c = x - mean
     p = c @ basis
-    resid = ((c * c).sum(1) - (p * p).sum(1)).clamp_min(0).sqrt()
+    # the norm of the rejection itself: |c|^2 - |p|^2 cancels badly when the two are close
+    resid = torch.linalg.vector_norm(c - p @ basis.T, dim=1)
     return torch.cat([p, resid[:, None]], dim=1)
 
 
@@ -149,11 +150,12 @@ class PatchCore(Method):
     name = "patchcore"
     default_layers = ("s8", "s16")
     score_from = "raw"  # the paper's image score: the largest patch distance, before smoothing
+    legacy_defaults = {"search_dim": None}  # files from before it searched the exact space
 
     def __init__(self, backbone: str | None = None, layers: Sequence[str] | None = None,
                  kernel: int = 3, equal_layers: bool = True, coreset_ratio: float = 0.1,
-                 max_bank: int | None = 10_000, proj_dim: int = 128,
-                 chunk_size: int | None = 16384, search_dim: int | None = None, seed: int = 0):
+                 max_bank: int | None = 10_000, proj_dim: int = PROJ_DIM,
+                 chunk_size: int | None = CHUNK_SIZE, search_dim: int | None = None, seed: int = 0):
         super().__init__(backbone, layers)
         self.kernel = kernel
         self.equal_layers = equal_layers
@@ -169,19 +171,27 @@ class PatchCore(Method):
         return PatchCoreHead(self.layers, sum(channels[k] for k in self.layers), self.kernel,
                              self.equal_layers)
 
+    def head_from_state(self, channels: dict[str, int], strides: dict[str, int],
+                        state: dict[str, torch.Tensor]) -> nn.Module:
+        """As the base, plus: a file from before ``search_dim`` has no projection buffers."""
+        if "proj_mean" not in state and "bank" in state:
+            state = {**state, "proj_mean": torch.zeros(0),
+                     "proj_basis": torch.zeros(state["bank"].shape[1], 0)}
+        return super().head_from_state(channels, strides, state)
+
     def fit_head(self, head: nn.Module, data: TrainSet) -> None:
         assert isinstance(head, PatchCoreHead)
-        parts = [head.embed(f).permute(0, 2, 3, 1).reshape(-1, head.bank.shape[1])
+        dim = head.proj_basis.shape[0]  # the embedding width
+        k = self.search_dim
+        if k is not None and (isinstance(k, bool) or not isinstance(k, int) or not 1 <= k < dim):
+            raise DataError(f"search_dim must be None or an integer in [1, {dim}) for {dim}-d "
+                            f"patches, got {k!r}")
+        parts = [head.embed(f).permute(0, 2, 3, 1).reshape(-1, dim)
                  for f in data.iter_features(desc="patchcore features")]
         patches = torch.cat(parts)
         n = bank_size(patches.shape[0], self.coreset_ratio, self.max_bank)
-        if self.search_dim is not None:
-            if isinstance(self.search_dim, bool) or not isinstance(self.search_dim, int) \
-                    or not 1 <= self.search_dim < patches.shape[1]:
-                raise DataError(f"search_dim must be None or an integer in [1, "
-                                f"{patches.shape[1]}) for {patches.shape[1]}-d patches, got "
-                                f"{self.search_dim!r}")
-            head.set_projection(*pca_basis(patches, self.search_dim, seed=self.seed))
+        if k is not None:
+            head.set_projection(*pca_basis(patches, k, seed=self.seed))
             patches = head.to_search_space(patches)
         with tqdm(total=1, desc=f"coreset {n}/{patches.shape[0]}", disable=not data.progress,
                   leave=False) as bar:
