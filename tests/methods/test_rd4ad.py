@@ -122,6 +122,14 @@ def test_inference_runs_a_batchnorm_folded_student_that_never_goes_stale(block):
         fast2 = head(feats)
     assert not torch.allclose(plain2, plain)
     torch.testing.assert_close(fast2, plain2, atol=1e-5, rtol=1e-4)
+    w = head.decoder.stages[-1].blocks[0].body[0].weight
+    w.data = w.data * 0.5  # re-pointed storage, no in-place version bump
+    with torch.enable_grad():
+        plain3 = head(feats).detach()
+    with torch.no_grad():
+        fast3 = head(feats)
+    assert not torch.allclose(plain3, plain2)
+    torch.testing.assert_close(fast3, plain3, atol=1e-5, rtol=1e-4)
 
 
 def test_bad_hyper_parameters_name_the_argument():

@@ -247,8 +247,9 @@ class RD4ADHead(nn.Module):
         BatchNorm folded into its (transposed) conv: the same function with one memory pass
         fewer per conv (student alone at batch 1, 2 threads, median of 5 paired runs: 1.04x
         with ResNet18 basic blocks, 1.14x light; MobileNetV2 1.17x basic, 1.16x light). The copy is
-        rebuilt whenever a parameter or buffer changes (a tensor's in-place version counter), so
-        training, precise-BN and loading a state dict never leave it stale. A tracer (ONNX
+        rebuilt when any parameter or buffer is replaced, re-pointed (``p.data = ...``) or changed
+        in place (its version counter), so training, precise-BN and loading a state dict never
+        leave it stale. A tracer (ONNX
         export) gets the module as defined: its parameters are graph values there, and ONNX
         Runtime fuses BatchNorm itself.
         """
@@ -260,18 +261,22 @@ class RD4ADHead(nn.Module):
     def _folded_student(self) -> tuple[nn.Module, nn.Module]:
         tensors = [*self.ocbe.parameters(), *self.ocbe.buffers(), *self.decoder.parameters(),
                    *self.decoder.buffers()]
-        # inference tensors keep no version counter (they can only change in inference mode)
-        key = tuple((id(t), -1 if t.is_inference() else t._version) for t in tensors)
+        # the tensors themselves (identity), their storage (``p.data = ...`` swaps it) and their
+        # in-place version counter; inference tensors keep none (they change only in that mode)
+        state = [(t.data_ptr(), -1 if t.is_inference() else t._version, t.dtype, t.device)
+                 for t in tensors]
         cached = self.__dict__.get("_folded")  # a plain attribute: not a submodule, not saved
-        if cached is None or cached[0] != key:
+        if (cached is None or len(cached[0]) != len(tensors)
+                or any(a is not b for a, b in zip(cached[0], tensors, strict=True))
+                or cached[1] != state):
             with torch.no_grad():
                 ocbe = fold_batchnorm(copy.deepcopy(self.ocbe).eval())
                 decoder = fold_batchnorm(copy.deepcopy(self.decoder).eval())
             for p in [*ocbe.parameters(), *decoder.parameters()]:
                 p.requires_grad_(False)
-            cached = (key, ocbe, decoder)
+            cached = (tensors, state, ocbe, decoder)
             self.__dict__["_folded"] = cached
-        return cached[1], cached[2]
+        return cached[2], cached[3]
 
     def forward(self, feats: dict[str, torch.Tensor]) -> torch.Tensor:
         teachers = [feats[k] for k in self.layers]
