@@ -23,7 +23,12 @@ centring keeps the learned term near 0 on normal patches.
 
 While training, the bank holds half of the good images and the head trains on patches of the
 other half, so their distances are realistic (a bank containing a patch would give it distance 0);
-after training the bank is rebuilt from all good images, as PatchCore's.
+after training the bank is rebuilt from all good images, as PatchCore's. Known approximation: the
+distance statistics (and the BatchNorm statistics the learned term saw) come from distances to
+the half bank; distances of new images to the twice denser full bank are somewhat smaller, so at
+inference normal patches feed the learned term a slightly lower standardised distance than in
+training. The prior's ranking is unaffected (an affine map of PatchCore's distance); the size of
+the shift is not measured.
 """
 
 from __future__ import annotations
