@@ -69,8 +69,8 @@ def test_resad_render_reports_the_real_classes_on_their_own():
     folds = [_resad_fold("mvtec3d_tire", 0.60, 0.62), _resad_fold("grid", 0.95, 0.80)]
     text = resad_suite.render(folds, (4,), (0, 1), config)
     assert "| **mean** | **0.775** ± 0.000 | **0.710** ± 0.000 |" in text
-    assert "| **mean, 1 real classes** | **0.600** ± 0.000 | **0.620** ± 0.000 |" in text
+    assert "| **mean, real class** | **0.600** ± 0.000 | **0.620** ± 0.000 |" in text
     assert "), mean: image +0.065, pixel +0.000 -> **met**" in text
-    assert "), mean, 1 real classes: image -0.020, pixel +0.000 -> **NOT met**" in text
+    assert "), mean, real class: image -0.020, pixel +0.000 -> **NOT met**" in text
     only_synthetic = resad_suite.render(folds[1:], (4,), (0, 1), config)
-    assert "real classes" not in only_synthetic
+    assert "real class" not in only_synthetic

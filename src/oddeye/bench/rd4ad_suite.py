@@ -152,6 +152,19 @@ def _child(argv: list[str]) -> int:
     return 0
 
 
+def _code_version() -> str:
+    """oddeye's version plus the git commit of the working tree when there is one."""
+    from oddeye import __version__
+
+    try:
+        out = subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True,
+                             text=True, cwd=Path(__file__).parent, timeout=10, check=False)
+        commit = out.stdout.strip() if out.returncode == 0 else ""
+    except (OSError, subprocess.SubprocessError):
+        commit = ""
+    return f"{__version__} {commit}".strip()
+
+
 def _spawn(tmp: Path, tag: str, args: list[str], reused: list[str] | None = None) -> dict:
     """Run one part in its own process; a part whose JSON (same arguments) is in ``tmp`` is reused.
 
@@ -164,7 +177,8 @@ def _spawn(tmp: Path, tag: str, args: list[str], reused: list[str] | None = None
         if saved.get("args") == args:
             print(f"rd4ad benchmark: {tag} from {out}", file=sys.stderr, flush=True)
             if reused is not None:
-                reused.append(f"{tag} ({saved.get('measured_at', 'an earlier run')})")
+                reused.append(f"{tag} ({saved.get('measured_at', 'an earlier run')}, code "
+                              f"{saved.get('code', 'not recorded')})")
             return saved
     print(f"rd4ad benchmark: {tag} ...", file=sys.stderr, flush=True)
     subprocess.run([sys.executable, "-m", "oddeye.bench.rd4ad_suite", *args, "--json", str(out)],
@@ -172,6 +186,7 @@ def _spawn(tmp: Path, tag: str, args: list[str], reused: list[str] | None = None
     res = json.loads(out.read_text())
     res["args"] = args
     res["measured_at"] = time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime())
+    res["code"] = _code_version()
     out.write_text(json.dumps(res))
     return res
 
@@ -295,8 +310,8 @@ def _render(p: dict, names: list[str], per_cat: dict, uni: dict | None, speeds: 
                              f"{rest[0][1]['s_per_epoch'] / rest[1][1]['s_per_epoch']:.2f}x.")
     lines += ["", f"Wall time of this invocation so far {total_min:.0f} min."]
     if reused:
-        lines += ["", "Parts reused from `--work` (measured then, not in this invocation's time): "
-                  + ", ".join(reused) + "."]
+        lines += ["", "Parts reused from `--work` (measured then, with the code named, not in "
+                  "this invocation's time): " + ", ".join(reused) + "."]
     return "\n".join(lines)
 
 

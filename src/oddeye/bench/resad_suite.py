@@ -182,7 +182,8 @@ def render(folds: list[dict], shots, seeds, config: dict) -> str:
     means = [("mean", summ)]
     real = [f for f in folds if f["held_out"] in REAL.values()]
     if 0 < len(real) < len(folds):  # the real sets on their own: synthetic classes are easier
-        means.append((f"mean, {len(real)} real classes", summarize(real, shots, seeds)))
+        label = "real class" if len(real) == 1 else f"{len(real)} real classes"
+        means.append((f"mean, {label}", summarize(real, shots, seeds)))
     lines = ["## ResAD: unseen classes from k reference shots (leave one class out)", "",
              f"Backbone {config['backbone']} (s4, s8, s16) for every method; 256x256, no crop, "
              "sigma 4, image score = max. For each held-out class ResAD is trained on the other "
