@@ -27,8 +27,9 @@ after training the bank is rebuilt from all good images, as PatchCore's. Known a
 distance statistics (and the BatchNorm statistics the learned term saw) come from distances to
 the half bank; distances of new images to the twice denser full bank are somewhat smaller, so at
 inference normal patches feed the learned term a slightly lower standardised distance than in
-training. The prior's ranking is unaffected (an affine map of PatchCore's distance); the size of
-the shift is not measured.
+training: -0.09 to -0.45 standard deviations on the good test patches of six synthetic classes
+(``benchmarks/anoonly_head_shift.py``). The prior's ranking is unaffected (an affine map of
+PatchCore's distance).
 """
 
 from __future__ import annotations
