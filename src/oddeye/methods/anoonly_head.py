@@ -7,7 +7,7 @@ patches. The scorer is ``1x1 conv -> ReLU -> BatchNorm (no affine) -> 1x1 conv (
 - ``anoonly=True``: the loss is only the deviation hinge ``max(0, margin - s)`` on patches of the
   labelled defects (inside their masks; without a mask, the top 10% patches by distance). Normal
   patches get **no loss term**; they enter every batch (about 8 normal patches per anomalous one),
-  so BatchNorm's batch statistics are theirs: normal scores are centred at 0 by construction, and
+  so BatchNorm's batch statistics are theirs: normal training scores are centred at 0, and
   the only way to raise the anomalies is a direction in which they differ from the normal bulk.
   Without the BN affine shift and the output bias there is no trivial "raise everything" solution.
 - ``anoonly=False`` (DevNet-style base): adds the ``|s|`` term on normal patches, the usual
@@ -18,8 +18,9 @@ With ``distance_prior=True`` (default) the patch score is PatchCore's patch scor
 The prior is PatchCore exactly (same embedding with ``equal_layers``, a coreset bank of *all* good
 training images, the image score from the raw map), so with the learned term at 0 the head ranks
 images and pixels as PatchCore does. A defect type that is not among the K labelled ones is then
-still scored by its distance, instead of by a direction fitted to a handful of examples; BN
-centring keeps the learned term near 0 on normal patches.
+still scored by its distance, instead of by a direction fitted to a handful of examples. BN
+centring keeps the learned term at 0 on average over normal *training* patches; on new good
+images it drifts (measured below).
 
 While training, the bank holds half of the good images and the head trains on patches of the
 other half, so their distances are realistic (a bank containing a patch would give it distance 0);
