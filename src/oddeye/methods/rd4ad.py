@@ -246,12 +246,11 @@ class RD4ADHead(nn.Module):
         In eval mode without gradients this runs a copy of the OCBE and decoder with every
         BatchNorm folded into its (transposed) conv: the same function with one memory pass
         fewer per conv (student alone at batch 1, 2 threads, median of 5 paired runs: 1.04x
-        with ResNet18 basic blocks, 1.14x light; MobileNetV2 1.17x basic, 1.16x light). The copy is
-        rebuilt when any parameter or buffer is replaced, re-pointed (``p.data = ...``) or changed
-        in place (its version counter), so training, precise-BN and loading a state dict never
-        leave it stale. A tracer (ONNX
-        export) gets the module as defined: its parameters are graph values there, and ONNX
-        Runtime fuses BatchNorm itself.
+        with ResNet18 basic blocks, 1.14x light; MobileNetV2 1.17x basic, 1.16x light). The
+        copy is rebuilt when any parameter or buffer is replaced, re-pointed (``p.data = ...``)
+        or changed in place (its version counter), so training, precise-BN and loading a state
+        dict never leave it stale. A tracer (ONNX export) gets the module as defined: its
+        parameters are graph values there, and ONNX Runtime fuses BatchNorm itself.
         """
         if self.training or torch.is_grad_enabled() or torch.jit.is_tracing():
             return self.decoder(self.ocbe(teachers))
