@@ -1,4 +1,4 @@
-"""Size of the half-bank -> full-bank distance shift seen by anoonly-head's learned term.
+"""anoonly-head on new good images: its two distances (half and full bank) and its learned term.
 
 Synthetic classes (seed 1, no shared test split), K = 5 labelled defects; statistics over the
 patches of the good test images. Run: .venv/bin/python benchmarks/anoonly_head_shift.py
@@ -27,9 +27,11 @@ for cat in load_dataset(root):
     head = det.model_.head
     x = to_batch(load_resized([s.path for s in cat.test if s.label == 0], 256))
     with torch.inference_mode():
-        inp = head.inputs(det.model_.extractor(det.model_.normalize(x)))
-        z = inp[:, -1]
-        learned = head.score(head.bn(torch.relu(head.hidden(inp))))[:, 0]
-    print(f"{cat.name:8s} good test patches: standardised full-bank distance mean {z.mean():+.3f} "
-          f"sd {z.std():.3f} (training: 0 / 1); learned term mean {learned.mean():+.3f} "
-          f"sd {learned.std():.3f}", flush=True)
+        emb = head.embed(det.model_.extractor(det.model_.normalize(x)))
+        z_input = head._distance(emb, head.input_bank, head.input_bank_sq)
+        z_prior = head._distance(emb, head.bank, head.bank_sq)
+        learned = head.learned(torch.cat([emb, z_input], dim=1))
+    print(f"{cat.name:8s} good test patches, standardised distance (training: 0 / 1): "
+          f"half bank {z_input.mean():+.3f} / {z_input.std():.3f}, full bank "
+          f"{z_prior.mean():+.3f} / {z_prior.std():.3f}; learned term "
+          f"{learned.mean():+.3f} / {learned.std():.3f}", flush=True)

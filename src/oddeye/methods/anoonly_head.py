@@ -24,13 +24,11 @@ images it drifts (measured below).
 
 While training, the bank holds half of the good images and the head trains on patches of the
 other half, so their distances are realistic (a bank containing a patch would give it distance 0);
-after training the bank is rebuilt from all good images, as PatchCore's. Known approximation: the
-distance statistics (and the BatchNorm statistics the learned term saw) come from distances to
-the half bank; distances of new images to the twice denser full bank are somewhat smaller, so at
-inference normal patches feed the learned term a slightly lower standardised distance than in
-training: -0.09 to -0.45 standard deviations on the good test patches of six synthetic classes
-(``benchmarks/anoonly_head_shift.py``). The prior's ranking is unaffected (an affine map of
-PatchCore's distance).
+after training the bank is rebuilt from all good images, as PatchCore's. The learned term keeps
+its own input: the distance to the half bank it was trained on (``input_bank``), since distances
+to the twice denser full bank are smaller (by 0.09 to 0.45 standard deviations on the good test
+patches of six synthetic classes, ``benchmarks/anoonly_head_shift.py``, measured when the learned
+term was fed the full-bank distance). Inference therefore runs two nearest-neighbour searches.
 """
 
 from __future__ import annotations
@@ -58,8 +56,12 @@ class AnoOnlyPatchHead(nn.Module):
         self.layers, self.kernel = list(layers), int(kernel)
         self.distance_prior = bool(distance_prior)
         self.equal_layers = bool(equal_layers)
+        # PatchCore's bank over all good images (the prior) and the half bank whose distances
+        # the learned term was trained on (its input): each sees at inference what it saw in fit
         self.register_buffer("bank", torch.zeros(0, dim))
         self.register_buffer("bank_sq", torch.zeros(0))
+        self.register_buffer("input_bank", torch.zeros(0, dim))
+        self.register_buffer("input_bank_sq", torch.zeros(0))
         self.register_buffer("dist_stats", torch.tensor([0.0, 1.0]))  # mean, std of normal dists
         self.hidden = nn.Conv2d(dim + 1, hidden, 1)
         self.bn = nn.BatchNorm2d(hidden, affine=False)
@@ -69,27 +71,41 @@ class AnoOnlyPatchHead(nn.Module):
         """PatchCore's patch embedding (same aggregation and layer weighting)."""
         return aggregate(feats, self.layers, self.kernel, self.equal_layers)
 
-    def set_bank(self, patches: torch.Tensor, n: int, seed: int) -> None:
-        """A greedy-coreset bank of ``n`` of ``patches``, as PatchCore selects it."""
-        self.bank = patches[coreset_indices(patches, n, seed=seed)].contiguous()
-        self.bank_sq = (self.bank * self.bank).sum(1)
+    def set_bank(self, patches: torch.Tensor, n: int, seed: int, which: str = "bank") -> None:
+        """A greedy-coreset bank of ``n`` of ``patches``, as PatchCore selects it, stored as
+        ``which`` (``"bank"``: the prior's; ``"input_bank"``: the learned term's input)."""
+        bank = patches[coreset_indices(patches, n, seed=seed)].contiguous()
+        setattr(self, which, bank)
+        setattr(self, f"{which}_sq", (bank * bank).sum(1))
 
-    def inputs(self, feats: dict[str, torch.Tensor]) -> torch.Tensor:
-        """(N, D + 1, h, w): aggregated features and the standardised NN distance."""
-        emb = self.embed(feats)
+    def _distance(self, emb: torch.Tensor, bank: torch.Tensor,
+                  bank_sq: torch.Tensor) -> torch.Tensor:
+        """(N, 1, h, w) standardised nearest-neighbour distance of every patch to ``bank``."""
         n, d, h, w = emb.shape
         q = emb.permute(0, 2, 3, 1).reshape(-1, d)
-        dist = nearest_distance(q, self.bank, self.bank_sq).view(n, 1, h, w)
-        dist = (dist - self.dist_stats[0]) / self.dist_stats[1]
-        return torch.cat([emb, dist], dim=1)
+        dist = nearest_distance(q, bank, bank_sq).view(n, 1, h, w)
+        return (dist - self.dist_stats[0]) / self.dist_stats[1]
+
+    def inputs(self, feats: dict[str, torch.Tensor]) -> torch.Tensor:
+        """(N, D + 1, h, w): aggregated features and the standardised distance to the half bank."""
+        emb = self.embed(feats)
+        return torch.cat([emb, self._distance(emb, self.input_bank, self.input_bank_sq)], dim=1)
+
+    def learned(self, x: torch.Tensor) -> torch.Tensor:
+        """(N, D + 1, h, w) inputs -> (N, h, w) learned term."""
+        return self.score(self.bn(F.relu(self.hidden(x))))[:, 0]
 
     def scorer(self, x: torch.Tensor) -> torch.Tensor:
-        """(N, D + 1, h, w) inputs -> (N, h, w) scores (standardised distance + learned term)."""
-        learned = self.score(self.bn(F.relu(self.hidden(x))))[:, 0]
-        return x[:, -1] + learned if self.distance_prior else learned
+        """Training-time score: the input distance stands in for the prior (both banks are built
+        the same way; the prior's is twice as dense)."""
+        return x[:, -1] + self.learned(x) if self.distance_prior else self.learned(x)
 
     def forward(self, feats: dict[str, torch.Tensor]) -> torch.Tensor:
-        return self.scorer(self.inputs(feats))
+        emb = self.embed(feats)
+        x = torch.cat([emb, self._distance(emb, self.input_bank, self.input_bank_sq)], dim=1)
+        if not self.distance_prior:
+            return self.learned(x)
+        return self._distance(emb, self.bank, self.bank_sq)[:, 0] + self.learned(x)
 
 
 @register
@@ -154,7 +170,8 @@ class AnoOnlyHead(Method):
 
         half = patches_of(bank_imgs)
         # the same size rule and latency cap as PatchCore's bank
-        head.set_bank(half, bank_size(half.shape[0], self.coreset_ratio, self.max_bank), self.seed)
+        head.set_bank(half, bank_size(half.shape[0], self.coreset_ratio, self.max_bank), self.seed,
+                      which="input_bank")
         head.dist_stats = torch.tensor([0.0, 1.0])
         with torch.no_grad():
             x = torch.cat([head.inputs({k2: v[i:i + 16] for k2, v in feats.items()})
