@@ -274,7 +274,7 @@ class Detector(PredictorMixin):
                     f"{path}: written by oddeye {meta.get('oddeye_version', '?')}, before method "
                     f"{meta['method']!r} had the parameter(s) {missing} that change what it "
                     f"computes in this oddeye {__version__}: retrain the model")
-            method = method_cls(**meta["method_params"])
+            method = method_cls(**{**method_cls.legacy_defaults, **meta["method_params"]})
             bb = meta["backbone"]
             extractor = _build_extractor(bb["name"], bb["layers"], None)
             ext_state = {k[len("extractor."):]: v for k, v in tensors.items()

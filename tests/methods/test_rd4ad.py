@@ -106,28 +106,27 @@ def test_inference_runs_a_batchnorm_folded_student_that_never_goes_stale(block):
     head.eval()
     with torch.no_grad():
         feats = fx(torch.randn(2, 3, 64, 64, generator=g))
-    with torch.enable_grad():
-        plain = head(feats).detach()  # gradients on: the module as defined
+
+    def plain_and_fast() -> tuple[torch.Tensor, torch.Tensor]:
+        with torch.enable_grad():
+            plain = head(feats).detach()  # gradients on: the module as defined
+        with torch.no_grad():
+            return plain, head(feats)  # no gradients: the folded copy
+
+    plain, fast = plain_and_fast()
     with torch.no_grad():
-        fast = head(feats)
         ocbe, decoder = head._folded_student()
     assert not any(isinstance(m, torch.nn.BatchNorm2d) for m in decoder.modules())
     torch.testing.assert_close(fast, plain, atol=1e-5, rtol=1e-4)
     assert "_folded" not in "".join(head.state_dict())  # the copy is never saved
     with torch.no_grad():
         head.decoder.stages[0].blocks[0].body[0].weight.mul_(3.0)  # an in-place weight change
-    with torch.enable_grad():
-        plain2 = head(feats).detach()
-    with torch.no_grad():
-        fast2 = head(feats)
+    plain2, fast2 = plain_and_fast()
     assert not torch.allclose(plain2, plain)
     torch.testing.assert_close(fast2, plain2, atol=1e-5, rtol=1e-4)
     w = head.decoder.stages[-1].blocks[0].body[0].weight
     w.data = w.data * 0.5  # re-pointed storage, no in-place version bump
-    with torch.enable_grad():
-        plain3 = head(feats).detach()
-    with torch.no_grad():
-        fast3 = head(feats)
+    plain3, fast3 = plain_and_fast()
     assert not torch.allclose(plain3, plain2)
     torch.testing.assert_close(fast3, plain3, atol=1e-5, rtol=1e-4)
 

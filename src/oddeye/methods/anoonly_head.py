@@ -88,7 +88,9 @@ class AnoOnlyPatchHead(nn.Module):
 
     def inputs(self, feats: dict[str, torch.Tensor]) -> torch.Tensor:
         """(N, D + 1, h, w): aggregated features and the standardised distance to the half bank."""
-        emb = self.embed(feats)
+        return self._inputs_of(self.embed(feats))
+
+    def _inputs_of(self, emb: torch.Tensor) -> torch.Tensor:
         return torch.cat([emb, self._distance(emb, self.input_bank, self.input_bank_sq)], dim=1)
 
     def learned(self, x: torch.Tensor) -> torch.Tensor:
@@ -102,7 +104,7 @@ class AnoOnlyPatchHead(nn.Module):
 
     def forward(self, feats: dict[str, torch.Tensor]) -> torch.Tensor:
         emb = self.embed(feats)
-        x = torch.cat([emb, self._distance(emb, self.input_bank, self.input_bank_sq)], dim=1)
+        x = self._inputs_of(emb)
         if not self.distance_prior:
             return self.learned(x)
         return self._distance(emb, self.bank, self.bank_sq)[:, 0] + self.learned(x)

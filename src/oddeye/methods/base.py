@@ -82,8 +82,9 @@ class Method(ABC):
     score_from: ClassVar[str] = "smoothed"
     #: False when the head cannot be traced to ONNX (the exporter then refuses with a clear error).
     exportable: ClassVar[bool] = True
-    #: Parameters added after model files were already written, whose default reproduces what
-    #: those files computed: a file without them still loads (any other missing one is refused).
+    #: Parameters added after model files were already written, with the value that reproduces
+    #: what those files computed: a file without them loads with that value (any other missing
+    #: parameter is refused).
     legacy_defaults: ClassVar[dict[str, Any]] = {}
 
     def __init__(self, backbone: str | None = None, layers: Sequence[str] | None = None):
