@@ -103,3 +103,60 @@ def test_bad_search_dim_is_a_clear_error(bad):
     head = m.build_head({"a": 8, "b": 8}, {"a": 8, "b": 16})
     with pytest.raises(DataError, match="search_dim"):
         m.fit_head(head, FeatureBatches(feats))
+
+
+def test_nearest_index_matches_brute_force_across_chunks():
+    from oddeye.methods.patchcore import nearest_index
+
+    g = torch.Generator().manual_seed(3)
+    bank, q = torch.randn(700, 5, generator=g), torch.randn(90, 5, generator=g)
+    want = torch.cdist(q, bank).argmin(1)
+    for max_elems in (90 * 50, 90 * 700, 10**9):  # 14 chunks, one chunk exactly, one oversized
+        got = nearest_index(q, bank, (bank * bank).sum(1), max_elems=max_elems)
+        assert torch.equal(got, want)
+
+
+def test_rerank_scores_the_exact_distance_to_the_projected_search_candidate():
+    from oddeye.methods.patchcore import nearest_index
+
+    g = torch.Generator().manual_seed(0)
+    scale = torch.linspace(3, 0.05, 8)[None, :, None, None]
+
+    def batch(n: int) -> dict[str, torch.Tensor]:
+        return {"a": torch.randn(n, 8, 8, 8, generator=g) * scale,
+                "b": torch.randn(n, 8, 4, 4, generator=g) * scale}
+
+    feats = [batch(4) for _ in range(2)]
+    heads = {}
+    for name, params in {"exact": {}, "lower": {"search_dim": 8},
+                         "rerank": {"search_dim": 8, "rerank": True}}.items():
+        # the whole training set as bank (ratio 1), so all three search the same patches
+        m = create_method("patchcore", layers=["a", "b"], coreset_ratio=1.0, **params)
+        heads[name] = m.build_head({"a": 8, "b": 8}, {"a": 8, "b": 16}).eval()
+        m.fit_head(heads[name], FeatureBatches(feats))
+    h = heads["rerank"]
+    assert h.rerank_bank.shape == (512, 16) and h.bank.shape == (512, 9)
+    # the exact rows are the very rows the projected bank holds
+    torch.testing.assert_close(h.to_search_space(h.rerank_bank), h.bank, atol=1e-4, rtol=1e-4)
+    probe = batch(2)
+    with torch.inference_mode():
+        maps = {k: v(probe).flatten() for k, v in heads.items()}
+        patches = h.embed(probe).permute(0, 2, 3, 1).reshape(-1, 16)
+        cand = nearest_index(h.to_search_space(patches), h.bank, h.bank_sq)
+    torch.testing.assert_close(maps["rerank"], (patches - h.rerank_bank[cand]).norm(dim=1))
+    assert torch.all(maps["rerank"] >= maps["exact"] - 1e-4)  # an upper bound ...
+    assert torch.all(maps["lower"] <= maps["exact"] + 1e-4)  # ... where search_dim alone is lower
+    exact_share = ((maps["rerank"] - maps["exact"]).abs() < 1e-4).float().mean()
+    assert exact_share > 0.3  # exact where the candidate is the true nearest row (43% here)
+    err = {k: (maps[k] - maps["exact"]).abs().mean() for k in ("lower", "rerank")}
+    assert err["rerank"] < err["lower"]
+
+
+@pytest.mark.parametrize(("params", "word"), [({"rerank": True}, "needs search_dim"),
+                                              ({"search_dim": 4, "rerank": 1}, "rerank")])
+def test_bad_rerank_is_a_clear_error(params, word):
+    feats = [{"a": torch.randn(2, 8, 4, 4), "b": torch.randn(2, 8, 2, 2)}]
+    m = create_method("patchcore", layers=["a", "b"], **params)
+    head = m.build_head({"a": 8, "b": 8}, {"a": 8, "b": 16})
+    with pytest.raises(DataError, match=word):
+        m.fit_head(head, FeatureBatches(feats))
