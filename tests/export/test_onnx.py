@@ -156,9 +156,6 @@ def test_patchcore_blocks_search_in_the_projected_space():
     feats = {"a": torch.randn(2, 4, 5, 5, generator=g), "b": torch.randn(2, 2, 3, 3, generator=g)}
     out = _PatchCoreBlocks(head, block_rows=128)(feats)
     torch.testing.assert_close(out, head(feats), atol=1e-5, rtol=1e-5)
-    head.set_rerank_bank(train[:700])  # rerank: exact distance to the projected candidate
-    out = _PatchCoreBlocks(head, block_rows=128)(feats)
-    torch.testing.assert_close(out, head(feats), atol=1e-5, rtol=1e-5)
 
 
 def test_refuses_method_declared_not_exportable(exported, monkeypatch, tmp_path):
@@ -238,20 +235,17 @@ def test_export_command_errors_cleanly(tmp_path, capsys):
 
 
 def test_parity_with_projected_search(synth_root, tmp_path):
-    """A PatchCore fitted with ``search_dim`` (with and without rerank) exports to the same maps
-    and scores."""
+    """A PatchCore fitted with ``search_dim`` exports to the same maps and scores."""
     from oddeye.api import Detector
     from oddeye.data.mvtec import load_dataset
     from oddeye.export.onnx import OnnxDetector, export_onnx
 
     cat = next(c for c in load_dataset(synth_root) if c.name == "grid")
-    for rerank in (False, True):
-        det = Detector(method="patchcore", size=128, search_dim=16, rerank=rerank).fit(
-            [s.path for s in cat.train[:8]], progress=False)
-        assert det.model_.head.bank.shape[1] == 17
-        onnx_det = OnnxDetector(export_onnx(det, tmp_path / f"proj-{rerank}.onnx"))
-        images = sample_images(synth_root)
-        a, b = det.predict(images), onnx_det.predict(images)
-        assert np.abs(a.maps - b.maps).max() < TOL
-        assert np.abs(a.scores - b.scores).max() < TOL
-
+    det = Detector(method="patchcore", size=128, search_dim=16).fit(
+        [s.path for s in cat.train[:8]], progress=False)
+    assert det.model_.head.bank.shape[1] == 17
+    onnx_det = OnnxDetector(export_onnx(det, tmp_path / "proj.onnx"))
+    images = sample_images(synth_root)
+    a, b = det.predict(images), onnx_det.predict(images)
+    assert np.abs(a.maps - b.maps).max() < TOL
+    assert np.abs(a.scores - b.scores).max() < TOL

@@ -53,30 +53,16 @@ class _PatchCoreBlocks(nn.Module):
         self.block_rows = int(block_rows)
 
     def forward(self, feats: dict[str, torch.Tensor]) -> torch.Tensor:
-        from oddeye.methods.patchcore import rescore
-
         emb = self.head.embed(feats)
         n, d, h, w = emb.shape
-        patches = emb.permute(0, 2, 3, 1).reshape(-1, d)
-        q = self.head.to_search_space(patches)
+        q = self.head.to_search_space(emb.permute(0, 2, 3, 1).reshape(-1, d))
         bank, bank_sq = self.head.bank, self.head.bank_sq
-        rerank = self.head.rerank_bank.shape[0] > 0
-        best = arg = None
+        best = None
         for s in range(0, int(bank.shape[0]), self.block_rows):
             dist = torch.addmm(bank_sq[s:s + self.block_rows].unsqueeze(0), q,
                                bank[s:s + self.block_rows].T, alpha=-2.0)
-            if not rerank:
-                m = dist.amin(dim=1)
-                best = m if best is None else torch.minimum(best, m)
-                continue
-            m, i = dist.min(dim=1)
-            if best is None:
-                best, arg = m, i
-            else:
-                better = m < best
-                best, arg = torch.where(better, m, best), torch.where(better, i + s, arg)
-        if rerank:
-            return rescore(patches, self.head.rerank_bank, arg).view(n, h, w)
+            m = dist.amin(dim=1)
+            best = m if best is None else torch.minimum(best, m)
         return (best + (q * q).sum(1)).clamp_min(0).sqrt().view(n, h, w)
 
 

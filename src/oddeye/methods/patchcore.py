@@ -60,35 +60,6 @@ def nearest_distance(queries: torch.Tensor, bank: torch.Tensor, bank_sq: torch.T
     return (best + q_sq[:, 0]).clamp_min(0).sqrt()
 
 
-def nearest_index(queries: torch.Tensor, bank: torch.Tensor, bank_sq: torch.Tensor,
-                  max_elems: int = 1_000_000) -> torch.Tensor:
-    """Index of each (Q, D) query's nearest (M, D) bank row, in bounded memory.
-
-    Two passes: the chunk walk of ``nearest_distance`` keeps only each chunk's minimum (a
-    ``min`` with indices over every chunk measured ~4x slower than ``amin``), then each query's
-    winning chunk is searched again with indices, which costs about one chunk's worth in total.
-    """
-    step = max(1, max_elems // max(1, queries.shape[0]))
-    starts = range(0, bank.shape[0], step)
-    mins = torch.stack([torch.addmm(bank_sq[s:s + step].unsqueeze(0), queries,
-                                    bank[s:s + step].T, alpha=-2.0).amin(dim=1)
-                        for s in starts], dim=1)
-    chunk = mins.argmin(dim=1)
-    arg = torch.zeros(queries.shape[0], dtype=torch.long)
-    for c in chunk.unique().tolist():
-        rows = (chunk == c).nonzero()[:, 0]
-        s = starts[c]
-        d = torch.addmm(bank_sq[s:s + step].unsqueeze(0), queries[rows], bank[s:s + step].T,
-                        alpha=-2.0)
-        arg[rows] = d.argmin(dim=1) + s
-    return arg
-
-
-def rescore(patches: torch.Tensor, rows: torch.Tensor, idx: torch.Tensor) -> torch.Tensor:
-    """Exact distance of each (Q, D) patch to its candidate bank row ``rows[idx]``."""
-    return torch.linalg.vector_norm(patches - rows[idx], dim=1)
-
-
 def bank_size(n_patches: int, ratio: float, max_bank: int | None) -> int:
     """Memory-bank size: ``ratio`` of the patches (at least 1), capped at ``max_bank`` if given."""
     if not 0 < ratio <= 1:
@@ -142,8 +113,6 @@ class PatchCoreHead(nn.Module):
         # optional search-space projection (empty = exact search in the embedding)
         self.register_buffer("proj_mean", torch.zeros(0))
         self.register_buffer("proj_basis", torch.zeros(dim, 0))
-        # optional exact rows of the bank, to re-score the projected search's nearest candidate
-        self.register_buffer("rerank_bank", torch.zeros(0, dim))
 
     def embed(self, feats: dict[str, torch.Tensor]) -> torch.Tensor:
         return aggregate(feats, self.layers, self.kernel, self.equal_layers)
@@ -161,19 +130,11 @@ class PatchCoreHead(nn.Module):
         self.bank = bank.contiguous()
         self.bank_sq = (bank * bank).sum(1)
 
-    def set_rerank_bank(self, rows: torch.Tensor) -> None:
-        self.rerank_bank = rows.contiguous()
-
     def forward(self, feats: dict[str, torch.Tensor]) -> torch.Tensor:
         emb = self.embed(feats)
         n, d, h, w = emb.shape
-        patches = emb.permute(0, 2, 3, 1).reshape(-1, d)
-        q = self.to_search_space(patches)
-        if self.rerank_bank.shape[0] == 0:
-            return nearest_distance(q, self.bank, self.bank_sq).view(n, h, w)
-        idx = nearest_index(q, self.bank, self.bank_sq)
-        return rescore(patches, self.rerank_bank, idx).view(n, h, w)
-
+        q = self.to_search_space(emb.permute(0, 2, 3, 1).reshape(-1, d))
+        return nearest_distance(q, self.bank, self.bank_sq).view(n, h, w)
 
 
 @register
@@ -183,22 +144,18 @@ class PatchCore(Method):
     ``search_dim`` (None = exact search) stores the bank and searches it in the top
     ``search_dim`` principal directions of the training patches plus the norm of the rest
     (``project_with_residual``): the distance is a lower bound of the exact one and the search
-    costs ``(search_dim + 1) / D`` of it. ``rerank`` (with ``search_dim``) keeps the bank's exact
-    rows too and scores each patch by its exact distance to the candidate the projected search
-    found: exact whenever that candidate is the true nearest row, an upper bound otherwise.
+    costs ``(search_dim + 1) / D`` of it.
     """
 
     name = "patchcore"
     default_layers = ("s8", "s16")
     score_from = "raw"  # the paper's image score: the largest patch distance, before smoothing
-    # files from before these parameters computed what these values compute
-    legacy_defaults = {"search_dim": None, "rerank": False}
+    legacy_defaults = {"search_dim": None}  # files from before it searched the exact space
 
     def __init__(self, backbone: str | None = None, layers: Sequence[str] | None = None,
                  kernel: int = 3, equal_layers: bool = True, coreset_ratio: float = 0.1,
                  max_bank: int | None = 10_000, proj_dim: int = PROJ_DIM,
-                 chunk_size: int | None = CHUNK_SIZE, search_dim: int | None = None,
-                 rerank: bool = False, seed: int = 0):
+                 chunk_size: int | None = CHUNK_SIZE, search_dim: int | None = None, seed: int = 0):
         super().__init__(backbone, layers)
         self.kernel = kernel
         self.equal_layers = equal_layers
@@ -207,7 +164,6 @@ class PatchCore(Method):
         self.proj_dim = proj_dim
         self.chunk_size = chunk_size
         self.search_dim = search_dim
-        self.rerank = rerank
         self.seed = seed
 
     def build_head(self, channels: dict[str, int], strides: dict[str, int]) -> nn.Module:
@@ -217,12 +173,10 @@ class PatchCore(Method):
 
     def head_from_state(self, channels: dict[str, int], strides: dict[str, int],
                         state: dict[str, torch.Tensor]) -> nn.Module:
-        """As the base, plus: files from before ``search_dim`` / ``rerank`` lack their buffers."""
+        """As the base, plus: a file from before ``search_dim`` has no projection buffers."""
         if "proj_mean" not in state and "bank" in state:
             state = {**state, "proj_mean": torch.zeros(0),
                      "proj_basis": torch.zeros(state["bank"].shape[1], 0)}
-        if "rerank_bank" not in state and "proj_basis" in state:
-            state = {**state, "rerank_bank": torch.zeros(0, state["proj_basis"].shape[0])}
         return super().head_from_state(channels, strides, state)
 
     def fit_head(self, head: nn.Module, data: TrainSet) -> None:
@@ -232,15 +186,10 @@ class PatchCore(Method):
         if k is not None and (isinstance(k, bool) or not isinstance(k, int) or not 1 <= k < dim):
             raise DataError(f"search_dim must be None or an integer in [1, {dim}) for {dim}-d "
                             f"patches, got {k!r}")
-        if not isinstance(self.rerank, bool):
-            raise DataError(f"rerank must be True or False, got {self.rerank!r}")
-        if self.rerank and k is None:
-            raise DataError("rerank=True re-scores a projected search: it needs search_dim")
         parts = [head.embed(f).permute(0, 2, 3, 1).reshape(-1, dim)
                  for f in data.iter_features(desc="patchcore features")]
         patches = torch.cat(parts)
         n = bank_size(patches.shape[0], self.coreset_ratio, self.max_bank)
-        full = patches
         if k is not None:
             head.set_projection(*pca_basis(patches, k, seed=self.seed))
             patches = head.to_search_space(patches)
@@ -249,5 +198,3 @@ class PatchCore(Method):
             idx = coreset_indices(patches, n, self.proj_dim, self.chunk_size, self.seed)
             bar.update(1)
         head.set_bank(patches[idx].clone())
-        if self.rerank:
-            head.set_rerank_bank(full[idx].clone())
