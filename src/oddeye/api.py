@@ -23,11 +23,15 @@ from oddeye.backbones import DEFAULT_BATCH  # chosen by measurement (docs/backbo
 from oddeye.errors import DataError, ModelFileError, OddeyeError
 from oddeye.io.modelfile import load_model, save_model
 from oddeye.methods import Method, TrainSet, create_method, get_method
-from oddeye.postprocess import PostProcess
+from oddeye.postprocess import PostProcess, leave_one_out_standardize, position_stats
 from oddeye.prediction import Prediction, PredictorMixin
 from oddeye.preprocess import ImageLike, Normalize, PreprocessConfig, load_resized, to_batch
 
 __all__ = ["AnomalyModel", "Detector", "Prediction", "f1_optimal_threshold"]
+
+#: Fewest good images per-position map statistics are estimated from (``map_norm``).
+MIN_NORM_IMAGES = 10
+MAP_NORMS = (None, "auto", "position")
 
 
 class AnomalyModel(nn.Module):
@@ -72,12 +76,23 @@ class Detector(PredictorMixin):
     ``mean + threshold_sigmas * std`` of the scores of good images the model did not train on (the
     given validation images, else a held-out ``holdout`` share of the training images);
     ``calibrate`` replaces it with the F1-optimal threshold on a labelled set.
+
+    ``map_norm="position"`` standardises every raw map per position with the mean and spread of
+    the same good images' maps (at least ``MIN_NORM_IMAGES``; the held-out share grows to that
+    many when the training set has three times as many), so spots that are high on every good
+    part stop setting the score; the threshold then comes from leave-one-out z-maps of those
+    images. ``"auto"`` (default) applies it to methods where validation data showed it helps
+    (``Method.map_norm_helps``: PatchCore) and skips it silently where it cannot be fitted;
+    ``"position"`` applies it to any method and refuses what it cannot fit: methods scoring
+    against reference shots, labelled training data, too few good images. ``map_norm_`` records
+    how many images it was fitted on (0 = not applied).
     """
 
     def __init__(self, method: str = "patchcore", backbone: str | None = None, size: int = 256,
                  sigma: float = 4.0, score: str = "max", weights: Any = "auto",
                  batch_size: int = DEFAULT_BATCH, holdout: float = 0.1,
-                 threshold_sigmas: float = 3.0, seed: int = 0, **method_params: Any):
+                 threshold_sigmas: float = 3.0, map_norm: str | None = "auto", seed: int = 0,
+                 **method_params: Any):
         self.method = method
         self.backbone = backbone
         self.size = size
@@ -87,6 +102,7 @@ class Detector(PredictorMixin):
         self.batch_size = batch_size
         self.holdout = holdout
         self.threshold_sigmas = threshold_sigmas
+        self.map_norm = map_norm
         self.seed = seed
         self.method_params = method_params
 
@@ -110,9 +126,12 @@ class Detector(PredictorMixin):
         cats = list(categories) if categories is not None else None
         n = len(images)
         rng = np.random.default_rng(self.seed)
+        norm = self._map_norm_applies(method, labels, validation, n)
         holdout_idx: list[int] = []
         if validation is None and self.holdout > 0 and n >= 10 and labels is None:
             k = max(2, round(self.holdout * n))
+            if norm:
+                k = max(k, MIN_NORM_IMAGES)
             holdout_idx = sorted(rng.choice(n, size=k, replace=False).tolist())
         train_idx = [i for i in range(n) if i not in set(holdout_idx)]
 
@@ -135,26 +154,67 @@ class Detector(PredictorMixin):
         self.model_ = AnomalyModel(normalize, extractor, head,
                                    PostProcess(self.size, self.sigma, self.score,
                                                score_from=method.score_from)).eval()
-        self.fit_seconds_ = time.perf_counter() - t0
         self.n_train_ = len(train_idx)
         self.categories_ = sorted(set(cats)) if cats else []
 
+        good_x = None
         if validation is not None and len(validation) > 0:
-            good_scores = self._scores_of_batch(to_batch(load_resized(validation, self.size)))
+            good_x = to_batch(load_resized(validation, self.size))
             source = f"{len(validation)} validation images"
         elif holdout_idx:
-            good_scores = self._scores_of_batch(x[holdout_idx])
+            good_x = x[holdout_idx]
             source = f"{len(holdout_idx)} held-out training images"
+        self.map_norm_ = 0
+        if norm:
+            good_scores = self._fit_map_norm(good_x)
         else:
-            good_scores = self._scores_of_batch(x[train_idx])
-            source = f"{len(train_idx)} training images (biased low: too few to hold out)"
-            if labels is None:
-                warnings.warn("too few good images to hold out; the threshold is estimated from "
-                              "training scores and may be too low", UserWarning, stacklevel=2)
+            if good_x is not None:
+                good_scores = self._scores_of_batch(good_x)
+            else:
+                good_scores = self._scores_of_batch(x[train_idx])
+                source = f"{len(train_idx)} training images (biased low: too few to hold out)"
+                if labels is None:
+                    warnings.warn("too few good images to hold out; the threshold is estimated "
+                                  "from training scores and may be too low", UserWarning,
+                                  stacklevel=2)
         if labels is not None:
             good_scores = self._scores_of_batch(x[train_idx][data.labels == 0])
         self._set_unsupervised_threshold(good_scores, source)
+        self.fit_seconds_ = time.perf_counter() - t0
         return self
+
+    def _map_norm_applies(self, method: Method, labels: Sequence[int] | None,
+                          validation: Sequence[ImageLike] | None, n: int) -> bool:
+        """Whether this fit standardises maps; ``"position"`` raises where it cannot."""
+        if self.map_norm not in MAP_NORMS:
+            raise DataError(f"map_norm must be one of {MAP_NORMS}, got {self.map_norm!r}")
+        if self.map_norm is None or (self.map_norm == "auto" and not method.map_norm_helps):
+            return False
+        if method.needs_references:
+            problem = f"method {method.name!r} scores against reference shots of each class"
+        elif labels is not None:
+            problem = "training images are labelled (a supervised head)"
+        elif validation is not None and len(validation) > 0:
+            problem = (None if len(validation) >= MIN_NORM_IMAGES else
+                       f"{len(validation)} validation images (needs {MIN_NORM_IMAGES})")
+        elif self.holdout <= 0 or n < 3 * MIN_NORM_IMAGES:
+            problem = (f"{n} training images with holdout={self.holdout} (needs holdout > 0 and "
+                       f"{3 * MIN_NORM_IMAGES} images, or {MIN_NORM_IMAGES} validation images)")
+        else:
+            problem = None
+        if problem and self.map_norm == "position":
+            raise DataError(f"map_norm='position' cannot be fitted: {problem}")
+        return problem is None
+
+    def _fit_map_norm(self, good_x: torch.Tensor) -> np.ndarray:
+        """Set the per-position statistics from good images; returns their out-of-sample scores."""
+        with torch.inference_mode():
+            raw = torch.cat([self.model_.raw_map(good_x[s:s + self.batch_size])
+                             for s in range(0, good_x.shape[0], self.batch_size)])
+            self.model_.post.set_position_stats(*position_stats(raw))
+            scores = self.model_.post.finish(leave_one_out_standardize(raw))[1]
+        self.map_norm_ = int(good_x.shape[0])
+        return scores.numpy().astype(np.float64)
 
     def _set_unsupervised_threshold(self, good: np.ndarray, source: str) -> None:
         mean, std = float(np.mean(good)), float(np.std(good))
@@ -228,7 +288,8 @@ class Detector(PredictorMixin):
     def get_params(self) -> dict[str, Any]:
         """Constructor arguments (scikit-learn style)."""
         p = {k: getattr(self, k) for k in ("method", "backbone", "size", "sigma", "score",
-                                           "batch_size", "holdout", "threshold_sigmas", "seed")}
+                                           "batch_size", "holdout", "threshold_sigmas",
+                                           "map_norm", "seed")}
         p.update(self.method_params)
         return p
 
@@ -243,7 +304,8 @@ class Detector(PredictorMixin):
                                 if k not in self.method_params},
             "preprocess": PreprocessConfig(size=self.size).to_dict(),
             "postprocess": {"sigma": self.sigma, "reduce": self.score,
-                            "score_from": self.model_.post.score_from},
+                            "score_from": self.model_.post.score_from,
+                            "map_norm_images": self.map_norm_},
             "backbone": {"name": self.method_.backbone, "layers": list(self.method_.layers),
                          "channels": dict(ext.channels), "strides": dict(ext.strides)},
             "threshold": {"value": self.threshold_, "scale": self.score_scale_,
@@ -254,6 +316,8 @@ class Detector(PredictorMixin):
         }
         tensors = {f"extractor.{k}": v for k, v in ext.state_dict().items()}
         tensors.update({f"head.{k}": v for k, v in self.model_.head.state_dict().items()})
+        if self.model_.post.standardizes:
+            tensors.update({f"post.{k}": v for k, v in self.model_.post.state_dict().items()})
         return save_model(path, meta, tensors)
 
     @classmethod
@@ -262,6 +326,7 @@ class Detector(PredictorMixin):
         meta, tensors = load_model(path)
         try:
             dparams = {k: v for k, v in meta["detector_params"].items() if k != "method"}
+            dparams.setdefault("map_norm", None)  # files from before it never standardised
             det = cls(method=meta["method"], **dparams)
             det.method_params = {k: v for k, v in meta["method_params"].items()
                                  if k not in ("backbone",)}
@@ -288,9 +353,16 @@ class Detector(PredictorMixin):
         pre = PreprocessConfig.from_dict(meta["preprocess"])
         post = meta["postprocess"]
         det.method_ = method
+        postproc = PostProcess(pre.size, post["sigma"], post["reduce"],
+                               score_from=post.get("score_from", "smoothed"))
+        if "post.norm_mean" in tensors:
+            try:
+                postproc.set_position_stats(tensors["post.norm_mean"], tensors["post.norm_scale"])
+            except (KeyError, ValueError) as exc:
+                raise ModelFileError(f"{path}: bad map statistics ({exc})") from None
         det.model_ = AnomalyModel(Normalize(pre.mean, pre.std), extractor.eval(), head.eval(),
-                                  PostProcess(pre.size, post["sigma"], post["reduce"],
-                                              score_from=post.get("score_from", "smoothed"))).eval()
+                                  postproc).eval()
+        det.map_norm_ = int(post.get("map_norm_images", 0))
         thr = meta["threshold"]
         det.threshold_, det.score_scale_ = float(thr["value"]), float(thr["scale"])
         det.threshold_info_ = {k: v for k, v in thr.items() if k not in ("value", "scale")}

@@ -1,4 +1,5 @@
-"""Anomaly-map post-processing shared by all methods: upsample, Gaussian blur, image score.
+"""Anomaly-map post-processing shared by all methods: optional per-position standardisation,
+upsample, Gaussian blur, image score.
 
 Written in plain torch ops so the same code runs in eager mode and inside an exported graph.
 """
@@ -51,6 +52,51 @@ def image_score(maps: torch.Tensor, reduce: str = "max", k: int = 10) -> torch.T
     raise ValueError(f"reduce must be 'max' or 'topk', got {reduce!r}")
 
 
+#: Floor of the per-position scale, as a share of its mean: a position that never varied on the
+#: good images (flat background) must not turn tiny differences into huge z-values.
+SCALE_FLOOR = 0.1
+
+
+def _scale(std: torch.Tensor) -> torch.Tensor:
+    """(M, h, w) per-position standard deviations -> the divisor: smoothed (sigma 1) plus floor."""
+    floor = SCALE_FLOOR * std.mean(dim=(1, 2), keepdim=True)
+    return gaussian_blur(std, 1.0) + floor
+
+
+def position_stats(maps: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """(mean (h, w), scale (h, w)) of (N, h, w) raw maps of good images, N >= 3.
+
+    ``standardize`` with these turns a map into per-position z-values: a spot that is always
+    high on good parts (a specular highlight, an image border) stops setting the image score.
+    """
+    if maps.shape[0] < 3:
+        raise ValueError(f"position statistics need at least 3 maps, got {maps.shape[0]}")
+    m = maps.double()
+    return m.mean(0).float(), _scale(m.std(0)[None].float())[0]
+
+
+def standardize(maps: torch.Tensor, mean: torch.Tensor, scale: torch.Tensor) -> torch.Tensor:
+    """(N, h, w) maps -> per-position z-values with the stats of ``position_stats``."""
+    return (maps - mean) / scale
+
+
+def leave_one_out_standardize(maps: torch.Tensor) -> torch.Tensor:
+    """Standardise each of N maps with the stats of the other N - 1 (N >= 4), in closed form.
+
+    The images the stats come from would otherwise score low by construction; their
+    out-of-sample z-maps give an unbiased threshold without holding out yet more images.
+    """
+    n = maps.shape[0]
+    if n < 4:
+        raise ValueError(f"leave-one-out statistics need at least 4 maps, got {n}")
+    m = maps.double()
+    s1, s2 = m.sum(0), (m * m).sum(0)
+    mean = (s1 - m) / (n - 1)
+    var = (s2 - m * m - (n - 1) * mean * mean) / (n - 2)
+    std = var.clamp_min(0).sqrt().float()
+    return (maps - mean.float()) / _scale(std)
+
+
 SCORE_SOURCES = ("smoothed", "raw")
 
 
@@ -58,7 +104,8 @@ class PostProcess(nn.Module):
     """Raw map (N, h, w) -> (smoothed map (N, S, S), image score (N,)) at the model input size.
 
     ``score_from`` says which map the image score reduces: the smoothed full-size map (PaDiM's and
-    RD4AD's papers) or the raw feature-resolution map (PatchCore's paper: max patch score).
+    RD4AD's papers) or the raw feature-resolution map (PatchCore's paper: max patch score). With
+    position statistics set (``set_position_stats``), raw maps are standardised first.
     """
 
     def __init__(self, size: int, sigma: float = 4.0, reduce: str = "max", k: int = 10,
@@ -70,8 +117,27 @@ class PostProcess(nn.Module):
         if score_from not in SCORE_SOURCES:
             raise ValueError(f"score_from must be one of {SCORE_SOURCES}, got {score_from!r}")
         self.score_from = score_from
+        # per-position statistics of good raw maps (empty = no standardisation)
+        self.register_buffer("norm_mean", torch.zeros(0, 0))
+        self.register_buffer("norm_scale", torch.zeros(0, 0))
 
-    def forward(self, raw: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    @property
+    def standardizes(self) -> bool:
+        return self.norm_mean.numel() > 0
+
+    def set_position_stats(self, mean: torch.Tensor, scale: torch.Tensor) -> None:
+        if mean.shape != scale.shape or mean.dim() != 2:
+            raise ValueError(f"mean and scale must be equal (h, w) maps, got {tuple(mean.shape)} "
+                             f"and {tuple(scale.shape)}")
+        self.norm_mean, self.norm_scale = mean.contiguous(), scale.contiguous()
+
+    def finish(self, raw: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Upsample, blur and score maps that are already standardised (or need not be)."""
         maps = gaussian_blur(upsample(raw, (self.size, self.size)), self.sigma)
         source = raw if self.score_from == "raw" else maps
         return maps, image_score(source, self.reduce, self.k)
+
+    def forward(self, raw: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        if self.standardizes:
+            raw = standardize(raw, self.norm_mean, self.norm_scale)
+        return self.finish(raw)

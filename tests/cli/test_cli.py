@@ -87,3 +87,17 @@ def test_param_values_parse_json_and_python_constants():
                    "layers": ["s8", "s16"], "name": "mobilenet_v2"}
     with pytest.raises(DataError, match="key=value"):
         parse_params(["oops"])
+
+
+def test_train_map_norm_flag(synth_root, tmp_path, capsys):
+    """--map-norm reaches the Detector: 'position' with 16 images fails with the reason,
+    'none' trains a model that records it."""
+    import oddeye
+
+    args = ["train", "--data", str(synth_root), "--category", "disc", "--size", "64",
+            "--no-progress"]
+    assert main([*args, "--map-norm", "position", "--out", str(tmp_path / "p.oddeye")]) == 2
+    assert "map_norm='position' cannot be fitted" in capsys.readouterr().err
+    assert main([*args, "--map-norm", "none", "--out", str(tmp_path / "n.oddeye")]) == 0
+    det = oddeye.load(tmp_path / "n.oddeye")
+    assert det.map_norm is None and det.map_norm_ == 0

@@ -249,3 +249,21 @@ def test_parity_with_projected_search(synth_root, tmp_path):
     a, b = det.predict(images), onnx_det.predict(images)
     assert np.abs(a.maps - b.maps).max() < TOL
     assert np.abs(a.scores - b.scores).max() < TOL
+
+
+def test_parity_with_map_norm(synth_root, tmp_path):
+    """Per-position map statistics travel inside the exported graph."""
+    from oddeye.api import Detector
+    from oddeye.data.mvtec import load_dataset
+    from oddeye.export.onnx import OnnxDetector, export_onnx
+
+    cat = next(c for c in load_dataset(synth_root) if c.name == "grid")
+    paths = [s.path for s in cat.train]
+    det = Detector(method="patchcore", size=128, map_norm="position").fit(
+        paths[:6], validation=paths[6:16], progress=False)
+    assert det.model_.post.standardizes
+    onnx_det = OnnxDetector(export_onnx(det, tmp_path / "norm.onnx"))
+    images = sample_images(synth_root)
+    a, b = det.predict(images), onnx_det.predict(images)
+    assert np.abs(a.maps - b.maps).max() < TOL
+    assert np.abs(a.scores - b.scores).max() < TOL

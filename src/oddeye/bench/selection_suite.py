@@ -23,7 +23,8 @@ import numpy as np
 #: 0.764, 0.633 (section ``selection-patchcore``).
 SEVERITY = 0.5
 
-#: Candidate configurations; a ``method`` key overrides the suite's method for that row.
+#: Candidate configurations; a ``method`` key overrides the suite's method for that row, a
+#: ``holdout`` key holds that share of the fitting images out of the fit (default none).
 CANDIDATES: dict[str, dict] = {
     "mobilenet_v2 s8+s16": {"backbone": "mobilenet_v2", "layers": ["s8", "s16"]},
     "mobilenet_v2 s8+s16 unweighted": {"backbone": "mobilenet_v2", "layers": ["s8", "s16"],
@@ -77,8 +78,9 @@ def score_candidate(method: str, params: dict, fit: list, images: list, labels: 
 
     params = dict(params)
     method = params.pop("method", method)
+    holdout = params.pop("holdout", 0)  # a candidate needing held-out images says how many
     t0 = time.perf_counter()
-    det = Detector(method=method, holdout=0, **params).fit(fit, progress=False)
+    det = Detector(method=method, holdout=holdout, **params).fit(fit, progress=False)
     pred = det.predict(images)
     res = evaluate(pred.scores, labels, pred.maps, masks)
     res["seconds"] = time.perf_counter() - t0
