@@ -2,7 +2,8 @@
 
 Images are file paths or numpy arrays (H x W or H x W x 3/4; uint8, uint16, bool or float in
 [0, 1]). Every surface (CLI, HTTP service, export, evaluation) goes through ``AnomalyModel``, the
-single inference path: normalise -> backbone features -> method head -> upsample + blur -> score.
+single inference path: normalise -> backbone features -> method head -> (per-position
+standardisation) -> upsample + blur -> score.
 """
 
 from __future__ import annotations
@@ -31,7 +32,7 @@ __all__ = ["AnomalyModel", "Detector", "Prediction", "f1_optimal_threshold"]
 
 #: Fewest good images per-position map statistics are estimated from (``map_norm``).
 MIN_NORM_IMAGES = 10
-MAP_NORMS = (None, "auto", "position")
+MAP_NORMS = (None, "position")
 
 
 class AnomalyModel(nn.Module):
@@ -81,17 +82,15 @@ class Detector(PredictorMixin):
     the same good images' maps (at least ``MIN_NORM_IMAGES``; the held-out share grows to that
     many when the training set has three times as many), so spots that are high on every good
     part stop setting the score; the threshold then comes from leave-one-out z-maps of those
-    images. ``"auto"`` (default) applies it to methods where validation data showed it helps
-    (``Method.map_norm_helps``: PatchCore) and skips it silently where it cannot be fitted;
-    ``"position"`` applies it to any method and refuses what it cannot fit: methods scoring
-    against reference shots, labelled training data, too few good images. ``map_norm_`` records
-    how many images it was fitted on (0 = not applied).
+    images. Off by default (docs/methods.md: it helped on validation data and hurt on tire's test
+    split); it refuses what it cannot fit: methods scoring against reference shots, labelled
+    training data, too few good images. ``map_norm_`` records how many images it was fitted on.
     """
 
     def __init__(self, method: str = "patchcore", backbone: str | None = None, size: int = 256,
                  sigma: float = 4.0, score: str = "max", weights: Any = "auto",
                  batch_size: int = DEFAULT_BATCH, holdout: float = 0.1,
-                 threshold_sigmas: float = 3.0, map_norm: str | None = "auto", seed: int = 0,
+                 threshold_sigmas: float = 3.0, map_norm: str | None = None, seed: int = 0,
                  **method_params: Any):
         self.method = method
         self.backbone = backbone
@@ -179,16 +178,17 @@ class Detector(PredictorMixin):
                                   stacklevel=2)
         if labels is not None:
             good_scores = self._scores_of_batch(x[train_idx][data.labels == 0])
+            source = f"{len(good_scores)} good training images (biased low)"
         self._set_unsupervised_threshold(good_scores, source)
         self.fit_seconds_ = time.perf_counter() - t0
         return self
 
     def _map_norm_applies(self, method: Method, labels: Sequence[int] | None,
                           validation: Sequence[ImageLike] | None, n: int) -> bool:
-        """Whether this fit standardises maps; ``"position"`` raises where it cannot."""
+        """Whether this fit standardises maps; raises where it was asked for and cannot be."""
         if self.map_norm not in MAP_NORMS:
             raise DataError(f"map_norm must be one of {MAP_NORMS}, got {self.map_norm!r}")
-        if self.map_norm is None or (self.map_norm == "auto" and not method.map_norm_helps):
+        if self.map_norm is None:
             return False
         if method.needs_references:
             problem = f"method {method.name!r} scores against reference shots of each class"
@@ -202,9 +202,9 @@ class Detector(PredictorMixin):
                        f"{3 * MIN_NORM_IMAGES} images, or {MIN_NORM_IMAGES} validation images)")
         else:
             problem = None
-        if problem and self.map_norm == "position":
+        if problem:
             raise DataError(f"map_norm='position' cannot be fitted: {problem}")
-        return problem is None
+        return True
 
     def _fit_map_norm(self, good_x: torch.Tensor) -> np.ndarray:
         """Set the per-position statistics from good images; returns their out-of-sample scores."""

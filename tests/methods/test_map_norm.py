@@ -4,7 +4,6 @@ the model does not train on, saved in the model file, skipped where it cannot ap
 from __future__ import annotations
 
 import json
-import warnings
 
 import numpy as np
 import pytest
@@ -49,7 +48,7 @@ def test_standardised_model_round_trips_and_scores_z_values(normed, grid40, tmp_
     np.testing.assert_array_equal(after.scores, before.scores)
     np.testing.assert_array_equal(after.maps, before.maps)
     # the scores are z-values, not distances: the plain model's differ
-    plain = Detector(method="patchcore", size=64, holdout=MIN_NORM_IMAGES / 40, map_norm=None).fit(
+    plain = Detector(method="patchcore", size=64, holdout=MIN_NORM_IMAGES / 40).fit(
         [s.path for s in grid40.train], progress=False)
     assert not plain.model_.post.standardizes and plain.map_norm_ == 0
     assert not np.allclose(plain.predict(paths).scores, before.scores)
@@ -71,7 +70,7 @@ def test_threshold_uses_out_of_sample_scores(normed, grid40):
     assert float(outside.mean()) > 1.05 * float(inside.mean())  # 1.13 here
 
 
-def test_too_few_good_images_refuse_position_and_skip_auto(grid40):
+def test_too_few_good_images_are_a_clear_error(grid40):
     paths = [s.path for s in grid40.train[:20]]
     with pytest.raises(DataError, match=r"20 training images .*needs holdout > 0 and 30"):
         Detector(method="patchcore", size=64, map_norm="position").fit(paths, progress=False)
@@ -81,21 +80,14 @@ def test_too_few_good_images_refuse_position_and_skip_auto(grid40):
     with pytest.raises(DataError, match="holdout"):
         Detector(method="patchcore", size=64, map_norm="position", holdout=0).fit(
             [s.path for s in grid40.train], progress=False)
-    with warnings.catch_warnings():
-        warnings.simplefilter("error", UserWarning)
-        det = Detector(method="patchcore", size=64, map_norm="auto").fit(paths, progress=False)
-    assert det.map_norm_ == 0 and not det.model_.post.standardizes
-    assert det.n_train_ == 18  # the usual 10% held out, not grown
 
 
-def test_auto_follows_the_method_and_position_forces_it(grid40):
+def test_off_by_default_and_any_method_can_use_it(grid40):
     paths = [s.path for s in grid40.train]
-    assert Detector().map_norm == "auto"
-    det = Detector(method="patchcore", size=64).fit(paths, progress=False)
-    assert det.map_norm_ == MIN_NORM_IMAGES and det.model_.post.standardizes
-    # PaDiM is already a per-location model; validation showed no gain, so auto leaves it off
-    padim = Detector(method="padim", size=64).fit(paths, progress=False)
-    assert padim.map_norm_ == 0 and not padim.model_.post.standardizes
+    assert Detector().map_norm is None
+    det = Detector(method="padim", size=64).fit(paths, progress=False)
+    assert det.map_norm_ == 0 and not det.model_.post.standardizes
+    assert det.n_train_ == 36  # the usual 10% held out, not grown
     forced = Detector(method="padim", size=64, map_norm="position").fit(paths, progress=False)
     assert forced.map_norm_ == MIN_NORM_IMAGES and forced.model_.post.standardizes
 
@@ -107,15 +99,11 @@ def test_validation_images_are_used_when_given(grid40):
     assert det.map_norm_ == 15 and det.n_train_ == 25
 
 
-def test_labelled_training_data_refuse_position_and_skip_auto(grid40):
+def test_labelled_training_data_are_refused(grid40):
     paths = [s.path for s in grid40.train[:12]] + [s.path for s in grid40.test if s.label][:2]
-    labels = [0] * 12 + [1, 1]
     with pytest.raises(DataError, match="labelled"):
         Detector(method="anoonly-head", size=64, map_norm="position", steps=5).fit(
-            paths, labels=labels, progress=False)
-    det = Detector(method="anoonly-head", size=64, map_norm="auto", steps=5).fit(
-        paths, labels=labels, progress=False)
-    assert det.map_norm_ == 0
+            paths, labels=[0] * 12 + [1, 1], progress=False)
 
 
 def test_reference_shot_methods_refuse_position():
@@ -123,13 +111,11 @@ def test_reference_shot_methods_refuse_position():
     det = Detector(method="resad", map_norm="position")
     with pytest.raises(DataError, match="reference shots"):
         det._map_norm_applies(det._method(), labels=None, validation=None, n=100)
-    det.map_norm = "auto"
-    assert not det._map_norm_applies(det._method(), labels=None, validation=None, n=100)
 
 
 def test_bad_value_is_a_clear_error(grid40):
     with pytest.raises(DataError, match="map_norm"):
-        Detector(method="patchcore", size=64, map_norm="pixel").fit(
+        Detector(method="patchcore", size=64, map_norm="auto").fit(
             [s.path for s in grid40.train], progress=False)
 
 

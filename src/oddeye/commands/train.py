@@ -33,10 +33,10 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--labeled-defects", type=int, default=0, metavar="K",
                    help="semi-supervised heads: K labelled defective images per category, drawn "
                         "from test/ with --seed and excluded from `oddeye test` afterwards")
-    p.add_argument("--map-norm", choices=["none", "auto", "position"], default=None,
-                   help="standardise maps per position with good images the model does not "
-                        "train on (validation/good, else a held-out share): 'auto' where it "
-                        "applies, 'position' or fail (default: the Detector's)")
+    p.add_argument("--map-norm", choices=["none", "position"], default="none",
+                   help="'position': standardise maps per position with good images the model "
+                        "does not train on (validation/good, else a held-out share); see "
+                        "docs/methods.md before using it")
     p.add_argument("--param", action="append", metavar="KEY=VALUE",
                    help="method hyper-parameter (repeatable), e.g. --param coreset_ratio=0.05")
     add_progress_flag(p)
@@ -74,8 +74,8 @@ def fit_one(args: argparse.Namespace, datasets: list, out: Path) -> Path:
     from oddeye.preprocess import resize_mask
 
     params = parse_params(args.param)
-    if args.map_norm is not None:
-        params["map_norm"] = None if args.map_norm == "none" else args.map_norm
+    if args.map_norm != "none":
+        params["map_norm"] = args.map_norm
     det = Detector(method=args.method, backbone=args.backbone, size=args.size, sigma=args.sigma,
                    weights=args.weights, batch_size=args.batch_size, seed=args.seed, **params)
     mat = collect(args, datasets)

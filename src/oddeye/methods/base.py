@@ -80,9 +80,6 @@ class Method(ABC):
     #: Which map the image score reduces, as the method's paper defines it: "smoothed" (the
     #: upsampled, Gaussian-filtered map) or "raw" (the head's map at feature resolution).
     score_from: ClassVar[str] = "smoothed"
-    #: Whether ``Detector(map_norm="auto")`` standardises this method's maps per position: set
-    #: where validation data (pseudo-defects, never a test split) showed it helps.
-    map_norm_helps: ClassVar[bool] = False
     #: False when the head cannot be traced to ONNX (the exporter then refuses with a clear error).
     exportable: ClassVar[bool] = True
     #: Parameters added after model files were already written, with the value that reproduces
