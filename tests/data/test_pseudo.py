@@ -64,3 +64,22 @@ def test_validation_split_keeps_fit_and_validation_apart(tmp_path):
     assert masks.shape == (n_val * 3, 32, 32)
     assert all(masks[i].any() for i in np.flatnonzero(labels == 1))
     assert not masks[labels == 0].any()
+
+
+def test_validation_split_from_a_later_acquisition(tmp_path):
+    from PIL import Image
+
+    rng = np.random.default_rng(1)
+    paths = []
+    for i in range(40):
+        p = tmp_path / f"{i:03d}.png"
+        Image.fromarray(rng.integers(0, 256, (40, 40, 3), dtype=np.uint8)).save(p)
+        paths.append(str(p))
+    train, later = paths[:30], paths[30:]
+    fit, images, labels, masks = validation_split(train, 32, later=later, max_fit=25)
+    assert len(fit) == 25 and set(fit) <= set(train)  # fitting only on the first acquisition
+    assert len(images) == 10 * 3 and labels.tolist().count(0) == 10  # every later image, good
+    from oddeye.preprocess import load_resized
+
+    goods = {im.tobytes() for im in load_resized(later, 32)}
+    assert all(images[i].tobytes() in goods for i in np.flatnonzero(labels == 0))

@@ -40,20 +40,27 @@ CANDIDATES: dict[str, dict] = {
 
 def validation_split(paths: list, size: int, seed: int = 0, max_fit: int = 100,
                      max_val: int = 24, severity: float = SEVERITY, copies: int = 2,
-                     ) -> tuple[list, list, np.ndarray, np.ndarray]:
-    """(fit paths, eval images, eval labels, eval masks) from good training images only.
+                     later: list | None = None) -> tuple[list, list, np.ndarray, np.ndarray]:
+    """(fit paths, eval images, eval labels, eval masks) from good images only.
 
-    Every validation image is kept as a good example and gets ``copies`` pseudo-anomalous copies
-    (kinds in turn, donor = the next validation image), so the defective side is less noisy.
+    The validation images are a seeded share of ``paths`` or, when given, of ``later``: good
+    images of a later acquisition (MVTec 3D's ``validation/good``), which also shows what a shift
+    between acquisitions does to a candidate; a split of one acquisition cannot (docs/methods.md,
+    ``map_norm``). Every validation image is kept as a good example and gets ``copies``
+    pseudo-anomalous copies (kinds in turn, donor = the next validation image).
     """
     from oddeye.data.pseudo import KINDS, make_pseudo_anomaly
     from oddeye.preprocess import load_resized
 
     rng = np.random.default_rng(seed)
     order = rng.permutation(len(paths))
-    n_val = min(max_val, max(4, len(paths) // 5))
-    val = [paths[i] for i in order[:n_val]]
-    fit = [paths[i] for i in order[n_val:n_val + max_fit]]
+    if later:
+        val = [later[i] for i in rng.permutation(len(later))[:max_val]]
+        fit = [paths[i] for i in order[:max_fit]]
+    else:
+        n_val = min(max_val, max(4, len(paths) // 5))
+        val = [paths[i] for i in order[:n_val]]
+        fit = [paths[i] for i in order[n_val:n_val + max_fit]]
     goods = load_resized(val, size)
     images, labels, masks = [], [], []
     for i, g in enumerate(goods):
@@ -116,7 +123,9 @@ def run(out_path: str | Path | None = None, method: str = "patchcore",
             path = shared_root() / DATASETS[ds]
             if path.exists():
                 cat = load_dataset(path)[0]
-                sets[f"{ds} (pseudo)"] = validation_split([s.path for s in cat.train], 256)
+                later = [s.path for s in cat.validation]
+                name = f"{ds} ({'validation/good' if later else 'pseudo'})"
+                sets[name] = validation_split([s.path for s in cat.train], 256, later=later)
         results: dict[str, dict[str, dict]] = {}
         for name, params in candidates.items():
             results[name] = {}
@@ -133,8 +142,10 @@ def run(out_path: str | Path | None = None, method: str = "patchcore",
 
     title = f"## Selection of {method} defaults (no test split used)"
     lines = [title + (f": `{section}`" if section else ""), "",
-             "Real sets: 80/20 split of `train/good` (at most 100 fitting and 24 validation "
-             "images); each validation image plus two pseudo-anomalous copies (cut-paste, blob, "
+             "Real sets: at most 100 fitting images from `train/good` and at most 24 validation "
+             "images, from the set's `validation/good` where it has one (a later acquisition), "
+             "else the other 20% of `train/good`; each validation image plus two "
+             "pseudo-anomalous copies (cut-paste, blob, "
              f"scratch at severity {SEVERITY}; `oddeye.data.pseudo`). Synthetic: "
              f"`oddeye synth --seed 1` classes {', '.join(synthetic)} (not the demo/test seed). "
              "Cells: image AUROC / pixel AUROC.", "",
