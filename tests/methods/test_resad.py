@@ -373,3 +373,26 @@ def test_training_needs_two_images_per_class():
                     progress=False)
     with pytest.raises(DataError, match="'b' has 1 training image"):
         m.fit_head(head, data)
+
+
+def test_model_file_from_before_sign_split_loads_as_plain_residuals(data, tmp_path):
+    """Older files have no ``sign_split`` and computed plain residuals (``sign_split=False``)."""
+    import json
+
+    import torch
+
+    grid, disc = data["grid"], data["disc"]
+    det = Detector(method="resad", size=128, batch_size=8, holdout=0.0, sign_split=False, **TINY)
+    det.fit([s.path for s in grid.train], categories=["grid"] * len(grid.train), progress=False)
+    path = det.save(tmp_path / "new.oddeye")
+    payload = torch.load(path, weights_only=True)
+    meta = json.loads(payload["meta_json"])
+    del meta["method_params"]["sign_split"]
+    payload["meta_json"] = json.dumps(meta)
+    torch.save(payload, tmp_path / "old.oddeye")
+    old = oddeye.load(tmp_path / "old.oddeye")
+    assert old.method_.sign_split is False
+    refs, paths = [s.path for s in disc.train[:2]], [s.path for s in disc.test[:3]]
+    det.set_references(refs)
+    old.set_references(refs)
+    np.testing.assert_array_equal(old.predict(paths).scores, det.predict(paths).scores)

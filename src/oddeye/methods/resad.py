@@ -385,6 +385,8 @@ class ResAD(Method):
     name = "resad"
     default_layers = ("s4", "s8", "s16")
     needs_references = True
+    # files from before the sign split matched and scored plain residuals
+    legacy_defaults = {"sign_split": False}
 
     def __init__(self, backbone: str | None = None, layers: Sequence[str] | None = None,
                  train_shots: Sequence[int] = (2, 4, 8), queries_per_class: int = 16,
