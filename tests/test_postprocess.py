@@ -67,6 +67,9 @@ def test_position_stats_and_standardize():
     torch.testing.assert_close(standardize(mean[None], mean, scale), torch.zeros(1, 8, 8))
     with pytest.raises(ValueError, match="at least 3"):
         position_stats(maps[:2])
+    same = torch.ones(5, 4, 4)  # identical good maps: no spread anywhere
+    z = standardize(same[:1] + 0.5, *position_stats(same))
+    assert torch.isfinite(z).all() and (z > 0).all()
 
 
 def test_leave_one_out_standardize_matches_refitting_without_each_map():

@@ -60,7 +60,8 @@ SCALE_FLOOR = 0.1
 def _scale(std: torch.Tensor) -> torch.Tensor:
     """(M, h, w) per-position standard deviations -> the divisor: smoothed (sigma 1) plus floor."""
     floor = SCALE_FLOOR * std.mean(dim=(1, 2), keepdim=True)
-    return gaussian_blur(std, 1.0) + floor
+    # identical good maps (zero spread everywhere) still give a finite, if huge, z-value
+    return (gaussian_blur(std, 1.0) + floor).clamp_min(1e-8)
 
 
 def position_stats(maps: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
