@@ -19,6 +19,22 @@ METRIC_KEYS = ("image_auroc", "image_ap", "image_f1max", "pixel_auroc", "pixel_a
                "pixel_f1max", "pixel_aupro")
 
 
+def auroc_by_type(scores: np.ndarray, labels: np.ndarray, types: Sequence[str]) -> dict:
+    """Image AUROC of the good images against each defect type alone: which defects a model
+    misses, which a single AUROC over all types hides. Types without images are left out."""
+    from oddeye.metrics.functional import auroc
+
+    scores, labels, types = np.asarray(scores), np.asarray(labels), np.asarray(types)
+    good = scores[labels == 0]
+    if good.size == 0:
+        return {}
+    out = {}
+    for t in sorted(set(types[labels == 1].tolist())):
+        bad = scores[(labels == 1) & (types == t)]
+        out[t] = float(auroc(np.r_[good, bad], np.r_[np.zeros(good.size), np.ones(bad.size)]))
+    return out
+
+
 def evaluate_category(detector, cat: CategoryData, progress: bool = True,
                       exclude: set | None = None, details: dict | None = None,
                       mode: str = "exact") -> dict:
@@ -50,10 +66,12 @@ def evaluate_category(detector, cat: CategoryData, progress: bool = True,
         scores.append(pred.scores)
         t0 = time.perf_counter()
     result = {k: float(v) for k, v in acc.compute().items() if k in METRIC_KEYS}
+    all_scores, labels = np.concatenate(scores), np.array([s.label for s in samples])
+    types = [s.defect_type for s in samples]
+    result["image_auroc_by_type"] = auroc_by_type(all_scores, labels, types)
     if details is not None:
-        details.update(paths=[s.path for s in samples], scores=np.concatenate(scores),
-                       labels=np.array([s.label for s in samples]),
-                       defect_types=[s.defect_type for s in samples])
+        details.update(paths=[s.path for s in samples], scores=all_scores, labels=labels,
+                       defect_types=types)
     result["n_images"] = len(samples)
     result["seconds"] = seconds
     result["ms_per_image"] = 1000.0 * seconds / len(samples)
@@ -69,6 +87,17 @@ def mean_metrics(per_category: dict[str, dict]) -> dict:
     out["n_images"] = int(sum(r["n_images"] for r in per_category.values()))
     out["seconds"] = float(sum(r["seconds"] for r in per_category.values()))
     return out
+
+
+def format_by_type(per_category: dict[str, dict]) -> str:
+    """One line per category: image AUROC of good vs each defect type."""
+    lines = []
+    for name, r in per_category.items():
+        by_type = r.get("image_auroc_by_type") or {}
+        if by_type:
+            cells = ", ".join(f"{t} {v:.3f}" for t, v in by_type.items())
+            lines.append(f"{name}: image AUROC by defect type: {cells}")
+    return "\n".join(lines)
 
 
 def format_table(per_category: dict[str, dict], keys: Sequence[str] = METRIC_KEYS) -> str:

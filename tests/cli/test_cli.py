@@ -43,7 +43,11 @@ def test_test_writes_all_metric_keys(model, synth_root, tmp_path, capsys):
     assert set(res["per_category"]) == {"disc"}
     assert METRIC_KEYS - {"per_category"} <= set(res["per_category"]["disc"]) | {"per_category"}
     assert res["image_auroc"] > 0.5
-    assert "img_auroc" in capsys.readouterr().out  # the readable table
+    by_type = res["per_category"]["disc"]["image_auroc_by_type"]
+    assert by_type and all(0 <= v <= 1 for v in by_type.values())
+    out = capsys.readouterr().out
+    assert "img_auroc" in out  # the readable table
+    assert "disc: image AUROC by defect type: " + next(iter(by_type)) in out
 
 
 def test_predict_skips_bad_files_and_scores_the_rest(model, synth_root, tmp_path):

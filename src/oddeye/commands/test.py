@@ -27,7 +27,7 @@ def run(args: argparse.Namespace) -> int:
     import oddeye
     from oddeye.commands._common import pick_shots
     from oddeye.data.mvtec import load_dataset
-    from oddeye.evaluation import evaluate_category, format_table, mean_metrics
+    from oddeye.evaluation import evaluate_category, format_by_type, format_table, mean_metrics
 
     det = oddeye.load(args.model)
     excluded = set(det.meta_["train"].get("labelled_defects") or [])
@@ -46,6 +46,9 @@ def run(args: argparse.Namespace) -> int:
                                               exclude={Path(p) for p in excluded}, details=d)
         details[cat.name] = d
     print(format_table(per_cat))
+    by_type = format_by_type(per_cat)
+    if by_type:
+        print(by_type)
     if excluded:
         print(f"note: {len(excluded)} labelled defect images used for training were excluded")
     result = {**mean_metrics(per_cat), "seconds": time.perf_counter() - t0,
