@@ -302,7 +302,7 @@ class RD4AD(Method):
     default_layers = ("s4", "s8", "s16")
 
     def __init__(self, backbone: str | None = None, layers: Sequence[str] | None = None,
-                 epochs: int = 40, lr: float = 0.005, betas: Sequence[float] = (0.5, 0.999),
+                 epochs: int = 60, lr: float = 0.005, betas: Sequence[float] = (0.5, 0.999),
                  train_batch: int = 16, loss: str = "pixel", embed_dim: int | None = None,
                  block: str = "auto", expand: int = 2, ocbe_blocks: int | None = None,
                  decoder_blocks: Sequence[int] | None = None,
