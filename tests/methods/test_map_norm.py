@@ -1,5 +1,5 @@
 """Per-position map standardisation (``Detector(map_norm="position")``): fitted on good images
-the model does not train on, saved in the model file, skipped where it cannot apply."""
+the model does not train on, saved in the model file, refused where it cannot apply."""
 
 from __future__ import annotations
 
@@ -68,6 +68,14 @@ def test_threshold_uses_out_of_sample_scores(normed, grid40):
         inside = normed.model_.post.finish(standardize(raw, *position_stats(raw)))[1]
         outside = normed.model_.post.finish(leave_one_out_standardize(raw))[1]
     assert float(outside.mean()) > 1.05 * float(inside.mean())  # 1.13 here
+    # and the fitted threshold is built from exactly those leave-one-out scores of the held-out
+    # images (the Detector's seeded draw of MIN_NORM_IMAGES of the 40)
+    held = np.random.default_rng(0).choice(40, size=MIN_NORM_IMAGES, replace=False)
+    with torch.inference_mode():
+        raw = normed.model_.raw_map(to_batch(load_resized(
+            [grid40.train[i].path for i in sorted(held.tolist())], 64)))
+        loo = normed.model_.post.finish(leave_one_out_standardize(raw))[1].double()
+    assert normed.threshold_info_["good_mean"] == pytest.approx(float(loo.mean()), rel=1e-5)
 
 
 def test_too_few_good_images_are_a_clear_error(grid40):
