@@ -100,6 +100,7 @@ def test_defect_breakdown_and_metric_table():
     table = defect_breakdown(details, {"c": 0.5})
     assert "50% false alarms" in table and "50% detected" in table
     assert table.index(">good<") < table.index(">crack<")  # good rows first
+    assert "AUROC vs good" in table and "<td>0.750</td>" in table  # crack: 3 of 4 pairs ranked
     per = {"a": {"image_auroc": 1.0, "n_images": 4, "seconds": 1.0},
            "b": {"image_auroc": 0.5, "n_images": 6, "seconds": 1.0}}
     counts = {"a": {"tp": 1, "fn": 1, "fp": 0, "tn": 2}, "b": {"tp": 3, "fn": 0, "fp": 1, "tn": 2}}

@@ -223,12 +223,16 @@ def curves_png(details: dict[str, dict], thresholds: dict[str, float] | float | 
 
 
 def defect_breakdown(details: dict[str, dict], thresholds: dict[str, float]) -> str:
-    """One table: per category and defect type, count, scores and the share flagged."""
+    """One table: per category and defect type, count, scores, the share flagged and the image
+    AUROC of that type against the category's good images."""
+    from oddeye.evaluation import auroc_by_type
+
     rows = []
     for name, d in details.items():
         types = np.asarray(d["defect_types"])
         s = np.asarray(d["scores"], dtype=float)
         thr = thresholds[name]
+        by_type = auroc_by_type(s, np.asarray(d["labels"]), types)
         order = sorted(set(types.tolist()), key=lambda t: (t != "good", t))
         for t in order:
             sel = types == t
@@ -242,9 +246,12 @@ def defect_breakdown(details: dict[str, dict], thresholds: dict[str, float]) -> 
             rows.append(f"<tr><td class='t'>{html.escape(name)}</td><td class='t'>"
                         f"{html.escape(t)}</td><td>{int(sel.sum())}</td>"
                         f"<td>{np.median(s[sel]):.4g}</td><td>{s[sel].min():.4g} – "
-                        f"{s[sel].max():.4g}</td><td class='t'>{bar}{flagged:.0%} {what}</td></tr>")
+                        f"{s[sel].max():.4g}</td><td class='t'>{bar}{flagged:.0%} {what}</td>"
+                        f"<td>{_fmt(by_type.get(t)) if t != 'good' else ''}</td></tr>")
     return ("<table><tr><th class='t'>category</th><th class='t'>defect type</th><th>images</th>"
-            "<th>median score</th><th>score range</th><th class='t'>at the threshold</th></tr>"
+            "<th>median score</th><th>score range</th><th class='t'>at the threshold</th>"
+            "<th title='image AUROC of this defect type against the good images'>"
+            "AUROC vs good</th></tr>"
             f"{''.join(rows)}</table>")
 
 
