@@ -19,7 +19,7 @@ from oddeye.bench.detection_suite import DATASETS, shared_root
 from oddeye.bench.selection_suite import validation_split
 from oddeye.data.mvtec import load_dataset
 from oddeye.metrics import evaluate
-from oddeye.postprocess import gaussian_blur
+from oddeye.postprocess import position_stats, standardize
 from oddeye.preprocess import load_resized, to_batch
 
 
@@ -34,7 +34,7 @@ def variants(ev: torch.Tensor, refs: dict[str, torch.Tensor]) -> dict[str, torch
     for name, ref in refs.items():
         mu, sd = ref.mean(0), ref.std(0)
         floor = sd.mean() * 0.1
-        out[f"z {name}"] = (ev - mu) / (gaussian_blur(sd[None], 1.0)[0] + floor)
+        out[f"z {name}"] = standardize(ev, *position_stats(ref))  # what map_norm computes
         out[f"minus mean {name}"] = ev - mu
         out[f"ratio {name}"] = ev / (mu + floor)
     return out

@@ -48,15 +48,21 @@ def test_unknown_kind_is_refused():
         make_pseudo_anomaly(good, donor, np.random.default_rng(0), "smudge")
 
 
-def test_validation_split_keeps_fit_and_validation_apart(tmp_path):
+def _random_pngs(folder, n: int, seed: int) -> list[str]:
+    """``n`` random 40 x 40 RGB images written to ``folder``; their paths."""
     from PIL import Image
 
-    rng = np.random.default_rng(0)
+    rng = np.random.default_rng(seed)
     paths = []
-    for i in range(20):
-        p = tmp_path / f"{i:03d}.png"
+    for i in range(n):
+        p = folder / f"{i:03d}.png"
         Image.fromarray(rng.integers(0, 256, (40, 40, 3), dtype=np.uint8)).save(p)
         paths.append(str(p))
+    return paths
+
+
+def test_validation_split_keeps_fit_and_validation_apart(tmp_path):
+    paths = _random_pngs(tmp_path, 20, seed=0)
     fit, images, labels, masks = validation_split(paths, 32, copies=2)
     assert len(fit) == 16  # 20 % held out, at least 4
     n_val = 4
@@ -67,14 +73,7 @@ def test_validation_split_keeps_fit_and_validation_apart(tmp_path):
 
 
 def test_validation_split_from_a_later_acquisition(tmp_path):
-    from PIL import Image
-
-    rng = np.random.default_rng(1)
-    paths = []
-    for i in range(40):
-        p = tmp_path / f"{i:03d}.png"
-        Image.fromarray(rng.integers(0, 256, (40, 40, 3), dtype=np.uint8)).save(p)
-        paths.append(str(p))
+    paths = _random_pngs(tmp_path, 40, seed=1)
     train, later = paths[:30], paths[30:]
     fit, images, labels, masks = validation_split(train, 32, later=later, max_fit=25)
     assert len(fit) == 25 and set(fit) <= set(train)  # fitting only on the first acquisition
@@ -83,3 +82,19 @@ def test_validation_split_from_a_later_acquisition(tmp_path):
 
     goods = {im.tobytes() for im in load_resized(later, 32)}
     assert all(images[i].tobytes() in goods for i in np.flatnonzero(labels == 0))
+
+
+def test_candidate_holdout_reaches_the_detector(tmp_path):
+    """A candidate that needs held-out images (map_norm) says how many; without it the suite
+    fits with no hold-out and map_norm refuses."""
+    from oddeye.bench.selection_suite import score_candidate
+    from oddeye.errors import DataError
+
+    paths = _random_pngs(tmp_path, 34, seed=2)
+    fit, images, labels, masks = validation_split(paths, 64, max_val=4)
+    res = score_candidate("patchcore", {"map_norm": "position", "holdout": 0.4, "size": 64},
+                          fit, images, labels, masks)
+    assert 0 <= res["image_auroc"] <= 1
+    with pytest.raises(DataError, match="holdout"):
+        score_candidate("patchcore", {"map_norm": "position", "size": 64}, fit, images, labels,
+                        masks)
