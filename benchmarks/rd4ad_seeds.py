@@ -57,6 +57,9 @@ def main(argv: list[str]) -> int:
             runs.setdefault(ds, {})[seed] = res
             print(f"{ds} seed {seed}: " + " / ".join(f"{res[k]:.3f}" for k in KEYS),
                   file=sys.stderr, flush=True)
+    if not runs:
+        print(f"no shared data set under {shared_root()} (set ODDEYE_SHARED_DATA)", file=sys.stderr)
+        return 1
     lines = ["## RD4AD: spread over seeds (per-category models, defaults)", "",
              "Each run is one fit with the method's defaults and the seed shown (bottleneck and "
              "decoder initialisation, batch order); nothing else differs. Cells: image AUROC / "
