@@ -355,7 +355,13 @@ class Detector(PredictorMixin):
         det.method_ = method
         postproc = PostProcess(pre.size, post["sigma"], post["reduce"],
                                score_from=post.get("score_from", "smoothed"))
-        if "post.norm_mean" in tensors:
+        says_norm = det.map_norm is not None or int(post.get("map_norm_images", 0)) > 0
+        if says_norm != ("post.norm_mean" in tensors):
+            raise ModelFileError(
+                f"{path}: metadata says map_norm={det.map_norm!r} but the file "
+                f"{'lacks' if says_norm else 'holds'} the per-position map statistics "
+                "(post.norm_mean / post.norm_scale): its scores would not be the fitted model's")
+        if says_norm:
             try:
                 postproc.set_position_stats(tensors["post.norm_mean"], tensors["post.norm_scale"])
             except (KeyError, ValueError) as exc:

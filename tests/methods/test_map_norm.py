@@ -141,3 +141,26 @@ def test_file_from_before_map_norm_loads_without_it(normed, grid40, tmp_path):
     assert old.map_norm is None and old.map_norm_ == 0
     paths = [s.path for s in grid40.test[:3]]
     np.testing.assert_array_equal(old.predict(paths).scores, plain.predict(paths).scores)
+
+
+def test_file_whose_statistics_disagree_with_its_metadata_is_refused(normed, grid40, tmp_path):
+    """A standardised model scored without its statistics (or a plain one with someone else's)
+    would give other scores than the fitted model: loading says so instead."""
+    from oddeye.errors import ModelFileError
+
+    payload = torch.load(normed.save(tmp_path / "n.oddeye"), weights_only=True)
+    stats = {k: v for k, v in payload["tensors"].items() if k.startswith("post.")}
+    assert set(stats) == {"post.norm_mean", "post.norm_scale"}
+    stripped = {**payload, "tensors": {k: v for k, v in payload["tensors"].items()
+                                       if k not in stats}}
+    torch.save(stripped, tmp_path / "stripped.oddeye")
+    with pytest.raises(ModelFileError, match="stripped.oddeye.*lacks the per-position"):
+        oddeye.load(tmp_path / "stripped.oddeye")
+
+    plain = Detector(method="patchcore", size=64).fit([s.path for s in grid40.train[:12]],
+                                                      progress=False)
+    payload = torch.load(plain.save(tmp_path / "p.oddeye"), weights_only=True)
+    payload["tensors"].update(stats)
+    torch.save(payload, tmp_path / "grafted.oddeye")
+    with pytest.raises(ModelFileError, match="grafted.oddeye.*holds the per-position"):
+        oddeye.load(tmp_path / "grafted.oddeye")
