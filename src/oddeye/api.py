@@ -8,6 +8,7 @@ standardisation) -> upsample + blur -> score.
 
 from __future__ import annotations
 
+import inspect
 import time
 import warnings
 from collections.abc import Iterator, Sequence
@@ -110,6 +111,8 @@ class Detector(PredictorMixin):
         params = dict(self.method_params)
         if self.backbone:
             params["backbone"] = self.backbone
+        if "seed" in inspect.signature(get_method(self.method).__init__).parameters:
+            params["seed"] = self.seed  # one seed for the holdout draw and the method
         return create_method(self.method, **params)
 
     def fit(self, images: Sequence[ImageLike], *, validation: Sequence[ImageLike] | None = None,

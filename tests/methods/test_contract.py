@@ -184,3 +184,20 @@ def test_model_file_from_before_search_dim_still_loads_and_scores_the_same(fitte
     again = oddeye.load(old)
     paths = [s.path for s in grid.test[:3]]
     np.testing.assert_array_equal(again.predict(paths).scores, det.predict(paths).scores)
+
+
+def test_detector_seed_reaches_every_seeded_method(grid):
+    """``Detector(seed=S)`` (the CLI's --seed) seeds the method too, not only the holdout draw:
+    before, RD4AD refits "with seed 1 and 2" were the same run as seed 0."""
+    import inspect
+
+    from oddeye.methods import get_method
+
+    for name in available_methods():
+        if "seed" in inspect.signature(get_method(name).__init__).parameters:
+            assert Detector(method=name, seed=3)._method().seed == 3, name
+    paths = [s.path for s in grid.train]
+    a = Detector(method="padim", size=64, seed=0).fit(paths, progress=False)
+    b = Detector(method="padim", size=64, seed=1).fit(paths, progress=False)
+    assert b.method_.get_params()["seed"] == 1
+    assert not np.array_equal(a.model_.head.index, b.model_.head.index)  # its channel draw
