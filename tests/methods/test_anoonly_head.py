@@ -10,7 +10,7 @@ from oddeye.api import Detector
 from oddeye.data.mvtec import load_dataset, load_sample_mask
 from oddeye.errors import DataError
 from oddeye.methods import create_method
-from oddeye.preprocess import resize_mask
+from oddeye.preprocess import load_resized, resize_mask, to_batch
 
 
 def test_anoonly_loss_has_no_term_on_normal_patches():
@@ -85,3 +85,56 @@ def test_prior_is_patchcore_exactly(synth_root):
     mu, sd = head.dist_stats.tolist()
     np.testing.assert_allclose(a.scores, (b.scores - mu) / sd, rtol=1e-4, atol=1e-4)
     np.testing.assert_allclose(a.maps, (b.maps - mu) / sd, rtol=1e-4, atol=1e-3)
+
+
+@pytest.fixture(scope="module")
+def disc_labelled(synth_root):
+    cat = load_dataset(synth_root, ["disc"])[0]
+    goods = [s.path for s in cat.train]
+    labelled = [s for s in cat.test if s.label == 1][:2]
+    masks = [np.zeros((128, 128), np.uint8)] * len(goods) + [
+        resize_mask(load_sample_mask(s, (128, 128)), 128) for s in labelled]
+    fit = dict(labels=[0] * len(goods) + [1] * 2, masks=masks, progress=False)
+    return cat, goods + [s.path for s in labelled], fit
+
+
+def test_gate_adds_only_the_learned_term_above_its_good_patch_maximum(disc_labelled):
+    """With ``gate`` (default) a patch scores prior + max(0, learned - floor), the floor being
+    the largest learned term on good training patches; training itself is the same."""
+    cat, paths, fit = disc_labelled
+    gated = Detector(method="anoonly-head", size=128, steps=20).fit(paths, **fit)
+    plain = Detector(method="anoonly-head", size=128, steps=20, gate=False).fit(paths, **fit)
+    h, hp = gated.model_.head, plain.model_.head
+    assert h.gate and not hp.gate
+    sd, sdp = h.state_dict(), hp.state_dict()
+    assert sd.keys() == sdp.keys()
+    for k in sd:  # one seed: same banks, same trained network, same floor
+        torch.testing.assert_close(sd[k], sdp[k])
+    assert float(h.learned_floor) > 0  # the maximum of a term centred at 0 on good patches
+    x = gated.model_.normalize(to_batch(load_resized([s.path for s in cat.test[:4]], 128)))
+    with torch.no_grad():
+        feats = gated.model_.extractor(x)
+        emb = h.embed(feats)
+        prior = h._distance(emb, h.bank, h.bank_sq)[:, 0]
+        learned = h.learned(h._inputs_of(emb))
+        torch.testing.assert_close(h(feats), prior + (learned - h.learned_floor).clamp_min(0))
+        torch.testing.assert_close(hp(feats), prior + learned)
+
+
+def test_file_from_before_the_gate_loads_ungated_and_scores_the_same(disc_labelled, tmp_path):
+    import json
+
+    import oddeye
+
+    cat, paths, fit = disc_labelled
+    plain = Detector(method="anoonly-head", size=128, steps=5, gate=False).fit(paths, **fit)
+    payload = torch.load(plain.save(tmp_path / "new.oddeye"), weights_only=True)
+    meta = json.loads(payload["meta_json"])
+    del meta["method_params"]["gate"]
+    payload["meta_json"] = json.dumps(meta)
+    del payload["tensors"]["head.learned_floor"]
+    torch.save(payload, tmp_path / "old.oddeye")
+    old = oddeye.load(tmp_path / "old.oddeye")
+    assert old.method_.gate is False and not old.model_.head.gate
+    test = [s.path for s in cat.test]
+    np.testing.assert_array_equal(old.predict(test).scores, plain.predict(test).scores)
