@@ -86,6 +86,9 @@ class Detector(PredictorMixin):
     images. Off by default (docs/methods.md: it helped on validation data and hurt on tire's test
     split); it refuses what it cannot fit: methods scoring against reference shots, labelled
     training data, too few good images. ``map_norm_`` records how many images it was fitted on.
+
+    ``seed`` draws the held-out images and is handed to the method (coreset start, channel draw,
+    initial weights, batch order), so one seed is one reproducible fit.
     """
 
     def __init__(self, method: str = "patchcore", backbone: str | None = None, size: int = 256,
