@@ -98,27 +98,50 @@ def disc_labelled(synth_root):
     return cat, goods + [s.path for s in labelled], fit
 
 
-def test_gate_adds_only_the_learned_term_above_its_good_patch_maximum(disc_labelled):
-    """With ``gate`` (default) a patch scores prior + max(0, learned - floor), the floor being
-    the largest learned term on good training patches; training itself is the same."""
+def test_gate_adds_only_the_learned_term_above_its_floor(disc_labelled):
+    """With the gate on a patch scores prior + max(0, learned - floor); off, prior + learned."""
     cat, paths, fit = disc_labelled
-    gated = Detector(method="anoonly-head", size=128, steps=20).fit(paths, **fit)
-    plain = Detector(method="anoonly-head", size=128, steps=20, gate=False).fit(paths, **fit)
-    h, hp = gated.model_.head, plain.model_.head
-    assert h.gate and not hp.gate
-    sd, sdp = h.state_dict(), hp.state_dict()
-    assert sd.keys() == sdp.keys()
-    for k in sd:  # one seed: same banks, same trained network, same floor
-        torch.testing.assert_close(sd[k], sdp[k])
-    assert float(h.learned_floor) > 0  # the maximum of a term centred at 0 on good patches
-    x = gated.model_.normalize(to_batch(load_resized([s.path for s in cat.test[:4]], 128)))
-    with torch.no_grad():
-        feats = gated.model_.extractor(x)
-        emb = h.embed(feats)
-        prior = h._distance(emb, h.bank, h.bank_sq)[:, 0]
-        learned = h.learned(h._inputs_of(emb))
-        torch.testing.assert_close(h(feats), prior + (learned - h.learned_floor).clamp_min(0))
-        torch.testing.assert_close(hp(feats), prior + learned)
+    x = to_batch(load_resized([s.path for s in cat.test[:4]], 128))
+    for gate, on in (("max", 1.0), ("off", 0.0)):
+        det = Detector(method="anoonly-head", size=128, steps=20, gate=gate).fit(paths, **fit)
+        h = det.model_.head
+        assert float(h.gate_on) == on
+        with torch.no_grad():
+            feats = det.model_.extractor(det.model_.normalize(x))
+            emb = h.embed(feats)
+            prior = h._distance(emb, h.bank, h.bank_sq)[:, 0]
+            learned = h.learned(h._inputs_of(emb))
+            want = prior + ((learned - h.learned_floor).clamp_min(0) if on else learned)
+            torch.testing.assert_close(h(feats), want)
+        if on:  # the maximum over good patches of a term centred near 0 on them
+            assert float(h.gate_quantile) == 1.0 and float(h.learned_floor) > 0
+
+
+def test_gate_cv_picks_a_candidate_by_leaving_labelled_defects_out(disc_labelled):
+    from oddeye.methods.anoonly_head import GATE_QUANTILES
+
+    _, paths, fit = disc_labelled
+    a = Detector(method="anoonly-head", size=128, steps=20).fit(paths, **fit)
+    cv = a.method_.gate_cv_
+    assert list(cv) == [str(q) for q in GATE_QUANTILES]
+    assert all(0.0 <= v <= 1.0 for v in cv.values())
+    best = max(cv.values())
+    chosen = next(q for q in GATE_QUANTILES if cv[str(q)] == best)  # ties: the safer gate
+    h = a.model_.head
+    if chosen is None:
+        assert float(h.gate_on) == 0 and torch.isnan(h.gate_quantile)
+    else:
+        assert float(h.gate_on) == 1 and float(h.gate_quantile) == chosen
+    b = Detector(method="anoonly-head", size=128, steps=20).fit(paths, **fit)
+    sa, sb = h.state_dict(), b.model_.head.state_dict()
+    for k in sa:  # one seed, one model
+        torch.testing.assert_close(sa[k], sb[k], equal_nan=True)
+    # one labelled defect leaves nothing to cross-validate with: the safest gate
+    one = dict(fit, labels=fit["labels"][:-1], masks=fit["masks"][:-1])
+    c = Detector(method="anoonly-head", size=128, steps=5).fit(paths[:-1], **one)
+    assert c.method_.gate_cv_ == {} and float(c.model_.head.gate_quantile) == 1.0
+    with pytest.raises(DataError, match="gate must be one of"):
+        Detector(method="anoonly-head", size=128, steps=5, gate="on").fit(paths, **fit)
 
 
 def test_file_from_before_the_gate_loads_ungated_and_scores_the_same(disc_labelled, tmp_path):
@@ -127,14 +150,15 @@ def test_file_from_before_the_gate_loads_ungated_and_scores_the_same(disc_labell
     import oddeye
 
     cat, paths, fit = disc_labelled
-    plain = Detector(method="anoonly-head", size=128, steps=5, gate=False).fit(paths, **fit)
+    plain = Detector(method="anoonly-head", size=128, steps=5, gate="off").fit(paths, **fit)
     payload = torch.load(plain.save(tmp_path / "new.oddeye"), weights_only=True)
     meta = json.loads(payload["meta_json"])
     del meta["method_params"]["gate"]
     payload["meta_json"] = json.dumps(meta)
-    del payload["tensors"]["head.learned_floor"]
+    for k in ("gate_on", "learned_floor", "gate_quantile"):
+        del payload["tensors"][f"head.{k}"]
     torch.save(payload, tmp_path / "old.oddeye")
     old = oddeye.load(tmp_path / "old.oddeye")
-    assert old.method_.gate is False and not old.model_.head.gate
+    assert old.method_.gate == "off" and float(old.model_.head.gate_on) == 0
     test = [s.path for s in cat.test]
     np.testing.assert_array_equal(old.predict(test).scores, plain.predict(test).scores)

@@ -44,6 +44,7 @@ unchanged; ``gate=False`` adds the whole term, as before.
 
 from __future__ import annotations
 
+import copy
 from collections.abc import Sequence
 
 import torch
@@ -62,12 +63,11 @@ class AnoOnlyPatchHead(nn.Module):
     """Features -> per-patch score map (normal patches centred near 0, anomalies high)."""
 
     def __init__(self, layers: Sequence[str], dim: int, kernel: int = 3, hidden: int = 64,
-                 distance_prior: bool = True, equal_layers: bool = True, gate: bool = False):
+                 distance_prior: bool = True, equal_layers: bool = True):
         super().__init__()
         self.layers, self.kernel = list(layers), int(kernel)
         self.distance_prior = bool(distance_prior)
         self.equal_layers = bool(equal_layers)
-        self.gate = bool(gate)
         # PatchCore's bank over all good images (the prior) and the half bank whose distances
         # the learned term was trained on (its input): each sees at inference what it saw in fit
         self.register_buffer("bank", torch.zeros(0, dim))
@@ -75,8 +75,11 @@ class AnoOnlyPatchHead(nn.Module):
         self.register_buffer("input_bank", torch.zeros(0, dim))
         self.register_buffer("input_bank_sq", torch.zeros(0))
         self.register_buffer("dist_stats", torch.tensor([0.0, 1.0]))  # mean, std of normal dists
-        # with ``gate``: the largest learned term on good training patches; only the excess counts
+        # the gate, set by fit: when ``gate_on`` is 1 only the learned term's excess over
+        # ``learned_floor`` (its ``gate_quantile`` on held-out good patches) is added
+        self.register_buffer("gate_on", torch.tensor(0.0))
         self.register_buffer("learned_floor", torch.tensor(0.0))
+        self.register_buffer("gate_quantile", torch.tensor(float("nan")))
         self.hidden = nn.Conv2d(dim + 1, hidden, 1)
         self.bn = nn.BatchNorm2d(hidden, affine=False)
         self.score = nn.Conv2d(hidden, 1, 1, bias=False)
@@ -112,10 +115,9 @@ class AnoOnlyPatchHead(nn.Module):
         return self.score(self.bn(F.relu(self.hidden(x))))[:, 0]
 
     def added(self, x: torch.Tensor) -> torch.Tensor:
-        """What the learned term adds at inference: all of it, or with ``gate`` only its excess
-        over ``learned_floor`` (so good patches keep the prior's score)."""
-        s = self.learned(x)
-        return (s - self.learned_floor).clamp_min(0.0) if self.gate else s
+        """What the learned term adds at inference: all of it, or with the gate on only its
+        excess over ``learned_floor`` (so good patches below it keep the prior's score)."""
+        return gated(self.learned(x), self.gate_on, self.learned_floor)
 
     def scorer(self, x: torch.Tensor) -> torch.Tensor:
         """Training-time score: the input distance stands in for the prior (both banks are built
@@ -130,6 +132,22 @@ class AnoOnlyPatchHead(nn.Module):
         return self._distance(emb, self.bank, self.bank_sq)[:, 0] + self.added(x)
 
 
+def gated(learned: torch.Tensor, on: torch.Tensor, floor: torch.Tensor) -> torch.Tensor:
+    """``max(0, learned - floor)`` where ``on``, else ``learned`` (a graph without branches)."""
+    return torch.where(on > 0, (learned - floor).clamp_min(0.0), learned)
+
+
+#: gate candidates tried by ``gate="cv"``, safest first: the quantile of the learned term on
+#: held-out good patches above which it counts (``None``: the whole term, no gate)
+GATE_QUANTILES: tuple[float | None, ...] = (1.0, 0.999, 0.99, None)
+GATES = ("cv", "max", "off")
+
+
+def image_max(x: torch.Tensor) -> torch.Tensor:
+    """(N, ...) -> (N,) largest value per image."""
+    return x.flatten(1).amax(1)
+
+
 @register
 class AnoOnlyHead(Method):
     """Semi-supervised patch head (``anoonly-head``): needs a few labelled defective images."""
@@ -138,14 +156,14 @@ class AnoOnlyHead(Method):
     default_layers = ("s8", "s16")
     needs_labels = True
     score_from = "raw"  # as PatchCore, its prior
-    legacy_defaults = {"gate": False}  # files from before the gate added the whole term
+    legacy_defaults = {"gate": "off"}  # files from before the gate added the whole term
 
     def __init__(self, backbone: str | None = None, layers: Sequence[str] | None = None,
                  anoonly: bool = True, kernel: int = 3, hidden: int = 64,
                  coreset_ratio: float = 0.1, max_bank: int | None = 10_000,
                  margin: float = 5.0, steps: int = 300,
                  normal_per_step: int = 2048, anomalous_per_step: int = 256, lr: float = 1e-3,
-                 distance_prior: bool = True, equal_layers: bool = True, gate: bool = True,
+                 distance_prior: bool = True, equal_layers: bool = True, gate: str = "cv",
                  seed: int = 0):
         super().__init__(backbone, layers)
         self.anoonly = anoonly
@@ -169,12 +187,13 @@ class AnoOnlyHead(Method):
             torch.manual_seed(self.seed)
             return AnoOnlyPatchHead(self.layers, sum(channels[k] for k in self.layers),
                                     self.kernel, self.hidden, self.distance_prior,
-                                    self.equal_layers, self.gate)
+                                    self.equal_layers)
 
     def head_from_state(self, channels: dict[str, int], strides: dict[str, int],
                         state: dict[str, torch.Tensor]) -> nn.Module:
-        # files from before the gate have no floor; they load with gate=False, which ignores it
-        state = {"learned_floor": torch.tensor(0.0), **state}
+        # files from before the gate have none: they add the whole learned term (gate off)
+        state = {"gate_on": torch.tensor(0.0), "learned_floor": torch.tensor(0.0),
+                 "gate_quantile": torch.tensor(float("nan")), **state}
         return super().head_from_state(channels, strides, state)
 
     def loss(self, scores: torch.Tensor, is_anomaly: torch.Tensor) -> torch.Tensor:
@@ -186,6 +205,9 @@ class AnoOnlyHead(Method):
 
     def fit_head(self, head: nn.Module, data: TrainSet) -> None:
         assert isinstance(head, AnoOnlyPatchHead)
+        if self.gate not in GATES:
+            raise DataError(f"gate must be one of {GATES}, got {self.gate!r}")
+        self.gate_cv_: dict[str, float] = {}  # gate="cv": each candidate's leave-one-out rate
         if data.labels is None or int(data.labels.sum()) == 0:
             raise DataError("anoonly-head needs at least one labelled defective image")
         labels = data.labels.long()
@@ -215,8 +237,9 @@ class AnoOnlyHead(Method):
             head.dist_stats = torch.stack([mu, sd])
             x[:, -1] = (raw - mu) / sd
         # patch labels: defect masks pooled to the patch grid, else top-10% distances (MIL)
+        anom_imgs = torch.nonzero(labels == 1).flatten().tolist()
         anomalous = []
-        for i in torch.nonzero(labels == 1).flatten().tolist():
+        for i in anom_imgs:
             dist_i = x[i, -1].flatten()
             if data.masks is not None and data.masks[i].any():
                 m = F.adaptive_avg_pool2d(data.masks[i].float()[None, None], (h, w)).flatten()
@@ -226,26 +249,70 @@ class AnoOnlyHead(Method):
             else:
                 sel = dist_i >= torch.quantile(dist_i, 0.9)
             anomalous.append(x[i].flatten(1).T[sel])
-        anom = torch.cat(anomalous)
-        normal = x[train_imgs].permute(0, 2, 3, 1).reshape(-1, d + 1)
-        opt = torch.optim.Adam([p for p in head.parameters() if p.requires_grad], lr=self.lr)
-        head.train()
-        bar = tqdm(range(self.steps), desc="anoonly-head", disable=not data.progress, leave=False)
-        for _ in bar:
-            ni = torch.randint(normal.shape[0], (self.normal_per_step,), generator=g)
-            ai = torch.randint(anom.shape[0], (self.anomalous_per_step,), generator=g)
-            batch = torch.cat([normal[ni], anom[ai]])[:, :, None, None]
-            is_anom = torch.cat([torch.zeros(ni.numel(), dtype=torch.bool),
-                                 torch.ones(ai.numel(), dtype=torch.bool)])
-            loss = self.loss(head.scorer(batch).flatten(), is_anom)
-            opt.zero_grad(set_to_none=True)
-            loss.backward()
-            opt.step()
-            bar.set_postfix(loss=f"{loss.item():.3f}")
-        head.eval()
+        # good images kept out of the head's training set the gate (too few: the training ones)
+        if self.gate == "off" or train_imgs.numel() < 2:
+            cal_imgs, fit_imgs = train_imgs, train_imgs
+        else:
+            n_cal = max(1, train_imgs.numel() // 4)
+            cal_imgs, fit_imgs = train_imgs[:n_cal], train_imgs[n_cal:]
+        normal = x[fit_imgs].permute(0, 2, 3, 1).reshape(-1, d + 1)
+        cal = x[cal_imgs]
+        init = copy.deepcopy(head.state_dict())
+
+        def train(anom: torch.Tensor) -> None:
+            head.load_state_dict(init)
+            gen = torch.Generator().manual_seed(self.seed)
+            opt = torch.optim.Adam([p for p in head.parameters() if p.requires_grad], lr=self.lr)
+            head.train()
+            bar = tqdm(range(self.steps), desc="anoonly-head", disable=not data.progress,
+                       leave=False)
+            for _ in bar:
+                ni = torch.randint(normal.shape[0], (self.normal_per_step,), generator=gen)
+                ai = torch.randint(anom.shape[0], (self.anomalous_per_step,), generator=gen)
+                batch = torch.cat([normal[ni], anom[ai]])[:, :, None, None]
+                is_anom = torch.cat([torch.zeros(ni.numel(), dtype=torch.bool),
+                                     torch.ones(ai.numel(), dtype=torch.bool)])
+                loss = self.loss(head.scorer(batch).flatten(), is_anom)
+                opt.zero_grad(set_to_none=True)
+                loss.backward()
+                opt.step()
+                bar.set_postfix(loss=f"{loss.item():.3f}")
+            head.eval()
+
+        def gate_at(learned_cal: torch.Tensor, q: float | None) -> tuple[torch.Tensor, ...]:
+            if q is None:
+                return torch.tensor(0.0), torch.tensor(0.0)
+            return torch.tensor(1.0), torch.quantile(learned_cal.flatten(), q)
+
+        def image_scores(xs: torch.Tensor, q: float | None, learned_cal: torch.Tensor):
+            on, floor = gate_at(learned_cal, q)
+            prior = xs[:, -1] if head.distance_prior else 0.0
+            return image_max(prior + gated(head.learned(xs), on, floor))
+
+        if self.gate == "off":
+            quantile = None
+        elif self.gate == "max" or len(anomalous) < 2:
+            quantile = 1.0
+        else:
+            # leave one labelled defect out: how often does it outscore the held-out good images
+            # under each gate? Ties go to the safer (higher) gate, listed first.
+            wins = torch.zeros(len(GATE_QUANTILES))
+            for i in range(len(anomalous)):
+                train(torch.cat([a for j, a in enumerate(anomalous) if j != i]))
+                with torch.no_grad():
+                    learned_cal = head.learned(cal)
+                    for c, q in enumerate(GATE_QUANTILES):
+                        good = image_scores(cal, q, learned_cal)
+                        bad = image_scores(x[anom_imgs[i]][None], q, learned_cal)
+                        wins[c] += (good < bad).float().mean() + 0.5 * (good == bad).float().mean()
+            quantile = GATE_QUANTILES[int(torch.argmax(wins))]  # argmax: first of the best
+            self.gate_cv_ = {str(q): float(v) / len(anomalous)
+                             for q, v in zip(GATE_QUANTILES, wins, strict=True)}
+        train(torch.cat(anomalous))
         with torch.no_grad():
-            head.learned_floor = torch.cat([head.learned(normal[i:i + 65536, :, None, None])
-                                            for i in range(0, normal.shape[0], 65536)]).max()
+            on, floor = gate_at(head.learned(cal), quantile)
+        head.gate_on, head.learned_floor = on, floor
+        head.gate_quantile = torch.tensor(float("nan") if quantile is None else quantile)
         # the prior at inference is PatchCore's bank over all good images
         full = patches_of(normal_idx)
         head.set_bank(full, bank_size(full.shape[0], self.coreset_ratio, self.max_bank), self.seed)
