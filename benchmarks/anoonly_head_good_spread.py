@@ -4,9 +4,10 @@ The K labelled defects are drawn from the test split as in `oddeye benchmark --s
 (they are training data here); the good images scored are `validation/good` where the set has one,
 else a fifth of `train/good` kept out of the fit. Per set, K and loss: the spread of the prior
 (standardised PatchCore distance) and of the learned term over good patches, the learned term's
-99.9% quantile, a good image's largest patch score with the prior alone / the prior plus the whole
-learned term / the prior plus the gated term, the rank correlation of those image scores with
-the prior's, and the median learned term on the labelled defects' patches. One torch thread.
+99.9% quantile, a good image's largest patch score with the prior alone / the prior plus the
+whole learned term / the prior plus what the fitted gate lets through (gate quantile nan: off),
+the rank correlation of those image scores with the prior's, and the median learned term on the
+labelled defects' patches. One torch thread.
 
 Run: .venv/bin/python benchmarks/anoonly_head_good_spread.py tire magnetic_tile deeppcb
 """
@@ -25,11 +26,12 @@ from oddeye.api import Detector
 from oddeye.bench.detection_suite import DATASETS, shared_root
 from oddeye.commands._common import pick_shots
 from oddeye.data.mvtec import load_dataset, load_sample_mask
+from oddeye.methods.anoonly_head import gated
 from oddeye.preprocess import load_resized, resize_mask, to_batch
 
 
 def parts(det: Detector, paths: list) -> tuple[torch.Tensor, ...]:
-    """(prior, learned, gated added term) maps of ``paths``, each (N, h, w)."""
+    """(prior, learned, added term as the fitted gate lets it) maps of ``paths``, (N, h, w)."""
     m, head = det.model_, det.model_.head
     x = to_batch(load_resized(paths, 256))
     out = []
@@ -39,7 +41,7 @@ def parts(det: Detector, paths: list) -> tuple[torch.Tensor, ...]:
             inp = head._inputs_of(emb)
             learned = head.learned(inp)
             out.append((head._distance(emb, head.bank, head.bank_sq)[:, 0], learned,
-                        (learned - head.learned_floor).clamp_min(0)))
+                        gated(learned, head.gate_on, head.learned_floor)))
     return tuple(torch.cat(t) for t in zip(*out, strict=True))
 
 
@@ -78,7 +80,8 @@ def main(names: list[str]) -> None:
                 print(f"{ds} K={k} anoonly={anoonly}: sd prior {prior.std():.2f} learned "
                       f"{learned.std():.2f} (mean {learned.mean():+.2f}, q99.9 "
                       f"{learned.flatten().quantile(0.999):.2f}, floor "
-                      f"{float(det.model_.head.learned_floor):.2f}) | image max: prior "
+                      f"{float(det.model_.head.learned_floor):.2f}, gate quantile "
+                      f"{float(det.model_.head.gate_quantile):g}) | image max: prior "
                       f"{pm.mean():.2f}, +whole term {whole.mean():.2f} (rho {rho_w:.2f}), "
                       f"+gated {with_gate.mean():.2f} (rho {rho_g:.2f}) | labelled defect "
                       f"patches: learned median {learned_d[sel >= 0.3].median():.2f}", flush=True)
