@@ -38,8 +38,9 @@ lifted a good image's largest patch score from 3.6 to 6.8-9.5 on average, reorde
 images (rank correlation with the prior's image scores 0.14-0.87): noise the image score, a
 maximum, picks up. So at inference the learned term may count only above a floor,
 ``max(0, learned - floor)``, the floor being a quantile of it on good images kept out of the
-head's training (a quarter of its good images). ``gate="cv"`` (default) chooses the quantile
-among ``GATE_QUANTILES`` (max, 99.9%, 99%, or no gate) on the training data: each labelled
+head's training (a quarter of the good images it would train on). ``gate="cv"`` (default)
+chooses the quantile among ``GATE_QUANTILES`` (max, 99.9%, 99%, or no gate) on the training
+data: each labelled
 defect is left out in turn, the head is retrained on the others, and the candidate under which
 the left-out defect outscores the held-out good images most often wins (ties to the safer gate;
 with one labelled defect, the max). ``gate="max"`` always takes the max, so good patches keep
