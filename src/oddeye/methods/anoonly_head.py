@@ -40,9 +40,9 @@ maximum, picks up. So at inference the learned term may count only above a floor
 ``max(0, learned - floor)``, the floor being a quantile of it on good images kept out of the
 head's training (a quarter of the good images it would train on). ``gate="cv"`` (default)
 chooses the quantile among ``GATE_QUANTILES`` (max, 99.9%, 99%, or no gate) on the training
-data: each labelled
-defect is left out in turn, the head is retrained on the others, and the candidate under which
-the left-out defect outscores the held-out good images most often wins (ties to the safer gate;
+data: each labelled defect is left out in turn, the head is retrained on the others, and the
+candidate under which the left-out defect outscores the held-out good images most often wins
+(ties to the safer gate;
 with one labelled defect, the max). ``gate="max"`` always takes the max, so good patches keep
 the prior's score; in a first form (the max over the head's own training patches) it made the
 head PatchCore again on tire (K = 5: 0.825 / 0.987 image / pixel AUROC for both): the learned
