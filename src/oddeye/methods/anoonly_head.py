@@ -32,10 +32,10 @@ searches.
 
 The gate: with no loss on normal patches nothing bounds the learned term's spread there. On
 held-out good images of the three shared sets (``benchmarks/anoonly_head_good_spread.py``; no test
-image scored) it had a standard deviation of 1.6-3.7 against the prior's 1.0-1.1, its 99.9%
-quantile (4.3-8.9) reached its median on the labelled defects it was trained on (4.0-7.1), and it
-lifted a good image's largest patch score from 3.6 to 6.8-9.5 on average, reordering the good
-images (rank correlation with the prior's image scores 0.14-0.87): noise the image score, a
+image scored) it had a standard deviation of 1.6-3.8 against the prior's 1.0-1.1, its 99.9%
+quantile (4.5-9.4) reached its median on the labelled defects it was trained on (4.1-7.4), and it
+lifted a good image's largest patch score from 2.7-3.6 to 6.6-9.3 on average, reordering the good
+images (rank correlation with the prior's image scores 0.26-0.86): noise the image score, a
 maximum, picks up. So at inference the learned term may count only above a floor,
 ``max(0, learned - floor)``, the floor being a quantile of it on good images kept out of the
 head's training (a quarter of the good images it would train on). ``gate="cv"`` (default)
