@@ -8,7 +8,6 @@ in docs/methods.md.
 from __future__ import annotations
 
 import sys
-from pathlib import Path
 
 import numpy as np
 import torch
@@ -23,7 +22,7 @@ from oddeye.metrics.functional import auroc
 def main(dataset: str, methods: list[str]) -> None:
     torch.set_num_threads(2)
     cat = load_dataset(shared_root() / DATASETS[dataset])[0]
-    types = np.array([Path(s.path).parent.name for s in cat.test])
+    types = np.array([s.defect_type for s in cat.test])
     for method in methods:
         det = Detector(method=method).fit([s.path for s in cat.train], progress=False)
         scores = det.decision_function([s.path for s in cat.test])

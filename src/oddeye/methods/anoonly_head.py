@@ -64,6 +64,7 @@ from oddeye.methods import register
 from oddeye.methods.base import Method, TrainSet, check_layers
 from oddeye.methods.coreset import coreset_indices
 from oddeye.methods.patchcore import aggregate, bank_size, nearest_distance
+from oddeye.postprocess import image_score
 
 
 class AnoOnlyPatchHead(nn.Module):
@@ -148,11 +149,6 @@ def gated(learned: torch.Tensor, on: torch.Tensor, floor: torch.Tensor) -> torch
 #: held-out good patches above which it counts (``None``: the whole term, no gate)
 GATE_QUANTILES: tuple[float | None, ...] = (1.0, 0.999, 0.99, None)
 GATES = ("cv", "max", "off")
-
-
-def image_max(x: torch.Tensor) -> torch.Tensor:
-    """(N, ...) -> (N,) largest value per image."""
-    return x.flatten(1).amax(1)
 
 
 @register
@@ -291,10 +287,10 @@ class AnoOnlyHead(Method):
                 return torch.tensor(0.0), torch.tensor(0.0)
             return torch.tensor(1.0), torch.quantile(learned_cal.flatten(), q)
 
-        def image_scores(xs: torch.Tensor, q: float | None, learned_cal: torch.Tensor):
-            on, floor = gate_at(learned_cal, q)
+        def image_scores(xs: torch.Tensor, learned: torch.Tensor, on: torch.Tensor,
+                         floor: torch.Tensor) -> torch.Tensor:
             prior = xs[:, -1] if head.distance_prior else 0.0
-            return image_max(prior + gated(head.learned(xs), on, floor))
+            return image_score(prior + gated(learned, on, floor), "max")
 
         if self.gate == "off":
             quantile = None
@@ -307,10 +303,12 @@ class AnoOnlyHead(Method):
             for i in range(len(anomalous)):
                 train(torch.cat([a for j, a in enumerate(anomalous) if j != i]))
                 with torch.no_grad():
-                    learned_cal = head.learned(cal)
+                    left_out = x[anom_imgs[i]][None]
+                    learned_cal, learned_out = head.learned(cal), head.learned(left_out)
                     for c, q in enumerate(GATE_QUANTILES):
-                        good = image_scores(cal, q, learned_cal)
-                        bad = image_scores(x[anom_imgs[i]][None], q, learned_cal)
+                        on, floor = gate_at(learned_cal, q)
+                        good = image_scores(cal, learned_cal, on, floor)
+                        bad = image_scores(left_out, learned_out, on, floor)
                         wins[c] += (good < bad).float().mean() + 0.5 * (good == bad).float().mean()
             quantile = GATE_QUANTILES[int(torch.argmax(wins))]  # argmax: first of the best
             self.gate_cv_ = {str(q): float(v) / len(anomalous)
