@@ -4,11 +4,12 @@ One row of the `rd4ad` section is one training run; whether a change of a few po
 epochs, a flag) is real depends on how much a run varies with its seed alone (initialisation of
 the bottleneck and decoder, batch order). Each (data set, seed) is one process of the rd4ad suite's
 ``category`` part, so its JSON can be reused; ``--reuse DIR`` takes seed 0 from a default run's
-``--work`` folder (its parameters are the defaults, whose seed is 0). Writes section
-``rd4ad-seeds`` of the results file.
+``--work`` folder (its parameters are the defaults, whose seed is 0). ``--param KEY=VALUE``
+refits a variant instead of the defaults (then ``--section`` names its own section). Writes
+section ``rd4ad-seeds`` of the results file by default.
 
 Run: .venv/bin/python benchmarks/rd4ad_seeds.py --seeds 1 2 --threads 1 --work /tmp/rdseeds
-     [--reuse /tmp/rdwork] [--cached-only]
+     [--reuse /tmp/rdwork] [--cached-only] [--param pseudo=0.5 --section rd4ad-pseudo]
 """
 
 from __future__ import annotations
@@ -20,8 +21,9 @@ import sys
 from pathlib import Path
 
 from oddeye.bench.detection_suite import DATASETS, shared_root
-from oddeye.bench.rd4ad_suite import _spawn
+from oddeye.bench.rd4ad_suite import spawn_part
 from oddeye.bench.results import DEFAULT_RESULTS, write_section
+from oddeye.commands._common import parse_params
 
 KEYS = ("image_auroc", "pixel_auroc", "pixel_aupro")
 
@@ -35,41 +37,51 @@ def main(argv: list[str]) -> int:
     p.add_argument("--work", required=True, help="folder keeping each run's JSON")
     p.add_argument("--reuse", help="a default rd4ad run's --work folder: its runs count as seed 0")
     p.add_argument("--out", default=str(DEFAULT_RESULTS))
+    p.add_argument("--param", action="append", metavar="KEY=VALUE",
+                   help="RD4AD / Detector parameter of the variant refitted (default: none)")
+    p.add_argument("--section", default="rd4ad-seeds")
     p.add_argument("--cached-only", action="store_true",
                    help="fit nothing: tabulate the runs already in --work (missing cells: -)")
     a = p.parse_args(argv)
     work = Path(a.work)
     work.mkdir(parents=True, exist_ok=True)
-    runs: dict[str, dict[int, dict]] = {}
+    variant = parse_params(a.param)
+    tag = "".join(f"-{k}{v}" for k, v in sorted(variant.items()))
+    names = [ds for ds in a.datasets if (shared_root() / DATASETS[ds]).exists()]
+    runs: dict[str, dict[int, dict]] = {ds: {} for ds in names}
     notes = []
-    for ds in a.datasets:
-        if not (shared_root() / DATASETS[ds]).exists():
-            continue
+    for ds in names:
         if a.reuse and (Path(a.reuse) / f"category-{ds}.json").exists():
             saved = json.loads((Path(a.reuse) / f"category-{ds}.json").read_text())
-            if json.loads(saved["args"][saved["args"].index("--params") + 1]) == {}:
-                runs.setdefault(ds, {})[0] = next(iter(saved["per_category"].values()))
+            if json.loads(saved["args"][saved["args"].index("--params") + 1]) == variant:
+                runs[ds][0] = next(iter(saved["per_category"].values()))
                 notes.append(f"{ds} seed 0: {a.reuse} ({saved.get('measured_at')}, "
                              f"code {saved.get('code')}, {saved['args'][-1]} threads)")
-        for seed in a.seeds:
-            if a.cached_only and not (work / f"category-{ds}-seed{seed}.json").exists():
+    for seed in a.seeds:  # seeds outermost: every data set gets its first seed soonest
+        for ds in names:
+            if seed in runs[ds] or (a.cached_only and not (
+                    work / f"category-{ds}{tag}-seed{seed}.json").exists()):
                 continue
-            r = _spawn(work, f"category-{ds}-seed{seed}",
-                       ["--part", "category", "--data", ds, "--params",
-                        json.dumps({"seed": seed}), "--threads", str(a.threads)])
+            r = spawn_part(work, f"category-{ds}{tag}-seed{seed}",
+                           ["--part", "category", "--data", ds, "--params",
+                            json.dumps({**variant, "seed": seed}), "--threads", str(a.threads)])
             res = next(iter(r["per_category"].values()))
-            runs.setdefault(ds, {})[seed] = res
+            runs[ds][seed] = res
             print(f"{ds} seed {seed}: " + " / ".join(f"{res[k]:.3f}" for k in KEYS),
                   file=sys.stderr, flush=True)
+    runs = {ds: by_seed for ds, by_seed in runs.items() if by_seed}
     if not runs:
         print(f"no shared data set under {shared_root()} (set ODDEYE_SHARED_DATA)", file=sys.stderr)
         return 1
-    lines = ["## RD4AD: spread over seeds (per-category models, defaults)", "",
-             "Each run is one fit with the method's defaults and the seed shown (bottleneck and "
-             "decoder initialisation, batch order); nothing else differs. Cells: image AUROC / "
-             "pixel AUROC / AUPRO@0.3. `python benchmarks/rd4ad_seeds.py` "
-             f"(--threads {a.threads}; fit seconds are therefore not comparable with the `rd4ad` "
-             "section and are not shown).", "",
+    what = f"parameters {json.dumps(variant)}" if variant else "defaults"
+    lines = [f"## RD4AD: spread over seeds (per-category models, {what})", "",
+             f"Each run is one fit with the method's {what} and the seed shown (bottleneck and "
+             "decoder initialisation, batch order"
+             + (", pseudo-defect draws" if variant.get("pseudo") else "")
+             + "); nothing else differs. Cells: image AUROC / pixel AUROC / AUPRO@0.3. "
+             f"`python benchmarks/rd4ad_seeds.py {' '.join(sys.argv[1:])}` "
+             f"(--threads {a.threads}; fit seconds are not shown: runs at other thread counts and "
+             "beside other jobs are not comparable).", "",
              "| data | " + " | ".join(f"seed {s}" for s in sorted({s for r in runs.values()
                                                                     for s in r}))
              + " | mean | sd (image) | range (image) |",
@@ -90,7 +102,7 @@ def main(argv: list[str]) -> int:
                   "The thread count alone changes a run (sums in another order diverge over 60 "
                   "epochs), so seed 0's row is not the seed-1/2 runs' setting exactly."]
     body = "\n".join(lines)
-    write_section("rd4ad-seeds", body, a.out)
+    write_section(a.section, body, a.out)
     print(body)
     return 0
 

@@ -44,9 +44,9 @@ def test_rd4ad_part_with_the_same_arguments_is_reused_not_rerun(tmp_path, monkey
         raise AssertionError("a finished part was run again")
 
     monkeypatch.setattr(rd4ad_suite.subprocess, "run", no_run)
-    assert rd4ad_suite._spawn(tmp_path, "category-tire", args)["args"] == args
+    assert rd4ad_suite.spawn_part(tmp_path, "category-tire", args)["args"] == args
     with pytest.raises(AssertionError, match="run again"):
-        rd4ad_suite._spawn(tmp_path, "category-tire", [*args[:-1], "1"])  # other arguments
+        rd4ad_suite.spawn_part(tmp_path, "category-tire", [*args[:-1], "1"])  # other arguments
 
 
 def _resad_fold(name: str, resad: float, patchcore: float) -> dict:

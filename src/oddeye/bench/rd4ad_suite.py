@@ -165,7 +165,7 @@ def _code_version() -> str:
     return f"{__version__} {commit}".strip()
 
 
-def _spawn(tmp: Path, tag: str, args: list[str], reused: list[str] | None = None) -> dict:
+def spawn_part(tmp: Path, tag: str, args: list[str], reused: list[str] | None = None) -> dict:
     """Run one part in its own process; a part whose JSON (same arguments) is in ``tmp`` is reused.
 
     With ``--work DIR`` that folder outlives the run, so a long suite can be resumed part by part;
@@ -222,7 +222,7 @@ def run(out_path: str | Path | None = None, datasets: list[str] | None = None,
         tmp = Path(work_dir) if work_dir else Path(tmp_s)
         tmp.mkdir(parents=True, exist_ok=True)
         for ds in names:
-            r = _spawn(tmp, f"category-{ds}", ["--part", "category", "--data", ds, "--params",
+            r = spawn_part(tmp, f"category-{ds}", ["--part", "category", "--data", ds, "--params",
                                                json.dumps(params), "--threads", str(threads)],
                        state["reused"])
             for name, res in r["per_category"].items():
@@ -234,13 +234,13 @@ def run(out_path: str | Path | None = None, datasets: list[str] | None = None,
                       f"{res['fit_seconds']:.0f} s", file=sys.stderr, flush=True)
             write()
         if unified and len(names) > 1:
-            state["uni"] = _spawn(tmp, "unified", ["--part", "unified", "--data", *names,
+            state["uni"] = spawn_part(tmp, "unified", ["--part", "unified", "--data", *names,
                                                    "--params", json.dumps(params), "--threads",
                                                    str(threads)], state["reused"])
             write()
         if speed and "tire" in DATASETS and (shared_root() / DATASETS["tire"]).exists():
             for label, variant in (*SPEED_VARIANTS, *CACHE_VARIANTS):
-                state["speeds"].append((label, _spawn(tmp, f"speed-{len(state['speeds'])}", [
+                state["speeds"].append((label, spawn_part(tmp, f"speed-{len(state['speeds'])}", [
                     "--part", "speed", "--params", json.dumps(variant), "--threads",
                     str(threads)], state["reused"])))
                 write()

@@ -3,12 +3,14 @@
 Three kinds, each with its exact mask: ``cutpaste`` (a patch of another good image pasted with a
 random flip and brightness change, as in CutPaste), ``blob`` (a smooth-edged region with shifted
 intensity and colour) and ``scratch`` (a thin bright or dark polyline). Used to choose
-hyper-parameters on the training split of a real category (``oddeye.bench.selection_suite``).
+hyper-parameters on the training split of a real category (``oddeye.bench.selection_suite``), and
+to train RD4AD's student to rebuild the clean features of a defective image (``pseudo``).
 """
 
 from __future__ import annotations
 
 import numpy as np
+import torch
 from PIL import Image, ImageDraw
 
 KINDS = ("cutpaste", "blob", "scratch")
@@ -66,3 +68,28 @@ def make_pseudo_anomaly(image: np.ndarray, donor: np.ndarray, rng: np.random.Gen
     else:
         raise ValueError(f"kind must be one of {KINDS}, got {kind!r}")
     return np.clip(out, 0, 255).astype(np.uint8), mask.astype(np.uint8)
+
+
+def pseudo_batch(images: torch.Tensor, donors: torch.Tensor, rng: np.random.Generator,
+                 severity: tuple[float, float] = (0.5, 1.0)) -> tuple[torch.Tensor, torch.Tensor]:
+    """One pseudo-anomaly of a random kind on each ``(N, 3, H, W)`` uint8 image.
+
+    ``donors`` (same shape) supply the cut-paste patches; each defect's severity is drawn uniformly
+    from ``severity``. Returns the defective images (uint8, same shape) and their ``(N, H, W)``
+    uint8 masks. Used to train methods that must not reproduce anomalies (RD4AD's ``pseudo``).
+    """
+    if images.dtype != torch.uint8 or images.ndim != 4 or images.shape[1] != 3:
+        raise ValueError(f"images must be uint8 (N, 3, H, W), got {images.dtype} "
+                         f"{tuple(images.shape)}")
+    if donors.shape != images.shape:
+        raise ValueError(f"donors must match images {tuple(images.shape)}, got "
+                         f"{tuple(donors.shape)}")
+    lo, hi = severity
+    out, masks = [], []
+    for img, donor in zip(images, donors, strict=True):
+        bad, mask = make_pseudo_anomaly(img.permute(1, 2, 0).numpy(),
+                                        np.ascontiguousarray(donor.permute(1, 2, 0).numpy()),
+                                        rng, severity=float(rng.uniform(lo, hi)))
+        out.append(torch.from_numpy(bad).permute(2, 0, 1))
+        masks.append(torch.from_numpy(mask))
+    return torch.stack(out), torch.stack(masks)

@@ -15,12 +15,14 @@ import math
 import time
 from collections.abc import Iterator, Sequence
 
+import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import nn
 from tqdm.auto import tqdm
 
 from oddeye.backbones.fold import fold_batchnorm
+from oddeye.data.pseudo import pseudo_batch
 from oddeye.errors import DataError
 from oddeye.methods import register
 from oddeye.methods.base import Method, TrainSet, check_layers
@@ -294,12 +296,16 @@ class RD4AD(Method):
     ``loss``: ``pixel`` (mean per-pixel ``1 - cos``) or ``flat`` (authors' flattened map per
     sample). ``block``: ``auto`` uses basic blocks below 512 channels and bottleneck blocks from
     there (WideResNet-sized teachers). ``cache_features``: ``auto`` computes the frozen teacher's
-    features once when they fit in ``cache_mb``, else per batch every epoch.
+    features once when they fit in ``cache_mb``, else per batch every epoch. ``pseudo``: share of
+    each batch whose *student input* comes from a pseudo-defective copy of the image while the
+    target stays the clean teacher features (RD++'s idea of teaching the student not to rebuild
+    anomalies; 0 = the plain method, the default).
     """
 
     name = "rd4ad"
     default_backbone = "mobilenet_v2"
     default_layers = ("s4", "s8", "s16")
+    legacy_defaults = {"pseudo": 0.0}  # files from before it trained on clean inputs only
 
     def __init__(self, backbone: str | None = None, layers: Sequence[str] | None = None,
                  epochs: int = 60, lr: float = 0.005, betas: Sequence[float] = (0.5, 0.999),
@@ -307,7 +313,8 @@ class RD4AD(Method):
                  block: str = "auto", expand: int = 2, ocbe_blocks: int | None = None,
                  decoder_blocks: Sequence[int] | None = None,
                  cache_features: str | bool = "auto", cache_mb: int = 2048,
-                 channels_last: bool = True, precise_bn: bool = True, seed: int = 0):
+                 channels_last: bool = True, precise_bn: bool = True, pseudo: float = 0.0,
+                 seed: int = 0):
         super().__init__(backbone, layers)
         self.epochs = epochs
         self.lr = lr
@@ -323,6 +330,7 @@ class RD4AD(Method):
         self.cache_mb = cache_mb
         self.channels_last = channels_last
         self.precise_bn = precise_bn
+        self.pseudo = pseudo
         self.seed = seed
         if loss not in LOSSES:
             raise DataError(f"loss must be one of {LOSSES}, got {loss!r}")
@@ -330,6 +338,8 @@ class RD4AD(Method):
             raise DataError(f"block must be one of {BLOCKS}, got {block!r}")
         if int(epochs) < 1 or int(train_batch) < 1:
             raise DataError(f"epochs and train_batch must be >= 1, got {epochs}, {train_batch}")
+        if isinstance(pseudo, bool) or not isinstance(pseudo, int | float) or not 0 <= pseudo <= 1:
+            raise DataError(f"pseudo must be a share in [0, 1], got {pseudo!r}")
 
     # ---------------------------------------------------------------- architecture
     def _ordered(self, strides: dict[str, int]) -> list[str]:
@@ -389,8 +399,8 @@ class RD4AD(Method):
         head.history = torch.tensor(history, dtype=torch.float32)
 
     def _teacher_batches(self, head: RD4ADHead, data: TrainSet, order: torch.Tensor,
-                         cached: bool) -> Iterator[list[torch.Tensor]]:
-        """Teacher features of the images in ``order``, ``train_batch`` at a time, head's layers."""
+                         cached: bool) -> Iterator[tuple[torch.Tensor, list[torch.Tensor]]]:
+        """(indices, teacher features) of ``order``, ``train_batch`` images at a time."""
         mem = torch.channels_last if self.channels_last else torch.contiguous_format
         bs = max(1, int(self.train_batch))
         for start in range(0, len(order), bs):
@@ -402,7 +412,28 @@ class RD4AD(Method):
                 with torch.no_grad():
                     feats = data.extractor(data.normalize(data.images[idx]))
                 teachers = [feats[k] for k in head.layers]
-            yield [t.contiguous(memory_format=mem) for t in teachers]
+            yield idx, [t.contiguous(memory_format=mem) for t in teachers]
+
+    def student_inputs(self, head: RD4ADHead, data: TrainSet, idx: torch.Tensor,
+                       teachers: list[torch.Tensor], rng: np.random.Generator | None,
+                       ) -> list[torch.Tensor]:
+        """What the student sees for a batch: ``teachers`` itself, or with ``pseudo > 0`` a copy
+        whose rows of a random ``pseudo`` share are the teacher features of pseudo-defective
+        versions of those images (new tensors; ``teachers``, the target, is left clean)."""
+        if rng is None or not self.pseudo:
+            return teachers
+        pick = np.flatnonzero(rng.random(len(idx)) < float(self.pseudo))
+        if not len(pick):
+            return teachers
+        rows = torch.as_tensor(pick, dtype=torch.long)
+        donors = torch.as_tensor(rng.integers(len(data), size=len(pick)), dtype=torch.long)
+        bad, _ = pseudo_batch(data.images[idx[rows]], data.images[donors], rng)
+        with torch.no_grad():
+            feats = data.extractor(data.normalize(bad))
+        return [t.index_copy(0, rows, feats[k].to(t.dtype)).contiguous(
+                    memory_format=torch.channels_last if self.channels_last
+                    else torch.contiguous_format)
+                for t, k in zip(teachers, head.layers, strict=True)]
 
     def train_epochs(self, head: RD4ADHead, data: TrainSet,
                      epochs: int | None = None) -> Iterator[tuple[float, float]]:
@@ -423,13 +454,15 @@ class RD4AD(Method):
         data.extractor.eval()
         opt = torch.optim.Adam(head.parameters(), lr=self.lr, betas=tuple(self.betas))
         gen = torch.Generator().manual_seed(self.seed)
+        rng = np.random.default_rng(self.seed) if self.pseudo else None
         for epoch in range(int(epochs or self.epochs)):
             head.to(memory_format=mem).train()
             t0 = time.perf_counter()
             total = 0.0
             order = torch.randperm(len(data), generator=gen)
-            for teachers in self._teacher_batches(head, data, order, cached):
-                loss = distillation_loss(teachers, head.student(teachers), self.loss)
+            for idx, teachers in self._teacher_batches(head, data, order, cached):
+                inputs = self.student_inputs(head, data, idx, teachers, rng)
+                loss = distillation_loss(teachers, head.student(inputs), self.loss)
                 opt.zero_grad(set_to_none=True)
                 loss.backward()
                 opt.step()
@@ -454,7 +487,7 @@ class RD4AD(Method):
         mem = torch.channels_last if self.channels_last else torch.contiguous_format
         head.to(memory_format=mem).train()
         with torch.no_grad():
-            for teachers in self._teacher_batches(head, data, order, self._use_cache(data)):
+            for _, teachers in self._teacher_batches(head, data, order, self._use_cache(data)):
                 head.student(teachers)
         for m, mom in zip(bns, momenta, strict=True):
             m.momentum = mom
