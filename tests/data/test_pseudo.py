@@ -2,9 +2,10 @@
 
 import numpy as np
 import pytest
+import torch
 
 from oddeye.bench.selection_suite import validation_split
-from oddeye.data.pseudo import KINDS, make_pseudo_anomaly
+from oddeye.data.pseudo import KINDS, make_pseudo_anomaly, pseudo_batch
 
 
 def _pair(seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
@@ -46,6 +47,30 @@ def test_unknown_kind_is_refused():
     good, donor = _pair()
     with pytest.raises(ValueError, match="kind"):
         make_pseudo_anomaly(good, donor, np.random.default_rng(0), "smudge")
+
+
+def test_pseudo_batch_marks_one_defect_per_image_in_channel_first_layout():
+    rng = np.random.default_rng(3)
+    imgs = torch.from_numpy(rng.integers(90, 110, (5, 3, 48, 64), dtype=np.uint8))
+    donors = torch.from_numpy(rng.integers(0, 256, (5, 3, 48, 64), dtype=np.uint8))
+    bad, masks = pseudo_batch(imgs, donors, np.random.default_rng(4))
+    assert bad.shape == imgs.shape and bad.dtype == torch.uint8
+    assert masks.shape == (5, 48, 64)
+    for i in range(5):
+        inside = masks[i].bool()
+        assert inside.any()
+        assert torch.equal(bad[i][:, ~inside], imgs[i][:, ~inside])
+        assert not torch.equal(bad[i][:, inside], imgs[i][:, inside])
+    again, _ = pseudo_batch(imgs, donors, np.random.default_rng(4))
+    assert torch.equal(bad, again)  # the generator alone decides
+
+
+def test_pseudo_batch_refuses_other_layouts():
+    imgs = torch.zeros(2, 3, 16, 16, dtype=torch.uint8)
+    with pytest.raises(ValueError, match="uint8"):
+        pseudo_batch(imgs.float(), imgs, np.random.default_rng(0))
+    with pytest.raises(ValueError, match="donors"):
+        pseudo_batch(imgs, imgs[:1], np.random.default_rng(0))
 
 
 def _random_pngs(folder, n: int, seed: int) -> list[str]:

@@ -238,6 +238,22 @@ def test_save_load_round_trip_gives_identical_scores(fitted, disc, tmp_path):
     torch.testing.assert_close(again.model_.head.history, det.model_.head.history)
 
 
+def test_model_file_from_before_pseudo_loads_as_the_plain_method(fitted, disc, tmp_path):
+    """Older files have no ``pseudo`` and were trained on clean inputs (``pseudo=0``)."""
+    import json
+
+    det, _ = fitted
+    payload = torch.load(det.save(tmp_path / "new.oddeye"), weights_only=True)
+    meta = json.loads(payload["meta_json"])
+    del meta["method_params"]["pseudo"]
+    payload["meta_json"] = json.dumps(meta)
+    torch.save(payload, tmp_path / "old.oddeye")
+    old = oddeye.load(tmp_path / "old.oddeye")
+    assert old.method_.pseudo == 0.0
+    paths = [s.path for s in disc.test[:2]]
+    np.testing.assert_array_equal(old.predict(paths).scores, det.predict(paths).scores)
+
+
 def test_unified_model_over_two_categories(synth_root):
     cats = load_dataset(synth_root, ["grid", "disc"])
     paths = [s.path for c in cats for s in c.train[:6]]
@@ -262,6 +278,59 @@ def test_cli_train_test_predict(synth_root, tmp_path):
     imgs = sorted((synth_root / "disc" / "test").rglob("*.png"))[:2]
     assert main(["predict", "--model", str(model), *map(str, imgs), "--out",
                  str(tmp_path / "pred")]) == 0
+
+
+def _small_set(disc, n: int = 6) -> tuple[TrainSet, FeatureExtractor]:
+    x = to_batch(load_resized([s.path for s in disc.train[:n]], 64))
+    cfg = PreprocessConfig()
+    fx = FeatureExtractor("mobilenet_v2", ("s4", "s8", "s16"))
+    return TrainSet(images=x, extractor=fx, normalize=Normalize(cfg.mean, cfg.std),
+                    progress=False), fx
+
+
+def test_pseudo_inputs_replace_the_drawn_share_and_leave_the_target_clean(disc):
+    data, fx = _small_set(disc)
+    method = create_method("rd4ad", pseudo=1.0)
+    head = method.build_head(fx.channels, fx.strides)
+    idx = torch.arange(len(data))
+    teachers = [data.all_features()[k][idx].clone() for k in head.layers]
+    clean = [t.clone() for t in teachers]
+    inputs = method.student_inputs(head, data, idx, teachers, np.random.default_rng(0))
+    for t, c, i in zip(teachers, clean, inputs, strict=True):
+        assert torch.equal(t, c)  # the distillation target is untouched
+        assert i.shape == t.shape
+        # every image (share 1.0) now carries a pseudo-defect somewhere in its features
+        assert all(not torch.equal(i[n], c[n]) for n in range(len(data)))
+    # where no defect was pasted the features are the clean ones: the inputs are real
+    # teacher features of edited images, not noise
+    assert any(torch.isclose(i, c, atol=1e-5).float().mean() > 0.5 for i, c in
+               zip(inputs, clean, strict=True))
+    half = create_method("rd4ad", pseudo=0.5).student_inputs(head, data, idx, teachers,
+                                                             np.random.default_rng(0))
+    changed = [not torch.equal(half[0][n], clean[0][n]) for n in range(len(data))]
+    assert 0 < sum(changed) < len(data)
+    off = create_method("rd4ad").student_inputs(head, data, idx, teachers,
+                                                 np.random.default_rng(0))
+    assert off is teachers
+
+
+def test_pseudo_training_is_seeded_and_differs_from_plain_training(disc):
+    data, fx = _small_set(disc, 4)
+    losses = []
+    for pseudo, seed in ((0.5, 0), (0.5, 0), (0.0, 0), (0.5, 1)):
+        method = create_method("rd4ad", epochs=2, train_batch=2, pseudo=pseudo, seed=seed)
+        head = method.build_head(fx.channels, fx.strides)
+        method.fit_head(head, data)
+        losses.append(head.history[:, 0])
+    torch.testing.assert_close(losses[0], losses[1])
+    assert not torch.allclose(losses[0], losses[2])
+    assert not torch.allclose(losses[0], losses[3])
+
+
+@pytest.mark.parametrize("bad", [-0.1, 1.5, "half", True])
+def test_bad_pseudo_share_is_refused(bad):
+    with pytest.raises(DataError, match="pseudo"):
+        create_method("rd4ad", pseudo=bad)
 
 
 def test_precise_bn_sets_running_stats_to_the_training_set_statistics(disc):
