@@ -396,3 +396,31 @@ def test_model_file_from_before_sign_split_loads_as_plain_residuals(data, tmp_pa
     det.set_references(refs)
     old.set_references(refs)
     np.testing.assert_array_equal(old.predict(paths).scores, det.predict(paths).scores)
+
+
+def test_fit_leaves_the_callers_random_state_alone(data):
+    """The fit seeds its own draws (``fork_rng``): a caller's torch RNG stream is not reset."""
+    import torch
+
+    grid = data["grid"]
+    torch.manual_seed(123)
+    before = torch.random.get_rng_state()
+    Detector(method="resad", size=128, batch_size=8, holdout=0.0, **TINY).fit(
+        [s.path for s in grid.train], categories=["grid"] * len(grid.train), progress=False)
+    assert torch.equal(torch.random.get_rng_state(), before)
+
+
+def test_initial_weights_come_from_the_seed():
+    """Two heads built with one seed are equal whatever the caller's RNG did in between."""
+    import torch
+
+    from oddeye.methods import create_method
+
+    channels, strides = {"s4": 24, "s8": 32, "s16": 96}, {"s4": 4, "s8": 8, "s16": 16}
+    method = create_method("resad", seed=5)
+    a = method.build_head(channels, strides).state_dict()
+    torch.rand(10)
+    b = method.build_head(channels, strides).state_dict()
+    c = create_method("resad", seed=6).build_head(channels, strides).state_dict()
+    assert all(torch.equal(a[k], b[k]) for k in a)
+    assert any(not torch.equal(a[k], c[k]) for k in a)

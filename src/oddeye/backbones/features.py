@@ -72,7 +72,9 @@ class FeatureExtractor(nn.Module):
         super().__init__()
         if isinstance(layers, str) or not layers:
             raise BackboneError(f"layers must be a non-empty sequence of names, got {layers!r}")
-        net = create_backbone(backbone, weights)
+        # building draws the default init from the global RNG; the caller's stream stays put
+        with torch.random.fork_rng(devices=[]):
+            net = create_backbone(backbone, weights)
         taps = {layer: canonical_tap(net, layer) for layer in layers}
         if fold_bn:
             fold_batchnorm(net)

@@ -425,8 +425,10 @@ class ResAD(Method):
 
     def build_head(self, channels: dict[str, int], strides: dict[str, int]) -> nn.Module:
         check_layers(self.layers, channels)
-        return ResADHead(self.layers, channels, self.pos_dim, self.n_coupling, self.hidden,
-                         self.clamp, self.max_size, self.sign_split)
+        with torch.random.fork_rng(devices=[]):  # the initial weights are the seed's too
+            torch.manual_seed(self.seed)
+            return ResADHead(self.layers, channels, self.pos_dim, self.n_coupling, self.hidden,
+                             self.clamp, self.max_size, self.sign_split)
 
     # ---- references (test time: no gradient step)
     def reference_banks(self, head: ResADHead, refs: TrainSet) -> dict[str, torch.Tensor]:
@@ -555,9 +557,10 @@ class ResAD(Method):
         """Train constraintors and flows on residuals of the seen classes; then set default refs."""
         assert isinstance(head, ResADHead)
         rng = np.random.default_rng(self.seed)
-        torch.manual_seed(self.seed)
-        res, lab, defective, refs = self._training_residuals(head, data, rng)
-        self._train(head, res, lab, defective, rng, data.progress)
+        with torch.random.fork_rng(devices=[]):  # seeded draws without moving the caller's RNG
+            torch.manual_seed(self.seed)
+            res, lab, defective, refs = self._training_residuals(head, data, rng)
+            self._train(head, res, lab, defective, rng, data.progress)
         self._fit_score_stats(head, res, lab, defective)
         # default references: a few shots of every seen class pooled, so the fitted model can
         # score seen-class images (threshold estimation) before a new class's refs are given
