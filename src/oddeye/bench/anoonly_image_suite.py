@@ -67,8 +67,8 @@ def run(out_path: str | Path | None = None, ks: tuple[int, ...] = (5, 10), seed:
              f"Seed {seed}; the K labelled defects (with masks) are removed from the test split of "
              "every method. Backbone mobilenet_v2 s8+s16 for all. Cells: image AUROC / pixel "
              "AUROC / AUPRO@0.3. Gate: the quantile of the learned term on held-out good patches "
-             "above which it counts, as `gate=\"cv\"` chose it from leaving each labelled defect "
-             "out and from pseudo-defects on held-out good images (`off`: the whole term).", "",
+             "above which it counts, as `gate=\"cv\"` chose it by leaving each labelled defect "
+             "out (`off`: the whole term).", "",
              "| data | K | PatchCore (no labels) | anoonly-head (AnoOnly) | anoonly-head (base "
              "deviation loss) | gate (AnoOnly / base) |", "|---|---|---|---|---|---|"]
 
