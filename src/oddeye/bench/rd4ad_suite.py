@@ -222,9 +222,9 @@ def run(out_path: str | Path | None = None, datasets: list[str] | None = None,
         tmp = Path(work_dir) if work_dir else Path(tmp_s)
         tmp.mkdir(parents=True, exist_ok=True)
         for ds in names:
-            r = spawn_part(tmp, f"category-{ds}", ["--part", "category", "--data", ds, "--params",
-                                               json.dumps(params), "--threads", str(threads)],
-                       state["reused"])
+            r = spawn_part(tmp, f"category-{ds}",
+                           ["--part", "category", "--data", ds, "--params", json.dumps(params),
+                            "--threads", str(threads)], state["reused"])
             for name, res in r["per_category"].items():
                 res["peak_rss_mb"] = r["peak_rss_mb"]
                 per_cat[name] = res
@@ -235,8 +235,8 @@ def run(out_path: str | Path | None = None, datasets: list[str] | None = None,
             write()
         if unified and len(names) > 1:
             state["uni"] = spawn_part(tmp, "unified", ["--part", "unified", "--data", *names,
-                                                   "--params", json.dumps(params), "--threads",
-                                                   str(threads)], state["reused"])
+                                                       "--params", json.dumps(params), "--threads",
+                                                       str(threads)], state["reused"])
             write()
         if speed and "tire" in DATASETS and (shared_root() / DATASETS["tire"]).exists():
             for label, variant in (*SPEED_VARIANTS, *CACHE_VARIANTS):
