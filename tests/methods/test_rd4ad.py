@@ -191,14 +191,18 @@ def test_teacher_stays_frozen(fitted):
         assert torch.equal(before[k], after[k]), k
 
 
+def _small_set(disc, n: int = 6) -> tuple[TrainSet, FeatureExtractor]:
+    x = to_batch(load_resized([s.path for s in disc.train[:n]], 64))
+    cfg = PreprocessConfig()
+    fx = FeatureExtractor("mobilenet_v2", ("s4", "s8", "s16"))
+    return TrainSet(images=x, extractor=fx, normalize=Normalize(cfg.mean, cfg.std),
+                    progress=False), fx
+
+
 def test_only_head_parameters_get_gradients(disc):
     method = create_method("rd4ad", epochs=1, train_batch=4, cache_features=False)
-    fx = FeatureExtractor(method.backbone, method.layers)
+    data, fx = _small_set(disc, 4)
     head = method.build_head(fx.channels, fx.strides)
-    x = to_batch(load_resized([s.path for s in disc.train[:4]], 64))
-    cfg = PreprocessConfig()
-    data = TrainSet(images=x, extractor=fx, normalize=Normalize(cfg.mean, cfg.std),
-                    progress=False)
     start = copy.deepcopy(head.state_dict())
     method.fit_head(head, data)
     assert all(p.grad is None for p in fx.parameters())
@@ -280,14 +284,6 @@ def test_cli_train_test_predict(synth_root, tmp_path):
                  str(tmp_path / "pred")]) == 0
 
 
-def _small_set(disc, n: int = 6) -> tuple[TrainSet, FeatureExtractor]:
-    x = to_batch(load_resized([s.path for s in disc.train[:n]], 64))
-    cfg = PreprocessConfig()
-    fx = FeatureExtractor("mobilenet_v2", ("s4", "s8", "s16"))
-    return TrainSet(images=x, extractor=fx, normalize=Normalize(cfg.mean, cfg.std),
-                    progress=False), fx
-
-
 def test_pseudo_inputs_replace_the_drawn_share_and_leave_the_target_clean(disc):
     data, fx = _small_set(disc)
     method = create_method("rd4ad", pseudo=1.0)
@@ -334,13 +330,9 @@ def test_bad_pseudo_share_is_refused(bad):
 
 
 def test_precise_bn_sets_running_stats_to_the_training_set_statistics(disc):
-    x = to_batch(load_resized([s.path for s in disc.train[:6]], 64))
-    cfg = PreprocessConfig()
     method = create_method("rd4ad", epochs=1, train_batch=6, precise_bn=False)
-    fx = FeatureExtractor(method.backbone, method.layers)
+    data, fx = _small_set(disc, 6)
     head = method.build_head(fx.channels, fx.strides)
-    data = TrainSet(images=x, extractor=fx, normalize=Normalize(cfg.mean, cfg.std),
-                    progress=False)
     method.fit_head(head, data)
     bn = head.decoder.stages[-1].blocks[0].body[1]  # a BatchNorm deep inside the student
     seen = []

@@ -371,6 +371,11 @@ class RD4AD(Method):
         return head
 
     # ---------------------------------------------------------------- training
+    @property
+    def _memory_format(self) -> torch.memory_format:
+        """NHWC while training when ``channels_last`` (faster on CPU), else plain NCHW."""
+        return torch.channels_last if self.channels_last else torch.contiguous_format
+
     def _use_cache(self, data: TrainSet) -> bool:
         if isinstance(self.cache_features, bool):
             return self.cache_features
@@ -401,7 +406,7 @@ class RD4AD(Method):
     def _teacher_batches(self, head: RD4ADHead, data: TrainSet, order: torch.Tensor,
                          cached: bool) -> Iterator[tuple[torch.Tensor, list[torch.Tensor]]]:
         """(indices, teacher features) of ``order``, ``train_batch`` images at a time."""
-        mem = torch.channels_last if self.channels_last else torch.contiguous_format
+        mem = self._memory_format
         bs = max(1, int(self.train_batch))
         for start in range(0, len(order), bs):
             idx = order[start:start + bs]
@@ -431,8 +436,7 @@ class RD4AD(Method):
         with torch.no_grad():
             feats = data.extractor(data.normalize(bad))
         return [t.index_copy(0, rows, feats[k].to(t.dtype)).contiguous(
-                    memory_format=torch.channels_last if self.channels_last
-                    else torch.contiguous_format)
+                    memory_format=self._memory_format)
                 for t, k in zip(teachers, head.layers, strict=True)]
 
     def train_epochs(self, head: RD4ADHead, data: TrainSet,
@@ -445,7 +449,7 @@ class RD4AD(Method):
         """
         if len(data) == 0:
             raise DataError("RD4AD got no training images")
-        mem = torch.channels_last if self.channels_last else torch.contiguous_format
+        mem = self._memory_format
         t_cache = time.perf_counter()
         cached = self._use_cache(data)
         if cached:
@@ -484,7 +488,7 @@ class RD4AD(Method):
             m.reset_running_stats()
             m.momentum = None  # cumulative moving average
         order = torch.arange(len(data))
-        mem = torch.channels_last if self.channels_last else torch.contiguous_format
+        mem = self._memory_format
         head.to(memory_format=mem).train()
         with torch.no_grad():
             for _, teachers in self._teacher_batches(head, data, order, self._use_cache(data)):
