@@ -22,6 +22,7 @@ from tqdm.auto import tqdm
 
 from oddeye import __version__
 from oddeye.backbones import DEFAULT_BATCH  # chosen by measurement (docs/backbones.md)
+from oddeye.device import resolve_device
 from oddeye.errors import DataError, ModelFileError, OddeyeError
 from oddeye.io.modelfile import load_model, save_model
 from oddeye.methods import Method, TrainSet, create_method, get_method
@@ -31,6 +32,8 @@ from oddeye.preprocess import ImageLike, Normalize, PreprocessConfig, load_resiz
 
 __all__ = ["AnomalyModel", "Detector", "Prediction", "f1_optimal_threshold"]
 
+#: Constructor arguments that say where a detector runs, not what it computes: never saved.
+RUNTIME_PARAMS = ("device",)
 #: Fewest good images per-position map statistics are estimated from (``map_norm``).
 MIN_NORM_IMAGES = 10
 MAP_NORMS = (None, "position")
@@ -89,13 +92,17 @@ class Detector(PredictorMixin):
 
     ``seed`` draws the held-out images and is handed to the method (coreset start, channel draw,
     initial weights, batch order), so one seed is one reproducible fit.
+
+    ``device`` (``auto``: CUDA when torch sees a GPU, else the CPU) is where fitting and inference
+    run; it is not saved with the model (``load(path, device=...)``, ``to(device)``). A fit on
+    another device gives the same model up to float rounding, which training can amplify.
     """
 
     def __init__(self, method: str = "patchcore", backbone: str | None = None, size: int = 256,
                  sigma: float = 4.0, score: str = "max", weights: Any = "auto",
                  batch_size: int = DEFAULT_BATCH, holdout: float = 0.1,
                  threshold_sigmas: float = 3.0, map_norm: str | None = None, seed: int = 0,
-                 **method_params: Any):
+                 device: str = "auto", **method_params: Any):
         self.method = method
         self.backbone = backbone
         self.size = size
@@ -107,6 +114,7 @@ class Detector(PredictorMixin):
         self.threshold_sigmas = threshold_sigmas
         self.map_norm = map_norm
         self.seed = seed
+        self.device = device
         self.method_params = method_params
 
     # ------------------------------------------------------------------ fitting
@@ -127,6 +135,7 @@ class Detector(PredictorMixin):
         if len(images) == 0:
             raise DataError("no training images given")
         t0 = time.perf_counter()
+        dev = resolve_device(self.device)
         method = self._method()
         cats = list(categories) if categories is not None else None
         n = len(images)
@@ -142,9 +151,9 @@ class Detector(PredictorMixin):
 
         arrays = load_resized(images, self.size)
         x = to_batch(arrays)
-        normalize = Normalize(PreprocessConfig().mean, PreprocessConfig().std)
-        extractor = _build_extractor(method.backbone, method.layers, self.weights)
-        head = method.build_head(extractor.channels, extractor.strides)
+        normalize = Normalize(PreprocessConfig().mean, PreprocessConfig().std).to(dev)
+        extractor = _build_extractor(method.backbone, method.layers, self.weights).to(dev)
+        head = method.build_head(extractor.channels, extractor.strides).to(dev)
         data = TrainSet(
             images=x[train_idx], extractor=extractor, normalize=normalize,
             batch_size=self.batch_size, progress=progress,
@@ -154,11 +163,12 @@ class Detector(PredictorMixin):
                    if masks is not None else None),
         )
         method.fit_head(head, data)
-        head.eval()
+        head.to(dev).eval()  # buffers a fit replaced may have been made on the CPU
         self.method_ = method
+        self.device_ = dev
         self.model_ = AnomalyModel(normalize, extractor, head,
                                    PostProcess(self.size, self.sigma, self.score,
-                                               score_from=method.score_from)).eval()
+                                               score_from=method.score_from)).to(dev).eval()
         self.n_train_ = len(train_idx)
         self.categories_ = sorted(set(cats)) if cats else []
 
@@ -215,12 +225,12 @@ class Detector(PredictorMixin):
     def _fit_map_norm(self, good_x: torch.Tensor) -> np.ndarray:
         """Set the per-position statistics from good images; returns their out-of-sample scores."""
         with torch.inference_mode():
-            raw = torch.cat([self.model_.raw_map(good_x[s:s + self.batch_size])
+            raw = torch.cat([self.model_.raw_map(good_x[s:s + self.batch_size].to(self.device_))
                              for s in range(0, good_x.shape[0], self.batch_size)])
             self.model_.post.set_position_stats(*position_stats(raw))
             scores = self.model_.post.finish(leave_one_out_standardize(raw))[1]
         self.map_norm_ = int(good_x.shape[0])
-        return scores.numpy().astype(np.float64)
+        return scores.cpu().numpy().astype(np.float64)
 
     def _set_unsupervised_threshold(self, good: np.ndarray, source: str) -> None:
         mean, std = float(np.mean(good)), float(np.std(good))
@@ -261,6 +271,16 @@ class Detector(PredictorMixin):
         return self
 
     # --------------------------------------------------------------- inference
+    def to(self, device: str | torch.device) -> Detector:
+        """Move the fitted model to ``device`` (``auto``, ``cpu``, ``cuda``, ``cuda:N``); returns
+        self. Scores may differ from another device's in the last float digits, not more."""
+        self._check_fitted()
+        dev = resolve_device(device)
+        self.model_.to(dev)
+        self.device = str(device)
+        self.device_ = dev
+        return self
+
     def _check_fitted(self) -> None:
         if not hasattr(self, "model_"):
             raise OddeyeError("this Detector is not fitted yet: call fit() or oddeye.load()")
@@ -269,7 +289,7 @@ class Detector(PredictorMixin):
         out = []
         with torch.inference_mode():
             for s in range(0, x.shape[0], self.batch_size):
-                out.append(self.model_(x[s : s + self.batch_size])[1])
+                out.append(self.model_(x[s : s + self.batch_size].to(self.device_))[1].cpu())
         return torch.cat(out).numpy().astype(np.float64)
 
     def iter_predict(self, images: Sequence[ImageLike], batch_size: int | None = None,
@@ -285,8 +305,9 @@ class Detector(PredictorMixin):
             raw = [load_rgb(it, name=f"images[{s + i}]") for i, it in enumerate(items)]
             x = to_batch([resize_uint8(r, self.size) for r in raw])
             with torch.inference_mode():
-                maps, scores = self.model_(x)
-            yield self._prediction(scores.numpy(), maps.numpy(), [r.shape[:2] for r in raw])
+                maps, scores = self.model_(x.to(self.device_))
+            yield self._prediction(scores.cpu().numpy(), maps.cpu().numpy(),
+                                   [r.shape[:2] for r in raw])
             bar.update(len(items))
         bar.close()
 
@@ -295,7 +316,7 @@ class Detector(PredictorMixin):
         """Constructor arguments (scikit-learn style)."""
         p = {k: getattr(self, k) for k in ("method", "backbone", "size", "sigma", "score",
                                            "batch_size", "holdout", "threshold_sigmas",
-                                           "map_norm", "seed")}
+                                           "map_norm", "seed", "device")}
         p.update(self.method_params)
         return p
 
@@ -307,7 +328,7 @@ class Detector(PredictorMixin):
             "method": self.method,
             "method_params": self.method_.get_params(),
             "detector_params": {k: v for k, v in self.get_params().items()
-                                if k not in self.method_params},
+                                if k not in self.method_params and k not in RUNTIME_PARAMS},
             "preprocess": PreprocessConfig(size=self.size).to_dict(),
             "postprocess": {"sigma": self.sigma, "reduce": self.score,
                             "score_from": self.model_.post.score_from,
@@ -324,16 +345,20 @@ class Detector(PredictorMixin):
         tensors.update({f"head.{k}": v for k, v in self.model_.head.state_dict().items()})
         if self.model_.post.standardizes:
             tensors.update({f"post.{k}": v for k, v in self.model_.post.state_dict().items()})
-        return save_model(path, meta, tensors)
+        # CPU tensors in the file, whatever the model ran on: it loads on any machine
+        return save_model(path, meta, {k: v.detach().cpu() for k, v in tensors.items()})
 
     @classmethod
-    def load(cls, path: str | Path) -> Detector:
-        """Read a ``.oddeye`` file; backbone weights come from the file, not from the network."""
+    def load(cls, path: str | Path, device: str = "auto") -> Detector:
+        """Read a ``.oddeye`` file onto ``device`` (``auto``: CUDA when there is one); backbone
+        weights come from the file, not from the network."""
+        dev = resolve_device(device)
         meta, tensors = load_model(path)
         try:
             dparams = {k: v for k, v in meta["detector_params"].items() if k != "method"}
             dparams.setdefault("map_norm", None)  # files from before it never standardised
-            det = cls(method=meta["method"], **dparams)
+            dparams = {k: v for k, v in dparams.items() if k not in RUNTIME_PARAMS}
+            det = cls(method=meta["method"], device=device, **dparams)
             det.method_params = {k: v for k, v in meta["method_params"].items()
                                  if k not in ("backbone",)}
             det.backbone = meta["method_params"].get("backbone")
@@ -373,7 +398,8 @@ class Detector(PredictorMixin):
             except (KeyError, ValueError) as exc:
                 raise ModelFileError(f"{path}: bad map statistics ({exc})") from None
         det.model_ = AnomalyModel(Normalize(pre.mean, pre.std), extractor.eval(), head.eval(),
-                                  postproc).eval()
+                                  postproc).to(dev).eval()
+        det.device_ = dev
         det.map_norm_ = int(post.get("map_norm_images", 0))
         thr = meta["threshold"]
         det.threshold_, det.score_scale_ = float(thr["value"]), float(thr["scale"])

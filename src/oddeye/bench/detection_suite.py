@@ -31,20 +31,25 @@ def time_inference(det, images: list, repeats: int = 3,
                    clock: Callable[[], float] = time.perf_counter) -> float:
     """Median model time per image at batch 1, in ms (decode excluded, inference_mode).
 
-    ``clock``: wall time by default; ``time.process_time`` gives CPU time of all threads.
+    ``clock``: wall time by default; ``time.process_time`` gives CPU time of all threads. On a
+    GPU the resized uint8 batch is already on the device and every pass waits for its kernels.
     """
     import torch
 
+    from oddeye.device import synchronize
     from oddeye.preprocess import load_resized, to_batch
 
-    x = to_batch(load_resized(images, det.size))
+    dev = det.device_
+    x = to_batch(load_resized(images, det.size)).to(dev)
     with torch.inference_mode():
         det.model_(x[:1])  # warm-up
+        synchronize(dev)
         per = []
         for _ in range(repeats):
             t0 = clock()
             for i in range(x.shape[0]):
                 det.model_(x[i : i + 1])
+            synchronize(dev)
             per.append((clock() - t0) / x.shape[0])
     return 1000.0 * statistics.median(per)
 
@@ -136,7 +141,8 @@ def _table(rows: list, backbone: str | None, params: dict | None, threads: int,
     """The markdown table of the finished (method, data set) rows."""
     lines = [f"## Detection ({section})", "",
              f"Backbone: {backbone or 'method default'}; params: {json.dumps(params or {})}; "
-             f"{threads} torch threads. Protocol: 256x256 no crop, ImageNet normalisation, "
+             f"{threads} torch threads; device {(params or {}).get('device', 'auto')}. "
+             "Protocol: 256x256 no crop, ImageNet normalisation, "
              "sigma 4, image score max, raw scores. Synthetic = `oddeye synth --seed 0` (all "
              "classes, mean over classes).", "",
              "| method | data | image AUROC | pixel AUROC | AUPRO@0.3 | image AP | pixel AP | "

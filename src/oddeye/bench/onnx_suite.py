@@ -38,7 +38,7 @@ def fit_synthetic(method: str, workdir: str | Path, size: int = 256, n_train: in
     from oddeye.api import Detector
 
     train, _ = synthetic_images(workdir, size, n_train, seed)
-    det = Detector(method=method, size=size, seed=seed)
+    det = Detector(method=method, size=size, seed=seed, device="cpu")  # both runtimes on the CPU
     det.fit(train, progress=False)
     return det.save(Path(workdir) / f"{method}.oddeye")
 
@@ -65,7 +65,7 @@ def time_one(model_path: str | Path, onnx_path: str | Path, images: Sequence[Pat
     from oddeye.preprocess import load_resized, to_batch
 
     torch.set_num_threads(threads)
-    det = oddeye.load(model_path)
+    det = oddeye.load(model_path, device="cpu")  # the same CPU threads as ONNX Runtime
     ort_det = OnnxDetector(onnx_path, threads=threads)
     images = (list(images) * (n_images // max(1, len(images)) + 1))[:n_images]
     x_t = to_batch(load_resized(images, det.size))

@@ -30,9 +30,12 @@ def machine_line() -> str:
         load_s = "load n/a"
     import torch
 
+    gpus = ([torch.cuda.get_device_name(i) for i in range(torch.cuda.device_count())]
+            if torch.cuda.is_available() else [])
     return (
         f"{platform.machine()}, {os.cpu_count()} CPUs, Python {platform.python_version()}, "
-        f"torch {torch.__version__} ({torch.get_num_threads()} threads), {load_s}"
+        f"torch {torch.__version__} ({torch.get_num_threads()} threads), "
+        + (f"GPU {', '.join(gpus)}, " if gpus else "") + load_s
     )
 
 

@@ -72,3 +72,10 @@ def pick_shots(items: list, shots: int | None, seed: int) -> list:
 
 def add_progress_flag(parser) -> None:
     parser.add_argument("--no-progress", action="store_true", help="hide progress bars")
+
+
+def add_device_flag(parser) -> None:
+    """``--device``: where a torch model fits and predicts (ONNX models always run on the CPU)."""
+    parser.add_argument("--device", default="auto",
+                        help="auto (a CUDA GPU when torch sees one, else the CPU), cpu, cuda, "
+                             "cuda:N (default: auto)")

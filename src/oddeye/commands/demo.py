@@ -10,6 +10,8 @@ import argparse
 import time
 from pathlib import Path
 
+from oddeye.commands._common import add_device_flag
+
 NAME = "demo"
 HELP = "generate synthetic data, train, test, predict and write an HTML report"
 DEMO_CLASSES = ("grid", "wood", "disc")
@@ -21,6 +23,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--backbone", help="backbone (default: the method's)")
     p.add_argument("--classes", nargs="+", default=list(DEMO_CLASSES))
     p.add_argument("--seed", type=int, default=0)
+    add_device_flag(p)
     p.add_argument("--no-progress", action="store_true")
 
 
@@ -42,7 +45,8 @@ def run(args: argparse.Namespace) -> int:
     detectors, per_cat, details = {}, {}, {}
     for cat in cats:
         print(f"[2/4] training {args.method} on {cat.name} ({len(cat.train)} good images)")
-        det = Detector(method=args.method, backbone=args.backbone, seed=args.seed)
+        det = Detector(method=args.method, backbone=args.backbone, seed=args.seed,
+                       device=args.device)
         det.fit([s.path for s in cat.train], categories=[cat.name] * len(cat.train),
                 progress=progress)
         det.save(out / "models" / f"{cat.name}.oddeye")

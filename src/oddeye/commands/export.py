@@ -38,7 +38,7 @@ def run(args: argparse.Namespace) -> int:
     from oddeye.commands.predict import gather
     from oddeye.export.onnx import ExportError, OnnxDetector, compare, export_onnx, random_images
 
-    det = oddeye.load(args.model)
+    det = oddeye.load(args.model, device="cpu")  # traced and compared on the CPU
     if args.refs:
         det.set_references(gather(args.refs))
     out = export_onnx(det, args.out, input_dtype=args.input_dtype, batch=args.batch,

@@ -11,6 +11,8 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
+from oddeye.commands._common import add_device_flag
+
 NAME = "predict"
 HELP = "score images: overlays, masks, results.csv / results.jsonl"
 
@@ -22,6 +24,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--refs", nargs="+", metavar="REF",
                    help="reference good images (few-shot methods)")
     p.add_argument("--batch-size", type=int, default=4)
+    add_device_flag(p)
 
 
 def gather(paths: list[str]) -> list[Path]:
@@ -58,7 +61,7 @@ def run(args: argparse.Namespace) -> int:
     else:
         import oddeye
 
-        det = oddeye.load(args.model)
+        det = oddeye.load(args.model, device=args.device)
     if getattr(det, "needs_references", False):
         if not args.refs:
             raise OddeyeError(f"model {args.model} ({det.method}) needs --refs with good images")

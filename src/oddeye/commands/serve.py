@@ -6,6 +6,8 @@ import argparse
 import sys
 import time
 
+from oddeye.commands._common import add_device_flag
+
 NAME = "serve"
 HELP = "serve a model over HTTP: POST /v1/predict, a web page at /, OpenAPI docs at /docs"
 DESCRIPTION = (
@@ -36,13 +38,16 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--overlay-max-side", type=int, default=d.overlay_max_side,
                    help=f"longest side of returned overlays in px (default {d.overlay_max_side})")
     p.add_argument("--batch-size", type=int, default=d.batch_size)
+    add_device_flag(p)
     p.add_argument("--threads", type=int, help="torch / onnxruntime threads (default: all cores)")
     p.add_argument("--log-level", default="info",
                    choices=["critical", "error", "warning", "info", "debug"])
 
 
-def load_detector(path: str, refs: list[str] | None = None, threads: int | None = None):
-    """Load a ``.oddeye`` or ``.onnx`` model once, set references, and warm it up."""
+def load_detector(path: str, refs: list[str] | None = None, threads: int | None = None,
+                  device: str = "auto"):
+    """Load a ``.oddeye`` or ``.onnx`` model once (a torch one onto ``device``), set references,
+    and warm it up."""
     import numpy as np
 
     from oddeye.errors import OddeyeError
@@ -58,7 +63,7 @@ def load_detector(path: str, refs: list[str] | None = None, threads: int | None 
 
         if threads:
             torch.set_num_threads(threads)
-        det = oddeye.load(path)
+        det = oddeye.load(path, device=device)
     if getattr(det, "needs_references", False):
         if not refs:
             raise OddeyeError(f"model {path} ({det.method}) needs --refs with good images")
@@ -75,7 +80,7 @@ def run(args: argparse.Namespace) -> int:
     from oddeye.serve.app import ServeConfig, create_app
 
     t0 = time.perf_counter()
-    det = load_detector(args.model, args.refs, args.threads)
+    det = load_detector(args.model, args.refs, args.threads, args.device)
     cfg = ServeConfig(max_upload_bytes=int(args.max_upload_mb * 1048576), max_files=args.max_files,
                       max_pixels=args.max_pixels, max_pending=args.max_pending,
                       overlay_max_side=args.overlay_max_side, batch_size=args.batch_size)

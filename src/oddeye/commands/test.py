@@ -6,7 +6,7 @@ import argparse
 import time
 from pathlib import Path
 
-from oddeye.commands._common import add_progress_flag, write_json
+from oddeye.commands._common import add_device_flag, add_progress_flag, write_json
 
 NAME = "test"
 HELP = "evaluate a model on test splits (image/pixel AUROC, AP, F1-max, AUPRO@0.3)"
@@ -20,6 +20,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--report", metavar="DIR", help="write an HTML report to DIR")
     p.add_argument("--shots", type=int, help="reference shots for few-shot methods (e.g. resad)")
     p.add_argument("--seed", type=int, default=0, help="seed for drawing reference shots")
+    add_device_flag(p)
     add_progress_flag(p)
 
 
@@ -29,7 +30,7 @@ def run(args: argparse.Namespace) -> int:
     from oddeye.data.mvtec import load_dataset
     from oddeye.evaluation import evaluate_category, format_by_type, format_table, mean_metrics
 
-    det = oddeye.load(args.model)
+    det = oddeye.load(args.model, device=args.device)
     excluded = set(det.meta_["train"].get("labelled_defects") or [])
     datasets = []
     for root in args.data:

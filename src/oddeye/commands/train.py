@@ -7,7 +7,7 @@ from pathlib import Path
 
 import numpy as np
 
-from oddeye.commands._common import add_progress_flag, parse_params, pick_shots
+from oddeye.commands._common import add_device_flag, add_progress_flag, parse_params, pick_shots
 
 NAME = "train"
 HELP = "fit a model on good images (MVTec-layout folders)"
@@ -30,6 +30,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--size", type=int, default=256, help="input size (square, no crop)")
     p.add_argument("--sigma", type=float, default=4.0, help="Gaussian sigma of the map")
     p.add_argument("--batch-size", type=int, default=4)
+    add_device_flag(p)
     p.add_argument("--labeled-defects", type=int, default=0, metavar="K",
                    help="semi-supervised heads: K labelled defective images per category, drawn "
                         "from test/ with --seed and excluded from `oddeye test` afterwards")
@@ -77,6 +78,7 @@ def fit_one(args: argparse.Namespace, datasets: list, out: Path) -> Path:
     if args.map_norm != "none":
         params["map_norm"] = args.map_norm
     det = Detector(method=args.method, backbone=args.backbone, size=args.size, sigma=args.sigma,
+                   device=args.device,
                    weights=args.weights, batch_size=args.batch_size, seed=args.seed, **params)
     mat = collect(args, datasets)
     needs_labels = get_method(args.method).needs_labels

@@ -9,6 +9,7 @@ threshold, score scale and model description travel in the ONNX ``metadata_props
 
 from __future__ import annotations
 
+import copy
 import json
 import os
 import tempfile
@@ -22,6 +23,7 @@ import torch
 from torch import nn
 
 from oddeye import __version__
+from oddeye.device import module_device
 from oddeye.errors import ModelFileError, OddeyeError
 from oddeye.prediction import PredictorMixin
 
@@ -147,7 +149,10 @@ def export_onnx(detector: Any, out: str | os.PathLike, *, input_dtype: str = "ui
         raise ExportError(f"batch must be >= 1 or None (dynamic), got {batch}")
     out = Path(out)
     out.parent.mkdir(parents=True, exist_ok=True)
-    graph = _Graph(detector.model_).eval()
+    model = detector.model_
+    if module_device(model).type != "cpu":  # traced on the CPU; the detector stays where it is
+        model = copy.deepcopy(model).cpu()
+    graph = _Graph(model).eval()
     s = int(detector.size)
     dtype = torch.uint8 if input_dtype == "uint8" else torch.float32
     gen = torch.Generator().manual_seed(0)

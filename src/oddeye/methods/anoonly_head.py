@@ -223,6 +223,7 @@ class AnoOnlyHead(Method):
         feats = data.all_features()
         emb = head.embed(feats)  # (N, D, h, w)
         n, d, h, w = emb.shape
+        dev = emb.device  # features' device; labels, masks and draws stay on the CPU
 
         def patches_of(idx: torch.Tensor) -> torch.Tensor:
             return emb[idx].permute(0, 2, 3, 1).reshape(-1, d)
@@ -231,7 +232,7 @@ class AnoOnlyHead(Method):
         # the same size rule and latency cap as PatchCore's bank
         head.set_bank(half, bank_size(half.shape[0], self.coreset_ratio, self.max_bank), self.seed,
                       which="input_bank")
-        head.dist_stats = torch.tensor([0.0, 1.0])
+        head.dist_stats = torch.tensor([0.0, 1.0], device=dev)
         with torch.no_grad():
             x = torch.cat([head.inputs({k2: v[i:i + 16] for k2, v in feats.items()})
                            for i in range(0, n, 16)])  # (N, D+1, h, w)
@@ -245,7 +246,8 @@ class AnoOnlyHead(Method):
         for i in anom_imgs:
             dist_i = x[i, -1].flatten()
             if data.masks is not None and data.masks[i].any():
-                m = F.adaptive_avg_pool2d(data.masks[i].float()[None, None], (h, w)).flatten()
+                m = F.adaptive_avg_pool2d(data.masks[i].float()[None, None].to(dev),
+                                          (h, w)).flatten()
                 sel = m >= 0.3
                 if not sel.any():
                     sel = m >= m.max()
@@ -273,8 +275,8 @@ class AnoOnlyHead(Method):
                 ni = torch.randint(normal.shape[0], (self.normal_per_step,), generator=gen)
                 ai = torch.randint(anom.shape[0], (self.anomalous_per_step,), generator=gen)
                 batch = torch.cat([normal[ni], anom[ai]])[:, :, None, None]
-                is_anom = torch.cat([torch.zeros(ni.numel(), dtype=torch.bool),
-                                     torch.ones(ai.numel(), dtype=torch.bool)])
+                is_anom = torch.cat([torch.zeros(ni.numel(), dtype=torch.bool, device=dev),
+                                     torch.ones(ai.numel(), dtype=torch.bool, device=dev)])
                 loss = self.loss(head.scorer(batch).flatten(), is_anom)
                 opt.zero_grad(set_to_none=True)
                 loss.backward()
@@ -284,8 +286,8 @@ class AnoOnlyHead(Method):
 
         def gate_at(learned_cal: torch.Tensor, q: float | None) -> tuple[torch.Tensor, ...]:
             if q is None:
-                return torch.tensor(0.0), torch.tensor(0.0)
-            return torch.tensor(1.0), torch.quantile(learned_cal.flatten(), q)
+                return torch.tensor(0.0, device=dev), torch.tensor(0.0, device=dev)
+            return torch.tensor(1.0, device=dev), torch.quantile(learned_cal.flatten(), q)
 
         def image_scores(xs: torch.Tensor, learned: torch.Tensor, on: torch.Tensor,
                          floor: torch.Tensor) -> torch.Tensor:
@@ -309,7 +311,8 @@ class AnoOnlyHead(Method):
                         on, floor = gate_at(learned_cal, q)
                         good = image_scores(cal, learned_cal, on, floor)
                         bad = image_scores(left_out, learned_out, on, floor)
-                        wins[c] += (good < bad).float().mean() + 0.5 * (good == bad).float().mean()
+                        wins[c] += float((good < bad).float().mean()
+                                         + 0.5 * (good == bad).float().mean())
             quantile = GATE_QUANTILES[int(torch.argmax(wins))]  # argmax: first of the best
             self.gate_cv_ = {str(q): float(v) / len(anomalous)
                              for q, v in zip(GATE_QUANTILES, wins, strict=True)}
@@ -317,7 +320,8 @@ class AnoOnlyHead(Method):
         with torch.no_grad():
             on, floor = gate_at(head.learned(cal), quantile)
         head.gate_on, head.learned_floor = on, floor
-        head.gate_quantile = torch.tensor(float("nan") if quantile is None else quantile)
+        head.gate_quantile = torch.tensor(float("nan") if quantile is None else quantile,
+                                          device=dev)
         # the prior at inference is PatchCore's bank over all good images
         full = patches_of(normal_idx)
         head.set_bank(full, bank_size(full.shape[0], self.coreset_ratio, self.max_bank), self.seed)

@@ -18,6 +18,7 @@ import torch
 from torch import nn
 from tqdm.auto import tqdm
 
+from oddeye.device import module_device
 from oddeye.errors import DataError
 
 
@@ -26,7 +27,9 @@ class TrainSet:
     """Training images already resized (uint8 ``(N, 3, S, S)``) and the frozen feature extractor.
 
     ``labels``/``masks`` are only present for (semi-)supervised heads; ``categories`` names the
-    class of every image for methods that use it (unified or class-generalising models).
+    class of every image for methods that use it (unified or class-generalising models). Images,
+    labels and masks stay on the CPU; ``inputs`` moves a batch to the extractor's ``device``, so
+    features (and whatever a method computes from them) live there.
     """
 
     images: torch.Tensor
@@ -42,6 +45,15 @@ class TrainSet:
     def __len__(self) -> int:
         return int(self.images.shape[0])
 
+    @property
+    def device(self) -> torch.device:
+        """Where the extractor runs, and so where features and the head's training live."""
+        return module_device(self.extractor)
+
+    def inputs(self, images: torch.Tensor) -> torch.Tensor:
+        """Normalised float model input on ``device`` from uint8 ``(n, 3, S, S)`` CPU images."""
+        return self.normalize(images.to(self.device))
+
     def iter_features(self, indices: Sequence[int] | None = None,
                       desc: str = "features") -> Iterator[dict[str, torch.Tensor]]:
         """Backbone features batch by batch (inference mode, no gradients)."""
@@ -51,8 +63,7 @@ class TrainSet:
         with torch.inference_mode():
             for start in range(0, len(idx), bs):
                 chunk = idx[start:start + bs]
-                x = self.normalize(self.images[chunk])
-                yield self.extractor(x)
+                yield self.extractor(self.inputs(self.images[chunk]))
                 bar.update(len(chunk))
         bar.close()
 

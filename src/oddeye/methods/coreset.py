@@ -19,9 +19,9 @@ def random_projection(x: torch.Tensor, dim: int, seed: int = 0) -> torch.Tensor:
     """Project (N, D) features to (N, dim) with a seeded Gaussian matrix; identity if D <= dim."""
     if dim <= 0 or x.shape[1] <= dim:
         return x
-    g = torch.Generator().manual_seed(seed)
+    g = torch.Generator().manual_seed(seed)  # drawn on the CPU: the same matrix on any device
     proj = torch.randn(x.shape[1], dim, generator=g, dtype=x.dtype) / math.sqrt(dim)
-    return x @ proj
+    return x @ proj.to(x.device)
 
 
 def greedy_kcenter(x: torch.Tensor, n: int, start: int = 0) -> torch.Tensor:
@@ -33,7 +33,7 @@ def greedy_kcenter(x: torch.Tensor, n: int, start: int = 0) -> torch.Tensor:
     sq = (x * x).sum(1)
     chosen = torch.empty(n, dtype=torch.long)
     idx = start
-    min_d = torch.full((num,), float("inf"), dtype=x.dtype)
+    min_d = torch.full((num,), float("inf"), dtype=x.dtype, device=x.device)
     for i in range(n):
         chosen[i] = idx
         d = sq - 2.0 * torch.mv(x, x[idx]) + sq[idx]

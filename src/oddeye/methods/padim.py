@@ -83,6 +83,6 @@ class Padim(Method):
             raise DataError("PaDiM needs at least 2 training images to estimate covariances")
         mean = s1 / n
         cov = (s2 - n * mean.unsqueeze(2) * mean.unsqueeze(1)) / (n - 1)
-        cov += self.eps * torch.eye(cov.shape[-1], dtype=cov.dtype)
+        cov += self.eps * torch.eye(cov.shape[-1], dtype=cov.dtype, device=cov.device)
         head.mean = mean.float()
         head.inv_cov = torch.linalg.inv(cov).float()

@@ -52,7 +52,8 @@ def nearest_distance(queries: torch.Tensor, bank: torch.Tensor, bank_sq: torch.T
     1024 queries against a 10k bank on two cores).
     """
     q_sq = (queries * queries).sum(1, keepdim=True)
-    best = torch.full((queries.shape[0],), float("inf"), dtype=queries.dtype)
+    best = torch.full((queries.shape[0],), float("inf"), dtype=queries.dtype,
+                      device=queries.device)
     step = max(1, max_elems // max(1, queries.shape[0]))
     for s in range(0, bank.shape[0], step):
         d = torch.addmm(bank_sq[s:s + step].unsqueeze(0), queries, bank[s:s + step].T, alpha=-2.0)

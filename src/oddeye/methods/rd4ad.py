@@ -383,7 +383,7 @@ class RD4AD(Method):
             raise DataError(f"cache_features must be true, false or 'auto', got "
                             f"{self.cache_features!r}")
         with torch.inference_mode():
-            probe = data.extractor(data.normalize(data.images[:1]))
+            probe = data.extractor(data.inputs(data.images[:1]))
         per_image = sum(v.numel() * v.element_size() for v in probe.values())
         return per_image * len(data) <= self.cache_mb * 2 ** 20
 
@@ -401,7 +401,7 @@ class RD4AD(Method):
             t0 = time.perf_counter()
             self.recalibrate_bn(head, data)
             history[-1][1] += time.perf_counter() - t0
-        head.history = torch.tensor(history, dtype=torch.float32)
+        head.history = torch.tensor(history, dtype=torch.float32, device=head.history.device)
 
     def _teacher_batches(self, head: RD4ADHead, data: TrainSet, order: torch.Tensor,
                          cached: bool) -> Iterator[tuple[torch.Tensor, list[torch.Tensor]]]:
@@ -415,7 +415,7 @@ class RD4AD(Method):
                 teachers = [feats[k][idx] for k in head.layers]
             else:
                 with torch.no_grad():
-                    feats = data.extractor(data.normalize(data.images[idx]))
+                    feats = data.extractor(data.inputs(data.images[idx]))
                 teachers = [feats[k] for k in head.layers]
             yield idx, [t.contiguous(memory_format=mem) for t in teachers]
 
@@ -432,9 +432,10 @@ class RD4AD(Method):
             return teachers
         rows = torch.as_tensor(pick, dtype=torch.long)
         donors = torch.as_tensor(rng.integers(len(data), size=len(pick)), dtype=torch.long)
-        bad, _ = pseudo_batch(data.images[idx[rows]], data.images[donors], rng)
+        bad, _ = pseudo_batch(data.images[idx[rows]], data.images[donors], rng)  # on the CPU
         with torch.no_grad():
-            feats = data.extractor(data.normalize(bad))
+            feats = data.extractor(data.inputs(bad))
+        rows = rows.to(data.device)
         return [t.index_copy(0, rows, feats[k].to(t.dtype)).contiguous(
                     memory_format=self._memory_format)
                 for t, k in zip(teachers, head.layers, strict=True)]

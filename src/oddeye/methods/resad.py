@@ -281,9 +281,11 @@ class ResADHead(nn.Module):
 
     def positions(self, h: int, w: int) -> torch.Tensor:
         """(h*w, pos_dim) positional encoding rows in (y, x) order (cached per size)."""
-        key = (h, w)
+        device = self.nll_mean.device
+        key = (h, w, str(device))
         if key not in self._pos_cache:
-            self._pos_cache[key] = flatten_positions(position_encoding(self.pos_dim, h, w)[None])
+            enc = position_encoding(self.pos_dim, h, w)[None].to(device)
+            self._pos_cache[key] = flatten_positions(enc)
         return self._pos_cache[key]
 
     def prepare(self, feats: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
@@ -478,7 +480,7 @@ class ResAD(Method):
         bs = max(1, data.batch_size)
         with torch.no_grad():
             for s in range(0, images.shape[0], bs):
-                for k, v in data.extractor(data.normalize(images[s:s + bs])).items():
+                for k, v in data.extractor(data.inputs(images[s:s + bs])).items():
                     parts.setdefault(k, []).append(v.float())
         return {k: torch.cat(v) for k, v in parts.items()}
 
@@ -528,7 +530,7 @@ class ResAD(Method):
                 versions.append((bad_res, masks))
             for r, masks in versions:
                 for k in head.layers:
-                    lab[k].append(position_labels(masks, tuple(r[k].shape[-2:])))
+                    lab[k].append(position_labels(masks, tuple(r[k].shape[-2:])).to(r[k].device))
                     res[k].append(r[k])
                 flags.append(masks.flatten(1).amax(1) > 0)
             bar.update(len(query_idx))
@@ -575,7 +577,8 @@ class ResAD(Method):
                                  weight_decay=self.weight_decay)
         opt_f = torch.optim.Adam(head.flows.parameters(), lr=self.lr)
         boundary: dict[str, float | None] = {k: None for k in head.layers}
-        clean = torch.nonzero(~defective)[:, 0].numpy()
+        clean = torch.nonzero(~defective)[:, 0].cpu().numpy()
+        device = res[head.layers[0]].device  # where the residuals (and head) live
         everything = np.arange(len(defective))
         gen = torch.Generator().manual_seed(self.seed)
         head.train()
@@ -589,7 +592,7 @@ class ResAD(Method):
                 b = torch.from_numpy(np.sort(order[s:s + self.train_batch]))
                 if len(b) < 2:  # BatchNorm needs more than one sample
                     continue
-                loss_c = torch.zeros(())
+                loss_c = torch.zeros((), device=device)
                 constrained = {}
                 for k in head.layers:
                     z = head.constraintors[k](res[k][b])
@@ -600,7 +603,7 @@ class ResAD(Method):
                 opt_c.zero_grad()
                 loss_c.backward()
                 opt_c.step()
-                loss_f = torch.zeros(())
+                loss_f = torch.zeros((), device=device)
                 for k in head.layers:
                     z = constrained[k].detach()
                     n, c, h, w = z.shape
