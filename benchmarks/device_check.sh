@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# One prepared check on a lent CUDA machine (the `device` tool), bounded to ~9 minutes:
+# One prepared check on a lent CUDA machine (the `device` tool), bounded to ~9.5 minutes:
 #   1. tests/test_device.py: every method fitted on CUDA vs the CPU, files, CLI, ONNX;
 #   2. RD4AD on deeppcb, seeds 0-2, plain and pseudo=0.5, six fits side by side on the GPU,
 #      while the whole test suite runs with device "auto" (= the GPU);
@@ -20,31 +20,31 @@ export ODDEYE_WEIGHTS=$PWD/.devcarry/weights ODDEYE_SHARED_DATA=$PWD/.devcarry/d
 { date -u; nvidia-smi -L; nproc; $PY -c "import torch; print(torch.__version__, torch.cuda.is_available())"; } \
   > "$W/env.log" 2>&1
 t0=$(date +%s)
-timeout 170 $PY -m pytest -q -p no:cacheprovider tests/test_device.py > "$W/test_device.log" 2>&1
+timeout 150 $PY -m pytest -q -p no:cacheprovider tests/test_device.py > "$W/test_device.log" 2>&1
 echo "test_device rc=$? $(( $(date +%s) - t0 )) s" >> "$W/steps.log"
 
 t0=$(date +%s)
 for s in 0 1 2; do
-  timeout 290 $PY benchmarks/rd4ad_seeds.py --seeds $s --datasets deeppcb --threads 2 --work "$W/rd" \
+  timeout 280 $PY benchmarks/rd4ad_seeds.py --seeds $s --datasets deeppcb --threads 2 --work "$W/rd" \
     --out "$W/scratch.md" --param device=cuda --section rd4ad-cuda > "$W/rd-plain-$s.log" 2>&1 &
-  timeout 290 $PY benchmarks/rd4ad_seeds.py --seeds $s --datasets deeppcb --threads 2 --work "$W/rd" \
+  timeout 280 $PY benchmarks/rd4ad_seeds.py --seeds $s --datasets deeppcb --threads 2 --work "$W/rd" \
     --out "$W/scratch.md" --param device=cuda --param pseudo=0.5 --section rd4ad-cuda-pseudo \
     > "$W/rd-pseudo-$s.log" 2>&1 &
 done
-OMP_NUM_THREADS=3 timeout 285 $PY -m pytest -q -p no:cacheprovider -rfE tests > "$W/suite.log" 2>&1
+OMP_NUM_THREADS=3 timeout 275 $PY -m pytest -q -p no:cacheprovider -rfE tests > "$W/suite.log" 2>&1
 echo "suite rc=$? $(( $(date +%s) - t0 )) s" >> "$W/steps.log"
 wait
 echo "rd4ad seeds done $(( $(date +%s) - t0 )) s" >> "$W/steps.log"
 
 t0=$(date +%s)
 cp benchmarks/RESULTS.md "$W/RESULTS.md"
-timeout 100 $PY -m oddeye.cli benchmark --suite detection --methods patchcore padim \
+timeout 90 $PY -m oddeye.cli benchmark --suite detection --methods patchcore padim \
   --datasets synthetic deeppcb --param device=cuda --section detection-cuda --out "$W/RESULTS.md" \
   > "$W/detection.log" 2>&1
 echo "detection rc=$? $(( $(date +%s) - t0 )) s" >> "$W/steps.log"
 
 t0=$(date +%s)
-timeout 50 $PY -m oddeye.bench.rd4ad_suite --part category --data deeppcb \
+timeout 45 $PY -m oddeye.bench.rd4ad_suite --part category --data deeppcb \
   --params '{"device": "cuda", "epochs": 5}' --threads 2 --json "$W/rd4ad-speed.json" \
   > "$W/rd4ad-speed.log" 2>&1
 echo "rd4ad speed rc=$? $(( $(date +%s) - t0 )) s" >> "$W/steps.log"
