@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import csv
 import json
+import sys
 
 import pytest
 
@@ -23,6 +24,17 @@ def test_help_lists_commands(capsys):
     sub = build_parser()._subparsers._group_actions[0].choices
     for name, parser in sub.items():
         assert parser.format_help(), name
+
+
+def test_cli_works_without_the_optional_serve_dependencies(monkeypatch, capsys, tmp_path):
+    # an install without the 'serve' extra: FastAPI and uvicorn cannot be imported
+    for name in ("fastapi", "uvicorn"):
+        monkeypatch.setitem(sys.modules, name, None)
+    monkeypatch.delitem(sys.modules, "oddeye.serve.app", raising=False)
+    sub = build_parser()._subparsers._group_actions[0].choices
+    assert "--max-pending" in sub["serve"].format_help()
+    assert main(["serve", "--model", str(tmp_path / "m.oddeye")]) == 2
+    assert "pip install 'oddeye[serve]'" in capsys.readouterr().err
 
 
 @pytest.fixture(scope="module")

@@ -18,7 +18,7 @@ DESCRIPTION = (
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
-    from oddeye.serve.app import ServeConfig
+    from oddeye.serve.config import ServeConfig  # no FastAPI needed to list the options
 
     d = ServeConfig()
     p.add_argument("--model", required=True, help="model file (.oddeye or .onnx)")
@@ -75,9 +75,16 @@ def load_detector(path: str, refs: list[str] | None = None, threads: int | None 
 
 
 def run(args: argparse.Namespace) -> int:
-    import uvicorn
+    from oddeye.errors import OddeyeError
 
-    from oddeye.serve.app import ServeConfig, create_app
+    try:
+        import uvicorn
+
+        from oddeye.serve.app import create_app
+    except ModuleNotFoundError as exc:
+        raise OddeyeError(f"oddeye serve needs the optional 'serve' dependencies ({exc.name} is "
+                          "not installed): pip install 'oddeye[serve]'") from None
+    from oddeye.serve.config import ServeConfig
 
     t0 = time.perf_counter()
     det = load_detector(args.model, args.refs, args.threads, args.device)

@@ -19,7 +19,7 @@ import threading
 import time
 from collections.abc import Callable
 from concurrent.futures import Future, ThreadPoolExecutor
-from dataclasses import asdict, dataclass
+from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
@@ -31,20 +31,9 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from oddeye import __version__
 from oddeye.errors import ImageReadError
+from oddeye.serve.config import ServeConfig
 
 API_PREFIX = "/v1"
-
-
-@dataclass(frozen=True)
-class ServeConfig:
-    """Service limits; every one is a command-line option of ``oddeye serve``."""
-
-    max_upload_bytes: int = 20 * 1024 * 1024
-    max_files: int = 16
-    max_pixels: int = 40_000_000
-    max_pending: int = 8
-    overlay_max_side: int = 1024
-    batch_size: int = 4
 
 
 class ApiError(StarletteHTTPException):
