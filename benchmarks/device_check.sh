@@ -38,7 +38,7 @@ for s in 0 1 2; do
     --out "$W/scratch.md" --param device=cuda --param pseudo=0.5 --section rd4ad-cuda-pseudo \
     > "$W/rd-pseudo-$s.log" 2>&1 &
 done
-OMP_NUM_THREADS=3 timeout 275 $PY -m pytest -q -p no:cacheprovider -rfE tests > "$W/suite.log" 2>&1
+OMP_NUM_THREADS=2 timeout 275 $PY -m pytest -q -p no:cacheprovider -rfE tests > "$W/suite.log" 2>&1
 echo "suite rc=$? $(( $(date +%s) - t0 )) s" >> "$W/steps.log"
 wait
 echo "rd4ad seeds done $(( $(date +%s) - t0 )) s" >> "$W/steps.log"

