@@ -2,9 +2,14 @@
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import pytest
+
+# The suite's figures and parity checks are CPU ones; on a machine with a GPU, "auto" would move
+# every fit there (TF32 convolutions, other sums). tests/test_device.py names its devices.
+os.environ["ODDEYE_DEVICE"] = "cpu"
 
 REPO = Path(__file__).resolve().parents[1]
 SHARED_DATA = REPO.parent / "shared" / "data"

@@ -9,6 +9,7 @@ CPU tensors, so a model trained on a GPU loads on a machine without one.
 from __future__ import annotations
 
 import itertools
+import os
 
 import torch
 from torch import nn
@@ -16,15 +17,25 @@ from torch import nn
 from oddeye.errors import DataError
 
 DEVICE_CHOICES = "'auto', 'cpu', 'cuda' or 'cuda:N'"
+#: Environment variable that says what ``auto`` means on this machine (e.g. ``cpu`` on a box
+#: whose GPU is busy with other work); unset: CUDA when torch sees it.
+AUTO_ENV = "ODDEYE_DEVICE"
 
 
 def resolve_device(spec: str | torch.device | None = "auto") -> torch.device:
-    """The torch device ``spec`` names; ``auto``/None picks CUDA when available, else the CPU.
+    """The torch device ``spec`` names; ``auto``/None picks ``$ODDEYE_DEVICE`` when set, else
+    CUDA when available, else the CPU.
 
     Asking for CUDA where torch sees none is an error naming what this torch build can do, never
     a silent fallback to the CPU (a 20x slower fit should not come as a surprise).
     """
     if spec is None or (isinstance(spec, str) and spec.strip().lower() == "auto"):
+        chosen = os.environ.get(AUTO_ENV, "").strip()
+        if chosen and chosen.lower() != "auto":
+            try:
+                return resolve_device(chosen)
+            except DataError as exc:
+                raise DataError(f"${AUTO_ENV}={chosen!r}: {exc}") from None
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
     try:
         dev = torch.device(spec.strip().lower() if isinstance(spec, str) else spec)
