@@ -31,3 +31,17 @@ def test_padim_distance_is_the_per_location_mahalanobis_distance():
         d = e[:, :, i, j] - s.mean(0)
         want = np.sqrt(np.einsum("nd,de,ne->n", d, np.linalg.inv(cov), d))
         np.testing.assert_allclose(got[:, i, j], want, rtol=1e-4)
+
+
+def test_fitted_state_is_laid_out_as_a_loaded_file_is():
+    # a reloaded model's buffers are contiguous; a fitted one with column-major inverses
+    # (torch.linalg.inv's layout) summed its einsum in another order: scores 1 ulp apart
+    g = torch.Generator().manual_seed(0)
+    method = Padim(layers=["a"], n_features=4)
+    head = method.build_head({"a": 4}, {"a": 4})
+    method.fit_head(head, FeatureBatches([{"a": torch.randn(8, 4, 3, 3, generator=g)}]))
+    assert head.inv_cov.is_contiguous() and head.mean.is_contiguous()
+    again = method.head_from_state({"a": 4}, {"a": 4},
+                                   {k: v.clone() for k, v in head.state_dict().items()})
+    x = {"a": torch.randn(2, 4, 3, 3, generator=g)}
+    assert torch.equal(head(x), again(x))

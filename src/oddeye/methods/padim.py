@@ -85,4 +85,6 @@ class Padim(Method):
         cov = (s2 - n * mean.unsqueeze(2) * mean.unsqueeze(1)) / (n - 1)
         cov += self.eps * torch.eye(cov.shape[-1], dtype=cov.dtype, device=cov.device)
         head.mean = mean.float()
-        head.inv_cov = torch.linalg.inv(cov).float()
+        # contiguous, as a loaded file is: linalg.inv returns column-major matrices, and the
+        # einsum then sums in another order (scores differed from the reloaded model by 1 ulp)
+        head.inv_cov = torch.linalg.inv(cov).float().contiguous()
