@@ -5,7 +5,9 @@ O(n_select * N * D) bytes. Two approximations keep it fast and are measured in d
 a Gaussian random projection to ``proj_dim`` dimensions (distances preserved up to a small
 distortion, Johnson-Lindenstrauss), and chunking: the points are shuffled into chunks of at most
 ``chunk_size`` that fit in cache, and each chunk contributes its share of centres by its own greedy
-loop. ``chunk_size=None`` runs the exact (projected) greedy loop over all points.
+loop, which starts from its points' distances to the centres earlier chunks chose (one matrix
+product per chunk), so chunks do not cover the same regions again. ``chunk_size=None`` runs the
+exact (projected) greedy loop over all points.
 """
 
 from __future__ import annotations
@@ -24,20 +26,30 @@ def random_projection(x: torch.Tensor, dim: int, seed: int = 0) -> torch.Tensor:
     return x @ proj.to(x.device)
 
 
-def greedy_kcenter(x: torch.Tensor, n: int, start: int = 0) -> torch.Tensor:
-    """Exact greedy k-center on (N, D): each step adds the point farthest from the chosen set."""
+def greedy_kcenter(x: torch.Tensor, n: int, start: int = 0,
+                   min_d: torch.Tensor | None = None) -> torch.Tensor:
+    """Exact greedy k-center on (N, D): each step adds the point farthest from the chosen set.
+
+    ``min_d`` (squared distances to centres chosen elsewhere) makes the first pick and every
+    later one account for those centres; ``start`` is used only without it.
+    """
     num = x.shape[0]
     n = min(n, num)
     if n <= 0:
         return torch.empty(0, dtype=torch.long)
     sq = (x * x).sum(1)
     chosen = torch.empty(n, dtype=torch.long)
-    idx = start
-    min_d = torch.full((num,), float("inf"), dtype=x.dtype, device=x.device)
+    if min_d is None:
+        idx = start
+        min_d = torch.full((num,), float("inf"), dtype=x.dtype, device=x.device)
+    else:
+        min_d = min_d.clone()
+        idx = int(torch.argmax(min_d))
     for i in range(n):
         chosen[i] = idx
         d = sq - 2.0 * torch.mv(x, x[idx]) + sq[idx]
         torch.minimum(min_d, d, out=min_d)
+        min_d[idx] = -math.inf  # chosen: never again, even when every distance left is 0
         idx = int(torch.argmax(min_d))
     return chosen
 
@@ -58,6 +70,13 @@ def coreset_indices(features: torch.Tensor, n: int, proj_dim: int = PROJ_DIM,
     if chunk_size is None or num <= chunk_size:
         start = int(torch.randint(num, (1,), generator=g))
         return greedy_kcenter(x, n, start).sort().values
+    return _chunked(x, n, chunk_size, g)
+
+
+def _chunked(x: torch.Tensor, n: int, chunk_size: int, g: torch.Generator) -> torch.Tensor:
+    """``n`` centres of (N, d) ``x``: shuffled chunks select their shares greedily, one after
+    the other, each starting from its points' distances to the centres chosen before it."""
+    num = x.shape[0]
     perm = torch.randperm(num, generator=g)
     n_chunks = math.ceil(num / chunk_size)
     bounds = [round(i * num / n_chunks) for i in range(n_chunks + 1)]
@@ -67,6 +86,25 @@ def coreset_indices(features: torch.Tensor, n: int, proj_dim: int = PROJ_DIM,
     for i in range(n_chunks):
         part = perm[bounds[i]:bounds[i + 1]]
         if shares[i] > 0:
-            local = greedy_kcenter(x[part].contiguous(), shares[i], 0)
-            picked.append(part[local])
+            xc = x[part].contiguous()
+            # without this prior each chunk spent centres on regions earlier chunks covered
+            prior = sq_dist_to_nearest(xc, x[torch.cat(picked)]) if picked else None
+            picked.append(part[greedy_kcenter(xc, shares[i], 0, prior)])
     return torch.cat(picked).sort().values
+
+
+def sq_dist_to_nearest(x: torch.Tensor, centres: torch.Tensor, rows: int = 2048,
+                       cols: int = 512) -> torch.Tensor:
+    """Squared distance of each (N, d) row to its nearest (M, d) centre, by matrix products in
+    (rows x cols) tiles: 4 MB distance blocks stay in cache (16384 x 10k x 128 on 2 cores: 0.39 s,
+    vs 0.67 s with 16384 x 4096 blocks)."""
+    c_sq = (centres * centres).sum(1)
+    out = torch.empty(x.shape[0], dtype=x.dtype, device=x.device)
+    for r in range(0, x.shape[0], rows):
+        xr = x[r:r + rows]
+        best = torch.full((xr.shape[0],), float("inf"), dtype=x.dtype, device=x.device)
+        for c in range(0, centres.shape[0], cols):
+            d = torch.addmm(c_sq[c:c + cols].unsqueeze(0), xr, centres[c:c + cols].T, alpha=-2.0)
+            best = torch.minimum(best, d.amin(dim=1))
+        out[r:r + rows] = best + (xr * xr).sum(1)
+    return out.clamp_min(0)
