@@ -273,7 +273,8 @@ class Detector(PredictorMixin):
     # --------------------------------------------------------------- inference
     def to(self, device: str | torch.device) -> Detector:
         """Move the fitted model to ``device`` (``auto``, ``cpu``, ``cuda``, ``cuda:N``); returns
-        self. Scores may differ from another device's in the last float digits, not more."""
+        self. Scores agree with another device's up to float rounding, which PyTorch's default
+        TF32 convolutions on recent GPUs raise to about 1e-3 of a feature (docs/devices.md)."""
         self._check_fitted()
         dev = resolve_device(device)
         self.model_.to(dev)

@@ -49,21 +49,23 @@ def test_chunks_do_not_cover_again_what_earlier_chunks_covered():
     # every point twice: chunks that ignored each other would pick both copies of a point
     y = torch.randn(600, 8, generator=torch.Generator().manual_seed(3))
     x = torch.cat([y, y])
-    idx = coreset_indices(x, 200, proj_dim=0, chunk_size=300)
+    idx = coreset_indices(x, 200, proj_dim=0, chunk_size=300, sequential=True)
     assert torch.unique(x[idx], dim=0).shape[0] == 200
+    alone = coreset_indices(x, 200, proj_dim=0, chunk_size=300)  # independent chunks do
+    assert torch.unique(x[alone], dim=0).shape[0] < 200
 
 
 def test_duplicate_points_never_give_duplicate_indices():
     # binarised images (deeppcb) give many identical patches; more centres than distinct points
     x = torch.zeros(5000, 4)
     x[:3, 0] = torch.tensor([1.0, 2.0, 3.0])
-    for chunk in (None, 1024):
-        idx = coreset_indices(x, 50, proj_dim=0, chunk_size=chunk)
+    for chunk, sequential in [(None, False), (1024, False), (1024, True)]:
+        idx = coreset_indices(x, 50, proj_dim=0, chunk_size=chunk, sequential=sequential)
         assert idx.numel() == 50 and torch.equal(idx, idx.unique())
         assert {0, 1, 2} <= set(idx.tolist())
 
 
-def test_chunked_radius_stays_near_the_exact_one():
+def test_sequential_chunks_keep_the_radius_near_the_exact_one():
     g = torch.Generator().manual_seed(4)
     centres = torch.randn(40, 16, generator=g) * 3
     x = centres[torch.randint(40, (6000,), generator=g)] + torch.randn(6000, 16, generator=g)
@@ -72,7 +74,9 @@ def test_chunked_radius_stays_near_the_exact_one():
         return float(torch.cdist(x, x[idx]).min(dim=1).values.max())
 
     exact = radius(coreset_indices(x, 120, proj_dim=0, chunk_size=None))
-    assert radius(coreset_indices(x, 120, proj_dim=0, chunk_size=1000)) < 1.25 * exact
+    alone = radius(coreset_indices(x, 120, proj_dim=0, chunk_size=1000))
+    sequential = radius(coreset_indices(x, 120, proj_dim=0, chunk_size=1000, sequential=True))
+    assert sequential < 1.25 * exact < alone
 
 
 def test_tiled_nearest_centre_distances_match_cdist():

@@ -5,9 +5,9 @@ O(n_select * N * D) bytes. Two approximations keep it fast and are measured in d
 a Gaussian random projection to ``proj_dim`` dimensions (distances preserved up to a small
 distortion, Johnson-Lindenstrauss), and chunking: the points are shuffled into chunks of at most
 ``chunk_size`` that fit in cache, and each chunk contributes its share of centres by its own greedy
-loop, which starts from its points' distances to the centres earlier chunks chose (one matrix
-product per chunk), so chunks do not cover the same regions again. ``chunk_size=None`` runs the
-exact (projected) greedy loop over all points.
+loop; with ``sequential=True`` that loop starts from its points' distances to the centres earlier
+chunks chose (one matrix product per chunk), so chunks do not cover the same regions again.
+``chunk_size=None`` runs the exact (projected) greedy loop over all points.
 """
 
 from __future__ import annotations
@@ -60,8 +60,13 @@ CHUNK_SIZE = 16384
 
 
 def coreset_indices(features: torch.Tensor, n: int, proj_dim: int = PROJ_DIM,
-                    chunk_size: int | None = CHUNK_SIZE, seed: int = 0) -> torch.Tensor:
-    """Indices of ``n`` coreset points of (N, D) ``features`` (sorted, unique)."""
+                    chunk_size: int | None = CHUNK_SIZE, seed: int = 0,
+                    sequential: bool = False) -> torch.Tensor:
+    """Indices of ``n`` coreset points of (N, D) ``features`` (sorted, unique).
+
+    ``sequential``: each chunk's greedy loop starts from its points' distances to the centres
+    the earlier chunks chose, instead of on its own (see ``_chunked``).
+    """
     num = features.shape[0]
     if n >= num:
         return torch.arange(num)
@@ -70,12 +75,14 @@ def coreset_indices(features: torch.Tensor, n: int, proj_dim: int = PROJ_DIM,
     if chunk_size is None or num <= chunk_size:
         start = int(torch.randint(num, (1,), generator=g))
         return greedy_kcenter(x, n, start).sort().values
-    return _chunked(x, n, chunk_size, g)
+    return _chunked(x, n, chunk_size, g, sequential)
 
 
-def _chunked(x: torch.Tensor, n: int, chunk_size: int, g: torch.Generator) -> torch.Tensor:
-    """``n`` centres of (N, d) ``x``: shuffled chunks select their shares greedily, one after
-    the other, each starting from its points' distances to the centres chosen before it."""
+def _chunked(x: torch.Tensor, n: int, chunk_size: int, g: torch.Generator,
+             sequential: bool = False) -> torch.Tensor:
+    """``n`` centres of (N, d) ``x``: shuffled chunks select their shares greedily. Independent
+    chunks spend centres on regions every chunk has; ``sequential`` chunks start from their
+    points' distances to the centres chosen before them (one matrix product per chunk)."""
     num = x.shape[0]
     perm = torch.randperm(num, generator=g)
     n_chunks = math.ceil(num / chunk_size)
@@ -87,8 +94,8 @@ def _chunked(x: torch.Tensor, n: int, chunk_size: int, g: torch.Generator) -> to
         part = perm[bounds[i]:bounds[i + 1]]
         if shares[i] > 0:
             xc = x[part].contiguous()
-            # without this prior each chunk spent centres on regions earlier chunks covered
-            prior = sq_dist_to_nearest(xc, x[torch.cat(picked)]) if picked else None
+            prior = (sq_dist_to_nearest(xc, x[torch.cat(picked)])
+                     if sequential and picked else None)
             picked.append(part[greedy_kcenter(xc, shares[i], 0, prior)])
     return torch.cat(picked).sort().values
 

@@ -145,18 +145,22 @@ class PatchCore(Method):
     ``search_dim`` (None = exact search) stores the bank and searches it in the top
     ``search_dim`` principal directions of the training patches plus the norm of the rest
     (``project_with_residual``): the distance is a lower bound of the exact one and the search
-    costs ``(search_dim + 1) / D`` of it.
+    costs ``(search_dim + 1) / D`` of it. ``sequential_chunks``: coreset chunks account for the
+    centres earlier chunks chose (closer to the exact greedy coverage; better localisation,
+    lower image AUROC on the shared sets, docs/methods.md).
     """
 
     name = "patchcore"
     default_layers = ("s8", "s16")
     score_from = "raw"  # the paper's image score: the largest patch distance, before smoothing
-    legacy_defaults = {"search_dim": None}  # files from before it searched the exact space
+    # files from before these searched the exact space and chose chunk centres independently
+    legacy_defaults = {"search_dim": None, "sequential_chunks": False}
 
     def __init__(self, backbone: str | None = None, layers: Sequence[str] | None = None,
                  kernel: int = 3, equal_layers: bool = True, coreset_ratio: float = 0.1,
                  max_bank: int | None = 10_000, proj_dim: int = PROJ_DIM,
-                 chunk_size: int | None = CHUNK_SIZE, search_dim: int | None = None, seed: int = 0):
+                 chunk_size: int | None = CHUNK_SIZE, search_dim: int | None = None,
+                 sequential_chunks: bool = False, seed: int = 0):
         super().__init__(backbone, layers)
         self.kernel = kernel
         self.equal_layers = equal_layers
@@ -165,6 +169,7 @@ class PatchCore(Method):
         self.proj_dim = proj_dim
         self.chunk_size = chunk_size
         self.search_dim = search_dim
+        self.sequential_chunks = sequential_chunks
         self.seed = seed
 
     def build_head(self, channels: dict[str, int], strides: dict[str, int]) -> nn.Module:
@@ -196,6 +201,7 @@ class PatchCore(Method):
             patches = head.to_search_space(patches)
         with tqdm(total=1, desc=f"coreset {n}/{patches.shape[0]}", disable=not data.progress,
                   leave=False) as bar:
-            idx = coreset_indices(patches, n, self.proj_dim, self.chunk_size, self.seed)
+            idx = coreset_indices(patches, n, self.proj_dim, self.chunk_size, self.seed,
+                                  sequential=bool(self.sequential_chunks))
             bar.update(1)
         head.set_bank(patches[idx].clone())
