@@ -17,6 +17,10 @@ import torch
 
 from oddeye.methods.coreset import coreset_indices
 
+#: (label, chunk_size, sequential) of the selections compared
+SELECTIONS = [("chunked (default, 16384)", 16384, False),
+              ("sequential chunks (16384)", 16384, True), ("exact greedy", None, False)]
+
 
 def nearest_centre_distances(x: torch.Tensor, idx: torch.Tensor, chunk: int = 8192
                              ) -> torch.Tensor:
@@ -64,9 +68,9 @@ def run(out_path: str | Path | None = None, n: int = 200_000, dim: int = 128,
     x = centres[torch.randint(500, (n,), generator=g)] + torch.randn(n, dim, generator=g)
     k = round(ratio * n)
     rows = []
-    for label, chunk in [("chunked (default, 16384)", 16384), ("exact greedy", None)]:
+    for label, chunk, seq in SELECTIONS:
         t0 = time.perf_counter()
-        idx = coreset_indices(x, k, proj_dim=128, chunk_size=chunk)
+        idx = coreset_indices(x, k, proj_dim=128, chunk_size=chunk, sequential=seq)
         sec = time.perf_counter() - t0
         rows.append((label, sec, covering_radius(x, idx)))
     lines = ["## Coreset selection", "",
@@ -87,9 +91,9 @@ def run(out_path: str | Path | None = None, n: int = 200_000, dim: int = 128,
                   "distance of every training patch to its nearest centre:", "",
                   "| selection | seconds | max (covering radius) | 99th percentile | mean |",
                   "|---|---|---|---|---|"]
-        for label, chunk in [("chunked (default, 16384)", 16384), ("exact greedy", None)]:
+        for label, chunk, seq in SELECTIONS:
             t0 = time.perf_counter()
-            idx = coreset_indices(patches, cap, chunk_size=chunk)
+            idx = coreset_indices(patches, cap, chunk_size=chunk, sequential=seq)
             sec = time.perf_counter() - t0
             d = nearest_centre_distances(patches, idx)
             lines.append(f"| {label} | {sec:.1f} | {float(d.max()):.3f} | "
@@ -99,8 +103,8 @@ def run(out_path: str | Path | None = None, n: int = 200_000, dim: int = 128,
         lines += ["", f"PatchCore (mobilenet_v2, s8+s16, default bank) on `{cat.name}`:", "",
                   "| selection | fit s | image AUROC | pixel AUROC | AUPRO@0.3 |",
                   "|---|---|---|---|---|"]
-        for label, chunk in [("chunked (default)", 16384), ("exact greedy", None)]:
-            det = Detector(method="patchcore", chunk_size=chunk)
+        for label, chunk, seq in SELECTIONS:
+            det = Detector(method="patchcore", chunk_size=chunk, sequential_chunks=seq)
             det.fit([s.path for s in cat.train],
                     validation=[s.path for s in cat.validation] or None, progress=False)
             r = evaluate_category(det, cat, progress=False)
