@@ -82,6 +82,8 @@ def run(args: argparse.Namespace) -> int:
 
         from oddeye.serve.app import create_app
     except ModuleNotFoundError as exc:
+        if (exc.name or "").startswith("oddeye"):
+            raise  # our own module: a bug, not a missing extra
         raise OddeyeError(f"oddeye serve needs the optional 'serve' dependencies ({exc.name} is "
                           "not installed): pip install 'oddeye[serve]'") from None
     from oddeye.serve.config import ServeConfig
