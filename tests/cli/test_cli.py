@@ -117,3 +117,13 @@ def test_train_map_norm_flag(synth_root, tmp_path, capsys):
     assert main([*args, "--map-norm", "none", "--out", str(tmp_path / "n.oddeye")]) == 0
     det = oddeye.load(tmp_path / "n.oddeye")
     assert det.map_norm is None and det.map_norm_ == 0
+
+
+def test_demo_runs_end_to_end(tmp_path, capsys):
+    # the README's first command, on one class: data, fit, test, predictions, report
+    out = tmp_path / "demo"
+    assert main(["demo", "--out", str(out), "--classes", "grid", "--no-progress"]) == 0
+    assert (out / "report" / "index.html").exists()
+    assert (out / "predictions" / "results.csv").exists()
+    assert json.loads((out / "metrics.json").read_text())["image_auroc"] > 0.5
+    assert "done in" in capsys.readouterr().out

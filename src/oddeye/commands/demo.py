@@ -62,9 +62,12 @@ def run(args: argparse.Namespace) -> int:
 
     first = cats[0]
     sample = [str(s.path) for s in first.test[:: max(1, len(first.test) // 6)]]
-    predict_cmd.run(argparse.Namespace(model=str(out / "models" / f"{first.name}.oddeye"),
-                                       paths=sample, out=str(out / "predictions"), refs=None,
-                                       batch_size=4))
+    # through predict's own parser, so every option it has gets its default
+    pp = argparse.ArgumentParser()
+    predict_cmd.add_arguments(pp)
+    predict_cmd.run(pp.parse_args(["--model", str(out / "models" / f"{first.name}.oddeye"),
+                                   *sample, "--out", str(out / "predictions"),
+                                   "--device", args.device]))
     report = write_test_report(out / "report", detectors, per_cat, details,
                                title="oddeye demo: synthetic defects")
     print(f"done in {time.perf_counter() - t0:.0f} s. Open {report.resolve()}")
