@@ -2,7 +2,7 @@
 # One prepared check on a lent CUDA machine (the `device` tool), bounded to ~9.5 minutes:
 #   1. tests/test_device.py: every method fitted on CUDA vs the CPU, files, CLI, ONNX;
 #   2. RD4AD on deeppcb, seeds 0-2, plain and pseudo=0.5, six fits side by side on the GPU,
-#      while the whole test suite runs with device "auto" (= the GPU);
+#      while the whole test suite runs there (conftest pins it to the CPU: torch 2.11, 16 threads);
 #   3. PatchCore / PaDiM detection figures on the GPU, alone (section detection-cuda);
 #   4. RD4AD seconds per epoch on the GPU, alone (5 epochs).
 # Needs, carried in .devcarry/ (git-ignored, never committed): weights/ (the backbone files,
