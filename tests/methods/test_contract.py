@@ -165,8 +165,9 @@ def test_model_file_from_before_a_method_parameter_existed_is_refused(fitted, tm
 
 
 def test_model_file_from_before_search_dim_still_loads_and_scores_the_same(fitted, grid, tmp_path):
-    """``search_dim=None`` is what older PatchCore files computed: they load without it and
-    without its (empty) projection buffers, and score exactly as before."""
+    """``search_dim=None`` and independent coreset chunks are what older PatchCore files
+    computed: they load without those parameters and without the (empty) projection buffers,
+    and score exactly as before."""
     import json
 
     import torch
@@ -176,12 +177,14 @@ def test_model_file_from_before_search_dim_still_loads_and_scores_the_same(fitte
     payload = torch.load(path, weights_only=True)
     meta = json.loads(payload["meta_json"])
     del meta["method_params"]["search_dim"]
+    del meta["method_params"]["sequential_chunks"]  # added later still: chunks were independent
     payload["meta_json"] = json.dumps(meta)
     for key in ("head.proj_mean", "head.proj_basis"):
         del payload["tensors"][key]
     old = tmp_path / "old.oddeye"
     torch.save(payload, old)
     again = oddeye.load(old)
+    assert again.method_.sequential_chunks is False and again.method_.search_dim is None
     paths = [s.path for s in grid.test[:3]]
     np.testing.assert_array_equal(again.predict(paths).scores, det.predict(paths).scores)
 
