@@ -77,5 +77,5 @@ def add_progress_flag(parser) -> None:
 def add_device_flag(parser) -> None:
     """``--device``: where a torch model fits and predicts (ONNX models always run on the CPU)."""
     parser.add_argument("--device", default="auto",
-                        help="auto (a CUDA GPU when torch sees one, else the CPU), cpu, cuda, "
-                             "cuda:N (default: auto)")
+                        help="auto ($ODDEYE_DEVICE if set, else a CUDA GPU when torch sees "
+                             "one, else the CPU), cpu, cuda, cuda:N (default: auto)")
