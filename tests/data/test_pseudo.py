@@ -123,3 +123,22 @@ def test_candidate_holdout_reaches_the_detector(tmp_path):
     with pytest.raises(DataError, match="holdout"):
         score_candidate("patchcore", {"map_norm": "position", "size": 64}, fit, images, labels,
                         masks)
+
+
+def test_native_validation_keeps_each_image_size_and_candidates_resize(tmp_path):
+    from PIL import Image
+
+    from oddeye.bench.selection_suite import score_candidate
+
+    paths = _random_pngs(tmp_path, 20, seed=3)
+    rng = np.random.default_rng(3)
+    for p in paths:  # non-square parts: the split must not resize them
+        Image.fromarray(rng.integers(0, 256, (30, 50, 3), dtype=np.uint8)).save(p)
+    fit, images, labels, masks = validation_split(paths, None, copies=1)
+    assert isinstance(masks, list) and len(masks) == len(images) == 8
+    assert {im.shape for im in images} == {(30, 50, 3)}
+    assert all(m.shape == (30, 50) for m in masks)
+    assert all(masks[i].any() for i in np.flatnonzero(labels == 1))
+    for size in (32, 64):  # candidates of two input sizes score the same validation images
+        res = score_candidate("patchcore", {"size": size}, fit, images, labels, masks)
+        assert 0 <= res["pixel_auroc"] <= 1

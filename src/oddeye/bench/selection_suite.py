@@ -41,10 +41,14 @@ CANDIDATES: dict[str, dict] = {
 }
 
 
-def validation_split(paths: list, size: int, seed: int = 0, max_fit: int = 100,
+def validation_split(paths: list, size: int | None, seed: int = 0, max_fit: int = 100,
                      max_val: int = 24, severity: float = SEVERITY, copies: int = 2,
-                     later: list | None = None) -> tuple[list, list, np.ndarray, np.ndarray]:
+                     later: list | None = None) -> tuple[list, list, np.ndarray, np.ndarray | list]:
     """(fit paths, eval images, eval labels, eval masks) from good images only.
+
+    ``size=None`` keeps the validation images at their own resolution (masks then come as a
+    list, one per image): candidates that differ in input size each resize them themselves, so
+    pseudo-defects are as small, relative to the part, as they were drawn.
 
     The validation images are a seeded share of ``paths`` or, when given, of ``later``: good
     images of a later acquisition (MVTec 3D's ``validation/good``), which also shows what a shift
@@ -53,7 +57,7 @@ def validation_split(paths: list, size: int, seed: int = 0, max_fit: int = 100,
     pseudo-anomalous copies (kinds in turn, donor = the next validation image).
     """
     from oddeye.data.pseudo import KINDS, make_pseudo_anomaly
-    from oddeye.preprocess import load_resized
+    from oddeye.preprocess import load_resized, load_rgb
 
     rng = np.random.default_rng(seed)
     order = rng.permutation(len(paths))
@@ -64,7 +68,7 @@ def validation_split(paths: list, size: int, seed: int = 0, max_fit: int = 100,
         n_val = min(max_val, max(4, len(paths) // 5))
         val = [paths[i] for i in order[:n_val]]
         fit = [paths[i] for i in order[n_val:n_val + max_fit]]
-    goods = load_resized(val, size)
+    goods = [load_rgb(v) for v in val] if size is None else load_resized(val, size)
     images, labels, masks = [], [], []
     for i, g in enumerate(goods):
         images.append(g)
@@ -77,14 +81,16 @@ def validation_split(paths: list, size: int, seed: int = 0, max_fit: int = 100,
             images.append(bad)
             labels.append(1)
             masks.append(m)
-    return fit, images, np.array(labels), np.stack(masks)
+    return fit, images, np.array(labels), (masks if size is None else np.stack(masks))
 
 
 def score_candidate(method: str, params: dict, fit: list, images: list, labels: np.ndarray,
-                    masks: np.ndarray) -> dict:
-    """Fit on ``fit`` and evaluate on the given images (image/pixel AUROC, AUPRO)."""
+                    masks: np.ndarray | list) -> dict:
+    """Fit on ``fit`` and evaluate on the given images (image/pixel AUROC, AUPRO); masks of
+    another size than the candidate's maps are resized to them (nearest neighbour)."""
     from oddeye.api import Detector
     from oddeye.metrics import evaluate
+    from oddeye.preprocess import resize_mask
 
     params = dict(params)
     method = params.pop("method", method)
@@ -92,6 +98,7 @@ def score_candidate(method: str, params: dict, fit: list, images: list, labels: 
     t0 = time.perf_counter()
     det = Detector(method=method, holdout=holdout, **params).fit(fit, progress=False)
     pred = det.predict(images)
+    masks = np.stack([resize_mask(np.asarray(m), det.size) for m in masks])
     res = evaluate(pred.scores, labels, pred.maps, masks)
     res["seconds"] = time.perf_counter() - t0
     return res
@@ -99,9 +106,11 @@ def score_candidate(method: str, params: dict, fit: list, images: list, labels: 
 
 def run(out_path: str | Path | None = None, method: str = "patchcore",
         candidates: dict[str, dict] | None = None, datasets: list[str] | None = None,
-        synthetic: tuple[str, ...] = ("noise", "nut"), section: str | None = None) -> str:
+        synthetic: tuple[str, ...] = ("noise", "nut"), section: str | None = None,
+        native: bool = False) -> str:
     """Score each candidate on validation-only data and write the section
-    ``section`` (default ``selection-<method>``)."""
+    ``section`` (default ``selection-<method>``). ``native``: real validation images at their
+    own resolution (for candidates of different input sizes), else resized to 256."""
     from oddeye.bench.detection_suite import DATASETS, shared_root
     from oddeye.bench.results import DEFAULT_RESULTS, write_section
     from oddeye.data.mvtec import load_dataset
@@ -128,7 +137,8 @@ def run(out_path: str | Path | None = None, method: str = "patchcore",
                 cat = load_dataset(path)[0]
                 later = [s.path for s in cat.validation]
                 name = f"{ds} ({'validation/good' if later else 'pseudo'})"
-                sets[name] = validation_split([s.path for s in cat.train], 256, later=later)
+                sets[name] = validation_split([s.path for s in cat.train],
+                                              None if native else 256, later=later)
         results: dict[str, dict[str, dict]] = {}
         for name, params in candidates.items():
             results[name] = {}
@@ -151,7 +161,10 @@ def run(out_path: str | Path | None = None, method: str = "patchcore",
              "pseudo-anomalous copies (cut-paste, blob, "
              f"scratch at severity {SEVERITY}; `oddeye.data.pseudo`). Synthetic: "
              f"`oddeye synth --seed 1` classes {', '.join(synthetic)} (not the demo/test seed). "
-             "Cells: image AUROC / pixel AUROC.", "",
+             + ("Real validation images and their pseudo-defects at the images' own resolution, "
+                "resized by each candidate; pixel metrics at each candidate's size. "
+                if native else "")
+             + "Cells: image AUROC / pixel AUROC.", "",
              "| candidate | " + " | ".join(set_names) + " | mean img | mean px |",
              "|---|" + "---|" * (len(set_names) + 2)]
     for name in candidates:
