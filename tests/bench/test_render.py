@@ -74,3 +74,36 @@ def test_resad_render_reports_the_real_classes_on_their_own():
     assert "), mean, real class: image -0.020, pixel +0.000 -> **NOT met**" in text
     only_synthetic = resad_suite.render(folds[1:], (4,), (0, 1), config)
     assert "real class" not in only_synthetic
+
+
+def test_rd4ad_seeds_tabulates_a_variant_from_its_saved_runs(tmp_path, monkeypatch, capsys):
+    """benchmarks/rd4ad_seeds.py --param/--section/--cached-only: a variant's runs are found by
+    their file tag and arguments, missing seeds are not fitted, the section names the variant."""
+    import importlib.util
+    from pathlib import Path
+
+    script = Path(__file__).resolve().parents[2] / "benchmarks" / "rd4ad_seeds.py"
+    spec = importlib.util.spec_from_file_location("rd4ad_seeds", script)
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    data = tmp_path / "data"
+    (data / "deeppcb").mkdir(parents=True)
+    monkeypatch.setenv("ODDEYE_SHARED_DATA", str(data))
+    work = tmp_path / "work"
+    work.mkdir()
+    for seed, img in [(0, 0.70), (1, 0.80)]:
+        args = ["--part", "category", "--data", "deeppcb", "--params",
+                json.dumps({"pseudo": 0.5, "seed": seed}), "--threads", "2"]
+        res = {"image_auroc": img, "pixel_auroc": 0.9, "pixel_aupro": 0.6}
+        (work / f"category-deeppcb-pseudo0.5-seed{seed}.json").write_text(
+            json.dumps({"args": args, "per_category": {"deeppcb": res}}))
+    out = tmp_path / "R.md"
+    assert mod.main(["--seeds", "0", "1", "2", "--datasets", "deeppcb", "--threads", "2",
+                     "--work", str(work), "--out", str(out), "--param", "pseudo=0.5",
+                     "--section", "rd4ad-x", "--cached-only"]) == 0
+    text = out.read_text()
+    assert "<!-- section:rd4ad-x -->" in text and 'parameters {"pseudo": 0.5}' in text
+    assert "pseudo-defect draws" in text
+    assert ("| deeppcb | 0.700 / 0.900 / 0.600 | 0.800 / 0.900 / 0.600 | 0.750 / 0.900 / 0.600 "
+            "| 0.071 | 0.100 |") in text
+    assert "seed 2" not in text  # not fitted under --cached-only, not tabulated
