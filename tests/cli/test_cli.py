@@ -37,6 +37,12 @@ def test_cli_works_without_the_optional_serve_dependencies(monkeypatch, capsys, 
     assert "pip install 'oddeye[serve]'" in capsys.readouterr().err
 
 
+def test_serve_does_not_blame_the_extra_for_a_broken_oddeye_module(monkeypatch, tmp_path):
+    monkeypatch.setitem(sys.modules, "oddeye.serve.app", None)  # our own module fails to import
+    with pytest.raises(ModuleNotFoundError, match="oddeye.serve.app"):
+        main(["serve", "--model", str(tmp_path / "m.oddeye")])
+
+
 @pytest.fixture(scope="module")
 def model(synth_root, tmp_path_factory):
     out = tmp_path_factory.mktemp("cli") / "disc.oddeye"

@@ -25,7 +25,7 @@ SELECTIONS = [("chunked (default, 16384)", 16384, False),
 def nearest_centre_distances(x: torch.Tensor, idx: torch.Tensor, chunk: int = 8192
                              ) -> torch.Tensor:
     """Distance of every point to its nearest selected point."""
-    from oddeye.methods.patchcore import nearest_distance
+    from oddeye.methods.neighbours import nearest_distance
 
     bank = x[idx]
     sq = (bank * bank).sum(1)
@@ -42,18 +42,18 @@ def training_patches(root: Path) -> torch.Tensor:
     """PatchCore's default (N, 128) patch embeddings of a category's ``train/good`` images."""
     from oddeye.backbones import FeatureExtractor
     from oddeye.data.mvtec import load_dataset
-    from oddeye.methods import TrainSet
-    from oddeye.methods.patchcore import PatchCoreHead
+    from oddeye.methods import TrainSet, create_method
+    from oddeye.methods.patchcore import training_patches as patches_of
     from oddeye.preprocess import Normalize, load_resized, to_batch
 
     cat = load_dataset(root)[0]
-    ext = FeatureExtractor("mobilenet_v2", ["s8", "s16"])
+    method = create_method("patchcore")
+    ext = FeatureExtractor(method.backbone, list(method.layers))
     data = TrainSet(images=to_batch(load_resized([s.path for s in cat.train], 256)),
                     extractor=ext, normalize=Normalize(), progress=False)
-    head = PatchCoreHead(["s8", "s16"], sum(ext.channels.values()))
+    head = method.build_head(ext.channels, ext.strides)
     with torch.inference_mode():
-        return torch.cat([head.embed(f).permute(0, 2, 3, 1).reshape(-1, head.bank.shape[1])
-                          for f in data.iter_features()])
+        return patches_of(head, data)
 
 
 def run(out_path: str | Path | None = None, n: int = 200_000, dim: int = 128,

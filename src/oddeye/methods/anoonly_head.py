@@ -63,7 +63,8 @@ from oddeye.errors import DataError
 from oddeye.methods import register
 from oddeye.methods.base import Method, TrainSet, check_layers
 from oddeye.methods.coreset import coreset_indices
-from oddeye.methods.patchcore import aggregate, bank_size, nearest_distance
+from oddeye.methods.neighbours import nearest_distance
+from oddeye.methods.patchcore import aggregate, bank_size
 from oddeye.postprocess import image_score
 
 

@@ -19,6 +19,7 @@ from oddeye.errors import DataError
 from oddeye.methods import register
 from oddeye.methods.base import Method, TrainSet, check_layers
 from oddeye.methods.coreset import CHUNK_SIZE, PROJ_DIM, coreset_indices
+from oddeye.methods.neighbours import nearest_distance
 
 
 def aggregate(feats: dict[str, torch.Tensor], layers: Sequence[str], kernel: int,
@@ -43,22 +44,11 @@ def aggregate(feats: dict[str, torch.Tensor], layers: Sequence[str], kernel: int
     return torch.cat(out, dim=1)
 
 
-def nearest_distance(queries: torch.Tensor, bank: torch.Tensor, bank_sq: torch.Tensor,
-                     max_elems: int = 1_000_000) -> torch.Tensor:
-    """Euclidean distance of each (Q, D) query to its nearest (M, D) bank row, in bounded memory.
-
-    The bank is walked in chunks of ``max_elems // Q`` rows: a 4 MB distance block stays in cache
-    for the ``amin`` that follows the matrix product (measured 2.3x faster than 16 MB blocks for
-    1024 queries against a 10k bank on two cores).
-    """
-    q_sq = (queries * queries).sum(1, keepdim=True)
-    best = torch.full((queries.shape[0],), float("inf"), dtype=queries.dtype,
-                      device=queries.device)
-    step = max(1, max_elems // max(1, queries.shape[0]))
-    for s in range(0, bank.shape[0], step):
-        d = torch.addmm(bank_sq[s:s + step].unsqueeze(0), queries, bank[s:s + step].T, alpha=-2.0)
-        best = torch.minimum(best, d.amin(dim=1))
-    return (best + q_sq[:, 0]).clamp_min(0).sqrt()
+def training_patches(head: PatchCoreHead, data: TrainSet) -> torch.Tensor:
+    """(N * h * w, D) embeddings of every patch of every training image (the bank's candidates)."""
+    dim = head.proj_basis.shape[0]
+    return torch.cat([head.embed(f).permute(0, 2, 3, 1).reshape(-1, dim)
+                      for f in data.iter_features(desc="patchcore features")])
 
 
 def bank_size(n_patches: int, ratio: float, max_bank: int | None) -> int:
@@ -192,9 +182,7 @@ class PatchCore(Method):
         if k is not None and (isinstance(k, bool) or not isinstance(k, int) or not 1 <= k < dim):
             raise DataError(f"search_dim must be None or an integer in [1, {dim}) for {dim}-d "
                             f"patches, got {k!r}")
-        parts = [head.embed(f).permute(0, 2, 3, 1).reshape(-1, dim)
-                 for f in data.iter_features(desc="patchcore features")]
-        patches = torch.cat(parts)
+        patches = training_patches(head, data)
         n = bank_size(patches.shape[0], self.coreset_ratio, self.max_bank)
         if k is not None:
             head.set_projection(*pca_basis(patches, k, seed=self.seed))
