@@ -56,7 +56,7 @@ def validation_split(paths: list, size: int | None, seed: int = 0, max_fit: int 
     ``map_norm``). Every validation image is kept as a good example and gets ``copies``
     pseudo-anomalous copies (kinds in turn, donor = the next validation image).
     """
-    from oddeye.data.pseudo import KINDS, make_pseudo_anomaly
+    from oddeye.data.pseudo import pseudo_validation
     from oddeye.preprocess import load_resized, load_rgb
 
     rng = np.random.default_rng(seed)
@@ -69,19 +69,8 @@ def validation_split(paths: list, size: int | None, seed: int = 0, max_fit: int 
         val = [paths[i] for i in order[:n_val]]
         fit = [paths[i] for i in order[n_val:n_val + max_fit]]
     goods = [load_rgb(v) for v in val] if size is None else load_resized(val, size)
-    images, labels, masks = [], [], []
-    for i, g in enumerate(goods):
-        images.append(g)
-        labels.append(0)
-        masks.append(np.zeros(g.shape[:2], np.uint8))
-        for c in range(copies):
-            kind = KINDS[(i * copies + c) % len(KINDS)]
-            bad, m = make_pseudo_anomaly(g, goods[(i + 1) % len(goods)], rng, kind,
-                                         severity=severity)
-            images.append(bad)
-            labels.append(1)
-            masks.append(m)
-    return fit, images, np.array(labels), (masks if size is None else np.stack(masks))
+    images, labels, masks = pseudo_validation(goods, rng, copies, severity)
+    return fit, images, labels, (masks if size is None else np.stack(masks))
 
 
 def score_candidate(method: str, params: dict, fit: list, images: list, labels: np.ndarray,

@@ -93,3 +93,26 @@ def pseudo_batch(images: torch.Tensor, donors: torch.Tensor, rng: np.random.Gene
         out.append(torch.from_numpy(bad).permute(2, 0, 1))
         masks.append(torch.from_numpy(mask))
     return torch.stack(out), torch.stack(masks)
+
+
+def pseudo_validation(goods: list[np.ndarray], rng: np.random.Generator, copies: int = 2,
+                      severity: float = 0.5) -> tuple[list[np.ndarray], np.ndarray,
+                                                      list[np.ndarray]]:
+    """(images, labels, masks): each good uint8 (H, W, 3) image, then ``copies`` pseudo-defective
+    copies of it (kinds in turn, donor = the next image), for choosing settings on good data only.
+
+    Labels are 0 for the goods and 1 for the copies; masks are uint8 {0, 1} of each image's size.
+    """
+    images, labels, masks = [], [], []
+    for i, g in enumerate(goods):
+        images.append(g)
+        labels.append(0)
+        masks.append(np.zeros(g.shape[:2], np.uint8))
+        for c in range(copies):
+            kind = KINDS[(i * copies + c) % len(KINDS)]
+            bad, m = make_pseudo_anomaly(g, goods[(i + 1) % len(goods)], rng, kind,
+                                         severity=severity)
+            images.append(bad)
+            labels.append(1)
+            masks.append(m)
+    return images, np.array(labels), masks
