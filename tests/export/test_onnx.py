@@ -251,6 +251,23 @@ def test_parity_with_projected_search(synth_root, tmp_path):
     assert np.abs(a.scores - b.scores).max() < TOL
 
 
+def test_parity_with_position_term(synth_root, tmp_path):
+    """The cell coordinates PatchCore's ``position`` term appends are part of the graph."""
+    from oddeye.api import Detector
+    from oddeye.data.mvtec import load_dataset
+    from oddeye.export.onnx import OnnxDetector, export_onnx
+
+    cat = next(c for c in load_dataset(synth_root) if c.name == "grid")
+    det = Detector(method="patchcore", size=128, position=3.0).fit(
+        [s.path for s in cat.train[:8]], progress=False)
+    assert det.model_.head.bank.shape[1] == 130
+    onnx_det = OnnxDetector(export_onnx(det, tmp_path / "pos.onnx"))
+    images = sample_images(synth_root)
+    a, b = det.predict(images), onnx_det.predict(images)
+    assert np.abs(a.maps - b.maps).max() < TOL
+    assert np.abs(a.scores - b.scores).max() < TOL
+
+
 def test_parity_with_map_norm(synth_root, tmp_path):
     """Per-position map statistics travel inside the exported graph."""
     from oddeye.api import Detector

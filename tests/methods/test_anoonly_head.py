@@ -65,8 +65,8 @@ def test_distance_prior_adds_the_learned_term_to_the_standardised_distance(prior
 
 
 def test_prior_is_patchcore_exactly(synth_root):
-    """With the learned term at 0 the head is PatchCore up to an affine map: same bank, same
-    embedding, raw-map image score, so images and pixels rank identically."""
+    """With the learned term at 0 the head is position-free PatchCore up to an affine map: same
+    bank, same embedding, raw-map image score, so images and pixels rank identically."""
     cat = load_dataset(synth_root, ["disc"])[0]
     goods = [s.path for s in cat.train]
     labelled = [s for s in cat.test if s.label == 1][:2]
@@ -75,7 +75,8 @@ def test_prior_is_patchcore_exactly(synth_root):
     head_det = Detector(method="anoonly-head", size=128, steps=5).fit(
         goods + [s.path for s in labelled], labels=[0] * len(goods) + [1] * 2, masks=masks,
         progress=False)
-    pc = Detector(method="patchcore", size=128, holdout=0).fit(goods, progress=False)
+    pc = Detector(method="patchcore", size=128, holdout=0, position=0.0).fit(goods,
+                                                                          progress=False)
     head = head_det.model_.head
     assert torch.equal(head.bank, pc.model_.head.bank)
     with torch.no_grad():

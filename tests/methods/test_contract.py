@@ -164,7 +164,7 @@ def test_model_file_from_before_a_method_parameter_existed_is_refused(fitted, tm
         oddeye.load(old)
 
 
-def test_model_file_from_before_search_dim_still_loads_and_scores_the_same(fitted, grid, tmp_path):
+def test_model_file_from_before_search_dim_still_loads_and_scores_the_same(grid, tmp_path):
     """``search_dim=None`` and independent coreset chunks are what older PatchCore files
     computed: they load without those parameters and without the (empty) projection buffers,
     and score exactly as before."""
@@ -172,12 +172,15 @@ def test_model_file_from_before_search_dim_still_loads_and_scores_the_same(fitte
 
     import torch
 
-    det = fitted["patchcore"]
+    # what those files held: no position columns (position 0 builds none)
+    det = Detector(method="patchcore", size=128, position=0.0).fit(
+        [s.path for s in grid.train], progress=False)
     path = det.save(tmp_path / "new.oddeye")
     payload = torch.load(path, weights_only=True)
     meta = json.loads(payload["meta_json"])
     del meta["method_params"]["search_dim"]
     del meta["method_params"]["sequential_chunks"]  # added later still: chunks were independent
+    del meta["method_params"]["position"]  # later again: no position term
     payload["meta_json"] = json.dumps(meta)
     for key in ("head.proj_mean", "head.proj_basis"):
         del payload["tensors"][key]
@@ -185,6 +188,7 @@ def test_model_file_from_before_search_dim_still_loads_and_scores_the_same(fitte
     torch.save(payload, old)
     again = oddeye.load(old)
     assert again.method_.sequential_chunks is False and again.method_.search_dim is None
+    assert again.method_.position == 0.0
     paths = [s.path for s in grid.test[:3]]
     np.testing.assert_array_equal(again.predict(paths).scores, det.predict(paths).scores)
 

@@ -32,7 +32,7 @@ def test_fitted_bank_respects_the_cap():
     feats = [{"a": torch.randn(4, 8, 8, 8, generator=g), "b": torch.randn(4, 8, 4, 4, generator=g)}
              for _ in range(2)]  # 8 images x 64 patches = 512 patches
     for cap, want in ((None, 51), (20, 20)):
-        m = create_method("patchcore", layers=["a", "b"], max_bank=cap)
+        m = create_method("patchcore", layers=["a", "b"], max_bank=cap, position=0)
         head = m.build_head({"a": 8, "b": 8}, {"a": 8, "b": 16})
         m.fit_head(head, FeatureBatches(feats))
         assert head.bank.shape == (want, 16)
@@ -75,11 +75,12 @@ def test_search_dim_bank_lives_in_the_projected_space_and_round_trips():
 
     feats = [batch(4) for _ in range(2)]
     # the whole training set as bank (ratio 1), so both heads search the same patches
-    m = create_method("patchcore", layers=["a", "b"], search_dim=8, coreset_ratio=1.0)
+    m = create_method("patchcore", layers=["a", "b"], search_dim=8, coreset_ratio=1.0,
+                      position=0)
     head = m.build_head({"a": 8, "b": 8}, {"a": 8, "b": 16})
     m.fit_head(head, FeatureBatches(feats))
     assert head.bank.shape == (512, 9) and head.proj_basis.shape == (16, 8)
-    exact = create_method("patchcore", layers=["a", "b"], coreset_ratio=1.0)
+    exact = create_method("patchcore", layers=["a", "b"], coreset_ratio=1.0, position=0)
     ehead = exact.build_head({"a": 8, "b": 8}, {"a": 8, "b": 16})
     exact.fit_head(ehead, FeatureBatches(feats))
     probe = batch(1)
@@ -99,7 +100,119 @@ def test_search_dim_bank_lives_in_the_projected_space_and_round_trips():
 @pytest.mark.parametrize("bad", [0, 16, 2.5, True])
 def test_bad_search_dim_is_a_clear_error(bad):
     feats = [{"a": torch.randn(2, 8, 4, 4), "b": torch.randn(2, 8, 2, 2)}]
-    m = create_method("patchcore", layers=["a", "b"], search_dim=bad)
+    m = create_method("patchcore", layers=["a", "b"], search_dim=bad, position=0)
     head = m.build_head({"a": 8, "b": 8}, {"a": 8, "b": 16})
     with pytest.raises(DataError, match="search_dim"):
         m.fit_head(head, FeatureBatches(feats))
+
+
+def test_position_term_appends_the_scaled_cell_centres():
+    from oddeye.methods.patchcore import with_position
+
+    emb = torch.randn(2, 3, 4, 8)
+    out = with_position(emb, 2.0)
+    assert out.shape == (2, 5, 4, 8) and torch.equal(out[:, :3], emb)
+    # rows then columns, cell centres as fractions of the map, times the weight
+    assert torch.allclose(out[0, 3, :, 0], 2.0 * (torch.arange(4) + 0.5) / 4)
+    assert torch.allclose(out[1, 4, 0, :], 2.0 * (torch.arange(8) + 0.5) / 8)
+    # the same place on a finer map gets (nearly) the same coordinate: size-independent
+    fine = with_position(torch.zeros(1, 1, 8, 16), 2.0)
+    assert abs(float(fine[0, 1, 7, 0]) - float(out[0, 3, 3, 0])) < 2.0 / 8
+
+
+def _square_at(corner: str, n: int = 1) -> dict[str, torch.Tensor]:
+    """Features of a bright 2x2 block on a dark 8x8 map, in the given corner."""
+    f = torch.zeros(n, 4, 8, 8)
+    rows, cols = (slice(0, 2), slice(0, 2)) if corner == "top-left" else (slice(6, 8),
+                                                                            slice(6, 8))
+    f[:, :, rows, cols] = 1.0
+    return {"a": f, "b": torch.nn.functional.avg_pool2d(f, 2)}
+
+
+@pytest.mark.parametrize("position", [0.0, 1.0])
+def test_position_term_scores_a_part_in_the_wrong_place(position):
+    """Trained on a block always at the top left, the same block at the bottom right is normal
+    for position-free PatchCore (every patch has a twin in the bank) and anomalous with the
+    position term."""
+    m = create_method("patchcore", layers=["a", "b"], kernel=1, coreset_ratio=1.0,
+                      position=position)
+    head = m.build_head({"a": 4, "b": 4}, {"a": 8, "b": 16})
+    m.fit_head(head, FeatureBatches([_square_at("top-left", 2)]))
+    assert head.bank.shape[1] == (10 if position else 8)
+    with torch.inference_mode():
+        good = head.eval()(_square_at("top-left")).max()
+        moved = head(_square_at("bottom-right")).max()
+    if position:
+        assert good < 1e-3 and moved > 0.3
+    else:
+        assert good < 1e-3 and moved < 0.3
+
+
+@pytest.mark.parametrize("bad", [-1.0, float("nan"), float("inf"), True, "2", "Auto"])
+def test_bad_position_is_a_clear_error(bad):
+    m = create_method("patchcore", layers=["a", "b"], position=bad)
+    with pytest.raises(DataError, match="position must be 'auto' or a finite number"):
+        m.build_head({"a": 8, "b": 8}, {"a": 8, "b": 16})
+
+
+def test_pick_position_needs_a_clear_win_over_no_position():
+    from oddeye.methods.patchcore import pick_position
+
+    table = torch.tensor([[0.0, 0.80, 0.90], [1.0, 0.82, 0.90], [3.0, 0.90, 0.85]])
+    assert pick_position(table, margin=0.03) == 3.0  # 1.75 vs 1.70
+    assert pick_position(table, margin=0.06) == 0.0  # not by more than the margin
+    tie = torch.tensor([[0.0, 0.8, 0.9], [1.0, 0.8, 0.9]])
+    assert pick_position(tie, margin=0.0) == 0.0
+
+
+def _squares(n: int, seed: int = 0) -> list:
+    """Grey images with a bright square always in the same place (an aligned part)."""
+    import numpy as np
+
+    rng = np.random.default_rng(seed)
+    out = []
+    for _ in range(n):
+        img = rng.normal(60, 10, (64, 64))
+        img[4:28, 4:28] = rng.normal(200, 10, (24, 24))
+        out.append(np.repeat(np.clip(img, 0, 255).astype(np.uint8)[..., None], 3, 2))
+    return out
+
+
+def test_auto_position_chooses_on_held_out_images_and_travels_in_the_file(tmp_path):
+    """``position="auto"`` (the default) scores each weight on pseudo-defects of held-out
+    training images, keeps what ``pick_position`` says, and the file reloads it exactly."""
+    import numpy as np
+
+    import oddeye
+    from oddeye.api import Detector
+    from oddeye.methods.patchcore import AUTO_POSITIONS, pick_position
+
+    images = _squares(44)
+    det = Detector(method="patchcore", size=64).fit(images, progress=False)
+    head = det.model_.head
+    table = head.position_table
+    assert table.shape == (len(AUTO_POSITIONS), 3)
+    assert table[:, 0].tolist() == list(AUTO_POSITIONS)
+    assert ((table[:, 1:] > 0.3) & (table[:, 1:] <= 1)).all()  # AUROCs, not placeholders
+    assert float(head.position) == pick_position(table)
+    assert head.bank.shape[1] == 130  # 128 features + the two position columns
+    again = oddeye.load(det.save(tmp_path / "auto.oddeye"))
+    assert float(again.model_.head.position) == float(head.position)
+    assert torch.equal(again.model_.head.position_table, table)
+    np.testing.assert_array_equal(again.predict(images[:4]).scores,
+                                  det.predict(images[:4]).scores)
+
+
+def test_auto_position_with_few_images_is_plain_patchcore():
+    """Below ``AUTO_MIN_IMAGES`` nothing is held out: weight 0, and the bank is then the
+    plain model's, row for row (the zero columns change no distance and no selection)."""
+    from oddeye.api import Detector
+    from oddeye.methods.patchcore import AUTO_MIN_IMAGES
+
+    images = _squares(AUTO_MIN_IMAGES - 1)
+    auto = Detector(method="patchcore", size=64).fit(images, progress=False)
+    plain = Detector(method="patchcore", size=64, position=0.0).fit(images, progress=False)
+    head = auto.model_.head
+    assert float(head.position) == 0.0 and head.position_table.numel() == 0
+    assert torch.equal(head.bank[:, :-2], plain.model_.head.bank)
+    assert torch.equal(head.bank[:, -2:], torch.zeros_like(head.bank[:, -2:]))

@@ -10,6 +10,7 @@ from __future__ import annotations
 import math
 from collections.abc import Sequence
 
+import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import nn
@@ -44,11 +45,106 @@ def aggregate(feats: dict[str, torch.Tensor], layers: Sequence[str], kernel: int
     return torch.cat(out, dim=1)
 
 
+def with_position(emb: torch.Tensor, weight: float | torch.Tensor) -> torch.Tensor:
+    """(N, D, h, w) -> (N, D + 2, h, w): append each cell's centre (row, column) as fractions of
+    the map, times ``weight``, so a nearest neighbour far away on the part costs distance.
+
+    Crossing the whole image costs ``weight`` in the Euclidean distance, whatever the input size.
+    """
+    n, _, h, w = emb.shape
+    rows = (torch.arange(h, device=emb.device, dtype=emb.dtype) + 0.5) * (weight / h)
+    cols = (torch.arange(w, device=emb.device, dtype=emb.dtype) + 0.5) * (weight / w)
+    grid = torch.stack([rows[:, None].expand(h, w), cols[None, :].expand(h, w)])
+    return torch.cat([emb, grid.unsqueeze(0).expand(n, 2, h, w)], dim=1)
+
+
+def flat_patches(emb: torch.Tensor) -> torch.Tensor:
+    """(N, D, h, w) embedding maps -> (N * h * w, D) rows, image by image, row-major."""
+    return emb.permute(0, 2, 3, 1).reshape(-1, emb.shape[1])
+
+
 def training_patches(head: PatchCoreHead, data: TrainSet) -> torch.Tensor:
     """(N * h * w, D) embeddings of every patch of every training image (the bank's candidates)."""
-    dim = head.proj_basis.shape[0]
-    return torch.cat([head.embed(f).permute(0, 2, 3, 1).reshape(-1, dim)
+    return torch.cat([flat_patches(head.embed(f))
                       for f in data.iter_features(desc="patchcore features")])
+
+
+#: Position weights ``position="auto"`` chooses from (a log grid; 10 lost on every real set of
+#: the selection suite, section ``selection-patchcore-position``).
+AUTO_POSITIONS = (0.0, 1.0, 3.0)
+#: ``position="auto"`` keeps 0 unless another weight beats it by this much in image + pixel
+#: AUROC: on pseudo-defects of a few held-out images these move by a few hundredths by chance.
+AUTO_MARGIN = 0.03
+#: Fewest training images ``position="auto"`` needs (8 held out); below it the weight is 0.
+AUTO_MIN_IMAGES = 40
+#: Most held-out good images (each with two pseudo-defective copies) and most images the
+#: candidate banks come from: the choice is coarse (aligned parts or not), and its cost is
+#: capped so the fit stays fast (docs/methods.md has the measured cost).
+AUTO_VAL_IMAGES, AUTO_FIT_IMAGES = 16, 50
+
+
+def validation_scores(maps: torch.Tensor, labels: np.ndarray, masks: np.ndarray) -> tuple[float,
+                                                                                          float]:
+    """(image AUROC, pixel AUROC) of raw (M, h, w) maps: image score = max, maps upsampled
+    (bilinear) to the (M, S, S) masks."""
+    from oddeye.metrics.functional import auroc
+
+    up = F.interpolate(maps[:, None].float().cpu(), size=masks.shape[-2:], mode="bilinear",
+                       align_corners=False)[:, 0].numpy()
+    return auroc(maps.flatten(1).amax(1).cpu().numpy(), labels), auroc(up.ravel(), masks.ravel())
+
+
+def choose_position(method: PatchCore, plain: torch.Tensor, data: TrainSet,
+                    ) -> tuple[float, torch.Tensor]:
+    """(weight, table) for ``position="auto"`` from the training images alone.
+
+    A seeded fifth of the images (8 to ``AUTO_VAL_IMAGES``) is held out and gets two
+    pseudo-defective copies each (``oddeye.data.pseudo``); for each weight of
+    ``AUTO_POSITIONS`` a bank is built as the fit builds it (``coreset_ratio``, ``max_bank``)
+    from at most ``AUTO_FIT_IMAGES`` other images (``plain``: every image's (N, D, h, w)
+    embedding without position) and scores the held-out set; ``pick_position`` decides.
+    ``table`` rows: (weight, image AUROC, pixel AUROC); empty when there are fewer than
+    ``AUTO_MIN_IMAGES`` images, and the weight is then 0.
+    """
+    from oddeye.data.pseudo import pseudo_validation
+
+    n = plain.shape[0]
+    if n < AUTO_MIN_IMAGES:
+        return 0.0, torch.zeros(0, 3)
+    rng = np.random.default_rng(method.seed)
+    order = rng.permutation(n)
+    n_val = min(AUTO_VAL_IMAGES, max(4, n // 5))
+    val, fit = order[:n_val], order[n_val:n_val + AUTO_FIT_IMAGES]
+    goods = [np.ascontiguousarray(img.permute(1, 2, 0).numpy()) for img in data.images[val]]
+    images, labels, masks = pseudo_validation(goods, rng)
+    batch = torch.from_numpy(np.stack(images)).permute(0, 3, 1, 2).contiguous()
+    bs = max(1, data.batch_size)
+    with torch.inference_mode():
+        val_emb = torch.cat([aggregate(data.extractor(data.inputs(batch[i:i + bs])),
+                                       method.layers, method.kernel, method.equal_layers)
+                             for i in range(0, len(batch), bs)])
+    fit_emb = plain[torch.as_tensor(fit)]
+    rows = []
+    for weight in AUTO_POSITIONS:
+        # weight 0 is plain PatchCore: no (zero) columns, as the fit then selects its bank
+        patches = flat_patches(with_position(fit_emb, weight) if weight else fit_emb)
+        size = bank_size(patches.shape[0], method.coreset_ratio, method.max_bank)
+        bank = patches[coreset_indices(patches, size, method.proj_dim, method.chunk_size,
+                                       method.seed)].contiguous()
+        queries = with_position(val_emb, weight) if weight else val_emb
+        maps = nearest_distance(flat_patches(queries), bank, (bank * bank).sum(1))
+        rows.append((weight, *validation_scores(maps.view(len(batch), *queries.shape[-2:]),
+                                                labels, np.stack(masks))))
+    table = torch.tensor(rows, dtype=torch.float64)
+    return pick_position(table), table
+
+
+def pick_position(table: torch.Tensor, margin: float = AUTO_MARGIN) -> float:
+    """The weight of the row with the largest image + pixel AUROC if it beats the first row
+    (weight 0) by more than ``margin``, else 0; the first of equal rows wins."""
+    total = table[:, 1] + table[:, 2]
+    best = int(torch.argmax(total))
+    return float(table[best, 0]) if total[best] > total[0] + margin else 0.0
 
 
 def bank_size(n_patches: int, ratio: float, max_bank: int | None) -> int:
@@ -96,9 +192,17 @@ class PatchCoreHead(nn.Module):
     """Features -> nearest-neighbour distance map at the first layer's resolution."""
 
     def __init__(self, layers: Sequence[str], dim: int, kernel: int = 3,
-                 equal_layers: bool = True):
+                 equal_layers: bool = True, position: float | None = None):
         super().__init__()
         self.layers, self.kernel, self.equal_layers = list(layers), int(kernel), equal_layers
+        # ``position`` None: no position columns (plain PatchCore, and every file from before
+        # them); a number: two coordinate columns, weighted by the ``position`` buffer
+        self.has_position = position is not None
+        if self.has_position:
+            dim += 2
+            self.register_buffer("position", torch.tensor(float(position)))
+            # what ``position="auto"`` measured: rows (weight, image AUROC, pixel AUROC)
+            self.register_buffer("position_table", torch.zeros(0, 3, dtype=torch.float64))
         self.register_buffer("bank", torch.zeros(0, dim))
         self.register_buffer("bank_sq", torch.zeros(0))
         # optional search-space projection (empty = exact search in the embedding)
@@ -106,7 +210,8 @@ class PatchCoreHead(nn.Module):
         self.register_buffer("proj_basis", torch.zeros(dim, 0))
 
     def embed(self, feats: dict[str, torch.Tensor]) -> torch.Tensor:
-        return aggregate(feats, self.layers, self.kernel, self.equal_layers)
+        emb = aggregate(feats, self.layers, self.kernel, self.equal_layers)
+        return with_position(emb, self.position) if self.has_position else emb
 
     def set_projection(self, mean: torch.Tensor, basis: torch.Tensor) -> None:
         self.proj_mean, self.proj_basis = mean.contiguous(), basis.contiguous()
@@ -137,22 +242,27 @@ class PatchCore(Method):
     (``project_with_residual``): the distance is a lower bound of the exact one and the search
     costs ``(search_dim + 1) / D`` of it. ``sequential_chunks``: coreset chunks account for the
     centres earlier chunks chose (closer to the exact greedy coverage; better localisation,
-    lower image AUROC on the shared sets, docs/methods.md).
+    lower image AUROC on the shared sets, docs/methods.md). ``position``: weight of each patch's
+    place on the image in the distance (``with_position``; 0 = position-free, the paper's);
+    ``"auto"`` chooses it per training set on pseudo-defects of held-out training images
+    (``choose_position``): aligned parts gain, unaligned ones keep 0.
     """
 
     name = "patchcore"
     default_layers = ("s8", "s16")
     score_from = "raw"  # the paper's image score: the largest patch distance, before smoothing
     # files from before these searched the exact space and chose chunk centres independently
-    legacy_defaults = {"search_dim": None, "sequential_chunks": False}
+    legacy_defaults = {"search_dim": None, "sequential_chunks": False, "position": 0.0}
 
     def __init__(self, backbone: str | None = None, layers: Sequence[str] | None = None,
                  kernel: int = 3, equal_layers: bool = True, coreset_ratio: float = 0.1,
                  max_bank: int | None = 10_000, proj_dim: int = PROJ_DIM,
                  chunk_size: int | None = CHUNK_SIZE, search_dim: int | None = None,
-                 sequential_chunks: bool = False, seed: int = 0):
+                 sequential_chunks: bool = False, position: float | str = "auto",
+                 seed: int = 0):
         super().__init__(backbone, layers)
         self.kernel = kernel
+        self.position = position
         self.equal_layers = equal_layers
         self.coreset_ratio = coreset_ratio
         self.max_bank = max_bank
@@ -164,8 +274,14 @@ class PatchCore(Method):
 
     def build_head(self, channels: dict[str, int], strides: dict[str, int]) -> nn.Module:
         check_layers(self.layers, channels)
+        pos = self.position
+        if pos != "auto" and (isinstance(pos, bool) or not isinstance(pos, (int, float))
+                              or not 0 <= pos < math.inf):
+            raise DataError(f"position must be 'auto' or a finite number >= 0 (0 = off), "
+                            f"got {pos!r}")
+        weight = 0.0 if pos == "auto" else (float(pos) or None)
         return PatchCoreHead(self.layers, sum(channels[k] for k in self.layers), self.kernel,
-                             self.equal_layers)
+                             self.equal_layers, weight)
 
     def head_from_state(self, channels: dict[str, int], strides: dict[str, int],
                         state: dict[str, torch.Tensor]) -> nn.Module:
@@ -182,14 +298,31 @@ class PatchCore(Method):
         if k is not None and (isinstance(k, bool) or not isinstance(k, int) or not 1 <= k < dim):
             raise DataError(f"search_dim must be None or an integer in [1, {dim}) for {dim}-d "
                             f"patches, got {k!r}")
-        patches = training_patches(head, data)
+        if self.position == "auto":
+            plain = torch.cat([aggregate(f, self.layers, self.kernel, self.equal_layers)
+                               for f in data.iter_features(desc="patchcore features")])
+            with tqdm(total=1, desc="position: choosing on held-out images",
+                      disable=not data.progress, leave=False) as bar:
+                weight, table = choose_position(self, plain, data)
+                bar.update(1)
+            head.position.fill_(weight)
+            head.position_table = table
+            patches = flat_patches(with_position(plain, weight))
+            del plain
+        else:
+            patches = training_patches(head, data)
         n = bank_size(patches.shape[0], self.coreset_ratio, self.max_bank)
         if k is not None:
             head.set_projection(*pca_basis(patches, k, seed=self.seed))
             patches = head.to_search_space(patches)
+        select = patches
+        if head.has_position and float(head.position) == 0 and k is None:
+            # zero-weight position columns change no distance; without them the coreset's
+            # random projection is the plain model's (identity at 128 dims): the same bank
+            select = patches[:, :-2]
         with tqdm(total=1, desc=f"coreset {n}/{patches.shape[0]}", disable=not data.progress,
                   leave=False) as bar:
-            idx = coreset_indices(patches, n, self.proj_dim, self.chunk_size, self.seed,
+            idx = coreset_indices(select, n, self.proj_dim, self.chunk_size, self.seed,
                                   sequential=bool(self.sequential_chunks))
             bar.update(1)
         head.set_bank(patches[idx].clone())
