@@ -1,12 +1,16 @@
-"""PatchCore with independent coreset chunks (the default) vs sequential chunks, over seeds.
+"""PatchCore variants over seeds on the shared sets' test splits (reports; chooses nothing).
 
-Sequential chunks (``sequential_chunks=True``) bring the bank's coverage of the training patches
-close to the exact greedy loop's (docs/methods.md). This measures what that does to detection on
-the shared sets' test splits, three seeds each (the seed draws the held-out images, the coreset's
-chunk permutation and start); each (set, seed, variant) is one process of the detection suite,
-whose JSON in ``--work`` is reused when it exists. Writes section ``patchcore-chunk-order``.
+``--study chunk-order``: independent coreset chunks (the default) vs sequential chunks
+(``sequential_chunks=True``, closer to the exact greedy loop's coverage; docs/methods.md).
+``--study position``: no position term vs ``position="auto"`` (the default since the eighth
+session), which chooses a weight per training set on held-out training images; with another
+seed it holds out other images and may choose another weight. Three seeds each (the seed draws
+the held-out images, the coreset's chunk permutation and start); each (set, seed, variant) is
+one process of the detection suite, whose JSON in ``--work`` is reused when it exists. Writes
+section ``patchcore-chunk-order`` or ``patchcore-position``.
 
 Run: .venv/bin/python benchmarks/patchcore_chunk_order.py --work /tmp/chunk-order
+     [--study position]
 """
 
 from __future__ import annotations
@@ -22,20 +26,40 @@ from oddeye.bench.detection_suite import DATASETS, shared_root
 from oddeye.bench.results import DEFAULT_RESULTS, write_section
 
 KEYS = ("image_auroc", "pixel_auroc", "pixel_aupro")
-VARIANTS = {"independent (default)": {}, "sequential": {"sequential_chunks": True}}
+REUSED: list[str] = []  # runs read from --work instead of refitted by this command
+#: study -> (title, what differs, column name, {variant: parameters})
+STUDIES = {
+    "chunk-order": ("PatchCore: independent vs sequential coreset chunks",
+                    "Default parameters but the chunk order (no position term)", "chunks",
+                    {"independent (default)": {"position": 0.0},
+                     "sequential": {"position": 0.0, "sequential_chunks": True}}),
+    "position": ("PatchCore: position term chosen per training set",
+                 "Default parameters but the position term (`position`; `auto` reports the "
+                 "weight it chose as `w=`); `none` computes what the independent rows of section "
+                 "`patchcore-chunk-order` computed (weight 0 adds no columns)", "position",
+                 {"none (before)": {"position": 0.0}, "auto (default)": {}}),
+}
 
 
 def fit(work: Path, ds: str, seed: int, params: dict, threads: int) -> dict:
     """One detection-suite run of PatchCore (reused from ``work`` when already there)."""
     tag = "-".join([ds, f"seed{seed}", *(f"{k}{v}" for k, v in sorted(params.items()))])
     out = work / f"{tag}.json"
-    if not out.exists():
+    if out.exists():
+        REUSED.append(tag)
+    else:
         print(f"patchcore {tag} ...", file=sys.stderr, flush=True)
         subprocess.run([sys.executable, "-m", "oddeye.bench.detection_suite", "--method",
                         "patchcore", "--data", str(shared_root() / DATASETS[ds]), "--params",
                         json.dumps({**params, "seed": seed}), "--threads", str(threads),
                         "--json", str(out)], check=True)
     return json.loads(out.read_text())
+
+
+def chosen(run: dict) -> str:
+    """" (w=W)" when the run's model chose a position weight, else ""."""
+    weight = run.get("position_weight")
+    return "" if weight is None else f" (w={weight:g})"
 
 
 def main(argv: list[str]) -> int:
@@ -46,7 +70,9 @@ def main(argv: list[str]) -> int:
     p.add_argument("--seeds", nargs="+", type=int, default=[0, 1, 2])
     p.add_argument("--threads", type=int, default=2)
     p.add_argument("--out", default=str(DEFAULT_RESULTS))
+    p.add_argument("--study", choices=sorted(STUDIES), default="chunk-order")
     a = p.parse_args(argv)
+    title, what, column, variants = STUDIES[a.study]
     work = Path(a.work)
     work.mkdir(parents=True, exist_ok=True)
     names = [ds for ds in a.datasets if (shared_root() / DATASETS[ds]).exists()]
@@ -54,24 +80,27 @@ def main(argv: list[str]) -> int:
         print(f"no shared data set under {shared_root()} (set ODDEYE_SHARED_DATA)", file=sys.stderr)
         return 1
     res = {(ds, v, s): fit(work, ds, s, params, a.threads)
-           for s in a.seeds for ds in names for v, params in VARIANTS.items()}
-    lines = ["## PatchCore: independent vs sequential coreset chunks", "",
-             "Default parameters but the chunk order; 10,000-patch bank (the cap); seeds "
+           for s in a.seeds for ds in names for v, params in variants.items()}
+    lines = [f"## {title}", "",
+             f"{what}; 10,000-patch bank (the cap); seeds "
              f"{', '.join(map(str, a.seeds))} (held-out draw, chunk permutation, start). Cells: "
              "image AUROC / pixel AUROC / AUPRO@0.3 on the test split; fit s = whole "
              f"`Detector.fit`, median over seeds ({a.threads} threads).", "",
-             "| data | chunks | " + " | ".join(f"seed {s}" for s in a.seeds)
+             f"| data | {column} | " + " | ".join(f"seed {s}" for s in a.seeds)
              + " | mean | fit s |",
              "|---|---|" + "---|" * len(a.seeds) + "---|---|"]
     for ds in names:
-        for v in VARIANTS:
+        for v in variants:
             runs = [res[(ds, v, s)] for s in a.seeds]
-            cells = [" / ".join(f"{r[k]:.3f}" for k in KEYS) for r in runs]
+            cells = [" / ".join(f"{r[k]:.3f}" for k in KEYS) + chosen(r) for r in runs]
             mean = " / ".join(f"{statistics.mean(r[k] for r in runs):.3f}" for k in KEYS)
             fit_s = statistics.median(r["fit_seconds"] for r in runs)
             lines.append(f"| {ds} | {v} | " + " | ".join(cells) + f" | {mean} | {fit_s:.1f} |")
+    if REUSED:
+        lines += ["", f"{len(REUSED)} of {len(res)} runs were read from JSON already in "
+                  f"`--work`, not refitted by this command: {', '.join(sorted(REUSED))}."]
     body = "\n".join(lines)
-    write_section("patchcore-chunk-order", body, a.out)
+    write_section(f"patchcore-{a.study}", body, a.out)
     print(body)
     return 0
 

@@ -123,6 +123,8 @@ def test_train_map_norm_flag(synth_root, tmp_path, capsys):
     assert main([*args, "--map-norm", "none", "--out", str(tmp_path / "n.oddeye")]) == 0
     det = oddeye.load(tmp_path / "n.oddeye")
     assert det.map_norm is None and det.map_norm_ == 0
+    # what the fit chose from the data is printed under the summary (PatchCore's position)
+    assert "position weight 0 (fewer than 40 images" in capsys.readouterr().out
 
 
 def test_demo_runs_end_to_end(tmp_path, capsys):

@@ -196,6 +196,9 @@ def test_auto_position_chooses_on_held_out_images_and_travels_in_the_file(tmp_pa
     assert ((table[:, 1:] > 0.3) & (table[:, 1:] <= 1)).all()  # AUROCs, not placeholders
     assert float(head.position) == pick_position(table)
     assert head.bank.shape[1] == 130  # 128 features + the two position columns
+    note = det.method_.fit_choices(head)  # what `oddeye train` prints
+    assert note.startswith(f"position weight {float(head.position):g}, chosen on pseudo-defects")
+    assert f"3: {float(table[2, 1]):.3f} / {float(table[2, 2]):.3f}" in note
     again = oddeye.load(det.save(tmp_path / "auto.oddeye"))
     assert float(again.model_.head.position) == float(head.position)
     assert torch.equal(again.model_.head.position_table, table)
@@ -216,3 +219,5 @@ def test_auto_position_with_few_images_is_plain_patchcore():
     assert float(head.position) == 0.0 and head.position_table.numel() == 0
     assert torch.equal(head.bank[:, :-2], plain.model_.head.bank)
     assert torch.equal(head.bank[:, -2:], torch.zeros_like(head.bank[:, -2:]))
+    assert "fewer than" in auto.method_.fit_choices(head)
+    assert plain.method_.fit_choices(plain.model_.head) == ""

@@ -72,11 +72,17 @@ def run_one(method: str, data: str, backbone: str | None, params: dict, threads:
         head_bank = getattr(det.model_.head, "bank", None)
         bank.append(int(head_bank.shape[0]) if head_bank is not None else 0)
         per_cat[cat.name] = evaluate_category(det, cat, progress=False)
+        weight = getattr(det.model_.head, "position", None)  # PatchCore's chosen position term
+        if isinstance(weight, torch.Tensor):
+            per_cat[cat.name]["position_weight"] = float(weight)
         ms.append(time_inference(det, [s.path for s in cat.test[:16]]))
     res = mean_metrics(per_cat)
     res.update(fit_seconds=sum(fit_s), ms_per_image=statistics.median(ms),
                peak_rss_mb=resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0,
                bank=max(bank), per_category=per_cat)
+    weights = {c.get("position_weight") for c in per_cat.values()}
+    if len(weights) == 1 and None not in weights:
+        res["position_weight"] = weights.pop()
     return res
 
 

@@ -122,6 +122,11 @@ class Method(ABC):
     def fit_head(self, head: nn.Module, data: TrainSet) -> None:
         """Train or fill ``head`` from the training set (good images unless labels are given)."""
 
+    def fit_choices(self, head: nn.Module) -> str:
+        """One line on what the fit chose from the data itself (printed by ``oddeye train``);
+        empty when it chose nothing."""
+        return ""
+
     def set_references(self, head: nn.Module, refs: TrainSet) -> None:
         """Give a fitted head the normal reference images of a (new) class; no gradient step."""
         raise NotImplementedError(f"method {self.name!r} does not take reference images")

@@ -113,10 +113,11 @@ def choose_position(method: PatchCore, plain: torch.Tensor, data: TrainSet,
         return 0.0, torch.zeros(0, 3)
     rng = np.random.default_rng(method.seed)
     order = rng.permutation(n)
-    n_val = min(AUTO_VAL_IMAGES, max(4, n // 5))
+    n_val = min(AUTO_VAL_IMAGES, n // 5)
     val, fit = order[:n_val], order[n_val:n_val + AUTO_FIT_IMAGES]
     goods = [np.ascontiguousarray(img.permute(1, 2, 0).numpy()) for img in data.images[val]]
-    images, labels, masks = pseudo_validation(goods, rng)
+    images, labels, mask_list = pseudo_validation(goods, rng)
+    masks = np.stack(mask_list)
     batch = torch.from_numpy(np.stack(images)).permute(0, 3, 1, 2).contiguous()
     bs = max(1, data.batch_size)
     with torch.inference_mode():
@@ -134,7 +135,7 @@ def choose_position(method: PatchCore, plain: torch.Tensor, data: TrainSet,
         queries = with_position(val_emb, weight) if weight else val_emb
         maps = nearest_distance(flat_patches(queries), bank, (bank * bank).sum(1))
         rows.append((weight, *validation_scores(maps.view(len(batch), *queries.shape[-2:]),
-                                                labels, np.stack(masks))))
+                                                labels, masks)))
     table = torch.tensor(rows, dtype=torch.float64)
     return pick_position(table), table
 
@@ -291,6 +292,18 @@ class PatchCore(Method):
                      "proj_basis": torch.zeros(state["bank"].shape[1], 0)}
         return super().head_from_state(channels, strides, state)
 
+    def fit_choices(self, head: nn.Module) -> str:
+        """The position weight ``"auto"`` chose, and the held-out scores it chose from."""
+        if self.position != "auto" or not getattr(head, "has_position", False):
+            return ""
+        table = head.position_table
+        if table.numel() == 0:
+            return (f"position weight 0 (fewer than {AUTO_MIN_IMAGES} images to fit after the "
+                    "threshold's hold-out: too few to hold some out and choose)")
+        rows = ", ".join(f"{w:g}: {i:.3f} / {p:.3f}" for w, i, p in table.tolist())
+        return (f"position weight {float(head.position):g}, chosen on pseudo-defects of "
+                f"held-out training images (weight: image / pixel AUROC; {rows})")
+
     def fit_head(self, head: nn.Module, data: TrainSet) -> None:
         assert isinstance(head, PatchCoreHead)
         dim = head.proj_basis.shape[0]  # the embedding width
@@ -306,7 +319,7 @@ class PatchCore(Method):
                 weight, table = choose_position(self, plain, data)
                 bar.update(1)
             head.position.fill_(weight)
-            head.position_table = table
+            head.position_table = table.to(head.position.device)
             patches = flat_patches(with_position(plain, weight))
             del plain
         else:

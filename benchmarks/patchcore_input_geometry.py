@@ -1,0 +1,67 @@
+"""Diagnosis on a test split (chooses nothing): PatchCore with other input geometry or a
+position term, outside the Detector, so each variant changes one thing.
+
+Modes: ``square`` (the protocol: every image to 256 x 256), ``fixed`` (one scale factor for all
+images, from the median training-image area, aspect ratio kept), ``posW`` (square, plus each
+patch's position times W; ``oddeye.methods.patchcore.with_position``). Bank: 10k patches by the
+library's coreset; image score: the largest raw patch distance; image AUROC overall and per
+defect type. Run: .venv/bin/python benchmarks/patchcore_input_geometry.py magnetic_tile MODE
+(numbers quoted in docs/methods.md, "Position term").
+"""
+
+from __future__ import annotations
+
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+from PIL import Image
+
+from oddeye.backbones.features import FeatureExtractor
+from oddeye.bench.detection_suite import DATASETS, shared_root
+from oddeye.io.images import read_image
+from oddeye.methods.coreset import coreset_indices
+from oddeye.methods.neighbours import nearest_distance
+from oddeye.methods.patchcore import aggregate, flat_patches, with_position
+from oddeye.metrics.functional import auroc
+from oddeye.preprocess import Normalize
+
+
+def main(dataset: str, mode: str) -> None:
+    torch.set_num_threads(2)
+    root = shared_root() / DATASETS[dataset]
+    train = sorted((root / "train" / "good").iterdir())
+    tests = sorted(p for p in (root / "test").rglob("*") if p.is_file())
+    fx, norm = FeatureExtractor("mobilenet_v2", ["s8", "s16"]), Normalize()
+    factor = 256 / np.sqrt(np.median([np.prod(Image.open(p).size) for p in train]))
+    weight = float(mode[3:]) if mode.startswith("pos") else 0.0
+
+    def embed(path: Path) -> torch.Tensor:
+        img = read_image(path)
+        h, w = img.shape[:2]
+        size = ((max(32, round(w * factor)), max(32, round(h * factor))) if mode == "fixed"
+                else (256, 256))
+        x = torch.from_numpy(np.asarray(Image.fromarray(img).resize(size, Image.BILINEAR))
+                             .copy()).permute(2, 0, 1)[None]
+        with torch.inference_mode():
+            emb = aggregate(fx(norm(x)), ["s8", "s16"], 3, True)
+        return flat_patches(with_position(emb, weight) if weight else emb)
+
+    t0 = time.perf_counter()
+    patches = torch.cat([embed(p) for p in train])
+    bank = patches[coreset_indices(patches, 10_000, patches.shape[1])].contiguous()
+    sq = (bank * bank).sum(1)
+    scores = np.array([float(nearest_distance(embed(p), bank, sq).max()) for p in tests])
+    kinds = np.array([p.parent.name for p in tests])
+    labels = kinds != "good"
+    print(f"{dataset} {mode}: image AUROC {auroc(scores, labels):.3f} "
+          f"({time.perf_counter() - t0:.0f} s; scale factor for 'fixed' {factor:.3f})")
+    for kind in sorted(set(kinds) - {"good"}):
+        keep = (kinds == kind) | ~labels
+        print(f"  {kind}: {auroc(scores[keep], labels[keep]):.3f}")
+
+
+if __name__ == "__main__":
+    main(sys.argv[1], sys.argv[2])
