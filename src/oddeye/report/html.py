@@ -350,6 +350,28 @@ def _anchor(name: str) -> str:
     return "cat-" + "".join(ch if ch.isalnum() else "-" for ch in name)
 
 
+
+def fit_choices_of(det) -> str:
+    """What a fitted detector's method chose from its training data ("" if nothing)."""
+    method, model = getattr(det, "method_", None), getattr(det, "model_", None)
+    return method.fit_choices(model.head) if method is not None and model is not None else ""
+
+
+def fit_choice_lines(dets: dict) -> list[str]:
+    """One line per distinct model: what its fit chose from the data, named by category when
+    the categories have their own models."""
+    seen, lines = set(), []
+    per_model = len({id(d) for d in dets.values()}) > 1
+    for name, det in dets.items():
+        if id(det) in seen:
+            continue
+        seen.add(id(det))
+        text = fit_choices_of(det)
+        if text:
+            lines.append(f"{name}: {text}" if per_model else f"fit: {text}")
+    return lines
+
+
 def write_test_report(out_dir: str | Path, detector, per_category: dict[str, dict],
                       details: dict[str, dict], title: str = "oddeye test report") -> Path:
     """Write ``index.html`` with everything a reviewer needs to judge a model; returns its path.
@@ -404,6 +426,8 @@ def write_test_report(out_dir: str | Path, detector, per_category: dict[str, dic
         f"<p class='sub'>method <b>{html.escape(str(first.method))}</b> · backbone "
         f"<b>{html.escape(str(backbone))}</b> · input {first.size}×{first.size} px · "
         f"{html.escape(thr_text)}{' (' + html.escape(rule) + ')' if rule else ''}</p>",
+        *[f"<p class='sub' style='font-size:13px'>{html.escape(c)}</p>"
+          for c in fit_choice_lines(dets)],
         f"<p class='sub' style='font-size:13px'>generated {stamp} by oddeye {__version__}</p>",
         f"<nav>{''.join(nav)}</nav>",
         f"<div class='tiles'>{tile_html}</div>",
