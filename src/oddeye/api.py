@@ -252,6 +252,13 @@ class Detector(PredictorMixin):
                                 "source": f"{len(y)} images"}
         return self
 
+    @property
+    def fit_choices_(self) -> str:
+        """What the fit chose from the training data itself, in one line ("" if nothing, or not
+        fitted): e.g. PatchCore's position weight and the held-out scores behind it."""
+        method, model = getattr(self, "method_", None), getattr(self, "model_", None)
+        return method.fit_choices(model.head) if method is not None and model is not None else ""
+
     # ------------------------------------------------------- few-shot references
     @property
     def needs_references(self) -> bool:

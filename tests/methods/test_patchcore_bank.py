@@ -202,6 +202,7 @@ def test_auto_position_chooses_on_held_out_images_and_travels_in_the_file(tmp_pa
     again = oddeye.load(det.save(tmp_path / "auto.oddeye"))
     assert float(again.model_.head.position) == float(head.position)
     assert torch.equal(again.model_.head.position_table, table)
+    assert again.fit_choices_ == det.fit_choices_ == note  # the reloaded file says the same
     np.testing.assert_array_equal(again.predict(images[:4]).scores,
                                   det.predict(images[:4]).scores)
 

@@ -109,9 +109,8 @@ def fit_one(args: argparse.Namespace, datasets: list, out: Path) -> Path:
     print(f"trained {args.method} on {det.n_train_} images of {names} "
           f"in {det.fit_seconds_:.1f} s; threshold {det.threshold_:.4g} "
           f"({det.threshold_info_['source']}); saved {path}")
-    choices = det.method_.fit_choices(det.model_.head)
-    if choices:
-        print(f"  {choices}")
+    if det.fit_choices_:
+        print(f"  {det.fit_choices_}")
     return path
 
 

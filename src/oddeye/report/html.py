@@ -350,13 +350,6 @@ def _anchor(name: str) -> str:
     return "cat-" + "".join(ch if ch.isalnum() else "-" for ch in name)
 
 
-
-def fit_choices_of(det) -> str:
-    """What a fitted detector's method chose from its training data ("" if nothing)."""
-    method, model = getattr(det, "method_", None), getattr(det, "model_", None)
-    return method.fit_choices(model.head) if method is not None and model is not None else ""
-
-
 def fit_choice_lines(dets: dict) -> list[str]:
     """One line per distinct model: what its fit chose from the data, named by category when
     the categories have their own models."""
@@ -366,7 +359,7 @@ def fit_choice_lines(dets: dict) -> list[str]:
         if id(det) in seen:
             continue
         seen.add(id(det))
-        text = fit_choices_of(det)
+        text = getattr(det, "fit_choices_", "")
         if text:
             lines.append(f"{name}: {text}" if per_model else f"fit: {text}")
     return lines
