@@ -3,7 +3,8 @@ position term, outside the Detector, so each variant changes one thing.
 
 Modes: ``square`` (the protocol: every image to 256 x 256), ``fixed`` (one scale factor for all
 images, from the median training-image area, aspect ratio kept), ``posW`` (square, plus each
-patch's position times W; ``oddeye.methods.patchcore.with_position``). Bank: 10k patches by the
+patch's position times W; ``oddeye.methods.patchcore.with_position``), ``noaa`` (square, but
+bilinear without antialiasing, as OpenCV resizes: small defects keep their contrast). Bank: 10k patches by the
 library's coreset; image score: the largest raw patch distance; image AUROC overall and per
 defect type. Run: .venv/bin/python benchmarks/patchcore_input_geometry.py magnetic_tile MODE
 (numbers quoted in docs/methods.md, "Position term").
@@ -17,6 +18,7 @@ from pathlib import Path
 
 import numpy as np
 import torch
+import torch.nn.functional as F
 from PIL import Image
 
 from oddeye.backbones.features import FeatureExtractor
@@ -36,15 +38,20 @@ def main(dataset: str, mode: str) -> None:
     tests = sorted(p for p in (root / "test").rglob("*") if p.is_file())
     fx, norm = FeatureExtractor("mobilenet_v2", ["s8", "s16"]), Normalize()
     factor = 256 / np.sqrt(np.median([np.prod(Image.open(p).size) for p in train]))
-    weight = float(mode[3:]) if mode.startswith("pos") else 0.0
+    weight = float(mode.split("pos")[1]) if "pos" in mode else 0.0
 
     def embed(path: Path) -> torch.Tensor:
         img = read_image(path)
         h, w = img.shape[:2]
         size = ((max(32, round(w * factor)), max(32, round(h * factor))) if mode == "fixed"
                 else (256, 256))
-        x = torch.from_numpy(np.asarray(Image.fromarray(img).resize(size, Image.BILINEAR))
-                             .copy()).permute(2, 0, 1)[None]
+        if mode.startswith("noaa"):  # bilinear without antialiasing (as cv2.INTER_LINEAR)
+            t = torch.from_numpy(img.copy()).permute(2, 0, 1)[None].float()
+            x = F.interpolate(t, size=(256, 256), mode="bilinear", align_corners=False,
+                              antialias=False).round().clamp(0, 255).to(torch.uint8)
+        else:
+            x = torch.from_numpy(np.asarray(Image.fromarray(img).resize(size, Image.BILINEAR))
+                                 .copy()).permute(2, 0, 1)[None]
         with torch.inference_mode():
             emb = aggregate(fx(norm(x)), ["s8", "s16"], 3, True)
         return flat_patches(with_position(emb, weight) if weight else emb)
