@@ -4,7 +4,9 @@ position term, outside the Detector, so each variant changes one thing.
 Modes: ``square`` (the protocol: every image to 256 x 256), ``fixed`` (one scale factor for all
 images, from the median training-image area, aspect ratio kept), ``posW`` (square, plus each
 patch's position times W; ``oddeye.methods.patchcore.with_position``), ``noaa`` (square, but
-bilinear without antialiasing, as OpenCV resizes: small defects keep their contrast). Bank: 10k patches by the
+bilinear without antialiasing, as OpenCV resizes: small defects keep their contrast),
+``block10`` (square, but MobileNetV2's 64-channel ``features[10]`` output as the stride-16 tap
+instead of the 96-channel end of the stride-16 stage). Bank: 10k patches by the
 library's coreset; image score: the largest raw patch distance; image AUROC overall and per
 defect type. Run: .venv/bin/python benchmarks/patchcore_input_geometry.py magnetic_tile MODE
 (numbers quoted in docs/methods.md, "Position term").
@@ -22,6 +24,7 @@ import torch.nn.functional as F
 from PIL import Image
 
 from oddeye.backbones.features import FeatureExtractor
+from oddeye.backbones.registry import create_backbone
 from oddeye.bench.detection_suite import DATASETS, shared_root
 from oddeye.io.images import read_image
 from oddeye.methods.coreset import coreset_indices
@@ -37,6 +40,12 @@ def main(dataset: str, mode: str) -> None:
     train = sorted((root / "train" / "good").iterdir())
     tests = sorted(p for p in (root / "test").rglob("*") if p.is_file())
     fx, norm = FeatureExtractor("mobilenet_v2", ["s8", "s16"]), Normalize()
+    if mode == "block10":  # s8 as usual, s16 = the output of features[7:11] (64 channels)
+        net = create_backbone("mobilenet_v2").eval()
+
+        def fx(x: torch.Tensor) -> dict[str, torch.Tensor]:
+            s8 = net.features[:7](x)
+            return {"s8": s8, "s16": net.features[7:11](s8)}
     factor = 256 / np.sqrt(np.median([np.prod(Image.open(p).size) for p in train]))
     weight = float(mode.split("pos")[1]) if "pos" in mode else 0.0
 
