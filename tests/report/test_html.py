@@ -134,6 +134,7 @@ def test_test_command_writes_report(patchcore_file, synth_root, tmp_path, capsys
     assert rc == 0
     text = (out / "index.html").read_text(encoding="utf-8")
     assert "id='cat-grid'" in text and "id='cat-disc'" not in text
+    assert "model: position weight 0 (fewer than 40" in capsys.readouterr().out
 
 
 def test_report_renders_in_a_browser(report, tmp_path):

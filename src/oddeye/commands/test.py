@@ -52,9 +52,11 @@ def run(args: argparse.Namespace) -> int:
         print(by_type)
     if excluded:
         print(f"note: {len(excluded)} labelled defect images used for training were excluded")
+    if det.fit_choices_:
+        print(f"model: {det.fit_choices_}")
     result = {**mean_metrics(per_cat), "seconds": time.perf_counter() - t0,
               "per_category": per_cat, "model": str(args.model), "method": det.method,
-              "excluded_training_defects": sorted(excluded)}
+              "excluded_training_defects": sorted(excluded), "fit_choices": det.fit_choices_}
     if refs_used:
         result["references"] = {"shots": args.shots or 4, "seed": args.seed, "files": refs_used}
     if args.json:
