@@ -1,4 +1,8 @@
-"""Diagnostic (test split, chooses nothing): image AUROC of good vs each defect type.
+"""Diagnostic (test split, chooses nothing): image and pixel AUROC of good vs each defect type.
+
+Image AUROC: good images vs the type's images. Pixel AUROC: the pixels of the good images and of
+the type's images (defect pixels positive), at the model's size as in the protocol; with each
+type's share of all defect pixels, which says how much it weighs in the pooled pixel AUROC.
 
 Run: PYTHONPATH=src .venv/bin/python benchmarks/per_defect_type.py magnetic_tile patchcore padim
 (default methods and Detector defaults: 10% of train/good held out for the threshold). Quoted
@@ -14,22 +18,40 @@ import torch
 
 from oddeye.api import Detector
 from oddeye.bench.detection_suite import DATASETS, shared_root
-from oddeye.data.mvtec import load_dataset
+from oddeye.data.mvtec import load_dataset, load_sample_mask
 from oddeye.evaluation import auroc_by_type
 from oddeye.metrics.functional import auroc
+from oddeye.preprocess import resize_mask
 
 
 def main(dataset: str, methods: list[str]) -> None:
     torch.set_num_threads(2)
     cat = load_dataset(shared_root() / DATASETS[dataset])[0]
-    types = np.array([s.defect_type for s in cat.test])
+    tests = cat.test
+    types = np.array([s.defect_type for s in tests])
+    labels = (types != "good").astype(int)
     for method in methods:
         det = Detector(method=method).fit([s.path for s in cat.train], progress=False)
-        scores = det.decision_function([s.path for s in cat.test])
-        row = auroc_by_type(scores, (types != "good").astype(int), types)
+        scores, maps, masks = [], [], []
+        starts = range(0, len(tests), det.batch_size)
+        for start, pred in zip(starts, det.iter_predict([s.path for s in tests]), strict=True):
+            scores.append(pred.scores)
+            maps.append(pred.maps.astype(np.float32))
+            batch = tests[start:start + det.batch_size]
+            masks += [resize_mask(load_sample_mask(s, (h, w)), det.size).astype(bool)
+                      for s, (h, w) in zip(batch, pred.original_sizes, strict=True)]
+        score, pixel, gt = np.concatenate(scores), np.concatenate(maps), np.stack(masks)
+        row = auroc_by_type(score, labels, types)
         cells = ", ".join(f"{t} {v:.3f}" for t, v in row.items())
-        print(f"{method}: all {auroc(scores, (types != 'good').astype(int)):.3f}; {cells}",
-              flush=True)
+        print(f"{method}: image AUROC all {auroc(score, labels):.3f}; {cells}", flush=True)
+        good, total = types == "good", gt.sum()
+        cells = []
+        for t in row:
+            keep = good | (types == t)
+            cells.append(f"{t} {auroc(pixel[keep].ravel(), gt[keep].ravel()):.3f} "
+                         f"({gt[types == t].sum() / total:.0%} of defect pixels)")
+        print(f"{method}: pixel AUROC all {auroc(pixel.ravel(), gt.ravel()):.3f}; "
+              + ", ".join(cells), flush=True)
 
 
 if __name__ == "__main__":
