@@ -5,12 +5,14 @@ the type's images (defect pixels positive), at the model's size as in the protoc
 type's share of all defect pixels, which says how much it weighs in the pooled pixel AUROC.
 
 Run: PYTHONPATH=src .venv/bin/python benchmarks/per_defect_type.py magnetic_tile patchcore padim
-(default methods and Detector defaults: 10% of train/good held out for the threshold). Quoted
+(default methods and Detector defaults: 10% of train/good held out for the threshold; a method
+may carry Detector parameters as JSON: 'patchcore:{"layers": ["s8", "s16", "s32"]}'). Quoted
 in docs/methods.md.
 """
 
 from __future__ import annotations
 
+import json
 import sys
 
 import numpy as np
@@ -30,8 +32,10 @@ def main(dataset: str, methods: list[str]) -> None:
     tests = cat.test
     types = np.array([s.defect_type for s in tests])
     labels = (types != "good").astype(int)
-    for method in methods:
-        det = Detector(method=method).fit([s.path for s in cat.train], progress=False)
+    for spec in methods:
+        method, _, params = spec.partition(":")  # e.g. 'patchcore:{"layers": ["s8", "s32"]}'
+        det = Detector(method=method, **(json.loads(params) if params else {})).fit(
+            [s.path for s in cat.train], progress=False)
         scores, maps, masks = [], [], []
         starts = range(0, len(tests), det.batch_size)
         for start, pred in zip(starts, det.iter_predict([s.path for s in tests]), strict=True):
@@ -43,14 +47,14 @@ def main(dataset: str, methods: list[str]) -> None:
         score, pixel, gt = np.concatenate(scores), np.concatenate(maps), np.stack(masks)
         row = auroc_by_type(score, labels, types)
         cells = ", ".join(f"{t} {v:.3f}" for t, v in row.items())
-        print(f"{method}: image AUROC all {auroc(score, labels):.3f}; {cells}", flush=True)
+        print(f"{spec}: image AUROC all {auroc(score, labels):.3f}; {cells}", flush=True)
         good, total = types == "good", gt.sum()
         cells = []
         for t in row:
             keep = good | (types == t)
             cells.append(f"{t} {auroc(pixel[keep].ravel(), gt[keep].ravel()):.3f} "
                          f"({gt[types == t].sum() / total:.0%} of defect pixels)")
-        print(f"{method}: pixel AUROC all {auroc(pixel.ravel(), gt.ravel()):.3f}; "
+        print(f"{spec}: pixel AUROC all {auroc(pixel.ravel(), gt.ravel()):.3f}; "
               + ", ".join(cells), flush=True)
 
 
