@@ -320,7 +320,9 @@ class PatchCore(Method):
                 bar.update(1)
             head.position.fill_(weight)
             head.position_table = table.to(head.position.device)
-            patches = flat_patches(with_position(plain, weight))
+            # flattened a slice at a time: one full copy of the patches besides ``plain``
+            patches = torch.cat([flat_patches(with_position(plain[i:i + 64], weight))
+                                 for i in range(0, plain.shape[0], 64)])
             del plain
         else:
             patches = training_patches(head, data)
