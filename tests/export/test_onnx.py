@@ -234,34 +234,21 @@ def test_export_command_errors_cleanly(tmp_path, capsys):
     assert "error" in capsys.readouterr().err
 
 
-def test_parity_with_projected_search(synth_root, tmp_path):
-    """A PatchCore fitted with ``search_dim`` exports to the same maps and scores."""
+@pytest.mark.parametrize("params, width", [({"search_dim": 16}, 17), ({"position": 3.0}, 130)],
+                         ids=["projected-search", "position-term"])
+def test_parity_with_patchcore_search_options(params, width, synth_root, tmp_path):
+    """A PatchCore searched in a projected space (``search_dim``: 16 directions plus the
+    residual) or with the cell coordinates of its ``position`` term exports to the same maps and
+    scores: both are part of the graph."""
     from oddeye.api import Detector
     from oddeye.data.mvtec import load_dataset
     from oddeye.export.onnx import OnnxDetector, export_onnx
 
     cat = next(c for c in load_dataset(synth_root) if c.name == "grid")
-    det = Detector(method="patchcore", size=128, search_dim=16).fit(
+    det = Detector(method="patchcore", size=128, **params).fit(
         [s.path for s in cat.train[:8]], progress=False)
-    assert det.model_.head.bank.shape[1] == 17
-    onnx_det = OnnxDetector(export_onnx(det, tmp_path / "proj.onnx"))
-    images = sample_images(synth_root)
-    a, b = det.predict(images), onnx_det.predict(images)
-    assert np.abs(a.maps - b.maps).max() < TOL
-    assert np.abs(a.scores - b.scores).max() < TOL
-
-
-def test_parity_with_position_term(synth_root, tmp_path):
-    """The cell coordinates PatchCore's ``position`` term appends are part of the graph."""
-    from oddeye.api import Detector
-    from oddeye.data.mvtec import load_dataset
-    from oddeye.export.onnx import OnnxDetector, export_onnx
-
-    cat = next(c for c in load_dataset(synth_root) if c.name == "grid")
-    det = Detector(method="patchcore", size=128, position=3.0).fit(
-        [s.path for s in cat.train[:8]], progress=False)
-    assert det.model_.head.bank.shape[1] == 130
-    onnx_det = OnnxDetector(export_onnx(det, tmp_path / "pos.onnx"))
+    assert det.model_.head.bank.shape[1] == width
+    onnx_det = OnnxDetector(export_onnx(det, tmp_path / "options.onnx"))
     images = sample_images(synth_root)
     a, b = det.predict(images), onnx_det.predict(images)
     assert np.abs(a.maps - b.maps).max() < TOL

@@ -350,11 +350,10 @@ def _anchor(name: str) -> str:
     return "cat-" + "".join(ch if ch.isalnum() else "-" for ch in name)
 
 
-def fit_choice_lines(dets: dict) -> list[str]:
+def fit_choice_lines(dets: dict, per_model: bool) -> list[str]:
     """One line per distinct model: what its fit chose from the data, named by category when
-    the categories have their own models."""
+    the categories have their own models (``per_model``)."""
     seen, lines = set(), []
-    per_model = len({id(d) for d in dets.values()}) > 1
     for name, det in dets.items():
         if id(det) in seen:
             continue
@@ -420,7 +419,7 @@ def write_test_report(out_dir: str | Path, detector, per_category: dict[str, dic
         f"<b>{html.escape(str(backbone))}</b> · input {first.size}×{first.size} px · "
         f"{html.escape(thr_text)}{' (' + html.escape(rule) + ')' if rule else ''}</p>",
         *[f"<p class='sub' style='font-size:13px'>{html.escape(c)}</p>"
-          for c in fit_choice_lines(dets)],
+          for c in fit_choice_lines(dets, per_model)],
         f"<p class='sub' style='font-size:13px'>generated {stamp} by oddeye {__version__}</p>",
         f"<nav>{''.join(nav)}</nav>",
         f"<div class='tiles'>{tile_html}</div>",
