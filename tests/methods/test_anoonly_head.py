@@ -65,8 +65,8 @@ def test_distance_prior_adds_the_learned_term_to_the_standardised_distance(prior
 
 
 def test_prior_is_patchcore_exactly(synth_root):
-    """With the learned term at 0 the head is position-free PatchCore up to an affine map: same
-    bank, same embedding, raw-map image score, so images and pixels rank identically."""
+    """With the learned term at 0 the head is PatchCore up to an affine map: same bank, same
+    embedding, raw-map image score, so images and pixels rank identically."""
     cat = load_dataset(synth_root, ["disc"])[0]
     goods = [s.path for s in cat.train]
     labelled = [s for s in cat.test if s.label == 1][:2]
@@ -75,8 +75,7 @@ def test_prior_is_patchcore_exactly(synth_root):
     head_det = Detector(method="anoonly-head", size=128, steps=5).fit(
         goods + [s.path for s in labelled], labels=[0] * len(goods) + [1] * 2, masks=masks,
         progress=False)
-    pc = Detector(method="patchcore", size=128, holdout=0, position=0.0).fit(goods,
-                                                                          progress=False)
+    pc = Detector(method="patchcore", size=128, holdout=0).fit(goods, progress=False)
     head = head_det.model_.head
     assert torch.equal(head.bank, pc.model_.head.bank)
     with torch.no_grad():
@@ -86,6 +85,44 @@ def test_prior_is_patchcore_exactly(synth_root):
     mu, sd = head.dist_stats.tolist()
     np.testing.assert_allclose(a.scores, (b.scores - mu) / sd, rtol=1e-4, atol=1e-4)
     np.testing.assert_allclose(a.maps, (b.maps - mu) / sd, rtol=1e-4, atol=1e-3)
+
+
+def test_prior_takes_patchcores_position_choice_from_the_good_images(tmp_path):
+    """``position="auto"`` runs PatchCore's choice on the good images only: the same weight,
+    table and bank as PatchCore fitted on those images; the learned term's features stay
+    position-free; the file keeps the choice and ``fit_choices`` names it with the gate."""
+    import oddeye
+
+    from .test_patchcore_bank import _squares
+
+    goods = _squares(44)
+    moved = [np.ascontiguousarray(g[::-1, ::-1]) for g in _squares(2, seed=1)]  # square moved
+    masks = [np.zeros((64, 64), np.uint8)] * 44 + [np.zeros((64, 64), np.uint8)] * 2
+    for m in masks[44:]:
+        m[36:60, 36:60] = 1
+    det = Detector(method="anoonly-head", size=64, steps=20).fit(
+        goods + moved, labels=[0] * 44 + [1] * 2, masks=masks, progress=False)
+    pc = Detector(method="patchcore", size=64, holdout=0).fit(goods, progress=False)
+    h, p = det.model_.head, pc.model_.head
+    assert h.position_table.shape[0] == 3 and torch.equal(h.position_table, p.position_table)
+    assert float(h.position) == float(p.position)
+    assert torch.equal(h.bank, p.bank) and h.bank.shape[1] == h.hidden.in_channels - 1 + 2
+    note = det.fit_choices_
+    assert note.startswith(f"position weight {float(h.position):g}, chosen on pseudo-defects")
+    assert "gate" in note
+    again = oddeye.load(det.save(tmp_path / "head.oddeye"))
+    assert again.fit_choices_ == note
+    np.testing.assert_array_equal(again.predict(goods[:3]).scores, det.predict(goods[:3]).scores)
+    fixed = create_method("anoonly-head", layers=["a"], position=0.0).build_head({"a": 4},
+                                                                                  {"a": 8})
+    assert not fixed.has_position and fixed.bank.shape[1] == 4  # 0: no columns, as old files
+
+
+@pytest.mark.parametrize("bad", [-1.0, float("nan"), "Auto"])
+def test_bad_position_is_a_clear_error(bad):
+    m = create_method("anoonly-head", layers=["a"], position=bad)
+    with pytest.raises(DataError, match="position must be 'auto' or a finite number"):
+        m.build_head({"a": 4}, {"a": 8})
 
 
 @pytest.fixture(scope="module")

@@ -16,9 +16,12 @@ patches. The scorer is ``1x1 conv -> ReLU -> BatchNorm (no affine) -> 1x1 conv (
 With ``distance_prior=True`` (default) the patch score is PatchCore's patch score, standardised,
 *plus* the learned term: the unsupervised detector is the prior, and the few labels only add to it.
 The prior is PatchCore exactly (same embedding with ``equal_layers``, a coreset bank of *all* good
-training images, the image score from the raw map), so with the learned term at 0 the head ranks
-images and pixels as PatchCore does. A defect type that is not among the K labelled ones is then
-still scored by its distance, instead of by a direction fitted to a handful of examples. BN
+training images, the same ``position`` term, chosen with ``position="auto"`` by PatchCore's rule on
+the good images alone, the image score from the raw map), so with the learned term at 0 the head
+ranks images and pixels as PatchCore does. The position columns enter both banks' distances, not
+the learned term's feature input: a few labelled defects must not teach it where defects lie.
+A defect type that is not among the K labelled ones is then still scored by its distance,
+instead of by a direction fitted to a handful of examples. BN
 centring keeps the learned term at 0 on average over normal *training* patches; on new good
 images of six synthetic classes it averaged -0.54 to +0.06 (``benchmarks/anoonly_head_shift.py``).
 
@@ -64,7 +67,14 @@ from oddeye.methods import register
 from oddeye.methods.base import Method, TrainSet, check_layers
 from oddeye.methods.coreset import coreset_indices
 from oddeye.methods.neighbours import nearest_distance
-from oddeye.methods.patchcore import aggregate, bank_size
+from oddeye.methods.patchcore import (
+    aggregate,
+    bank_size,
+    choose_position,
+    initial_position,
+    position_choice,
+    with_position,
+)
 from oddeye.postprocess import image_score
 
 
@@ -72,16 +82,24 @@ class AnoOnlyPatchHead(nn.Module):
     """Features -> per-patch score map (normal patches centred near 0, anomalies high)."""
 
     def __init__(self, layers: Sequence[str], dim: int, kernel: int = 3, hidden: int = 64,
-                 distance_prior: bool = True, equal_layers: bool = True):
+                 distance_prior: bool = True, equal_layers: bool = True,
+                 position: float | None = None):
         super().__init__()
         self.layers, self.kernel = list(layers), int(kernel)
         self.distance_prior = bool(distance_prior)
         self.equal_layers = bool(equal_layers)
+        # as PatchCore's: None, no position columns (files from before them); a number, two
+        # coordinate columns in both banks' distances (never in the learned term's features)
+        self.has_position = position is not None
+        bank_dim = dim + 2 if self.has_position else dim
+        if self.has_position:
+            self.register_buffer("position", torch.tensor(float(position)))
+            self.register_buffer("position_table", torch.zeros(0, 3, dtype=torch.float64))
         # PatchCore's bank over all good images (the prior) and the half bank whose distances
         # the learned term was trained on (its input): each sees at inference what it saw in fit
-        self.register_buffer("bank", torch.zeros(0, dim))
+        self.register_buffer("bank", torch.zeros(0, bank_dim))
         self.register_buffer("bank_sq", torch.zeros(0))
-        self.register_buffer("input_bank", torch.zeros(0, dim))
+        self.register_buffer("input_bank", torch.zeros(0, bank_dim))
         self.register_buffer("input_bank_sq", torch.zeros(0))
         self.register_buffer("dist_stats", torch.tensor([0.0, 1.0]))  # mean, std of normal dists
         # the gate, set by fit: when ``gate_on`` is 1 only the learned term's excess over
@@ -94,19 +112,29 @@ class AnoOnlyPatchHead(nn.Module):
         self.score = nn.Conv2d(hidden, 1, 1, bias=False)
 
     def embed(self, feats: dict[str, torch.Tensor]) -> torch.Tensor:
-        """PatchCore's patch embedding (same aggregation and layer weighting)."""
+        """PatchCore's patch embedding (same aggregation and layer weighting), no position."""
         return aggregate(feats, self.layers, self.kernel, self.equal_layers)
 
+    def placed(self, emb: torch.Tensor) -> torch.Tensor:
+        """``emb`` as the banks hold it: with the weighted position columns when it has them."""
+        return with_position(emb, self.position) if self.has_position else emb
+
     def set_bank(self, patches: torch.Tensor, n: int, seed: int, which: str = "bank") -> None:
-        """A greedy-coreset bank of ``n`` of ``patches``, as PatchCore selects it, stored as
-        ``which`` (``"bank"``: the prior's; ``"input_bank"``: the learned term's input)."""
-        bank = patches[coreset_indices(patches, n, seed=seed)].contiguous()
+        """A greedy-coreset bank of ``n`` of the ``placed`` ``patches``, as PatchCore selects
+        it, stored as ``which`` (``"bank"``: the prior's; ``"input_bank"``: the learned term's
+        input)."""
+        # zero-weight columns change no distance; selecting without them keeps PatchCore's bank
+        zero = self.has_position and float(self.position) == 0
+        select = patches[:, :-2] if zero else patches
+        bank = patches[coreset_indices(select, n, seed=seed)].contiguous()
         setattr(self, which, bank)
         setattr(self, f"{which}_sq", (bank * bank).sum(1))
 
     def _distance(self, emb: torch.Tensor, bank: torch.Tensor,
                   bank_sq: torch.Tensor) -> torch.Tensor:
-        """(N, 1, h, w) standardised nearest-neighbour distance of every patch to ``bank``."""
+        """(N, 1, h, w) standardised nearest-neighbour distance of every patch of the
+        (position-free) ``emb`` to ``bank``."""
+        emb = self.placed(emb)
         n, d, h, w = emb.shape
         q = emb.permute(0, 2, 3, 1).reshape(-1, d)
         dist = nearest_distance(q, bank, bank_sq).view(n, 1, h, w)
@@ -160,7 +188,8 @@ class AnoOnlyHead(Method):
     default_layers = ("s8", "s16")
     needs_labels = True
     score_from = "raw"  # as PatchCore, its prior
-    legacy_defaults = {"gate": "off"}  # files from before the gate added the whole term
+    # files from before the gate added the whole term; before the position, none had one
+    legacy_defaults = {"gate": "off", "position": 0.0}
 
     def __init__(self, backbone: str | None = None, layers: Sequence[str] | None = None,
                  anoonly: bool = True, kernel: int = 3, hidden: int = 64,
@@ -168,9 +197,10 @@ class AnoOnlyHead(Method):
                  margin: float = 5.0, steps: int = 300,
                  normal_per_step: int = 2048, anomalous_per_step: int = 256, lr: float = 1e-3,
                  distance_prior: bool = True, equal_layers: bool = True, gate: str = "cv",
-                 seed: int = 0):
+                 position: float | str = "auto", seed: int = 0):
         super().__init__(backbone, layers)
         self.anoonly = anoonly
+        self.position = position
         self.gate = gate
         self.distance_prior = distance_prior
         self.equal_layers = equal_layers
@@ -191,7 +221,7 @@ class AnoOnlyHead(Method):
             torch.manual_seed(self.seed)
             return AnoOnlyPatchHead(self.layers, sum(channels[k] for k in self.layers),
                                     self.kernel, self.hidden, self.distance_prior,
-                                    self.equal_layers)
+                                    self.equal_layers, initial_position(self.position))
 
     def head_from_state(self, channels: dict[str, int], strides: dict[str, int],
                         state: dict[str, torch.Tensor]) -> nn.Module:
@@ -199,6 +229,16 @@ class AnoOnlyHead(Method):
         state = {"gate_on": torch.tensor(0.0), "learned_floor": torch.tensor(0.0),
                  "gate_quantile": torch.tensor(float("nan")), **state}
         return super().head_from_state(channels, strides, state)
+
+    def fit_choices(self, head: nn.Module) -> str:
+        """The position weight ``"auto"`` chose for both banks (as PatchCore's) and the gate."""
+        quantile = float(head.gate_quantile)
+        gate = ("gate off (the whole learned term counts)" if quantile != quantile
+                else f"gate at the {quantile:g} quantile of the learned term on held-out good "
+                     "patches")
+        if self.position == "auto" and getattr(head, "has_position", False):
+            return f"{position_choice(head)}; {gate}"
+        return gate
 
     def loss(self, scores: torch.Tensor, is_anomaly: torch.Tensor) -> torch.Tensor:
         """Deviation hinge on anomalies; plus ``|s|`` on normal patches unless ``anoonly``."""
@@ -222,12 +262,22 @@ class AnoOnlyHead(Method):
         perm = normal_idx[torch.randperm(normal_idx.numel(), generator=g)]
         bank_imgs, train_imgs = perm[: perm.numel() // 2], perm[perm.numel() // 2:]
         feats = data.all_features()
-        emb = head.embed(feats)  # (N, D, h, w)
+        emb = head.embed(feats)  # (N, D, h, w), position-free
         n, d, h, w = emb.shape
         dev = emb.device  # features' device; labels, masks and draws stay on the CPU
+        if self.position == "auto":
+            # PatchCore's choice on the good images alone: the prior stays PatchCore exactly
+            with tqdm(total=1, desc="position: choosing on held-out good images",
+                      disable=not data.progress, leave=False) as bar:
+                weight, table = choose_position(self, emb[normal_idx.to(dev)], data,
+                                                index=normal_idx)
+                bar.update(1)
+            head.position.fill_(weight)
+            head.position_table = table.to(dev)
 
         def patches_of(idx: torch.Tensor) -> torch.Tensor:
-            return emb[idx].permute(0, 2, 3, 1).reshape(-1, d)
+            placed = head.placed(emb[idx.to(dev)])
+            return placed.permute(0, 2, 3, 1).reshape(-1, placed.shape[1])
 
         half = patches_of(bank_imgs)
         # the same size rule and latency cap as PatchCore's bank

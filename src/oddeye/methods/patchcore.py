@@ -94,16 +94,19 @@ def validation_scores(maps: torch.Tensor, labels: np.ndarray, masks: np.ndarray)
     return auroc(maps.flatten(1).amax(1).cpu().numpy(), labels), auroc(up.ravel(), masks.ravel())
 
 
-def choose_position(method: PatchCore, plain: torch.Tensor, data: TrainSet,
-                    ) -> tuple[float, torch.Tensor]:
-    """(weight, table) for ``position="auto"`` from the training images alone.
+def choose_position(method: Method, plain: torch.Tensor, data: TrainSet,
+                    index: torch.Tensor | None = None, proj_dim: int = PROJ_DIM,
+                    chunk_size: int | None = CHUNK_SIZE) -> tuple[float, torch.Tensor]:
+    """(weight, table) for ``position="auto"`` from good training images alone.
 
     A seeded fifth of the images (8 to ``AUTO_VAL_IMAGES``) is held out and gets two
     pseudo-defective copies each (``oddeye.data.pseudo``); for each weight of
-    ``AUTO_POSITIONS`` a bank is built as the fit builds it (``coreset_ratio``, ``max_bank``)
-    from at most ``AUTO_FIT_IMAGES`` other images (``plain``: every image's (N, D, h, w)
-    embedding without position) and scores the held-out set; ``pick_position`` decides.
-    ``table`` rows: (weight, image AUROC, pixel AUROC); empty when there are fewer than
+    ``AUTO_POSITIONS`` a bank is built as the fit builds it (the method's ``coreset_ratio``,
+    ``max_bank``, ``seed``; ``proj_dim``, ``chunk_size``) from at most ``AUTO_FIT_IMAGES`` other
+    images (``plain``: their (N, D, h, w) embeddings without position, by the method's
+    ``layers``, ``kernel``, ``equal_layers``) and scores the held-out set; ``pick_position``
+    decides. ``index``: which of ``data``'s images ``plain`` holds (default all of them, in
+    order). ``table`` rows: (weight, image AUROC, pixel AUROC); empty when there are fewer than
     ``AUTO_MIN_IMAGES`` images, and the weight is then 0.
     """
     from oddeye.data.pseudo import pseudo_validation
@@ -115,7 +118,8 @@ def choose_position(method: PatchCore, plain: torch.Tensor, data: TrainSet,
     order = rng.permutation(n)
     n_val = min(AUTO_VAL_IMAGES, n // 5)
     val, fit = order[:n_val], order[n_val:n_val + AUTO_FIT_IMAGES]
-    goods = [np.ascontiguousarray(img.permute(1, 2, 0).numpy()) for img in data.images[val]]
+    images = data.images if index is None else data.images[index.cpu()]
+    goods = [np.ascontiguousarray(img.permute(1, 2, 0).numpy()) for img in images[val]]
     images, labels, mask_list = pseudo_validation(goods, rng)
     masks = np.stack(mask_list)
     batch = torch.from_numpy(np.stack(images)).permute(0, 3, 1, 2).contiguous()
@@ -130,7 +134,7 @@ def choose_position(method: PatchCore, plain: torch.Tensor, data: TrainSet,
         # weight 0 is plain PatchCore: no (zero) columns, as the fit then selects its bank
         patches = flat_patches(with_position(fit_emb, weight) if weight else fit_emb)
         size = bank_size(patches.shape[0], method.coreset_ratio, method.max_bank)
-        bank = patches[coreset_indices(patches, size, method.proj_dim, method.chunk_size,
+        bank = patches[coreset_indices(patches, size, proj_dim, chunk_size,
                                        method.seed)].contiguous()
         queries = with_position(val_emb, weight) if weight else val_emb
         maps = nearest_distance(flat_patches(queries), bank, (bank * bank).sum(1))
@@ -146,6 +150,28 @@ def pick_position(table: torch.Tensor, margin: float = AUTO_MARGIN) -> float:
     total = table[:, 1] + table[:, 2]
     best = int(torch.argmax(total))
     return float(table[best, 0]) if total[best] > total[0] + margin else 0.0
+
+
+def initial_position(position: float | str) -> float | None:
+    """A head's starting position weight for the ``position`` parameter (None: no columns;
+    ``"auto"`` starts at 0 and ``fit`` sets the choice); a bad value is a ``DataError``."""
+    if position != "auto" and (isinstance(position, bool)
+                               or not isinstance(position, (int, float))
+                               or not 0 <= position < math.inf):
+        raise DataError(f"position must be 'auto' or a finite number >= 0 (0 = off), "
+                        f"got {position!r}")
+    return 0.0 if position == "auto" else (float(position) or None)
+
+
+def position_choice(head: nn.Module) -> str:
+    """The line ``fit_choices`` gives for a head whose weight ``position="auto"`` chose."""
+    table = head.position_table
+    if table.numel() == 0:
+        return (f"position weight 0 (fewer than {AUTO_MIN_IMAGES} images to fit after the "
+                "threshold's hold-out: too few to hold some out and choose)")
+    rows = ", ".join(f"{w:g}: {i:.3f} / {p:.3f}" for w, i, p in table.tolist())
+    return (f"position weight {float(head.position):g}, chosen on pseudo-defects of "
+            f"held-out training images (weight: image / pixel AUROC; {rows})")
 
 
 def bank_size(n_patches: int, ratio: float, max_bank: int | None) -> int:
@@ -275,14 +301,8 @@ class PatchCore(Method):
 
     def build_head(self, channels: dict[str, int], strides: dict[str, int]) -> nn.Module:
         check_layers(self.layers, channels)
-        pos = self.position
-        if pos != "auto" and (isinstance(pos, bool) or not isinstance(pos, (int, float))
-                              or not 0 <= pos < math.inf):
-            raise DataError(f"position must be 'auto' or a finite number >= 0 (0 = off), "
-                            f"got {pos!r}")
-        weight = 0.0 if pos == "auto" else (float(pos) or None)
         return PatchCoreHead(self.layers, sum(channels[k] for k in self.layers), self.kernel,
-                             self.equal_layers, weight)
+                             self.equal_layers, initial_position(self.position))
 
     def head_from_state(self, channels: dict[str, int], strides: dict[str, int],
                         state: dict[str, torch.Tensor]) -> nn.Module:
@@ -296,13 +316,7 @@ class PatchCore(Method):
         """The position weight ``"auto"`` chose, and the held-out scores it chose from."""
         if self.position != "auto" or not getattr(head, "has_position", False):
             return ""
-        table = head.position_table
-        if table.numel() == 0:
-            return (f"position weight 0 (fewer than {AUTO_MIN_IMAGES} images to fit after the "
-                    "threshold's hold-out: too few to hold some out and choose)")
-        rows = ", ".join(f"{w:g}: {i:.3f} / {p:.3f}" for w, i, p in table.tolist())
-        return (f"position weight {float(head.position):g}, chosen on pseudo-defects of "
-                f"held-out training images (weight: image / pixel AUROC; {rows})")
+        return position_choice(head)
 
     def fit_head(self, head: nn.Module, data: TrainSet) -> None:
         assert isinstance(head, PatchCoreHead)
@@ -316,7 +330,8 @@ class PatchCore(Method):
                                for f in data.iter_features(desc="patchcore features")])
             with tqdm(total=1, desc="position: choosing on held-out images",
                       disable=not data.progress, leave=False) as bar:
-                weight, table = choose_position(self, plain, data)
+                weight, table = choose_position(self, plain, data, proj_dim=self.proj_dim,
+                                                chunk_size=self.chunk_size)
                 bar.update(1)
             head.position.fill_(weight)
             head.position_table = table.to(head.position.device)
