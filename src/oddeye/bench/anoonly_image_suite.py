@@ -20,6 +20,12 @@ def _gate_text(det) -> str:
     return "off" if q != q or not float(det.model_.head.gate_on) else f"{q:g}"
 
 
+def _position_text(det) -> str:
+    """The position weight of a fitted PatchCore or head (``-`` for files without one)."""
+    head = det.model_.head
+    return f"{float(head.position):g}" if getattr(head, "has_position", False) else "-"
+
+
 def run(out_path: str | Path | None = None, ks: tuple[int, ...] = (5, 10), seed: int = 0,
         datasets: list[str] | None = None) -> str:
     """Write the ``anoonly-image`` section of RESULTS.md and return it."""
@@ -41,6 +47,7 @@ def run(out_path: str | Path | None = None, ks: tuple[int, ...] = (5, 10), seed:
         val = [s.path for s in cat.validation] or None
         # PatchCore sees no labels: one fit per data set, scored on each K's reduced test split
         pc = Detector(method="patchcore").fit(goods, validation=val, progress=False)
+        pc_position = _position_text(pc)
         for k in ks:
             chosen = pick_shots([s for s in cat.test if s.label == 1], k, seed)
             exclude = {s.path for s in chosen}
@@ -57,27 +64,33 @@ def run(out_path: str | Path | None = None, ks: tuple[int, ...] = (5, 10), seed:
                         masks=masks, progress=False)
                 res[anoonly] = evaluate_category(det, cat, progress=False, exclude=exclude)
                 res[anoonly]["gate"] = _gate_text(det)
+                res[anoonly]["position"] = _position_text(det)
+            r_pc["position"] = pc_position
             rows.append((ds, k, r_pc, res[True], res[False]))
             print(f"{ds} K={k}: patchcore {r_pc['image_auroc']:.3f}/{r_pc['pixel_auroc']:.3f} "
                   f"anoonly {res[True]['image_auroc']:.3f}/{res[True]['pixel_auroc']:.3f} "
                   f"base {res[False]['image_auroc']:.3f}/{res[False]['pixel_auroc']:.3f} "
-                  f"gates {res[True]['gate']} / {res[False]['gate']}",
+                  f"gates {res[True]['gate']} / {res[False]['gate']} positions {pc_position} / "
+                  f"{res[True]['position']} / {res[False]['position']}",
                   file=sys.stderr, flush=True)
     lines = ["## AnoOnly on images: K labelled defects vs unsupervised PatchCore", "",
              f"Seed {seed}; the K labelled defects (with masks) are removed from the test split of "
              "every method. Backbone mobilenet_v2 s8+s16 for all. Cells: image AUROC / pixel "
              "AUROC / AUPRO@0.3. Gate: the quantile of the learned term on held-out good patches "
              "above which it counts, as `gate=\"cv\"` chose it by leaving each labelled defect "
-             "out (`off`: the whole term).", "",
+             "out (`off`: the whole term). Position: the weight `position=\"auto\"` chose "
+             "(PatchCore on its training images; each head on its good images, for its "
+             "PatchCore prior).", "",
              "| data | K | PatchCore (no labels) | anoonly-head (AnoOnly) | anoonly-head (base "
-             "deviation loss) | gate (AnoOnly / base) |", "|---|---|---|---|---|---|"]
+             "deviation loss) | gate (AnoOnly / base) | position (PatchCore / AnoOnly / base) |",
+             "|---|---|---|---|---|---|---|"]
 
     def cell(r: dict) -> str:
         return f"{r['image_auroc']:.3f} / {r['pixel_auroc']:.3f} / {r['pixel_aupro']:.3f}"
 
     for ds, k, a, b, c in rows:
         lines.append(f"| {ds} | {k} | {cell(a)} | {cell(b)} | {cell(c)} | {b['gate']} / "
-                     f"{c['gate']} |")
+                     f"{c['gate']} | {a['position']} / {b['position']} / {c['position']} |")
     body = "\n".join(lines)
     write_section("anoonly-image", body, out_path or DEFAULT_RESULTS)
     return body
