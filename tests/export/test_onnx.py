@@ -234,12 +234,14 @@ def test_export_command_errors_cleanly(tmp_path, capsys):
     assert "error" in capsys.readouterr().err
 
 
-@pytest.mark.parametrize("params, width", [({"search_dim": 16}, 17), ({"position": 3.0}, 130)],
-                         ids=["projected-search", "position-term"])
+@pytest.mark.parametrize("params, width", [({"search_dim": 16}, 17), ({"position": 3.0}, 130),
+                                           ({"image_neighbours": 3}, 130)],
+                         ids=["projected-search", "position-term", "image-neighbours"])
 def test_parity_with_patchcore_search_options(params, width, synth_root, tmp_path):
     """A PatchCore searched in a projected space (``search_dim``: 16 directions plus the
-    residual) or with the cell coordinates of its ``position`` term exports to the same maps and
-    scores: both are part of the graph."""
+    residual), with the cell coordinates of its ``position`` term, or against the patches of
+    each image's nearest training images (``image_neighbours``) exports to the same maps and
+    scores: all are part of the graph."""
     from oddeye.api import Detector
     from oddeye.data.mvtec import load_dataset
     from oddeye.export.onnx import OnnxDetector, export_onnx
@@ -247,7 +249,8 @@ def test_parity_with_patchcore_search_options(params, width, synth_root, tmp_pat
     cat = next(c for c in load_dataset(synth_root) if c.name == "grid")
     det = Detector(method="patchcore", size=128, **params).fit(
         [s.path for s in cat.train[:8]], progress=False)
-    assert det.model_.head.bank.shape[1] == width
+    head = det.model_.head
+    assert (head.image_patches if head.image_neighbours else head.bank).shape[-1] == width
     onnx_det = OnnxDetector(export_onnx(det, tmp_path / "options.onnx"))
     images = sample_images(synth_root)
     a, b = det.predict(images), onnx_det.predict(images)

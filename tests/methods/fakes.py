@@ -12,5 +12,8 @@ class FeatureBatches:
         self._batches = batches
         self.progress = False
 
+    def __len__(self) -> int:
+        return sum(next(iter(b.values())).shape[0] for b in self._batches)
+
     def iter_features(self, indices=None, desc: str = ""):
         yield from self._batches

@@ -222,3 +222,79 @@ def test_auto_position_with_few_images_is_plain_patchcore():
     assert torch.equal(head.bank[:, -2:], torch.zeros_like(head.bank[:, -2:]))
     assert "fewer than" in auto.method_.fit_choices(head)
     assert plain.method_.fit_choices(plain.model_.head) == ""
+
+
+def test_neighbour_image_distance_is_the_brute_force_two_step_search():
+    """Each image's patches against every patch of its k nearest training images (by mean
+    patch), exactly: the same as choosing the images and taking the minimum by brute force."""
+    from oddeye.methods.patchcore import neighbour_image_distance
+
+    g = torch.Generator().manual_seed(0)
+    train = torch.randn(7, 12, 5, generator=g) + torch.arange(7.0)[:, None, None]
+    queries = torch.randn(3, 9, 5, generator=g) + torch.tensor([0.0, 3.0, 6.0])[:, None, None]
+    out = neighbour_image_distance(queries, train, (train * train).sum(2), train.mean(1), 2)
+    for b in range(3):
+        near = torch.cdist(queries[b].mean(0, keepdim=True), train.mean(1))[0].argsort()[:2]
+        brute = torch.cdist(queries[b], train[near].reshape(-1, 5)).amin(1)
+        torch.testing.assert_close(out[b], brute, atol=1e-4, rtol=1e-4)
+    # more neighbours than images: every image is searched
+    all_ = neighbour_image_distance(queries, train, (train * train).sum(2), train.mean(1), 50)
+    torch.testing.assert_close(all_, torch.cdist(queries, train.reshape(1, -1, 5).expand(3, -1, -1)
+                                                 ).amin(2), atol=1e-4, rtol=1e-4)
+
+
+def _finish(kind: str, n: int = 1, patch: bool = False) -> dict[str, torch.Tensor]:
+    """Features of a surface of one finish (``"u"`` or ``"v"``); ``patch``: a 2x2 region of the
+    other finish, normal on other parts, in the middle."""
+    u, v = torch.tensor([1.0, 0, 0, 0]), torch.tensor([0, 1.0, 0, 0])
+    own, other = (u, v) if kind == "u" else (v, u)
+    f = own[None, :, None, None].repeat(n, 1, 8, 8)
+    if patch:
+        f[:, :, 3:5, 3:5] = other[:, None, None]
+    return {"a": f}
+
+
+@pytest.mark.parametrize("neighbours", [0, 2])
+def test_image_neighbours_see_a_region_that_is_normal_only_on_other_parts(neighbours):
+    """Parts come in two finishes; a part of one finish with a region of the other has a twin
+    for every patch in a pooled bank (plain PatchCore: normal) but not among the patches of the
+    parts that look like it as a whole (``image_neighbours``: anomalous)."""
+    m = create_method("patchcore", layers=["a"], kernel=1, coreset_ratio=1.0,
+                      position=0.0, image_neighbours=neighbours)
+    head = m.build_head({"a": 4}, {"a": 8})
+    m.fit_head(head, FeatureBatches([_finish("u", 3), _finish("v", 3)]))
+    if neighbours:
+        assert head.image_patches.shape == (6, 64, 4) and head.bank.shape[0] == 0
+    with torch.inference_mode():
+        good = head.eval()(_finish("u")).max()
+        mixed = head(_finish("u", patch=True))
+    assert good < 1e-3
+    if neighbours:
+        assert mixed[0, 3:5, 3:5].min() > 0.3 and mixed[0, 0, 0] < 1e-3  # only the region
+    else:
+        assert mixed.max() < 1e-3
+
+
+@pytest.mark.parametrize("bad", [-1, 1.5, True, "20"])
+def test_bad_image_neighbours_is_a_clear_error(bad):
+    m = create_method("patchcore", layers=["a", "b"], image_neighbours=bad)
+    with pytest.raises(DataError, match="image_neighbours must be an integer"):
+        m.build_head({"a": 8, "b": 8}, {"a": 8, "b": 16})
+    both = create_method("patchcore", layers=["a", "b"], image_neighbours=3, search_dim=4)
+    with pytest.raises(DataError, match="cannot be combined with search_dim"):
+        both.build_head({"a": 8, "b": 8}, {"a": 8, "b": 16})
+
+
+def test_image_neighbours_model_round_trips(tmp_path):
+    import numpy as np
+
+    import oddeye
+    from oddeye.api import Detector
+
+    images = _squares(12)
+    det = Detector(method="patchcore", size=64, image_neighbours=4).fit(images, progress=False)
+    again = oddeye.load(det.save(tmp_path / "nb.oddeye"))
+    assert again.model_.head.image_neighbours == 4
+    assert torch.equal(again.model_.head.image_patches, det.model_.head.image_patches)
+    np.testing.assert_array_equal(again.predict(images[:3]).scores,
+                                  det.predict(images[:3]).scores)

@@ -75,6 +75,11 @@ def export_head(head: nn.Module) -> nn.Module:
     from oddeye.methods.patchcore import PatchCoreHead
 
     if isinstance(head, PatchCoreHead):
+        if head.image_neighbours:  # a fixed number of neighbour images: traced as it runs
+            if head.image_patches.shape[0] == 0:
+                raise ExportError("PatchCore head has no training images' patches (model not "
+                                  "fitted)")
+            return head
         if head.bank.shape[0] == 0:
             raise ExportError("PatchCore head has an empty memory bank (model not fitted)")
         return _PatchCoreBlocks(head)

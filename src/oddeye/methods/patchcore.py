@@ -219,9 +219,13 @@ class PatchCoreHead(nn.Module):
     """Features -> nearest-neighbour distance map at the first layer's resolution."""
 
     def __init__(self, layers: Sequence[str], dim: int, kernel: int = 3,
-                 equal_layers: bool = True, position: float | None = None):
+                 equal_layers: bool = True, position: float | None = None,
+                 image_neighbours: int = 0):
         super().__init__()
         self.layers, self.kernel, self.equal_layers = list(layers), int(kernel), equal_layers
+        #: 0: one pooled bank (the paper's); K: each image is searched against every patch of
+        #: the K training images nearest to it as a whole (``image_patches``, ``image_desc``)
+        self.image_neighbours = int(image_neighbours)
         # ``position`` None: no position columns (plain PatchCore, and every file from before
         # them); a number: two coordinate columns, weighted by the ``position`` buffer
         self.has_position = position is not None
@@ -235,6 +239,12 @@ class PatchCoreHead(nn.Module):
         # optional search-space projection (empty = exact search in the embedding)
         self.register_buffer("proj_mean", torch.zeros(0))
         self.register_buffer("proj_basis", torch.zeros(dim, 0))
+        if self.image_neighbours:
+            # every training image's patches (N, P, D), their squared norms, and each image's
+            # descriptor (its mean patch embedding), which picks the neighbours
+            self.register_buffer("image_patches", torch.zeros(0, 0, dim))
+            self.register_buffer("image_patches_sq", torch.zeros(0, 0))
+            self.register_buffer("image_desc", torch.zeros(0, dim))
 
     def embed(self, feats: dict[str, torch.Tensor]) -> torch.Tensor:
         emb = aggregate(feats, self.layers, self.kernel, self.equal_layers)
@@ -253,11 +263,39 @@ class PatchCoreHead(nn.Module):
         self.bank = bank.contiguous()
         self.bank_sq = (bank * bank).sum(1)
 
+    def set_images(self, patches: torch.Tensor) -> None:
+        """Keep (N, P, D) per-image patches for ``image_neighbours`` search."""
+        self.image_patches = patches.contiguous()
+        self.image_patches_sq = (patches * patches).sum(2)
+        self.image_desc = patches.mean(1)
+
     def forward(self, feats: dict[str, torch.Tensor]) -> torch.Tensor:
         emb = self.embed(feats)
         n, d, h, w = emb.shape
+        if self.image_neighbours:
+            return neighbour_image_distance(emb.flatten(2).transpose(1, 2), self.image_patches,
+                                            self.image_patches_sq, self.image_desc,
+                                            self.image_neighbours).view(n, h, w)
         q = self.to_search_space(emb.permute(0, 2, 3, 1).reshape(-1, d))
         return nearest_distance(q, self.bank, self.bank_sq).view(n, h, w)
+
+
+def neighbour_image_distance(queries: torch.Tensor, patches: torch.Tensor,
+                             patches_sq: torch.Tensor, desc: torch.Tensor, k: int) -> torch.Tensor:
+    """(B, Q) distance of each of an image's (B, Q, D) patch embeddings to its nearest patch
+    among the ``k`` training images whose descriptor (mean patch, ``desc`` (N, D)) is nearest
+    to the image's own mean patch: SPADE's two-step search (Cohen & Hoshen, 2020). ``patches``
+    (N, P, D) and ``patches_sq`` (N, P) hold every training image's patches."""
+    k = min(int(k), patches.shape[0])
+    nearest = torch.cdist(queries.mean(1), desc).topk(k, dim=1, largest=False).indices  # (B, k)
+    q_sq = (queries * queries).sum(2)
+    best = torch.full(q_sq.shape, float("inf"), dtype=queries.dtype, device=queries.device)
+    for j in range(k):  # one neighbour image per step: a (B, Q, P) block at a time
+        idx = nearest[:, j]
+        d = torch.baddbmm(patches_sq[idx].unsqueeze(1), queries, patches[idx].transpose(1, 2),
+                          alpha=-2.0)
+        best = torch.minimum(best, d.amin(2))
+    return (best + q_sq).clamp_min(0).sqrt()
 
 
 @register
@@ -279,16 +317,18 @@ class PatchCore(Method):
     default_layers = ("s8", "s16")
     score_from = "raw"  # the paper's image score: the largest patch distance, before smoothing
     # files from before these searched the exact space and chose chunk centres independently
-    legacy_defaults = {"search_dim": None, "sequential_chunks": False, "position": 0.0}
+    legacy_defaults = {"search_dim": None, "sequential_chunks": False, "position": 0.0,
+                       "image_neighbours": 0}
 
     def __init__(self, backbone: str | None = None, layers: Sequence[str] | None = None,
                  kernel: int = 3, equal_layers: bool = True, coreset_ratio: float = 0.1,
                  max_bank: int | None = 10_000, proj_dim: int = PROJ_DIM,
                  chunk_size: int | None = CHUNK_SIZE, search_dim: int | None = None,
                  sequential_chunks: bool = False, position: float | str = "auto",
-                 seed: int = 0):
+                 image_neighbours: int = 0, seed: int = 0):
         super().__init__(backbone, layers)
         self.kernel = kernel
+        self.image_neighbours = image_neighbours
         self.position = position
         self.equal_layers = equal_layers
         self.coreset_ratio = coreset_ratio
@@ -301,8 +341,15 @@ class PatchCore(Method):
 
     def build_head(self, channels: dict[str, int], strides: dict[str, int]) -> nn.Module:
         check_layers(self.layers, channels)
-        return PatchCoreHead(self.layers, sum(channels[k] for k in self.layers), self.kernel,
-                             self.equal_layers, initial_position(self.position))
+        k = self.image_neighbours
+        if isinstance(k, bool) or not isinstance(k, int) or k < 0:
+            raise DataError(f"image_neighbours must be an integer >= 0 (0 = one pooled bank), "
+                            f"got {k!r}")
+        if k and self.search_dim is not None:
+            raise DataError("image_neighbours searches every patch of the neighbour images "
+                            "exactly; it cannot be combined with search_dim")
+        return PatchCoreHead(self.layers, sum(channels[c] for c in self.layers), self.kernel,
+                             self.equal_layers, initial_position(self.position), k)
 
     def head_from_state(self, channels: dict[str, int], strides: dict[str, int],
                         state: dict[str, torch.Tensor]) -> nn.Module:
@@ -341,6 +388,9 @@ class PatchCore(Method):
             del plain
         else:
             patches = training_patches(head, data)
+        if head.image_neighbours:  # every patch of every image, no pooled bank to select
+            head.set_images(patches.view(len(data), -1, patches.shape[1]).clone())
+            return
         n = bank_size(patches.shape[0], self.coreset_ratio, self.max_bank)
         if k is not None:
             head.set_projection(*pca_basis(patches, k, seed=self.seed))
