@@ -310,7 +310,10 @@ class PatchCore(Method):
     lower image AUROC on the shared sets, docs/methods.md). ``position``: weight of each patch's
     place on the image in the distance (``with_position``; 0 = position-free, the paper's);
     ``"auto"`` chooses it per training set on pseudo-defects of held-out training images
-    (``choose_position``): aligned parts gain, unaligned ones keep 0.
+    (``choose_position``): aligned parts gain, unaligned ones keep 0. ``image_neighbours``: K > 0
+    keeps every training patch and searches each image against the K training images nearest
+    to it as a whole (``neighbour_image_distance``) instead of the pooled coreset bank; for
+    regions that are normal only on other parts (docs/methods.md, "Image neighbours").
     """
 
     name = "patchcore"
