@@ -392,7 +392,7 @@ class PatchCore(Method):
         else:
             patches = training_patches(head, data)
         if head.image_neighbours:  # every patch of every image, no pooled bank to select
-            head.set_images(patches.view(len(data), -1, patches.shape[1]).clone())
+            head.set_images(patches.view(len(data), -1, patches.shape[1]))
             return
         n = bank_size(patches.shape[0], self.coreset_ratio, self.max_bank)
         if k is not None:
