@@ -34,7 +34,7 @@ from oddeye.bench.detection_suite import DATASETS, shared_root
 from oddeye.data.mvtec import load_dataset, load_sample_mask
 from oddeye.methods.coreset import coreset_indices
 from oddeye.methods.neighbours import nearest_distance
-from oddeye.methods.patchcore import aggregate, with_position
+from oddeye.methods.patchcore import aggregate, flat_patches, with_position
 from oddeye.metrics.functional import auroc
 from oddeye.postprocess import gaussian_blur, upsample
 from oddeye.preprocess import Normalize, load_resized, resize_mask, to_batch
@@ -49,10 +49,6 @@ def embed_all(paths: list, fx: FeatureExtractor, norm: Normalize, bs: int = 4) -
             out += [aggregate(fx(norm(x[j:j + bs])), ["s8", "s16"], 3, True)
                     for j in range(0, len(x), bs)]
     return torch.cat(out)
-
-
-def flat(emb: torch.Tensor) -> torch.Tensor:
-    return emb.permute(0, 2, 3, 1).reshape(-1, emb.shape[1])
 
 
 def main(dataset: str, cache: str | None = None, *variants: str) -> None:
@@ -106,16 +102,18 @@ def main(dataset: str, cache: str | None = None, *variants: str) -> None:
         tr = with_position(train, weight) if weight else train
         te = with_position(test, weight) if weight else test
         if base == "bank":
-            patches = flat(tr)
+            patches = flat_patches(tr)
             bank = patches[coreset_indices(patches, 10_000, seed=0)].contiguous()
-            maps = torch.cat([nearest_distance(flat(te[i:i + 64]), bank, (bank * bank).sum(1))
+            bank_sq = (bank * bank).sum(1)
+            maps = torch.cat([nearest_distance(flat_patches(te[i:i + 64]), bank, bank_sq)
                               for i in range(0, len(te), 64)]).view(-1, h, w)
         else:  # knnK: the K nearest images; randK: K random images (density alone)
             k, pick = (int(base[3:]), order) if base.startswith("knn") else (int(base[4:]), rand)
             out = []
             for i in range(te.shape[0]):
-                nb = flat(tr[pick[i, :k]])
-                out.append(nearest_distance(flat(te[i:i + 1]), nb, (nb * nb).sum(1)).view(h, w))
+                nb = flat_patches(tr[pick[i, :k]])
+                dist = nearest_distance(flat_patches(te[i:i + 1]), nb, (nb * nb).sum(1))
+                out.append(dist.view(h, w))
             maps = torch.stack(out)
         return maps
 
