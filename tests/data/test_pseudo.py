@@ -142,3 +142,57 @@ def test_native_validation_keeps_each_image_size_and_candidates_resize(tmp_path)
     for size in (32, 64):  # candidates of two input sizes score the same validation images
         res = score_candidate("patchcore", {"size": size}, fit, images, labels, masks)
         assert 0 <= res["pixel_auroc"] <= 1
+
+
+def test_swap_copies_the_same_place_of_the_donor():
+    good, donor = _pair()
+    bad, mask = make_pseudo_anomaly(good, donor, np.random.default_rng(5), "swap")
+    from PIL import Image
+
+    aligned = np.asarray(Image.fromarray(donor).resize((128, 96), Image.BILINEAR))
+    inside = mask == 1
+    assert inside.mean() > 0.05  # a large region, not a spot
+    assert np.array_equal(bad[inside], aligned[inside])  # replaced, not blended, not moved
+    assert np.array_equal(bad[~inside], good[~inside])
+
+
+def test_swap_severity_scales_only_the_region():
+    good, donor = _pair()
+    areas = []
+    for severity in (1.0, 0.3):
+        bad, mask = make_pseudo_anomaly(good, donor, np.random.default_rng(6), "swap", severity)
+        areas.append(mask.sum())
+    assert areas[1] < 0.6 * areas[0]
+
+
+def test_farthest_donor_picks_the_other_finish():
+    flat = [np.full((32, 32, 3), v, np.uint8) for v in (100, 104, 108)]
+    streaks = np.full((32, 32, 3), 100, np.uint8)
+    streaks[:, ::2] = 160  # vertical streaks: same kind of grey, another finish
+    from oddeye.data.pseudo import farthest_donor
+
+    far = farthest_donor([*flat, streaks])
+    assert far[:3].tolist() == [3, 3, 3]
+    assert far[3] != 3
+    with pytest.raises(ValueError, match="two"):
+        farthest_donor(flat[:1])
+
+
+def test_pseudo_validation_takes_kinds_in_turn_and_refuses_unknown_ones():
+    from oddeye.data.pseudo import pseudo_validation
+
+    rng = np.random.default_rng(7)
+    goods = [rng.integers(0, 256, (40, 40, 3), dtype=np.uint8) for _ in range(4)]
+    images, labels, masks = pseudo_validation(goods, rng, copies=2, kinds=("blob", "swap"))
+    assert len(images) == 12 and labels.tolist() == [0, 1, 1] * 4
+    assert all(masks[i].any() for i in np.flatnonzero(labels == 1))
+    for bad_kinds in ((), ("smudge",)):
+        with pytest.raises(ValueError, match="kinds"):
+            pseudo_validation(goods, rng, kinds=bad_kinds)
+
+
+def test_validation_split_passes_the_kinds_on(tmp_path):
+    paths = _random_pngs(tmp_path, 20, seed=4)
+    _, _, labels, spots = validation_split(paths, 32, copies=1)
+    _, _, _, swaps = validation_split(paths, 32, copies=1, kinds=("swap",))
+    assert swaps[labels == 1].mean() > 2 * spots[labels == 1].mean()  # large regions

@@ -43,7 +43,8 @@ CANDIDATES: dict[str, dict] = {
 
 def validation_split(paths: list, size: int | None, seed: int = 0, max_fit: int = 100,
                      max_val: int = 24, severity: float = SEVERITY, copies: int = 2,
-                     later: list | None = None) -> tuple[list, list, np.ndarray, np.ndarray | list]:
+                     later: list | None = None, kinds: tuple[str, ...] | None = None,
+                     ) -> tuple[list, list, np.ndarray, np.ndarray | list]:
     """(fit paths, eval images, eval labels, eval masks) from good images only.
 
     ``size=None`` keeps the validation images at their own resolution (masks then come as a
@@ -54,7 +55,8 @@ def validation_split(paths: list, size: int | None, seed: int = 0, max_fit: int 
     images of a later acquisition (MVTec 3D's ``validation/good``), which also shows what a shift
     between acquisitions does to a candidate; a split of one acquisition cannot (docs/methods.md,
     ``map_norm``). Every validation image is kept as a good example and gets ``copies``
-    pseudo-anomalous copies (kinds in turn, donor = the next validation image).
+    pseudo-anomalous copies (``kinds`` in turn, default ``oddeye.data.pseudo.KINDS``; donor =
+    the next validation image, for ``swap`` the most different one).
     """
     from oddeye.data.pseudo import pseudo_validation
     from oddeye.preprocess import load_resized, load_rgb
@@ -69,7 +71,8 @@ def validation_split(paths: list, size: int | None, seed: int = 0, max_fit: int 
         val = [paths[i] for i in order[:n_val]]
         fit = [paths[i] for i in order[n_val:n_val + max_fit]]
     goods = [load_rgb(v) for v in val] if size is None else load_resized(val, size)
-    images, labels, masks = pseudo_validation(goods, rng, copies, severity)
+    images, labels, masks = pseudo_validation(goods, rng, copies, severity,
+                                              **({"kinds": kinds} if kinds else {}))
     return fit, images, labels, (masks if size is None else np.stack(masks))
 
 
@@ -96,10 +99,11 @@ def score_candidate(method: str, params: dict, fit: list, images: list, labels: 
 def run(out_path: str | Path | None = None, method: str = "patchcore",
         candidates: dict[str, dict] | None = None, datasets: list[str] | None = None,
         synthetic: tuple[str, ...] = ("noise", "nut"), section: str | None = None,
-        native: bool = False) -> str:
+        native: bool = False, kinds: tuple[str, ...] | None = None) -> str:
     """Score each candidate on validation-only data and write the section
     ``section`` (default ``selection-<method>``). ``native``: real validation images at their
-    own resolution (for candidates of different input sizes), else resized to 256."""
+    own resolution (for candidates of different input sizes), else resized to 256. ``kinds``:
+    the real sets' pseudo-defect kinds (default ``oddeye.data.pseudo.KINDS``)."""
     from oddeye.bench.detection_suite import DATASETS, shared_root
     from oddeye.bench.results import DEFAULT_RESULTS, write_section
     from oddeye.data.mvtec import load_dataset
@@ -127,7 +131,8 @@ def run(out_path: str | Path | None = None, method: str = "patchcore",
                 later = [s.path for s in cat.validation]
                 name = f"{ds} ({'validation/good' if later else 'pseudo'})"
                 sets[name] = validation_split([s.path for s in cat.train],
-                                              None if native else 256, later=later)
+                                              None if native else 256, later=later,
+                                              kinds=kinds)
         results: dict[str, dict[str, dict]] = {}
         for name, params in candidates.items():
             results[name] = {}
@@ -142,13 +147,16 @@ def run(out_path: str | Path | None = None, method: str = "patchcore",
     def mean_of(name: str, key: str) -> float:
         return float(np.nanmean([results[name][s][key] for s in set_names]))
 
+    kind_text = ("cut-paste, blob, scratch" if not kinds else ", ".join(
+        {"cutpaste": "cut-paste", "swap": "swap (a large region from the same place of the most "
+         "different validation image)"}.get(k, k) for k in kinds))
     title = f"## Selection of {method} defaults (no test split used)"
     lines = [title + (f": `{section}`" if section else ""), "",
              "Real sets: at most 100 fitting images from `train/good` and at most 24 validation "
              "images, from the set's `validation/good` where it has one (a later acquisition), "
              "else the other 20% of `train/good`; each validation image plus two "
-             "pseudo-anomalous copies (cut-paste, blob, "
-             f"scratch at severity {SEVERITY}; `oddeye.data.pseudo`). Synthetic: "
+             f"pseudo-anomalous copies ({kind_text} at severity {SEVERITY}, kinds in turn; "
+             "`oddeye.data.pseudo`). Synthetic: "
              f"`oddeye synth --seed 1` classes {', '.join(synthetic)} (not the demo/test seed). "
              + ("Real validation images and their pseudo-defects at the images' own resolution, "
                 "resized by each candidate; pixel metrics at each candidate's size. "

@@ -2,7 +2,11 @@
 
 Three kinds, each with its exact mask: ``cutpaste`` (a patch of another good image pasted with a
 random flip and brightness change, as in CutPaste), ``blob`` (a smooth-edged region with shifted
-intensity and colour) and ``scratch`` (a thin bright or dark polyline). Used to choose
+intensity and colour) and ``scratch`` (a thin bright or dark polyline). A fourth, ``swap``, is
+not among the default ``KINDS``: a large region replaced by the *same place* of another good
+image, the most different one available (``farthest_donor``), so every patch inside it is normal
+on some other part and only its disagreement with the rest of this part makes it a defect (a
+surface finish or a component of the wrong variant). Used to choose
 hyper-parameters on the training split of a real category (``oddeye.bench.selection_suite``), and
 to train RD4AD's student to rebuild the clean features of a defective image (``pseudo``).
 """
@@ -14,6 +18,8 @@ import torch
 from PIL import Image, ImageDraw
 
 KINDS = ("cutpaste", "blob", "scratch")
+#: every kind ``make_pseudo_anomaly`` knows; ``swap`` is opt-in (see the module docstring)
+ALL_KINDS = (*KINDS, "swap")
 
 
 def _ellipse_mask(h: int, w: int, rng: np.random.Generator, lo: float, hi: float) -> np.ndarray:
@@ -34,7 +40,9 @@ def make_pseudo_anomaly(image: np.ndarray, donor: np.ndarray, rng: np.random.Gen
     ``severity`` in (0, 1] scales how visible the defect is: the blend weight of the pasted patch
     and of the scratch, the intensity shift of the blob, and (from 1x down to 0.5x) the region's
     radii. 1 is the full-strength defect; lower values give the subtle defects a validation set
-    needs so that candidate models do not all score 1.0 on it.
+    needs so that candidate models do not all score 1.0 on it. ``swap`` is a replacement, never a
+    blend (half of each of two normal finishes is a third texture, not a normal one): its severity
+    scales only the region's size.
     """
     if not 0 < severity <= 1:
         raise ValueError(f"severity must be in (0, 1], got {severity!r}")
@@ -65,8 +73,12 @@ def make_pseudo_anomaly(image: np.ndarray, donor: np.ndarray, rng: np.random.Gen
         mask = np.asarray(canvas) > 0
         colour = 230.0 if rng.random() < 0.5 else 25.0
         out[mask] = (1 - severity) * out[mask] + severity * colour
+    elif kind == "swap":
+        mask = _ellipse_mask(h, w, rng, 0.12 * scale, 0.25 * scale)
+        src = np.asarray(Image.fromarray(donor).resize((w, h), Image.BILINEAR)).astype(np.float32)
+        out[mask] = src[mask]
     else:
-        raise ValueError(f"kind must be one of {KINDS}, got {kind!r}")
+        raise ValueError(f"kind must be one of {ALL_KINDS}, got {kind!r}")
     return np.clip(out, 0, 255).astype(np.uint8), mask.astype(np.uint8)
 
 
@@ -95,23 +107,50 @@ def pseudo_batch(images: torch.Tensor, donors: torch.Tensor, rng: np.random.Gene
     return torch.stack(out), torch.stack(masks)
 
 
+def appearance(image: np.ndarray) -> np.ndarray:
+    """A uint8 (H, W, 3) image's overall look as 7 numbers: the mean of each channel, the grey
+    level's spread, and its mean absolute gradient along rows and along columns (how strong and
+    which way any streaks or grain run), on a 64 x 64 copy."""
+    small = np.asarray(Image.fromarray(image).resize((64, 64), Image.BILINEAR), np.float32)
+    grey = small.mean(2)
+    return np.array([*small.mean((0, 1)), grey.std(), np.abs(np.diff(grey, axis=0)).mean(),
+                     np.abs(np.diff(grey, axis=1)).mean()], np.float32)
+
+
+def farthest_donor(goods: list[np.ndarray]) -> np.ndarray:
+    """For each image, the index of the other image whose ``appearance`` (standardised over
+    ``goods``) is farthest from its own: the donor of a ``swap``, so the swapped region shows
+    another finish rather than a near copy of its own."""
+    if len(goods) < 2:
+        raise ValueError("a swap needs at least two good images")
+    look = np.stack([appearance(g) for g in goods])
+    look = (look - look.mean(0)) / (look.std(0) + 1e-6)
+    dist = ((look[:, None] - look[None]) ** 2).sum(2)
+    return dist.argmax(1)
+
+
 def pseudo_validation(goods: list[np.ndarray], rng: np.random.Generator, copies: int = 2,
-                      severity: float = 0.5) -> tuple[list[np.ndarray], np.ndarray,
-                                                      list[np.ndarray]]:
+                      severity: float = 0.5, kinds: tuple[str, ...] = KINDS,
+                      ) -> tuple[list[np.ndarray], np.ndarray, list[np.ndarray]]:
     """(images, labels, masks): each good uint8 (H, W, 3) image, then ``copies`` pseudo-defective
-    copies of it (kinds in turn, donor = the next image), for choosing settings on good data only.
+    copies of it (``kinds`` in turn; donor = the next image, or for ``swap`` the farthest one),
+    for choosing settings on good data only.
 
     Labels are 0 for the goods and 1 for the copies; masks are uint8 {0, 1} of each image's size.
     """
+    unknown = set(kinds) - set(ALL_KINDS)
+    if not kinds or unknown:
+        raise ValueError(f"kinds must be a non-empty subset of {ALL_KINDS}, got {kinds!r}")
+    far = farthest_donor(goods) if "swap" in kinds else None
     images, labels, masks = [], [], []
     for i, g in enumerate(goods):
         images.append(g)
         labels.append(0)
         masks.append(np.zeros(g.shape[:2], np.uint8))
         for c in range(copies):
-            kind = KINDS[(i * copies + c) % len(KINDS)]
-            bad, m = make_pseudo_anomaly(g, goods[(i + 1) % len(goods)], rng, kind,
-                                         severity=severity)
+            kind = kinds[(i * copies + c) % len(kinds)]
+            donor = goods[far[i] if kind == "swap" else (i + 1) % len(goods)]
+            bad, m = make_pseudo_anomaly(g, donor, rng, kind, severity=severity)
             images.append(bad)
             labels.append(1)
             masks.append(m)
