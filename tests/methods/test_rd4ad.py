@@ -77,7 +77,8 @@ def test_student_rebuilds_every_teacher_shape(backbone, size):
         student = head.student([feats[k] for k in head.layers])
         raw = head(feats)
     assert [tuple(s.shape) for s in student] == [tuple(feats[k].shape) for k in head.layers]
-    assert raw.shape == (2, size // 4, size // 4)  # the finest stage (stride 4)
+    fine = size // fx.strides[head.layers[0]]
+    assert raw.shape == (2, fine, fine)  # the finest tapped stage
     assert torch.all(raw >= -1e-5) and torch.all(raw <= 2 * len(head.layers) + 1e-5)
 
 
@@ -191,10 +192,11 @@ def test_teacher_stays_frozen(fitted):
         assert torch.equal(before[k], after[k]), k
 
 
-def _small_set(disc, n: int = 6) -> tuple[TrainSet, FeatureExtractor]:
+def _small_set(disc, n: int = 6, layers: tuple[str, ...] | None = None,
+               ) -> tuple[TrainSet, FeatureExtractor]:
     x = to_batch(load_resized([s.path for s in disc.train[:n]], 64))
     cfg = PreprocessConfig()
-    fx = FeatureExtractor("mobilenet_v2", ("s4", "s8", "s16"))
+    fx = FeatureExtractor("mobilenet_v2", layers or create_method("rd4ad").layers)
     return TrainSet(images=x, extractor=fx, normalize=Normalize(cfg.mean, cfg.std),
                     progress=False), fx
 
@@ -285,8 +287,9 @@ def test_cli_train_test_predict(synth_root, tmp_path):
 
 
 def test_pseudo_inputs_replace_the_drawn_share_and_leave_the_target_clean(disc):
-    data, fx = _small_set(disc)
-    method = create_method("rd4ad", pseudo=1.0)
+    # taps from stride 4: at 64 px a stride-32 cell sees the whole image, so no cell is clean
+    data, fx = _small_set(disc, layers=("s4", "s8", "s16"))
+    method = create_method("rd4ad", pseudo=1.0, layers=["s4", "s8", "s16"])
     head = method.build_head(fx.channels, fx.strides)
     idx = torch.arange(len(data))
     teachers = [data.all_features()[k][idx].clone() for k in head.layers]
@@ -301,8 +304,8 @@ def test_pseudo_inputs_replace_the_drawn_share_and_leave_the_target_clean(disc):
     # teacher features of edited images, not noise
     assert any(torch.isclose(i, c, atol=1e-5).float().mean() > 0.5 for i, c in
                zip(inputs, clean, strict=True))
-    half = create_method("rd4ad", pseudo=0.5).student_inputs(head, data, idx, teachers,
-                                                             np.random.default_rng(0))
+    half = create_method("rd4ad", pseudo=0.5, layers=["s4", "s8", "s16"]).student_inputs(
+        head, data, idx, teachers, np.random.default_rng(0))
     changed = [not torch.equal(half[0][n], clean[0][n]) for n in range(len(data))]
     assert 0 < sum(changed) < len(data)
     off = create_method("rd4ad").student_inputs(head, data, idx, teachers,
@@ -345,3 +348,11 @@ def test_precise_bn_sets_running_stats_to_the_training_set_statistics(disc):
     torch.testing.assert_close(bn.running_var, inp.var(dim=(0, 2, 3), unbiased=True),
                                rtol=1e-3, atol=1e-5)
     assert bn.momentum == 0.1  # restored after the pass
+
+
+def test_default_taps_follow_the_backbone_and_explicit_taps_win():
+    """MobileNetV2's default taps were chosen on validation data (s8, s16, s32); other teachers
+    keep the paper's stages 1-3; taps given by the user are kept as given."""
+    assert create_method("rd4ad").layers == ("s8", "s16", "s32")
+    assert create_method("rd4ad", backbone="resnet18").layers == ("s4", "s8", "s16")
+    assert create_method("rd4ad", layers=["s4", "s8"]).layers == ("s4", "s8")
