@@ -14,7 +14,6 @@ import copy
 import math
 import time
 from collections.abc import Iterator, Sequence
-from typing import ClassVar
 
 import numpy as np
 import torch
@@ -305,11 +304,7 @@ class RD4AD(Method):
 
     name = "rd4ad"
     default_backbone = "mobilenet_v2"
-    default_layers = ("s4", "s8", "s16")  # the paper's: ResNet / WideResNet stages 1-3
-    #: backbones whose default taps were chosen on validation data instead (docs/rd4ad.md,
-    #: "Teacher taps"); a model file keeps the taps it was trained with
-    backbone_layers: ClassVar[dict[str, tuple[str, ...]]] = {
-        "mobilenet_v2": ("s8", "s16", "s32")}
+    default_layers = ("s4", "s8", "s16")
     legacy_defaults = {"pseudo": 0.0}  # files from before it trained on clean inputs only
 
     def __init__(self, backbone: str | None = None, layers: Sequence[str] | None = None,
@@ -321,8 +316,6 @@ class RD4AD(Method):
                  channels_last: bool = True, precise_bn: bool = True, pseudo: float = 0.0,
                  seed: int = 0):
         super().__init__(backbone, layers)
-        if not layers:
-            self.layers = self.backbone_layers.get(self.backbone, self.default_layers)
         self.epochs = epochs
         self.lr = lr
         self.betas = tuple(betas)
