@@ -174,6 +174,8 @@ def test_farthest_donor_picks_the_other_finish():
     far = farthest_donor([*flat, streaks])
     assert far[:3].tolist() == [3, 3, 3]
     assert far[3] != 3
+    same = farthest_donor([flat[0]] * 3)
+    assert all(same[i] != i for i in range(3))  # identical images: still another one
     with pytest.raises(ValueError, match="two"):
         farthest_donor(flat[:1])
 

@@ -126,6 +126,7 @@ def farthest_donor(goods: list[np.ndarray]) -> np.ndarray:
     look = np.stack([appearance(g) for g in goods])
     look = (look - look.mean(0)) / (look.std(0) + 1e-6)
     dist = ((look[:, None] - look[None]) ** 2).sum(2)
+    np.fill_diagonal(dist, -1.0)  # never its own donor, even among identical images
     return dist.argmax(1)
 
 
