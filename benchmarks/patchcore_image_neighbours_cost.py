@@ -10,7 +10,6 @@ Run: .venv/bin/python benchmarks/patchcore_image_neighbours_cost.py [--datasets 
 from __future__ import annotations
 
 import argparse
-import statistics
 import sys
 import tempfile
 from pathlib import Path
@@ -18,7 +17,7 @@ from pathlib import Path
 import torch
 
 from oddeye.api import Detector
-from oddeye.bench.detection_suite import DATASETS, shared_root, time_inference
+from oddeye.bench.detection_suite import DATASETS, interleaved_inference_ms, shared_root
 from oddeye.bench.results import DEFAULT_RESULTS, write_section
 from oddeye.data.mvtec import load_dataset
 
@@ -47,15 +46,12 @@ def main(argv: list[str]) -> int:
         models = {name: Detector(method="patchcore", **params).fit(
             [s.path for s in cat.train], progress=False) for name, params in VARIANTS.items()}
         test = [s.path for s in cat.test[:16]]
-        ms: dict[str, list[float]] = {v: [] for v in VARIANTS}
-        for _ in range(a.repeats):
-            for name, det in models.items():
-                ms[name].append(time_inference(det, test))
-        base = statistics.median(ms["pooled bank (default)"])
+        ms = interleaved_inference_ms(models, test, a.repeats)
+        base = ms["pooled bank (default)"]
         with tempfile.TemporaryDirectory() as tmp:
             for name, det in models.items():
                 size = Path(det.save(Path(tmp) / "m.oddeye")).stat().st_size / 2**20
-                med = statistics.median(ms[name])
+                med = ms[name]
                 lines.append(f"| {ds} | {name} | {det.fit_seconds_:.1f} | {med:.1f} | "
                              f"{med / base:.2f} | {size:.0f} |")
                 print(lines[-1], file=sys.stderr, flush=True)

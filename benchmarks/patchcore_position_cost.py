@@ -16,7 +16,7 @@ import sys
 import torch
 
 from oddeye.api import Detector
-from oddeye.bench.detection_suite import DATASETS, shared_root, time_inference
+from oddeye.bench.detection_suite import DATASETS, interleaved_inference_ms, shared_root
 from oddeye.bench.results import DEFAULT_RESULTS, write_section
 from oddeye.data.mvtec import load_dataset
 
@@ -56,11 +56,7 @@ def main(argv: list[str]) -> int:
                     weight = float(det.model_.head.position)
                 print(f"{ds} {name}: {det.fit_seconds_:.1f} s", file=sys.stderr, flush=True)
         test = [s.path for s in cat.test[:16]]
-        ms: dict[str, list[float]] = {v: [] for v in VARIANTS}
-        for _ in range(a.repeats):
-            for name, det in models.items():
-                ms[name].append(time_inference(det, test))
-        ms_med = {v: statistics.median(t) for v, t in ms.items()}
+        ms_med = interleaved_inference_ms(models, test, a.repeats)
         med = {v: statistics.median(t) for v, t in times.items()}
         runs = {v: ", ".join(f"{x:.1f}" for x in t) for v, t in times.items()}
         lines.append(f"| {ds} | {len(paths)} | {med['none']:.1f} ({runs['none']}) | "

@@ -54,6 +54,17 @@ def time_inference(det, images: list, repeats: int = 3,
     return 1000.0 * statistics.median(per)
 
 
+def interleaved_inference_ms(models: dict, images: list, rounds: int,
+                             time_one: Callable[..., float] = time_inference) -> dict[str, float]:
+    """Median ``time_one(det, images)`` per named model over ``rounds`` rounds, the models taking
+    turns within each round so that load on a shared machine hits every model alike."""
+    ms: dict[str, list[float]] = {name: [] for name in models}
+    for _ in range(rounds):
+        for name, det in models.items():
+            ms[name].append(time_one(det, images))
+    return {name: statistics.median(t) for name, t in ms.items()}
+
+
 def run_one(method: str, data: str, backbone: str | None, params: dict, threads: int) -> dict:
     """Fit + test one method on every category of one data set (this process only)."""
     import torch

@@ -58,7 +58,7 @@ def validation_split(paths: list, size: int | None, seed: int = 0, max_fit: int 
     pseudo-anomalous copies (``kinds`` in turn, default ``oddeye.data.pseudo.KINDS``; donor =
     the next validation image, for ``swap`` the most different one).
     """
-    from oddeye.data.pseudo import pseudo_validation
+    from oddeye.data.pseudo import KINDS, pseudo_validation
     from oddeye.preprocess import load_resized, load_rgb
 
     rng = np.random.default_rng(seed)
@@ -71,8 +71,7 @@ def validation_split(paths: list, size: int | None, seed: int = 0, max_fit: int 
         val = [paths[i] for i in order[:n_val]]
         fit = [paths[i] for i in order[n_val:n_val + max_fit]]
     goods = [load_rgb(v) for v in val] if size is None else load_resized(val, size)
-    images, labels, masks = pseudo_validation(goods, rng, copies, severity,
-                                              **({"kinds": kinds} if kinds else {}))
+    images, labels, masks = pseudo_validation(goods, rng, copies, severity, kinds or KINDS)
     return fit, images, labels, (masks if size is None else np.stack(masks))
 
 
