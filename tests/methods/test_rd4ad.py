@@ -139,6 +139,8 @@ def test_bad_hyper_parameters_name_the_argument():
         create_method("rd4ad", block="transformer")
     with pytest.raises(DataError, match="epochs"):
         create_method("rd4ad", epochs=0)
+    with pytest.raises(DataError, match="steps"):
+        create_method("rd4ad", steps=0)
     fx = FeatureExtractor("mobilenet_v2", ["s8"], weights=None)
     with pytest.raises(DataError, match="layers"):
         create_method("rd4ad", layers=["s8"]).build_head(fx.channels, fx.strides)
@@ -199,6 +201,16 @@ def _small_set(disc, n: int = 6, layers: tuple[str, ...] | None = None,
     fx = FeatureExtractor("mobilenet_v2", layers or create_method("rd4ad").layers)
     return TrainSet(images=x, extractor=fx, normalize=Normalize(cfg.mean, cfg.std),
                     progress=False), fx
+
+
+def test_steps_set_the_epochs_from_the_training_set_size(disc):
+    assert create_method("rd4ad", epochs=7).epochs_for(1000) == 7  # steps unset: epochs rule
+    method = create_method("rd4ad", steps=10, train_batch=4, epochs=99)
+    assert [method.epochs_for(n) for n in (4, 5, 8, 40, 41)] == [10, 5, 5, 1, 1]
+    data, fx = _small_set(disc, 6)  # 2 batches per epoch: 3 steps round up to 2 epochs
+    head = method.build_head(fx.channels, fx.strides)
+    create_method("rd4ad", steps=3, train_batch=4).fit_head(head, data)
+    assert head.history.shape[0] == 2
 
 
 def test_only_head_parameters_get_gradients(disc):

@@ -42,6 +42,8 @@ def machine_line() -> str:
 def command_line() -> str:
     """The command that is running now, as a user would type it."""
     argv = list(sys.argv)
+    if argv[:1] == ["-c"]:  # `python -c` keeps no trace of its code: say so, not just "-c"
+        return "python -c ... (an inline call of a suite; the docs quote it)"
     argv[0] = Path(argv[0]).name
     if argv[0] in {"__main__.py", "-m"}:
         argv[0] = "oddeye"

@@ -299,13 +299,17 @@ class RD4AD(Method):
     features once when they fit in ``cache_mb``, else per batch every epoch. ``pseudo``: share of
     each batch whose *student input* comes from a pseudo-defective copy of the image while the
     target stays the clean teacher features (RD++'s idea of teaching the student not to rebuild
-    anomalies; 0 = the plain method, the default).
+    anomalies; 0 = the plain method, the default). ``steps``: when set, train for this many
+    optimiser steps, rounded up to whole epochs, instead of ``epochs``: the paper's schedule
+    (200 epochs of ~15-25 batches) and the time budget are counts of steps, so a small training
+    set then gets as much training as a large one.
     """
 
     name = "rd4ad"
     default_backbone = "mobilenet_v2"
     default_layers = ("s4", "s8", "s16")
-    legacy_defaults = {"pseudo": 0.0}  # files from before it trained on clean inputs only
+    # files from before these existed trained on clean inputs only, for `epochs` epochs
+    legacy_defaults = {"pseudo": 0.0, "steps": None}
 
     def __init__(self, backbone: str | None = None, layers: Sequence[str] | None = None,
                  epochs: int = 60, lr: float = 0.005, betas: Sequence[float] = (0.5, 0.999),
@@ -314,9 +318,10 @@ class RD4AD(Method):
                  decoder_blocks: Sequence[int] | None = None,
                  cache_features: str | bool = "auto", cache_mb: int = 2048,
                  channels_last: bool = True, precise_bn: bool = True, pseudo: float = 0.0,
-                 seed: int = 0):
+                 steps: int | None = None, seed: int = 0):
         super().__init__(backbone, layers)
         self.epochs = epochs
+        self.steps = steps
         self.lr = lr
         self.betas = tuple(betas)
         self.train_batch = train_batch
@@ -338,6 +343,8 @@ class RD4AD(Method):
             raise DataError(f"block must be one of {BLOCKS}, got {block!r}")
         if int(epochs) < 1 or int(train_batch) < 1:
             raise DataError(f"epochs and train_batch must be >= 1, got {epochs}, {train_batch}")
+        if steps is not None and (isinstance(steps, bool) or int(steps) < 1):
+            raise DataError(f"steps must be None or >= 1, got {steps!r}")
         if isinstance(pseudo, bool) or not isinstance(pseudo, int | float) or not 0 <= pseudo <= 1:
             raise DataError(f"pseudo must be a share in [0, 1], got {pseudo!r}")
 
@@ -387,10 +394,17 @@ class RD4AD(Method):
         per_image = sum(v.numel() * v.element_size() for v in probe.values())
         return per_image * len(data) <= self.cache_mb * 2 ** 20
 
+    def epochs_for(self, n_images: int) -> int:
+        """Epochs a fit on ``n_images`` runs: ``epochs``, or ``steps`` rounded up to epochs."""
+        if self.steps is None:
+            return int(self.epochs)
+        per_epoch = -(-int(n_images) // max(1, int(self.train_batch)))
+        return max(1, -(-int(self.steps) // max(1, per_epoch)))
+
     def fit_head(self, head: nn.Module, data: TrainSet) -> None:
         assert isinstance(head, RD4ADHead)
-        bar = tqdm(total=int(self.epochs), desc="rd4ad", unit="epoch", disable=not data.progress,
-                   leave=False)
+        bar = tqdm(total=self.epochs_for(len(data)), desc="rd4ad", unit="epoch",
+                   disable=not data.progress, leave=False)
         history = []
         for loss, seconds in self.train_epochs(head, data):
             history.append([loss, seconds])
@@ -460,7 +474,7 @@ class RD4AD(Method):
         opt = torch.optim.Adam(head.parameters(), lr=self.lr, betas=tuple(self.betas))
         gen = torch.Generator().manual_seed(self.seed)
         rng = np.random.default_rng(self.seed) if self.pseudo else None
-        for epoch in range(int(epochs or self.epochs)):
+        for epoch in range(int(epochs or self.epochs_for(len(data)))):
             head.to(memory_format=mem).train()
             t0 = time.perf_counter()
             total = 0.0
