@@ -111,3 +111,19 @@ def test_rd4ad_seeds_tabulates_a_variant_from_its_saved_runs(tmp_path, monkeypat
     assert ("| deeppcb | 0.700 / 0.900 / 0.600 | 0.800 / 0.900 / 0.600 | 0.750 / 0.900 / 0.600 "
             "| 0.071 | 0.100 |") in text
     assert "seed 2" not in text  # not fitted under --cached-only, not tabulated
+
+
+def test_selection_table_has_means_seconds_and_the_best_candidate():
+    from oddeye.bench.selection_suite import render
+
+    def r(img, px, sec):
+        return {"image_auroc": img, "pixel_auroc": px, "seconds": sec}
+
+    results = {"a": {"tire": r(0.8, 0.9, 10.0), "nut": r(0.6, 0.9, 5.0)},
+               "b": {"tire": r(0.9, 0.95, 30.0), "nut": r(0.7, 0.9, 12.4)}}
+    text = render("rd4ad", "selection-x", {"a": {}, "b": {"steps": 5}}, results, ("nut",),
+                  False, None)
+    assert "| candidate | tire | nut | mean img | mean px | seconds |" in text
+    assert "| a | 0.800 / 0.900 | 0.600 / 0.900 | 0.700 | 0.900 | 15 |" in text
+    assert "| b | 0.900 / 0.950 | 0.700 / 0.900 | 0.800 | 0.925 | 42 |" in text
+    assert 'Best by mean image + pixel AUROC: **b** (`{"steps": 5}`).' in text
