@@ -31,3 +31,17 @@ def synth_root(tmp_path_factory) -> Path:
     out = tmp_path_factory.mktemp("synth")
     return generate(out, seed=0, classes=["grid", "disc"], n_train=16, n_test_good=6,
                     n_test_defect=2, size=128)
+
+
+@pytest.fixture(scope="session")
+def surface_models(tmp_path_factory) -> Path:
+    """Folder for the tiny models of tests/export/models.py (export, serve and report tests)."""
+    return tmp_path_factory.mktemp("surface_models")
+
+
+@pytest.fixture(scope="session")
+def patchcore_file(synth_root, surface_models) -> Path:
+    """A tiny PatchCore model file fitted on the synthetic grid class, once per session."""
+    from tests.export.models import fitted_model
+
+    return fitted_model("patchcore", synth_root, surface_models)
