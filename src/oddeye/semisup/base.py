@@ -180,3 +180,14 @@ class TorchDetector(BaseDetector):
 def sample_indices(rng: np.random.Generator, pool: np.ndarray, k: int) -> np.ndarray:
     """``k`` indices drawn from ``pool``: without replacement when it is large enough."""
     return rng.choice(pool, size=k, replace=len(pool) < k)
+
+
+def balanced_batches(rng: np.random.Generator, idx_u: np.ndarray, idx_a: np.ndarray,
+                     batch_size: int, steps: int) -> Iterator[tuple[np.ndarray, torch.Tensor]]:
+    """DevNet's sampler (FEAWAD uses it too): ``steps`` batches of which half are labelled
+    anomalies, drawn with replacement so a handful of them count as much as the unlabelled
+    mass; yields (row indices, labels 0 then 1)."""
+    half = batch_size // 2
+    yb = torch.cat([torch.zeros(batch_size - half), torch.ones(half)])
+    for _ in range(steps):
+        yield np.concatenate([rng.choice(idx_u, batch_size - half), rng.choice(idx_a, half)]), yb

@@ -6,7 +6,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from oddeye.semisup.base import TorchDetector, glorot_init, zero_loss
+from oddeye.semisup.base import TorchDetector, balanced_batches, glorot_init, zero_loss
 
 
 def deviation_loss(scores: torch.Tensor, y: torch.Tensor, ref_mean: float, ref_std: float,
@@ -97,12 +97,9 @@ class DevNet(TorchDetector):
         xt = torch.from_numpy(X)
         idx_a = np.flatnonzero(y == 1)
         idx_u = np.flatnonzero(y == 0)
-        half = self.batch_size // 2
-        yb = torch.cat([torch.zeros(self.batch_size - half), torch.ones(half)])
         net.train()
-        for _ in range(self.epochs * self.batches_per_epoch):
-            idx = np.concatenate([rng.choice(idx_u, self.batch_size - half),
-                                  rng.choice(idx_a, half)])
+        for idx, yb in balanced_batches(rng, idx_u, idx_a, self.batch_size,
+                                        self.epochs * self.batches_per_epoch):
             loss = self._batch_loss(xt[idx], yb)
             opt.zero_grad(set_to_none=True)
             loss.backward()
