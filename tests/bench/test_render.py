@@ -24,10 +24,10 @@ def test_rd4ad_render_with_categories_only_then_unified():
            "s_per_epoch": 3.0, "epochs": 40, "n_train": 10, "peak_rss_mb": 600.0}
     full = rd4ad_suite._render(p, ["tire", "deeppcb"], {"tire": cat}, uni, [], 2, 2.0)
     assert "| tire | 0.850 | 0.950 | 0.800 | 0.900 | -0.050 |" in full
-    assert "60 epochs fixed in advance" in full
-    steps = create_method("rd4ad", steps=2500).get_params()
-    by_steps = rd4ad_suite._render(steps, ["tire"], {"tire": cat}, None, [], 2, 1.0)
-    assert "2500 optimiser steps" in by_steps and "60 epochs" not in by_steps
+    assert "2500 optimiser steps (rounded up to whole epochs) fixed in advance" in full
+    fixed = create_method("rd4ad", epochs=60).get_params()
+    by_epochs = rd4ad_suite._render(fixed, ["tire"], {"tire": cat}, None, [], 2, 1.0)
+    assert "60 epochs fixed in advance" in by_epochs and "optimiser steps" not in by_epochs
 
 
 def test_detection_table_shows_bank_size_or_dash():

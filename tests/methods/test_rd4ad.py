@@ -141,6 +141,8 @@ def test_bad_hyper_parameters_name_the_argument():
         create_method("rd4ad", epochs=0)
     with pytest.raises(DataError, match="steps"):
         create_method("rd4ad", steps=0)
+    with pytest.raises(DataError, match="epochs or steps"):
+        create_method("rd4ad", steps=None)  # and no epochs: no training length at all
     fx = FeatureExtractor("mobilenet_v2", ["s8"], weights=None)
     with pytest.raises(DataError, match="layers"):
         create_method("rd4ad", layers=["s8"]).build_head(fx.channels, fx.strides)
@@ -204,8 +206,10 @@ def _small_set(disc, n: int = 6, layers: tuple[str, ...] | None = None,
 
 
 def test_steps_set_the_epochs_from_the_training_set_size(disc):
-    assert create_method("rd4ad", epochs=7).epochs_for(1000) == 7  # steps unset: epochs rule
-    method = create_method("rd4ad", steps=10, train_batch=4, epochs=99)
+    assert create_method("rd4ad").epochs is None  # the default trains by steps
+    assert create_method("rd4ad", epochs=7).epochs_for(1000) == 7  # given epochs win
+    assert create_method("rd4ad", epochs=7, steps=10**6).epochs_for(4) == 7
+    method = create_method("rd4ad", steps=10, train_batch=4)
     assert [method.epochs_for(n) for n in (4, 5, 8, 40, 41)] == [10, 5, 5, 1, 1]
     data, fx = _small_set(disc, 6)  # 2 batches per epoch: 3 steps round up to 2 epochs
     head = method.build_head(fx.channels, fx.strides)

@@ -254,7 +254,7 @@ def _render(p: dict, names: list[str], per_cat: dict, uni: dict | None, speeds: 
         "## RD4AD (reverse distillation, one-class embedding)", "",
         f"Teacher `{p['backbone']}` taps {', '.join(p['layers'])}; student block `{p['block']}`; "
         f"loss `{p['loss']}` (1 - cos); Adam lr {p['lr']} betas {tuple(p['betas'])}, batch "
-        f"{p['train_batch']}, " + (f"{p['epochs']} epochs" if p.get("steps") is None else
+        f"{p['train_batch']}, " + (f"{p['epochs']} epochs" if p.get("epochs") is not None else
                                    f"{p['steps']} optimiser steps (rounded up to whole epochs)")
         + " fixed in advance; teacher features cached when "
         f"they fit in {p['cache_mb']} MB. {threads} torch threads. Protocol: 256x256 no crop, "

@@ -289,6 +289,13 @@ class RD4ADHead(nn.Module):
 # --------------------------------------------------------------------------------------------
 
 
+#: Default training length in optimiser steps (batches of 16): the paper trains 200 epochs, about
+#: 2,800 steps for a 210-image category; 2,500 is the default 60 epochs of the largest shared set
+#: (magnetic_tile, 42 batches an epoch), ~14 minutes on 2 CPU cores, inside the 20-minute budget.
+#: Chosen on validation data (sections selection-rd4ad-steps, -seed1), docs/rd4ad.md.
+STEPS = 2500
+
+
 @register
 class RD4AD(Method):
     """Reverse distillation: OCBE + student decoder trained with Adam on ``1 - cos``.
@@ -299,26 +306,27 @@ class RD4AD(Method):
     features once when they fit in ``cache_mb``, else per batch every epoch. ``pseudo``: share of
     each batch whose *student input* comes from a pseudo-defective copy of the image while the
     target stays the clean teacher features (RD++'s idea of teaching the student not to rebuild
-    anomalies; 0 = the plain method, the default). ``steps``: when set, train for this many
-    optimiser steps, rounded up to whole epochs, instead of ``epochs``: the paper's schedule
-    (200 epochs of ~15-25 batches) and the time budget are counts of steps, so a small training
-    set then gets as much training as a large one.
+    anomalies; 0 = the plain method, the default). Training length: ``epochs`` when given, else
+    ``steps`` optimiser steps rounded up to whole epochs (default 2500: the paper's 200 epochs
+    of a ~200-image category, and what the time budget allows on the largest shared set); the
+    budget is a count of steps, so a small set trains as long as a large one.
     """
 
     name = "rd4ad"
     default_backbone = "mobilenet_v2"
     default_layers = ("s4", "s8", "s16")
-    # files from before these existed trained on clean inputs only, for `epochs` epochs
+    # files from before these existed trained on clean inputs only, for their `epochs` epochs
     legacy_defaults = {"pseudo": 0.0, "steps": None}
 
     def __init__(self, backbone: str | None = None, layers: Sequence[str] | None = None,
-                 epochs: int = 60, lr: float = 0.005, betas: Sequence[float] = (0.5, 0.999),
+                 epochs: int | None = None, lr: float = 0.005,
+                 betas: Sequence[float] = (0.5, 0.999),
                  train_batch: int = 16, loss: str = "pixel", embed_dim: int | None = None,
                  block: str = "auto", expand: int = 2, ocbe_blocks: int | None = None,
                  decoder_blocks: Sequence[int] | None = None,
                  cache_features: str | bool = "auto", cache_mb: int = 2048,
                  channels_last: bool = True, precise_bn: bool = True, pseudo: float = 0.0,
-                 steps: int | None = None, seed: int = 0):
+                 steps: int | None = STEPS, seed: int = 0):
         super().__init__(backbone, layers)
         self.epochs = epochs
         self.steps = steps
@@ -341,10 +349,12 @@ class RD4AD(Method):
             raise DataError(f"loss must be one of {LOSSES}, got {loss!r}")
         if block not in BLOCKS:
             raise DataError(f"block must be one of {BLOCKS}, got {block!r}")
-        if int(epochs) < 1 or int(train_batch) < 1:
+        if (epochs is not None and int(epochs) < 1) or int(train_batch) < 1:
             raise DataError(f"epochs and train_batch must be >= 1, got {epochs}, {train_batch}")
         if steps is not None and (isinstance(steps, bool) or int(steps) < 1):
             raise DataError(f"steps must be None or >= 1, got {steps!r}")
+        if epochs is None and steps is None:
+            raise DataError("RD4AD needs a training length: set epochs or steps")
         if isinstance(pseudo, bool) or not isinstance(pseudo, int | float) or not 0 <= pseudo <= 1:
             raise DataError(f"pseudo must be a share in [0, 1], got {pseudo!r}")
 
@@ -395,8 +405,9 @@ class RD4AD(Method):
         return per_image * len(data) <= self.cache_mb * 2 ** 20
 
     def epochs_for(self, n_images: int) -> int:
-        """Epochs a fit on ``n_images`` runs: ``epochs``, or ``steps`` rounded up to epochs."""
-        if self.steps is None:
+        """Epochs a fit on ``n_images`` runs: ``epochs`` when set, else ``steps`` rounded up to
+        whole epochs."""
+        if self.epochs is not None:
             return int(self.epochs)
         per_epoch = -(-int(n_images) // max(1, int(self.train_batch)))
         return max(1, -(-int(self.steps) // max(1, per_epoch)))
