@@ -211,10 +211,14 @@ def test_steps_set_the_epochs_from_the_training_set_size(disc):
     assert create_method("rd4ad", epochs=7, steps=10**6).epochs_for(4) == 7
     method = create_method("rd4ad", steps=10, train_batch=4)
     assert [method.epochs_for(n) for n in (4, 5, 8, 40, 41)] == [10, 5, 5, 1, 1]
+    assert method.epochs_for(8, n_categories=3) == 15  # each category as long as alone
     data, fx = _small_set(disc, 6)  # 2 batches per epoch: 3 steps round up to 2 epochs
     head = method.build_head(fx.channels, fx.strides)
     create_method("rd4ad", steps=3, train_batch=4).fit_head(head, data)
     assert head.history.shape[0] == 2
+    data.categories = ["a", "b", "a", "b", "b", "a"]  # a unified fit of two: 6 steps, 3 epochs
+    create_method("rd4ad", steps=3, train_batch=4).fit_head(head, data)
+    assert head.history.shape[0] == 3
 
 
 def test_only_head_parameters_get_gradients(disc):

@@ -289,10 +289,11 @@ class RD4ADHead(nn.Module):
 # --------------------------------------------------------------------------------------------
 
 
-#: Default training length in optimiser steps (batches of 16): the paper trains 200 epochs, about
-#: 2,800 steps for a 210-image category; 2,500 is the default 60 epochs of the largest shared set
-#: (magnetic_tile, 42 batches an epoch), ~14 minutes on 2 CPU cores, inside the 20-minute budget.
-#: Chosen on validation data (sections selection-rd4ad-steps, -seed1), docs/rd4ad.md.
+#: Default training length in optimiser steps per category (batches of 16): the paper trains 200
+#: epochs, about 2,800 steps for a 210-image category; 2,500 is what the former default of 60
+#: epochs gave the largest shared set (magnetic_tile, 42 batches an epoch). Measured fits: 4.4-4.7
+#: minutes per shared set on 2 CPU cores (section rd4ad). Chosen over 60 epochs on validation
+#: data (sections selection-rd4ad-steps, -seed1), docs/rd4ad.md.
 STEPS = 2500
 
 
@@ -307,9 +308,9 @@ class RD4AD(Method):
     each batch whose *student input* comes from a pseudo-defective copy of the image while the
     target stays the clean teacher features (RD++'s idea of teaching the student not to rebuild
     anomalies; 0 = the plain method, the default). Training length: ``epochs`` when given, else
-    ``steps`` optimiser steps rounded up to whole epochs (default 2500: the paper's 200 epochs
-    of a ~200-image category, and what the time budget allows on the largest shared set); the
-    budget is a count of steps, so a small set trains as long as a large one.
+    ``steps`` optimiser steps per category rounded up to whole epochs (default 2500: about the
+    paper's 200 epochs of a ~200-image category), so a small set trains as long as a large one
+    and each category of a unified fit as long as it would alone.
     """
 
     name = "rd4ad"
@@ -404,17 +405,23 @@ class RD4AD(Method):
         per_image = sum(v.numel() * v.element_size() for v in probe.values())
         return per_image * len(data) <= self.cache_mb * 2 ** 20
 
-    def epochs_for(self, n_images: int) -> int:
-        """Epochs a fit on ``n_images`` runs: ``epochs`` when set, else ``steps`` rounded up to
-        whole epochs."""
+    def epochs_for(self, n_images: int, n_categories: int = 1) -> int:
+        """Epochs a fit on ``n_images`` runs: ``epochs`` when set, else ``steps`` per category
+        (a unified fit over K categories trains K x ``steps``, so each category gets the
+        training it would get alone) rounded up to whole epochs."""
         if self.epochs is not None:
             return int(self.epochs)
         per_epoch = -(-int(n_images) // max(1, int(self.train_batch)))
-        return max(1, -(-int(self.steps) // max(1, per_epoch)))
+        total = int(self.steps) * max(1, int(n_categories))
+        return max(1, -(-total // max(1, per_epoch)))
+
+    def _epochs(self, data: TrainSet) -> int:
+        """``epochs_for`` of a training set: its images and its distinct categories."""
+        return self.epochs_for(len(data), len(set(data.categories)) if data.categories else 1)
 
     def fit_head(self, head: nn.Module, data: TrainSet) -> None:
         assert isinstance(head, RD4ADHead)
-        bar = tqdm(total=self.epochs_for(len(data)), desc="rd4ad", unit="epoch",
+        bar = tqdm(total=self._epochs(data), desc="rd4ad", unit="epoch",
                    disable=not data.progress, leave=False)
         history = []
         for loss, seconds in self.train_epochs(head, data):
@@ -485,7 +492,7 @@ class RD4AD(Method):
         opt = torch.optim.Adam(head.parameters(), lr=self.lr, betas=tuple(self.betas))
         gen = torch.Generator().manual_seed(self.seed)
         rng = np.random.default_rng(self.seed) if self.pseudo else None
-        for epoch in range(int(epochs or self.epochs_for(len(data)))):
+        for epoch in range(int(epochs or self._epochs(data))):
             head.to(memory_format=mem).train()
             t0 = time.perf_counter()
             total = 0.0
