@@ -4,19 +4,13 @@ default taps (s4, s8, s16) and by the deeper s8, s16, s32 of MobileNetV2, whose 
 has 32 channels instead of 24. Writes section ``selection-rd4ad-layers`` of
 benchmarks/RESULTS.md (``selection-rd4ad-layers-seed<S>`` with ``--seed S`` other than 0: the
 same comparison with another initialisation and batch order; docs/rd4ad.md). Run:
-``.venv/bin/python benchmarks/rd4ad_layers_selection.py [--seed S]``.
+``.venv/bin/python benchmarks/rd4ad_layers_selection.py [--seed S]`` (its sections ran at 60
+epochs, then the default; a rerun uses the current default training length).
 """
 
-import argparse
-
-from oddeye.bench.selection_suite import run
+from oddeye.bench.selection_suite import run_seeded, seed_parser
 
 if __name__ == "__main__":
-    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    ap.add_argument("--seed", type=int, default=0, help="RD4AD seed of every fit")
-    seed = ap.parse_args().seed
-    extra = {"seed": seed} if seed else {}
-    run(method="rd4ad",
-        section="selection-rd4ad-layers" + (f"-seed{seed}" if seed else ""),
-        candidates={"s4 s8 s16 (default)": {**extra},
-                    "s8 s16 s32": {"layers": ["s8", "s16", "s32"], **extra}})
+    run_seeded("rd4ad", "selection-rd4ad-layers",
+               {"s4 s8 s16 (default)": {}, "s8 s16 s32": {"layers": ["s8", "s16", "s32"]}},
+               seed_parser(__doc__).parse_args().seed)

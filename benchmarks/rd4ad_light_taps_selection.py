@@ -7,16 +7,10 @@ Writes section ``selection-rd4ad-light-taps`` (``-seed<S>`` with ``--seed S`` ot
 ``.venv/bin/python benchmarks/rd4ad_light_taps_selection.py [--seed S]``.
 """
 
-import argparse
-
-from oddeye.bench.selection_suite import run
+from oddeye.bench.selection_suite import run_seeded, seed_parser
 
 if __name__ == "__main__":
-    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    ap.add_argument("--seed", type=int, default=0, help="RD4AD seed of every fit")
-    seed = ap.parse_args().seed
-    extra = {"seed": seed} if seed else {}
-    run(method="rd4ad",
-        section="selection-rd4ad-light-taps" + (f"-seed{seed}" if seed else ""),
-        candidates={"s8 s16 s32, light blocks, 2500 steps": {
-            "layers": ["s8", "s16", "s32"], "block": "light", **extra}})
+    run_seeded("rd4ad", "selection-rd4ad-light-taps",
+               {"s8 s16 s32, light blocks, 2500 steps": {"layers": ["s8", "s16", "s32"],
+                                                         "block": "light"}},
+               seed_parser(__doc__).parse_args().seed)

@@ -9,18 +9,13 @@ good images with pseudo-defects; tire's later ``validation/good``). Writes secti
 ``.venv/bin/python benchmarks/rd4ad_steps_selection.py [--seed S]``.
 """
 
-import argparse
-
-from oddeye.bench.selection_suite import run
+from oddeye.bench.selection_suite import run_seeded, seed_parser
 
 if __name__ == "__main__":
-    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    ap.add_argument("--seed", type=int, default=0, help="RD4AD seed of every fit")
+    ap = seed_parser(__doc__)
     ap.add_argument("--steps", type=int, default=2500, help="optimiser steps of the candidate")
     args = ap.parse_args()
-    extra = {"seed": args.seed} if args.seed else {}
-    run(method="rd4ad",
-        section="selection-rd4ad-steps" + (f"-seed{args.seed}" if args.seed else ""),
-        # spelled out: the default changed from 60 epochs to 2500 steps after the first runs
-        candidates={"60 epochs": {"epochs": 60, **extra},
-                    f"{args.steps} steps": {"steps": args.steps, **extra}})
+    # spelled out: the default changed from 60 epochs to 2500 steps after the first runs
+    run_seeded("rd4ad", "selection-rd4ad-steps",
+               {"60 epochs": {"epochs": 60}, f"{args.steps} steps": {"steps": args.steps}},
+               args.seed)

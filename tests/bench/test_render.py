@@ -127,3 +127,14 @@ def test_selection_table_has_means_seconds_and_the_best_candidate():
     assert "| a | 0.800 / 0.900 | 0.600 / 0.900 | 0.700 | 0.900 | 15 |" in text
     assert "| b | 0.900 / 0.950 | 0.700 / 0.900 | 0.800 | 0.925 | 42 |" in text
     assert 'Best by mean image + pixel AUROC: **b** (`{"steps": 5}`).' in text
+
+
+def test_seeded_candidates_carry_the_seed_and_name_their_section():
+    from oddeye.bench.selection_suite import seeded
+
+    cands = {"a": {}, "b": {"layers": ["s8"]}}
+    assert seeded(cands, "selection-x", 0) == (cands, "selection-x")
+    got, section = seeded(cands, "selection-x", 2)
+    assert section == "selection-x-seed2"
+    assert got == {"a": {"seed": 2}, "b": {"layers": ["s8"], "seed": 2}}
+    assert cands == {"a": {}, "b": {"layers": ["s8"]}}  # the caller's dict is left alone

@@ -139,8 +139,9 @@ def test_bad_hyper_parameters_name_the_argument():
         create_method("rd4ad", block="transformer")
     with pytest.raises(DataError, match="epochs"):
         create_method("rd4ad", epochs=0)
-    with pytest.raises(DataError, match="steps"):
-        create_method("rd4ad", steps=0)
+    for bad_steps in (0, True, "many", 2.5):
+        with pytest.raises(DataError, match="steps"):
+            create_method("rd4ad", steps=bad_steps)
     with pytest.raises(DataError, match="epochs or steps"):
         create_method("rd4ad", steps=None)  # and no epochs: no training length at all
     fx = FeatureExtractor("mobilenet_v2", ["s8"], weights=None)

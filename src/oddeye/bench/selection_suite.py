@@ -11,6 +11,7 @@ on this suite alone (docs/methods.md, ``map_norm``).
 
 from __future__ import annotations
 
+import argparse
 import json
 import sys
 import tempfile
@@ -144,6 +145,27 @@ def run(out_path: str | Path | None = None, method: str = "patchcore",
     body = render(method, section, candidates, results, synthetic, native, kinds)
     write_section(section or f"selection-{method}", body, out_path or DEFAULT_RESULTS)
     return body
+
+
+def seeded(candidates: dict[str, dict], section: str, seed: int) -> tuple[dict[str, dict], str]:
+    """Every candidate fitted with ``seed``, and its section name (``<section>-seed<S>``; seed 0
+    keeps the plain name and the method's default seed, as the first runs of each script)."""
+    if not seed:
+        return candidates, section
+    return {k: {**v, "seed": seed} for k, v in candidates.items()}, f"{section}-seed{seed}"
+
+
+def seed_parser(doc: str | None) -> argparse.ArgumentParser:
+    """Command line of a selection script: ``--seed S`` reruns its candidates at another seed."""
+    ap = argparse.ArgumentParser(description=(doc or "").split("\n")[0])
+    ap.add_argument("--seed", type=int, default=0, help="seed of every fit")
+    return ap
+
+
+def run_seeded(method: str, section: str, candidates: dict[str, dict], seed: int) -> str:
+    """``run`` with ``seeded`` candidates and section."""
+    cands, name = seeded(candidates, section, seed)
+    return run(method=method, section=name, candidates=cands)
 
 
 def render(method: str, section: str | None, candidates: dict[str, dict],

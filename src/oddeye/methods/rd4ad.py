@@ -352,8 +352,9 @@ class RD4AD(Method):
             raise DataError(f"block must be one of {BLOCKS}, got {block!r}")
         if (epochs is not None and int(epochs) < 1) or int(train_batch) < 1:
             raise DataError(f"epochs and train_batch must be >= 1, got {epochs}, {train_batch}")
-        if steps is not None and (isinstance(steps, bool) or int(steps) < 1):
-            raise DataError(f"steps must be None or >= 1, got {steps!r}")
+        if steps is not None and (isinstance(steps, bool) or not isinstance(steps, int)
+                                  or steps < 1):
+            raise DataError(f"steps must be None or an integer >= 1, got {steps!r}")
         if epochs is None and steps is None:
             raise DataError("RD4AD needs a training length: set epochs or steps")
         if isinstance(pseudo, bool) or not isinstance(pseudo, int | float) or not 0 <= pseudo <= 1:
