@@ -6,14 +6,21 @@ images, from the median training-image area, aspect ratio kept), ``posW`` (squar
 patch's position times W; ``oddeye.methods.patchcore.with_position``), ``noaa`` (square, but
 bilinear without antialiasing, as OpenCV resizes: small defects keep their contrast),
 ``block10`` (square, but MobileNetV2's 64-channel ``features[10]`` output as the stride-16 tap
-instead of the 96-channel end of the stride-16 stage). Bank: 10k patches by the
-library's coreset; image score: the largest raw patch distance; image AUROC overall and per
-defect type. Run: .venv/bin/python benchmarks/patchcore_input_geometry.py magnetic_tile MODE
-(numbers quoted in docs/methods.md, "Position term").
+instead of the 96-channel end of the stride-16 stage), ``crop`` (square, then the central
+224 x 224, the common MVTec protocol), ``frameP`` / ``replicateP`` / ``reflectP`` (square, the
+normalised image padded by P pixels of the mean colour / its edge pixels / its mirror image
+before the backbone, the taps cropped back to the image's cells; ``frameP`` is what
+``FeatureExtractor(pad=P)`` does). Modes combine where they make sense (``crop_pos3``).
+Bank: 10k patches by the library's coreset; image score: the largest raw patch distance; image
+AUROC overall and per defect type, then the same without the outermost ring of cells and the
+share of good / defective images whose largest patch lies in that ring. Run:
+.venv/bin/python benchmarks/patchcore_input_geometry.py magnetic_tile MODE (numbers quoted in
+docs/methods.md, "Position term", and docs/backbones.md, "Input border").
 """
 
 from __future__ import annotations
 
+import re
 import sys
 import time
 from pathlib import Path
@@ -48,6 +55,9 @@ def main(dataset: str, mode: str) -> None:
             return {"s8": s8, "s16": net.features[7:11](s8)}
     factor = 256 / np.sqrt(np.median([np.prod(Image.open(p).size) for p in train]))
     weight = float(mode.split("pos")[1]) if "pos" in mode else 0.0
+    framing = re.match(r"(frame|replicate|reflect)(\d+)", mode)
+    pad_mode, pad = ({"frame": "constant"}.get(framing[1], framing[1]), int(framing[2])
+                     ) if framing else ("constant", 0)
 
     def embed(path: Path) -> torch.Tensor:
         img = read_image(path)
@@ -61,15 +71,28 @@ def main(dataset: str, mode: str) -> None:
         else:
             x = torch.from_numpy(np.asarray(Image.fromarray(img).resize(size, Image.BILINEAR))
                                  .copy()).permute(2, 0, 1)[None]
+        if mode.startswith("crop"):
+            x = x[..., 16:240, 16:240]
         with torch.inference_mode():
-            emb = aggregate(fx(norm(x)), ["s8", "s16"], 3, True)
-        return flat_patches(with_position(emb, weight) if weight else emb)
+            x = norm(x)
+            if pad:  # pad by whole stride-16 cells, crop them off the aggregated map
+                x = F.pad(x, (pad,) * 4, mode=pad_mode)
+            emb = aggregate(fx(x), ["s8", "s16"], 3, True)
+            c = pad // 8
+            emb = emb[..., c:emb.shape[-2] - c, c:emb.shape[-1] - c] if c else emb
+        return with_position(emb, weight) if weight else emb
 
     t0 = time.perf_counter()
-    patches = torch.cat([embed(p) for p in train])
+    patches = torch.cat([flat_patches(embed(p)) for p in train])
     bank = patches[coreset_indices(patches, 10_000, patches.shape[1])].contiguous()
     sq = (bank * bank).sum(1)
-    scores = np.array([float(nearest_distance(embed(p), bank, sq).max()) for p in tests])
+    maps = []
+    for p in tests:
+        emb = embed(p)
+        maps.append(nearest_distance(flat_patches(emb), bank, sq).reshape(emb.shape[-2:]))
+    scores = np.array([float(m.max()) for m in maps])
+    inner = np.array([float(m[1:-1, 1:-1].max()) for m in maps])
+    on_ring = np.array([float(m.max()) > float(m[1:-1, 1:-1].max()) for m in maps])
     kinds = np.array([p.parent.name for p in tests])
     labels = kinds != "good"
     print(f"{dataset} {mode}: image AUROC {auroc(scores, labels):.3f} "
@@ -77,6 +100,9 @@ def main(dataset: str, mode: str) -> None:
     for kind in sorted(set(kinds) - {"good"}):
         keep = (kinds == kind) | ~labels
         print(f"  {kind}: {auroc(scores[keep], labels[keep]):.3f}")
+    print(f"  without the outermost ring of cells: {auroc(inner, labels):.3f}; largest patch "
+          f"in that ring: good {on_ring[~labels].mean():.2f}, defective "
+          f"{on_ring[labels].mean():.2f}")
 
 
 if __name__ == "__main__":

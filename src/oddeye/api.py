@@ -55,10 +55,23 @@ class AnomalyModel(nn.Module):
         return self.post(self.raw_map(x))
 
 
-def _build_extractor(backbone: str, layers: Sequence[str], weights: Any) -> nn.Module:
+def default_pad(method: Method) -> int:
+    """The input frame a method gets when the Detector's ``pad`` is None: its ``default_pad``
+    rounded up to a multiple of its deepest tap's stride (so deeper taps still crop exactly)."""
+    from oddeye.backbones import feature_info
+
+    if not method.default_pad:
+        return 0
+    info = feature_info(method.backbone)
+    stride = max((info[lay][1] for lay in method.layers if lay in info), default=1)
+    return -(-method.default_pad // stride) * stride
+
+
+def _build_extractor(backbone: str, layers: Sequence[str], weights: Any, pad: int = 0
+                     ) -> nn.Module:
     from oddeye.backbones import FeatureExtractor
 
-    return FeatureExtractor(backbone, list(layers), weights=weights)
+    return FeatureExtractor(backbone, list(layers), weights=weights, pad=pad)
 
 
 def f1_optimal_threshold(scores: np.ndarray, labels: np.ndarray) -> float:
@@ -90,6 +103,11 @@ class Detector(PredictorMixin):
     split); it refuses what it cannot fit: methods scoring against reference shots, labelled
     training data, too few good images. ``map_norm_`` records how many images it was fitted on.
 
+    ``pad`` frames each image by that many pixels of its mean colour before the backbone, whose
+    taps are cropped back (``FeatureExtractor``): border cells then see the image's edge against
+    a plain surround instead of zero-padded feature maps. ``None`` takes the method's
+    ``default_pad``; ``pad_`` is the frame the fitted model uses.
+
     ``seed`` draws the held-out images and is handed to the method (coreset start, channel draw,
     initial weights, batch order), so one seed is one reproducible fit.
 
@@ -101,8 +119,9 @@ class Detector(PredictorMixin):
     def __init__(self, method: str = "patchcore", backbone: str | None = None, size: int = 256,
                  sigma: float = 4.0, score: str = "max", weights: Any = "auto",
                  batch_size: int = DEFAULT_BATCH, holdout: float = 0.1,
-                 threshold_sigmas: float = 3.0, map_norm: str | None = None, seed: int = 0,
-                 device: str = "auto", **method_params: Any):
+                 threshold_sigmas: float = 3.0, map_norm: str | None = None,
+                 pad: int | None = None,
+                 seed: int = 0, device: str = "auto", **method_params: Any):
         self.method = method
         self.backbone = backbone
         self.size = size
@@ -113,6 +132,7 @@ class Detector(PredictorMixin):
         self.holdout = holdout
         self.threshold_sigmas = threshold_sigmas
         self.map_norm = map_norm
+        self.pad = pad
         self.seed = seed
         self.device = device
         self.method_params = method_params
@@ -149,10 +169,13 @@ class Detector(PredictorMixin):
             holdout_idx = sorted(rng.choice(n, size=k, replace=False).tolist())
         train_idx = [i for i in range(n) if i not in set(holdout_idx)]
 
+        # the extractor first: a bad backbone, layer or pad fails before any image is decoded
+        self.pad_ = self.pad if self.pad is not None else default_pad(method)
+        extractor = _build_extractor(method.backbone, method.layers, self.weights,
+                                     self.pad_).to(dev)
         arrays = load_resized(images, self.size)
         x = to_batch(arrays)
         normalize = Normalize(PreprocessConfig().mean, PreprocessConfig().std).to(dev)
-        extractor = _build_extractor(method.backbone, method.layers, self.weights).to(dev)
         head = method.build_head(extractor.channels, extractor.strides).to(dev)
         data = TrainSet(
             images=x[train_idx], extractor=extractor, normalize=normalize,
@@ -324,7 +347,7 @@ class Detector(PredictorMixin):
         """Constructor arguments (scikit-learn style)."""
         p = {k: getattr(self, k) for k in ("method", "backbone", "size", "sigma", "score",
                                            "batch_size", "holdout", "threshold_sigmas",
-                                           "map_norm", "seed", "device")}
+                                           "map_norm", "pad", "seed", "device")}
         p.update(self.method_params)
         return p
 
@@ -342,7 +365,8 @@ class Detector(PredictorMixin):
                             "score_from": self.model_.post.score_from,
                             "map_norm_images": self.map_norm_},
             "backbone": {"name": self.method_.backbone, "layers": list(self.method_.layers),
-                         "channels": dict(ext.channels), "strides": dict(ext.strides)},
+                         "channels": dict(ext.channels), "strides": dict(ext.strides),
+                         "pad": ext.pad},
             "threshold": {"value": self.threshold_, "scale": self.score_scale_,
                           **self.threshold_info_},
             "train": {"n_images": self.n_train_, "fit_seconds": self.fit_seconds_,
@@ -380,7 +404,11 @@ class Detector(PredictorMixin):
                     f"computes in this oddeye {__version__}: retrain the model")
             method = method_cls(**{**method_cls.legacy_defaults, **meta["method_params"]})
             bb = meta["backbone"]
-            extractor = _build_extractor(bb["name"], bb["layers"], None)
+            det.pad_ = int(bb.get("pad", 0))  # files from before it never framed the image
+            if det.pad is not None and det.pad != det.pad_:
+                raise ModelFileError(f"{path}: metadata says pad={det.pad!r} but the backbone "
+                                     f"was saved with pad={det.pad_!r}")
+            extractor = _build_extractor(bb["name"], bb["layers"], None, det.pad_)
             ext_state = {k[len("extractor."):]: v for k, v in tensors.items()
                          if k.startswith("extractor.")}
             extractor.load_state_dict(ext_state, strict=True)

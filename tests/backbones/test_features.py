@@ -194,3 +194,27 @@ def test_feature_info_without_weights() -> None:
     info = feature_info("wide_resnet50_2")
     assert info["s2"] == (64, 2) and info["layer2"] == (512, 8) and info["s32"] == (2048, 32)
     assert feature_info("efficientnet_lite0")["s16"] == (112, 16)
+
+
+def test_pad_frames_the_image_in_the_mean_colour_and_crops_the_taps(image_batch) -> None:
+    framed = FeatureExtractor("mobilenet_v2", ["s8", "s16"], pad=16)
+    plain = FeatureExtractor("mobilenet_v2", ["s8", "s16"])
+    with torch.inference_mode():
+        got = framed(image_batch)
+        # zero after ImageNet normalisation is the mean colour: frame by hand, crop by hand
+        ref = plain(torch.nn.functional.pad(image_batch, (16, 16, 16, 16)))
+    for tap, stride in (("s8", 8), ("s16", 16)):
+        c = 16 // stride
+        assert got[tap].shape == (1, framed.channels[tap], 256 // stride, 256 // stride)
+        torch.testing.assert_close(got[tap], ref[tap][..., c:-c, c:-c])
+        assert got[tap].is_contiguous()
+    with torch.inference_mode():
+        unframed = plain(image_batch)
+    # pretrained weights: the frame changes what the border cells see, not only the interior's
+    assert (got["s8"][..., 0, :] - unframed["s8"][..., 0, :]).abs().max() > 1e-2
+
+
+@pytest.mark.parametrize("pad", [8, -16, 2.0, True])
+def test_pad_must_be_whole_pixels_divisible_by_every_stride(pad) -> None:
+    with pytest.raises(BackboneError, match="pad must be"):
+        FeatureExtractor("mobilenet_v2", ["s8", "s16"], weights=None, pad=pad)

@@ -127,6 +127,19 @@ def test_train_map_norm_flag(synth_root, tmp_path, capsys):
     assert "position weight 0 (fewer than 40 images" in capsys.readouterr().out
 
 
+def test_train_pad_flag(synth_root, tmp_path, capsys):
+    """--pad reaches the Detector and the file; a pad the taps' strides do not divide is a
+    one-line error naming it."""
+    import oddeye
+
+    args = ["train", "--data", str(synth_root), "--category", "disc", "--size", "64",
+            "--no-progress"]
+    assert main([*args, "--pad", "12", "--out", str(tmp_path / "bad.oddeye")]) == 2
+    assert "pad must be" in capsys.readouterr().err
+    assert main([*args, "--pad", "32", "--out", str(tmp_path / "p.oddeye")]) == 0
+    assert oddeye.load(tmp_path / "p.oddeye").model_.extractor.pad == 32
+
+
 def test_demo_runs_end_to_end(tmp_path, capsys):
     # the README's first command, on one class: data, fit, test, predictions, report
     out = tmp_path / "demo"

@@ -274,3 +274,21 @@ def test_parity_with_map_norm(synth_root, tmp_path):
     a, b = det.predict(images), onnx_det.predict(images)
     assert np.abs(a.maps - b.maps).max() < TOL
     assert np.abs(a.scores - b.scores).max() < TOL
+
+
+@pytest.mark.parametrize("method", ["patchcore", "padim"])
+def test_parity_with_framed_input(method, synth_root, tmp_path):
+    """The input frame (``pad``) and the taps' crop are part of the exported graph."""
+    from oddeye.api import Detector
+    from oddeye.data.mvtec import load_dataset
+    from oddeye.export.onnx import OnnxDetector, export_onnx
+
+    cat = next(c for c in load_dataset(synth_root) if c.name == "grid")
+    det = Detector(method=method, size=128, pad=16).fit(
+        [s.path for s in cat.train[:8]], progress=False)
+    assert det.model_.extractor.pad == 16
+    onnx_det = OnnxDetector(export_onnx(det, tmp_path / "framed.onnx"))
+    images = sample_images(synth_root)
+    a, b = det.predict(images), onnx_det.predict(images)
+    assert np.abs(a.maps - b.maps).max() < TOL
+    assert np.abs(a.scores - b.scores).max() < TOL

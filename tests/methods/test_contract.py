@@ -208,3 +208,41 @@ def test_detector_seed_reaches_every_seeded_method(grid):
     b = Detector(method="padim", size=64, seed=1).fit(paths, progress=False)
     assert b.method_.get_params()["seed"] == 1
     assert not np.array_equal(a.model_.head.index, b.model_.head.index)  # its channel draw
+
+
+def test_framed_model_round_trips_and_older_files_load_unframed(grid, tmp_path):
+    """``pad`` travels in the file (the backbone's and the detector's record must agree); a file
+    from before it loads unframed and scores exactly as it did."""
+    import json
+
+    import torch
+
+    from oddeye.backbones import BackboneError
+    from oddeye.errors import ModelFileError
+
+    train, paths = [s.path for s in grid.train], [s.path for s in grid.test[:3]]
+    framed = Detector(method="patchcore", size=128, pad=16, position=0.0).fit(
+        train, progress=False)
+    again = oddeye.load(framed.save(tmp_path / "framed.oddeye"))
+    assert again.pad == again.pad_ == 16 and again.model_.extractor.pad == 16
+    np.testing.assert_array_equal(again.predict(paths).scores, framed.predict(paths).scores)
+
+    plain = Detector(method="patchcore", size=128, pad=0, position=0.0).fit(
+        train, progress=False)
+    assert not np.allclose(plain.predict(paths).scores, framed.predict(paths).scores)
+    payload = torch.load(plain.save(tmp_path / "plain.oddeye"), weights_only=True)
+    meta = json.loads(payload["meta_json"])
+    del meta["detector_params"]["pad"], meta["backbone"]["pad"]
+    payload["meta_json"] = json.dumps(meta)
+    torch.save(payload, tmp_path / "old.oddeye")
+    old = oddeye.load(tmp_path / "old.oddeye")
+    assert old.pad is None and old.pad_ == 0
+    np.testing.assert_array_equal(old.predict(paths).scores, plain.predict(paths).scores)
+
+    meta["detector_params"]["pad"] = 16  # says framed, but the backbone was saved unframed
+    payload["meta_json"] = json.dumps(meta)
+    torch.save(payload, tmp_path / "liar.oddeye")
+    with pytest.raises(ModelFileError, match=r"liar\.oddeye.*pad=16.*pad=0"):
+        oddeye.load(tmp_path / "liar.oddeye")
+    with pytest.raises(BackboneError, match="pad must be"):
+        Detector(pad=12).fit(train, progress=False)

@@ -6,6 +6,7 @@ import os
 from collections.abc import Sequence
 
 import torch
+import torch.nn.functional as F
 from torch import nn
 
 from .base import IMAGENET_MEAN, IMAGENET_STD, STRIDE_TAPS, Backbone
@@ -64,11 +65,16 @@ class FeatureExtractor(nn.Module):
     in eval mode either way). ``.channels[name]`` and ``.strides[name]`` describe the outputs.
     ``channels_last`` runs the convolutions in NHWC memory layout (1.2-2x faster on CPU,
     see docs/backbones.md); outputs are returned in the ordinary contiguous NCHW layout.
+
+    ``pad`` (pixels, a multiple of every tap's stride) frames the image in the ImageNet mean
+    colour before the backbone and crops each tap back to the image's own cells: without it the
+    border cells see the convolutions' zero padding of *feature* maps, which makes them a
+    population of their own (docs/backbones.md, "Input border").
     """
 
     def __init__(self, backbone: str, layers: Sequence[str],
                  weights: str | os.PathLike | None = "auto", fold_bn: bool = True, *,
-                 channels_last: bool = True) -> None:
+                 channels_last: bool = True, pad: int = 0) -> None:
         super().__init__()
         if isinstance(layers, str) or not layers:
             raise BackboneError(f"layers must be a non-empty sequence of names, got {layers!r}")
@@ -86,8 +92,15 @@ class FeatureExtractor(nn.Module):
         self.folded = fold_bn
         self.stages = nn.ModuleList(s.module for s in stages[:last + 1])
         self._stage_of = {layer: order.index(tap) for layer, tap in taps.items()}
+        self._stage_stride = [s.stride for s in stages[:last + 1]]
         self.channels: dict[str, int] = {k: stages[i].channels for k, i in self._stage_of.items()}
         self.strides: dict[str, int] = {k: stages[i].stride for k, i in self._stage_of.items()}
+        if not isinstance(pad, int) or isinstance(pad, bool) or pad < 0 or any(
+                pad % s for s in self.strides.values()):
+            raise BackboneError(f"pad must be a non-negative whole number of pixels divisible "
+                                f"by every tap's stride {sorted(set(self.strides.values()))}, "
+                                f"got {pad!r}")
+        self.pad = pad
         renorm = (tuple(net.input_mean), tuple(net.input_std)) != (IMAGENET_MEAN, IMAGENET_STD)
         self.renorm = InputRenorm(net.input_mean, net.input_std) if renorm else nn.Identity()
         self.channels_last = channels_last
@@ -100,11 +113,18 @@ class FeatureExtractor(nn.Module):
         """Ignore ``mode``: the extractor always stays in eval mode (frozen statistics)."""
         return super().train(False)
 
+    def _crop(self, t: torch.Tensor, stride: int) -> torch.Tensor:
+        """A tap of the framed image cut back to the cells of the image itself."""
+        c = self.pad // stride
+        return t[..., c:t.shape[-2] - c, c:t.shape[-1] - c] if c else t
+
     def forward(self, x: torch.Tensor) -> dict[str, torch.Tensor]:
         """Feature maps of ImageNet-normalised (N, 3, H, W) input, keyed by requested name."""
         if x.dim() != 4 or x.shape[1] != 3:
             raise ValueError(f"FeatureExtractor expects (N, 3, H, W) input, got "
                              f"{tuple(x.shape)}")
+        if self.pad:  # zero after ImageNet normalisation = the mean colour
+            x = F.pad(x, (self.pad,) * 4)
         x = self.renorm(x)
         if self.channels_last:
             x = x.contiguous(memory_format=torch.channels_last)
@@ -113,5 +133,6 @@ class FeatureExtractor(nn.Module):
             x = stage(x)
             outputs[index] = x
         wanted = {self._stage_of[layer] for layer in self.layers}
-        outputs = {i: t.contiguous() for i, t in outputs.items() if i in wanted}
+        outputs = {i: self._crop(t, self._stage_stride[i]).contiguous()
+                   for i, t in outputs.items() if i in wanted}
         return {layer: outputs[self._stage_of[layer]] for layer in self.layers}

@@ -29,6 +29,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--seed", type=int, default=0, help="seed for shots, holdout and the method")
     p.add_argument("--size", type=int, default=256, help="input size (square, no crop)")
     p.add_argument("--sigma", type=float, default=4.0, help="Gaussian sigma of the map")
+    p.add_argument("--pad", type=int, default=None, metavar="PX",
+                   help="frame the image in its mean colour by PX pixels before the backbone "
+                        "(a multiple of the taps' strides; default: the Detector's)")
     p.add_argument("--batch-size", type=int, default=4)
     add_device_flag(p)
     p.add_argument("--labeled-defects", type=int, default=0, metavar="K",
@@ -77,6 +80,8 @@ def fit_one(args: argparse.Namespace, datasets: list, out: Path) -> Path:
     params = parse_params(args.param)
     if args.map_norm != "none":
         params["map_norm"] = args.map_norm
+    if args.pad is not None:
+        params["pad"] = args.pad
     det = Detector(method=args.method, backbone=args.backbone, size=args.size, sigma=args.sigma,
                    device=args.device,
                    weights=args.weights, batch_size=args.batch_size, seed=args.seed, **params)

@@ -84,6 +84,9 @@ class Method(ABC):
     name: ClassVar[str] = ""
     default_backbone: ClassVar[str] = "mobilenet_v2"
     default_layers: ClassVar[tuple[str, ...]] = ("s8", "s16")
+    #: Input frame in pixels when the Detector's ``pad`` is None (``FeatureExtractor(pad=...)``;
+    #: rounded up to the deepest tap's stride): chosen per method on validation data.
+    default_pad: ClassVar[int] = 0
     #: True when the method needs labelled anomalies (``TrainSet.labels``) to fit.
     needs_labels: ClassVar[bool] = False
     #: True when the head scores images against a few normal reference shots given at test time.
