@@ -198,3 +198,47 @@ def test_validation_split_passes_the_kinds_on(tmp_path):
     _, _, labels, spots = validation_split(paths, 32, copies=1)
     _, _, _, swaps = validation_split(paths, 32, copies=1, kinds=("swap",))
     assert swaps[labels == 1].mean() > 2 * spots[labels == 1].mean()  # large regions
+
+
+@pytest.mark.parametrize("kind", ("cutpaste", "blob"))
+def test_inner_placement_keeps_off_the_border_and_anywhere_reaches_it(kind):
+    """``inner`` (every selection run before the twelfth session) never puts a region in the
+    outer tenth of the image, so it cannot show what a setting costs defects on the border;
+    ``anywhere`` does, and with the same draws its defects are as large."""
+    good, donor = _pair()
+    band = np.ones(good.shape[:2], bool)
+    band[10:-10, 13:-13] = False  # the outer ~10% of each side
+    hits, sizes = {}, {}
+    for placement in ("inner", "anywhere"):
+        rng = np.random.default_rng(0)
+        masks = [make_pseudo_anomaly(good, donor, rng, kind, placement=placement)[1]
+                 for _ in range(60)]
+        hits[placement] = np.mean([m[band].any() for m in masks])
+        sizes[placement] = [int(m.sum()) for m in masks]
+        assert all(s > 0 for s in sizes[placement])
+    assert hits["inner"] == 0 and hits["anywhere"] > 0.3
+    # the same radii, drawn elsewhere: clipped by the border, never larger (up to rasterisation)
+    assert all(a <= 1.05 * i + 2 for a, i in zip(sizes["anywhere"], sizes["inner"], strict=True))
+    assert np.mean(sizes["anywhere"]) < np.mean(sizes["inner"])
+    with pytest.raises(ValueError, match="placement"):
+        make_pseudo_anomaly(good, donor, np.random.default_rng(0), kind, placement="edge")
+
+
+def test_placement_reaches_the_validation_split_and_names_the_section(tmp_path, monkeypatch):
+    from oddeye.bench import selection_suite
+
+    paths = []
+    for i in range(12):
+        p = tmp_path / f"{i}.png"
+        from PIL import Image
+
+        Image.fromarray(_pair(i)[0]).save(p)
+        paths.append(p)
+    _, _, labels, masks = validation_split(paths, 64, max_val=4, placement="anywhere")
+    assert labels.sum() == 8 and all(m.any() for m, y in zip(masks, labels, strict=True) if y)
+    seen = {}
+    monkeypatch.setattr(selection_suite, "run", lambda **kw: seen.update(kw) or "")
+    selection_suite.run_seeded("patchcore", "selection-x", {"a": {}}, 1, "anywhere")
+    assert seen["section"] == "selection-x-anywhere-seed1" and seen["placement"] == "anywhere"
+    selection_suite.run_seeded("patchcore", "selection-x", {"a": {}}, 0, "anywhere")
+    assert seen["section"] == "selection-x-anywhere"

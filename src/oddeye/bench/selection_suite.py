@@ -45,7 +45,7 @@ CANDIDATES: dict[str, dict] = {
 def validation_split(paths: list, size: int | None, seed: int = 0, max_fit: int = 100,
                      max_val: int = 24, severity: float = SEVERITY, copies: int = 2,
                      later: list | None = None, kinds: tuple[str, ...] | None = None,
-                     ) -> tuple[list, list, np.ndarray, np.ndarray | list]:
+                     placement: str = "inner") -> tuple[list, list, np.ndarray, np.ndarray | list]:
     """(fit paths, eval images, eval labels, eval masks) from good images only.
 
     ``size=None`` keeps the validation images at their own resolution (masks then come as a
@@ -57,7 +57,8 @@ def validation_split(paths: list, size: int | None, seed: int = 0, max_fit: int 
     between acquisitions does to a candidate; a split of one acquisition cannot (docs/methods.md,
     ``map_norm``). Every validation image is kept as a good example and gets ``copies``
     pseudo-anomalous copies (``kinds`` in turn, default ``oddeye.data.pseudo.KINDS``; donor =
-    the next validation image, for ``swap`` the most different one).
+    the next validation image, for ``swap`` the most different one), placed as ``placement``
+    says (``oddeye.data.pseudo.PLACEMENTS``: ``inner`` keeps them off the border).
     """
     from oddeye.data.pseudo import KINDS, pseudo_validation
     from oddeye.preprocess import load_resized, load_rgb
@@ -72,7 +73,8 @@ def validation_split(paths: list, size: int | None, seed: int = 0, max_fit: int 
         val = [paths[i] for i in order[:n_val]]
         fit = [paths[i] for i in order[n_val:n_val + max_fit]]
     goods = [load_rgb(v) for v in val] if size is None else load_resized(val, size)
-    images, labels, masks = pseudo_validation(goods, rng, copies, severity, kinds or KINDS)
+    images, labels, masks = pseudo_validation(goods, rng, copies, severity, kinds or KINDS,
+                                              placement)
     return fit, images, labels, (masks if size is None else np.stack(masks))
 
 
@@ -99,11 +101,13 @@ def score_candidate(method: str, params: dict, fit: list, images: list, labels: 
 def run(out_path: str | Path | None = None, method: str = "patchcore",
         candidates: dict[str, dict] | None = None, datasets: list[str] | None = None,
         synthetic: tuple[str, ...] = ("noise", "nut"), section: str | None = None,
-        native: bool = False, kinds: tuple[str, ...] | None = None) -> str:
+        native: bool = False, kinds: tuple[str, ...] | None = None,
+        placement: str = "inner") -> str:
     """Score each candidate on validation-only data and write the section
     ``section`` (default ``selection-<method>``). ``native``: real validation images at their
     own resolution (for candidates of different input sizes), else resized to 256. ``kinds``:
-    the real sets' pseudo-defect kinds (default ``oddeye.data.pseudo.KINDS``)."""
+    the real sets' pseudo-defect kinds (default ``oddeye.data.pseudo.KINDS``); ``placement``:
+    where they may sit (``inner``, off the border, or ``anywhere``)."""
     from oddeye.bench.detection_suite import DATASETS, shared_root
     from oddeye.bench.results import DEFAULT_RESULTS, write_section
     from oddeye.data.mvtec import load_dataset
@@ -132,7 +136,7 @@ def run(out_path: str | Path | None = None, method: str = "patchcore",
                 name = f"{ds} ({'validation/good' if later else 'pseudo'})"
                 sets[name] = validation_split([s.path for s in cat.train],
                                               None if native else 256, later=later,
-                                              kinds=kinds)
+                                              kinds=kinds, placement=placement)
         results: dict[str, dict[str, dict]] = {}
         for name, params in candidates.items():
             results[name] = {}
@@ -142,7 +146,7 @@ def run(out_path: str | Path | None = None, method: str = "patchcore",
                 print(f"{name:32s} {sname:24s} img {r['image_auroc']:.3f} "
                       f"px {r['pixel_auroc']:.3f} {r['seconds']:.0f}s", file=sys.stderr,
                       flush=True)
-    body = render(method, section, candidates, results, synthetic, native, kinds)
+    body = render(method, section, candidates, results, synthetic, native, kinds, placement)
     write_section(section or f"selection-{method}", body, out_path or DEFAULT_RESULTS)
     return body
 
@@ -156,21 +160,32 @@ def seeded(candidates: dict[str, dict], section: str, seed: int) -> tuple[dict[s
 
 
 def seed_parser(doc: str | None) -> argparse.ArgumentParser:
-    """Command line of a selection script: ``--seed S`` reruns its candidates at another seed."""
+    """Command line of a selection script: ``--seed S`` reruns its candidates at another seed,
+    ``--placement anywhere`` puts the real sets' pseudo-defects anywhere, border included."""
+    from oddeye.data.pseudo import PLACEMENTS
+
     ap = argparse.ArgumentParser(description=(doc or "").split("\n")[0])
     ap.add_argument("--seed", type=int, default=0, help="seed of every fit")
+    ap.add_argument("--placement", choices=list(PLACEMENTS), default="inner",
+                    help="where the real sets' pseudo-defects may sit (default inner: off the "
+                         "border, as the first runs of every script)")
     return ap
 
 
-def run_seeded(method: str, section: str, candidates: dict[str, dict], seed: int) -> str:
-    """``run`` with ``seeded`` candidates and section."""
+def run_seeded(method: str, section: str, candidates: dict[str, dict], seed: int,
+               placement: str = "inner") -> str:
+    """``run`` with ``seeded`` candidates and section (``-anywhere`` appended to the section
+    name for pseudo-defects placed anywhere)."""
     cands, name = seeded(candidates, section, seed)
-    return run(method=method, section=name, candidates=cands)
+    if placement != "inner":
+        base, _, tail = name.partition("-seed")
+        name = f"{base}-{placement}" + (f"-seed{tail}" if tail else "")
+    return run(method=method, section=name, candidates=cands, placement=placement)
 
 
 def render(method: str, section: str | None, candidates: dict[str, dict],
            results: dict[str, dict[str, dict]], synthetic: tuple[str, ...], native: bool,
-           kinds: tuple[str, ...] | None) -> str:
+           kinds: tuple[str, ...] | None, placement: str = "inner") -> str:
     """The section's markdown: one row per candidate (``results[candidate][set]`` holds the
     metrics and ``seconds`` of one fit), the means over sets, and the best candidate."""
     set_names = list(next(iter(results.values())))
@@ -187,7 +202,8 @@ def render(method: str, section: str | None, candidates: dict[str, dict],
              "images, from the set's `validation/good` where it has one (a later acquisition), "
              "else the other 20% of `train/good`; each validation image plus two "
              f"pseudo-anomalous copies ({kind_text} at severity {SEVERITY}, kinds in turn; "
-             "`oddeye.data.pseudo`). Synthetic: "
+             + ("placed anywhere, border included; " if placement == "anywhere" else "")
+             + "`oddeye.data.pseudo`). Synthetic: "
              f"`oddeye synth --seed 1` classes {', '.join(synthetic)} (not the demo/test seed). "
              + ("Real validation images and their pseudo-defects at the images' own resolution, "
                 "resized by each candidate; pixel metrics at each candidate's size. "

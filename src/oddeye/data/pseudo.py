@@ -18,13 +18,18 @@ import torch
 from PIL import Image, ImageDraw
 
 KINDS = ("cutpaste", "blob", "scratch")
+#: where a defect may sit: ``inner`` keeps region centres in the middle 60% of each side
+#: (scratches start in the middle 70%), as every selection run before the twelfth session did;
+#: ``anywhere`` draws them over the whole image, border included (the region is clipped by it)
+PLACEMENTS = {"inner": ((0.2, 0.8), (0.15, 0.85)), "anywhere": ((0.0, 1.0), (0.0, 1.0))}
 #: every kind ``make_pseudo_anomaly`` knows; ``swap`` is opt-in (see the module docstring)
 ALL_KINDS = (*KINDS, "swap")
 
 
-def _ellipse_mask(h: int, w: int, rng: np.random.Generator, lo: float, hi: float) -> np.ndarray:
+def _ellipse_mask(h: int, w: int, rng: np.random.Generator, lo: float, hi: float,
+                  centre: tuple[float, float] = PLACEMENTS["inner"][0]) -> np.ndarray:
     ry, rx = rng.uniform(lo, hi, size=2) * min(h, w)
-    cy, cx = rng.uniform(0.2, 0.8) * h, rng.uniform(0.2, 0.8) * w
+    cy, cx = rng.uniform(*centre) * h, rng.uniform(*centre) * w
     yy, xx = np.mgrid[0:h, 0:w]
     ang = rng.uniform(0, np.pi)
     u = (xx - cx) * np.cos(ang) + (yy - cy) * np.sin(ang)
@@ -34,7 +39,7 @@ def _ellipse_mask(h: int, w: int, rng: np.random.Generator, lo: float, hi: float
 
 def make_pseudo_anomaly(image: np.ndarray, donor: np.ndarray, rng: np.random.Generator,
                         kind: str | None = None, severity: float = 1.0,
-                        ) -> tuple[np.ndarray, np.ndarray]:
+                        placement: str = "inner") -> tuple[np.ndarray, np.ndarray]:
     """(defective uint8 image, {0,1} mask) from a good uint8 RGB image and another good donor.
 
     ``severity`` in (0, 1] scales how visible the defect is: the blend weight of the pasted patch
@@ -42,16 +47,19 @@ def make_pseudo_anomaly(image: np.ndarray, donor: np.ndarray, rng: np.random.Gen
     radii. 1 is the full-strength defect; lower values give the subtle defects a validation set
     needs so that candidate models do not all score 1.0 on it. ``swap`` is a replacement, never a
     blend (half of each of two normal finishes is a third texture, not a normal one): its severity
-    scales only the region's size.
+    scales only the region's size. ``placement`` (``PLACEMENTS``) says where the defect may sit.
     """
     if not 0 < severity <= 1:
         raise ValueError(f"severity must be in (0, 1], got {severity!r}")
+    if placement not in PLACEMENTS:
+        raise ValueError(f"placement must be one of {tuple(PLACEMENTS)}, got {placement!r}")
+    centre, start = PLACEMENTS[placement]
     h, w = image.shape[:2]
     kind = kind or KINDS[int(rng.integers(len(KINDS)))]
     out = image.astype(np.float32).copy()
     scale = 0.5 + 0.5 * severity
     if kind == "cutpaste":
-        mask = _ellipse_mask(h, w, rng, 0.04 * scale, 0.12 * scale)
+        mask = _ellipse_mask(h, w, rng, 0.04 * scale, 0.12 * scale, centre)
         src = np.asarray(Image.fromarray(donor).resize((w, h), Image.BILINEAR)).astype(np.float32)
         src = np.roll(src, (int(rng.integers(h)), int(rng.integers(w))), axis=(0, 1))
         if rng.random() < 0.5:
@@ -59,12 +67,12 @@ def make_pseudo_anomaly(image: np.ndarray, donor: np.ndarray, rng: np.random.Gen
         src = src * rng.uniform(0.7, 1.3)
         out[mask] = (1 - severity) * out[mask] + severity * src[mask]
     elif kind == "blob":
-        mask = _ellipse_mask(h, w, rng, 0.02 * scale, 0.08 * scale)
+        mask = _ellipse_mask(h, w, rng, 0.02 * scale, 0.08 * scale, centre)
         shift = rng.uniform(35, 80) * rng.choice([-1, 1]) + rng.normal(0, 15, size=3)
         out[mask] = out[mask] + severity * shift
     elif kind == "scratch":
         canvas = Image.new("L", (w, h), 0)
-        pts = [(float(rng.uniform(0.15, 0.85) * w), float(rng.uniform(0.15, 0.85) * h))]
+        pts = [(float(rng.uniform(*start) * w), float(rng.uniform(*start) * h))]
         for _ in range(int(rng.integers(2, 5))):
             step = rng.uniform(0.05, 0.15) * min(h, w)
             a = rng.uniform(0, 2 * np.pi)
@@ -74,7 +82,7 @@ def make_pseudo_anomaly(image: np.ndarray, donor: np.ndarray, rng: np.random.Gen
         colour = 230.0 if rng.random() < 0.5 else 25.0
         out[mask] = (1 - severity) * out[mask] + severity * colour
     elif kind == "swap":
-        mask = _ellipse_mask(h, w, rng, 0.12 * scale, 0.25 * scale)
+        mask = _ellipse_mask(h, w, rng, 0.12 * scale, 0.25 * scale, centre)
         src = np.asarray(Image.fromarray(donor).resize((w, h), Image.BILINEAR)).astype(np.float32)
         out[mask] = src[mask]
     else:
@@ -132,6 +140,7 @@ def farthest_donor(goods: list[np.ndarray]) -> np.ndarray:
 
 def pseudo_validation(goods: list[np.ndarray], rng: np.random.Generator, copies: int = 2,
                       severity: float = 0.5, kinds: tuple[str, ...] = KINDS,
+                      placement: str = "inner",
                       ) -> tuple[list[np.ndarray], np.ndarray, list[np.ndarray]]:
     """(images, labels, masks): each good uint8 (H, W, 3) image, then ``copies`` pseudo-defective
     copies of it (``kinds`` in turn; donor = the next image, or for ``swap`` the farthest one),
@@ -151,7 +160,8 @@ def pseudo_validation(goods: list[np.ndarray], rng: np.random.Generator, copies:
         for c in range(copies):
             kind = kinds[(i * copies + c) % len(kinds)]
             donor = goods[far[i] if kind == "swap" else (i + 1) % len(goods)]
-            bad, m = make_pseudo_anomaly(g, donor, rng, kind, severity=severity)
+            bad, m = make_pseudo_anomaly(g, donor, rng, kind, severity=severity,
+                                         placement=placement)
             images.append(bad)
             labels.append(1)
             masks.append(m)
