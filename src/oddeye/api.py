@@ -404,11 +404,14 @@ class Detector(PredictorMixin):
                     f"computes in this oddeye {__version__}: retrain the model")
             method = method_cls(**{**method_cls.legacy_defaults, **meta["method_params"]})
             bb = meta["backbone"]
-            det.pad_ = int(bb.get("pad", 0))  # files from before it never framed the image
+            det.pad_ = bb.get("pad", 0)  # files from before it never framed the image
             if det.pad is not None and det.pad != det.pad_:
                 raise ModelFileError(f"{path}: metadata says pad={det.pad!r} but the backbone "
                                      f"was saved with pad={det.pad_!r}")
-            extractor = _build_extractor(bb["name"], bb["layers"], None, det.pad_)
+            try:
+                extractor = _build_extractor(bb["name"], bb["layers"], None, det.pad_)
+            except ValueError as exc:  # a backbone, layer or pad this version does not know
+                raise ModelFileError(f"{path}: bad backbone record ({exc})") from None
             ext_state = {k[len("extractor."):]: v for k, v in tensors.items()
                          if k.startswith("extractor.")}
             extractor.load_state_dict(ext_state, strict=True)

@@ -244,5 +244,10 @@ def test_framed_model_round_trips_and_older_files_load_unframed(grid, tmp_path):
     torch.save(payload, tmp_path / "liar.oddeye")
     with pytest.raises(ModelFileError, match=r"liar\.oddeye.*pad=16.*pad=0"):
         oddeye.load(tmp_path / "liar.oddeye")
+    meta["detector_params"]["pad"] = meta["backbone"]["pad"] = -8  # agree, but impossible
+    payload["meta_json"] = json.dumps(meta)
+    torch.save(payload, tmp_path / "bad.oddeye")
+    with pytest.raises(ModelFileError, match=r"bad\.oddeye: bad backbone record.*pad must be"):
+        oddeye.load(tmp_path / "bad.oddeye")
     with pytest.raises(BackboneError, match="pad must be"):
         Detector(pad=12).fit(train, progress=False)
