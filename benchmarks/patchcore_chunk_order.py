@@ -4,13 +4,15 @@
 (``sequential_chunks=True``, closer to the exact greedy loop's coverage; docs/methods.md).
 ``--study position``: no position term vs ``position="auto"`` (the default since the eighth
 session), which chooses a weight per training set on held-out training images; with another
-seed it holds out other images and may choose another weight. Three seeds each (the seed draws
+seed it holds out other images and may choose another weight. ``--study pad``: no input frame
+vs a 16-pixel one (``pad``, twelfth session). The first two studies run without the frame, as
+they did when their sections were written. Three seeds each (the seed draws
 the held-out images, the coreset's chunk permutation and start); each (set, seed, variant) is
 one process of the detection suite, whose JSON in ``--work`` is reused when it exists. Writes
-section ``patchcore-chunk-order`` or ``patchcore-position``.
+section ``patchcore-<study>``.
 
 Run: .venv/bin/python benchmarks/patchcore_chunk_order.py --work /tmp/chunk-order
-     [--study position]
+     [--study position|pad]
 """
 
 from __future__ import annotations
@@ -30,14 +32,21 @@ REUSED: list[str] = []  # runs read from --work instead of refitted by this comm
 #: study -> (title, what differs, column name, {variant: parameters})
 STUDIES = {
     "chunk-order": ("PatchCore: independent vs sequential coreset chunks",
-                    "Default parameters but the chunk order (no position term)", "chunks",
-                    {"independent (default)": {"position": 0.0},
-                     "sequential": {"position": 0.0, "sequential_chunks": True}}),
+                    "Default parameters but the chunk order (no position term, no input frame)",
+                    "chunks",
+                    {"independent (default)": {"position": 0.0, "pad": 0},
+                     "sequential": {"position": 0.0, "sequential_chunks": True, "pad": 0}}),
     "position": ("PatchCore: position term chosen per training set",
                  "Default parameters but the position term (`position`; `auto` reports the "
-                 "weight it chose as `w=`); `none` computes what the independent rows of section "
-                 "`patchcore-chunk-order` computed (weight 0 adds no columns)", "position",
-                 {"none (before)": {"position": 0.0}, "auto (default)": {}}),
+                 "weight it chose as `w=`) and no input frame; `none` computes what the "
+                 "independent rows of section `patchcore-chunk-order` computed (weight 0 adds "
+                 "no columns)", "position",
+                 {"none (before)": {"position": 0.0, "pad": 0},
+                  "auto (default)": {"pad": 0}}),
+    "pad": ("PatchCore: input frame (`pad`)",
+            "Default parameters (`position=\"auto\"`: `w=` is the weight it chose) but the input "
+            "frame: 0 (before) or 16 px of the ImageNet mean colour (docs/backbones.md)", "pad",
+            {"0 (before)": {"pad": 0}, "16": {"pad": 16}}),
 }
 
 

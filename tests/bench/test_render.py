@@ -32,12 +32,14 @@ def test_rd4ad_render_with_categories_only_then_unified():
 
 def test_detection_table_shows_bank_size_or_dash():
     rows = [("patchcore", "tire", {**METRICS, "fit_seconds": 1.0, "ms_per_image": 2.0,
-                                   "peak_rss_mb": 3.0, "bank": 1234}),
+                                   "peak_rss_mb": 3.0, "bank": 1234, "pad": 16}),
             ("padim", "tire", {**METRICS, "fit_seconds": 1.0, "ms_per_image": 2.0,
                                "peak_rss_mb": 3.0, "bank": 0})]
     table = detection_suite._table(rows, None, {}, 2, "detection")
     assert table.splitlines()[-2].endswith("| 1234 |")
+    assert table.splitlines()[-2].startswith("| patchcore | tire | 16 |")
     assert table.splitlines()[-1].endswith("| - |")
+    assert table.splitlines()[-1].startswith("| padim | tire | - |")  # a run from before pad
 
 
 def test_rd4ad_part_with_the_same_arguments_is_reused_not_rerun(tmp_path, monkeypatch):

@@ -60,6 +60,7 @@ def test_report_has_every_section(report, evaluated):
         assert heading in text
     assert "unit &lt;report&gt;" in text and "<report>" not in text  # title escaped
     assert "fit: position weight 0 (fewer than 40 images" in text  # what the fit chose
+    assert "input 64×64 px in a 16-px frame" in text  # PatchCore's default input frame
     n = sum(len(d["scores"]) for d in details.values())
     assert f"<div class='v'>{n}</div>" in text  # the "images tested" tile
     for name, r in per.items():

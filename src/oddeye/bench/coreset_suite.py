@@ -40,6 +40,7 @@ def covering_radius(x: torch.Tensor, idx: torch.Tensor, chunk: int = 8192) -> fl
 
 def training_patches(root: Path) -> torch.Tensor:
     """PatchCore's default (N, 128) patch embeddings of a category's ``train/good`` images."""
+    from oddeye.api import default_pad
     from oddeye.backbones import FeatureExtractor
     from oddeye.data.mvtec import load_dataset
     from oddeye.methods import TrainSet, create_method
@@ -48,7 +49,7 @@ def training_patches(root: Path) -> torch.Tensor:
 
     cat = load_dataset(root)[0]
     method = create_method("patchcore")
-    ext = FeatureExtractor(method.backbone, list(method.layers))
+    ext = FeatureExtractor(method.backbone, list(method.layers), pad=default_pad(method))
     data = TrainSet(images=to_batch(load_resized([s.path for s in cat.train], 256)),
                     extractor=ext, normalize=Normalize(), progress=False)
     head = method.build_head(ext.channels, ext.strides)

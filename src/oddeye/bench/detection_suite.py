@@ -74,12 +74,13 @@ def run_one(method: str, data: str, backbone: str | None, params: dict, threads:
     from oddeye.evaluation import evaluate_category, mean_metrics
 
     torch.set_num_threads(threads)
-    per_cat, fit_s, ms, bank = {}, [], [], []
+    per_cat, fit_s, ms, bank, pads = {}, [], [], [], set()
     for cat in load_dataset(data):
         det = Detector(method=method, backbone=backbone, **params)
         det.fit([s.path for s in cat.train], validation=[s.path for s in cat.validation] or None,
                 progress=False)
         fit_s.append(det.fit_seconds_)
+        pads.add(det.pad_)
         head_bank = getattr(det.model_.head, "bank", None)
         bank.append(int(head_bank.shape[0]) if head_bank is not None else 0)
         per_cat[cat.name] = evaluate_category(det, cat, progress=False)
@@ -90,7 +91,7 @@ def run_one(method: str, data: str, backbone: str | None, params: dict, threads:
     res = mean_metrics(per_cat)
     res.update(fit_seconds=sum(fit_s), ms_per_image=statistics.median(ms),
                peak_rss_mb=resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0,
-               bank=max(bank), per_category=per_cat)
+               bank=max(bank), pad=max(pads), per_category=per_cat)
     weights = {c.get("position_weight") for c in per_cat.values()}
     if len(weights) == 1 and None not in weights:
         res["position_weight"] = weights.pop()
@@ -162,11 +163,13 @@ def _table(rows: list, backbone: str | None, params: dict | None, threads: int,
              "Protocol: 256x256 no crop, ImageNet normalisation, "
              "sigma 4, image score max, raw scores. Synthetic = `oddeye synth --seed 0` (all "
              "classes, mean over classes).", "",
-             "| method | data | image AUROC | pixel AUROC | AUPRO@0.3 | image AP | pixel AP | "
-             "fit s | ms/image (b=1) | peak RSS MB | bank |",
-             "|---|---|---|---|---|---|---|---|---|---|---|"]
+             "Frame: the input frame in pixels each model used (`pad`; 0 = none).", "",
+             "| method | data | frame | image AUROC | pixel AUROC | AUPRO@0.3 | image AP | "
+             "pixel AP | fit s | ms/image (b=1) | peak RSS MB | bank |",
+             "|---|---|---|---|---|---|---|---|---|---|---|---|"]
     for m, ds, r in rows:
-        lines.append(f"| {m} | {ds} | {r['image_auroc']:.3f} | {r['pixel_auroc']:.3f} | "
+        lines.append(f"| {m} | {ds} | {r.get('pad', '-')} | {r['image_auroc']:.3f} | "
+                     f"{r['pixel_auroc']:.3f} | "
                      f"{r['pixel_aupro']:.3f} | {r['image_ap']:.3f} | {r['pixel_ap']:.3f} | "
                      f"{r['fit_seconds']:.1f} | {r['ms_per_image']:.1f} | {r['peak_rss_mb']:.0f} | "
                      f"{r.get('bank') or '-'} |")

@@ -68,6 +68,7 @@ from oddeye.methods.base import Method, TrainSet, check_layers
 from oddeye.methods.coreset import coreset_indices
 from oddeye.methods.neighbours import nearest_distance
 from oddeye.methods.patchcore import (
+    PatchCore,
     aggregate,
     bank_size,
     choose_position,
@@ -188,6 +189,7 @@ class AnoOnlyHead(Method):
     default_layers = ("s8", "s16")
     needs_labels = True
     score_from = "raw"  # as PatchCore, its prior
+    default_pad = PatchCore.default_pad  # its prior is PatchCore, frame included
     # files from before the gate added the whole term; before the position, none had one
     legacy_defaults = {"gate": "off", "position": 0.0}
 

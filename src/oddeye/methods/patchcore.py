@@ -319,6 +319,8 @@ class PatchCore(Method):
     name = "patchcore"
     default_layers = ("s8", "s16")
     score_from = "raw"  # the paper's image score: the largest patch distance, before smoothing
+    # the input frame, chosen on validation data (docs/backbones.md, "Input border")
+    default_pad = 16
     # files from before these searched the exact space and chose chunk centres independently
     legacy_defaults = {"search_dim": None, "sequential_chunks": False, "position": 0.0,
                        "image_neighbours": 0}

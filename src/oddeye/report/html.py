@@ -395,6 +395,7 @@ def write_test_report(out_dir: str | Path, detector, per_category: dict[str, dic
                   == "raw" else f"{reduce} of the smoothed map")
     backbone = getattr(getattr(first, "method_", None), "backbone", None) or getattr(
         first, "backbone", "?")
+    pad = getattr(first, "pad_", 0)  # the backbone's input frame (docs/backbones.md)
     n_def, n_good = total["tp"] + total["fn"], total["fp"] + total["tn"]
     tiles = [
         ("images tested", f"{n_good + n_def}", f"{n_good} good, {n_def} defective"),
@@ -416,7 +417,8 @@ def write_test_report(out_dir: str | Path, detector, per_category: dict[str, dic
         "<div class='wrap'>",
         f"<h1>{html.escape(title)}</h1>",
         f"<p class='sub'>method <b>{html.escape(str(first.method))}</b> · backbone "
-        f"<b>{html.escape(str(backbone))}</b> · input {first.size}×{first.size} px · "
+        f"<b>{html.escape(str(backbone))}</b> · input {first.size}×{first.size} px"
+        + (f" in a {pad}-px frame" if pad else "") + " · "
         f"{html.escape(thr_text)}{' (' + html.escape(rule) + ')' if rule else ''}</p>",
         *[f"<p class='sub' style='font-size:13px'>{html.escape(c)}</p>"
           for c in fit_choice_lines(dets, per_model)],
