@@ -106,6 +106,7 @@ def test_metadata_props(exported):
     assert props["oddeye_version"] == __version__
     assert props["input_dtype"] == "uint8"
     assert props["score_from"] == det.model_.post.score_from
+    assert int(props["pad"]) == det.pad_ == 16  # PatchCore's default input frame
 
 
 def test_static_batch_and_float_input(exported, synth_root, tmp_path):
@@ -288,6 +289,7 @@ def test_parity_with_framed_input(method, synth_root, tmp_path):
         [s.path for s in cat.train[:8]], progress=False)
     assert det.model_.extractor.pad == 16
     onnx_det = OnnxDetector(export_onnx(det, tmp_path / "framed.onnx"))
+    assert onnx_det.pad_ == 16  # for reports written from the ONNX file
     images = sample_images(synth_root)
     a, b = det.predict(images), onnx_det.predict(images)
     assert np.abs(a.maps - b.maps).max() < TOL

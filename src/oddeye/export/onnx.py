@@ -119,6 +119,7 @@ def export_metadata(detector: Any, input_dtype: str) -> dict[str, str]:
         "layers": json.dumps(list(detector.method_.layers)),
         "method_params": json.dumps(detector.method_.get_params(), default=str),
         "size": str(int(detector.size)),
+        "pad": str(int(getattr(detector, "pad_", 0))),  # the input frame inside the graph
         "sigma": repr(float(detector.model_.post.sigma)),
         "reduce": str(detector.model_.post.reduce),
         "score_from": str(getattr(detector.model_.post, "score_from", "smoothed")),
@@ -223,6 +224,7 @@ class OnnxDetector(PredictorMixin):
             self.method = meta["method"]
             self.backbone = meta["backbone"]
             self.size = int(meta["size"])
+            self.pad_ = int(meta.get("pad", 0))  # exports from before it were unframed
             self.threshold_ = float(meta["threshold"])
             self.score_scale_ = float(meta["score_scale"])
             self.threshold_info_ = json.loads(meta.get("threshold_info", "{}"))
