@@ -36,6 +36,7 @@ def test_service_scores_equal_python_api(patchcore_file, synth_root):
         model = client.get("/v1/model").json()
     assert model["method"] == "patchcore" and model["format"] == "oddeye"
     assert model["file"] == patchcore_file.name and model["input_size"] == det.size
+    assert model["input_frame"] == det.pad_ == 16
     np.testing.assert_allclose([r["score"] for r in res], expected.scores, rtol=1e-6)
     assert [r["label"] for r in res] == expected.labels.tolist()
     assert all(r["threshold"] == det.threshold_ for r in res)

@@ -215,7 +215,8 @@ def overlay_png(image: np.ndarray, model_map: np.ndarray, threshold: float, scal
 
 # ---------------------------------------------------------------------------- model info
 def describe_model(detector: Any, path: str | Path | None = None) -> dict[str, Any]:
-    """What ``GET /v1/model`` answers: method, backbone, versions, threshold, input size."""
+    """What ``GET /v1/model`` answers: method, backbone, versions, threshold, input size and
+    the backbone's input frame."""
     meta = getattr(detector, "meta_", None) or {}
     is_onnx = type(detector).__name__ == "OnnxDetector"
     backbone = getattr(detector, "backbone", None) if is_onnx else None
@@ -230,6 +231,7 @@ def describe_model(detector: Any, path: str | Path | None = None) -> dict[str, A
         "method": detector.method,
         "backbone": backbone,
         "input_size": int(detector.size),
+        "input_frame": int(getattr(detector, "pad_", 0) or 0),
         "threshold": float(detector.threshold_),
         "score_scale": float(detector.score_scale_),
         "threshold_info": dict(getattr(detector, "threshold_info_", {}) or {}),
