@@ -9,8 +9,11 @@ bilinear without antialiasing, as OpenCV resizes: small defects keep their contr
 instead of the 96-channel end of the stride-16 stage), ``crop`` (square, then the central
 224 x 224, the common MVTec protocol), ``frameP`` / ``replicateP`` / ``reflectP`` (square, the
 normalised image padded by P pixels of the mean colour / its edge pixels / its mirror image
-before the backbone, the taps cropped back to the image's cells; ``frameP`` is what
-``FeatureExtractor(pad=P)`` does). Modes combine where they make sense (``crop_pos3``).
+before the backbone, the taps cropped back to the image's cells and then aggregated; ``frameP``
+is what ``FeatureExtractor(pad=P)`` and PatchCore do), and the same with the suffix ``agg``
+(``frame16agg``: the 3 x 3 aggregation runs over the frame's cells too, and the aggregated map
+is cropped; the order of the first diagnosis, not what the library does). Modes combine where
+they make sense (``crop_pos3``).
 Bank: 10k patches by the library's coreset; image score: the largest raw patch distance; image
 AUROC overall and per defect type, then the same without the outermost ring of cells and the
 share of good / defective images whose largest patch lies in that ring. Run:
@@ -56,6 +59,7 @@ def main(dataset: str, mode: str) -> None:
     factor = 256 / np.sqrt(np.median([np.prod(Image.open(p).size) for p in train]))
     weight = float(mode.split("pos")[1]) if "pos" in mode else 0.0
     framing = re.match(r"(frame|replicate|reflect)(\d+)", mode)
+    after = mode.endswith("agg")
     pad_mode, pad = ({"frame": "constant"}.get(framing[1], framing[1]), int(framing[2])
                      ) if framing else ("constant", 0)
 
@@ -75,11 +79,16 @@ def main(dataset: str, mode: str) -> None:
             x = x[..., 16:240, 16:240]
         with torch.inference_mode():
             x = norm(x)
-            if pad:  # pad by whole stride-16 cells, crop them off the aggregated map
+            if pad:  # pad by whole stride-16 cells
                 x = F.pad(x, (pad,) * 4, mode=pad_mode)
-            emb = aggregate(fx(x), ["s8", "s16"], 3, True)
-            c = pad // 8
-            emb = emb[..., c:emb.shape[-2] - c, c:emb.shape[-1] - c] if c else emb
+            feats = fx(x)
+            if pad and not after:  # taps cut back to the image's cells, then aggregated
+                feats = {k: v[..., pad // s:v.shape[-2] - pad // s, pad // s:v.shape[-1] - pad // s]
+                         for (k, v), s in zip(feats.items(), (8, 16), strict=True)}
+            emb = aggregate(feats, ["s8", "s16"], 3, True)
+            if pad and after:  # aggregated over the frame too, then cut back
+                c = pad // 8
+                emb = emb[..., c:emb.shape[-2] - c, c:emb.shape[-1] - c]
         return with_position(emb, weight) if weight else emb
 
     t0 = time.perf_counter()

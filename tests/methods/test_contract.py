@@ -251,3 +251,17 @@ def test_framed_model_round_trips_and_older_files_load_unframed(grid, tmp_path):
         oddeye.load(tmp_path / "bad.oddeye")
     with pytest.raises(BackboneError, match="pad must be"):
         Detector(pad=12).fit(train, progress=False)
+
+
+def test_default_frame_is_the_methods_rounded_up_to_its_deepest_tap(grid):
+    """``pad=None`` takes the method's ``default_pad`` (PatchCore and its semi-supervised head
+    16 px, the rest none), rounded up so a stride-32 tap still crops whole cells."""
+    from oddeye.api import default_pad
+
+    assert default_pad(create_method("patchcore")) == 16
+    assert default_pad(create_method("anoonly-head")) == 16
+    assert default_pad(create_method("patchcore", layers=["s8", "s16", "s32"])) == 32
+    assert default_pad(create_method("padim")) == default_pad(create_method("rd4ad")) == 0
+    det = Detector(method="patchcore", size=64, layers=["s8", "s16", "s32"], position=0.0).fit(
+        [s.path for s in grid.train[:8]], progress=False)
+    assert det.pad is None and det.pad_ == det.model_.extractor.pad == 32
