@@ -23,7 +23,9 @@ from torch import nn
 
 from oddeye.errors import ModelFileError, WeightsNotFoundError
 
+from .layouts import to_native
 from .registry import BackboneError
+from .tensorfile import looks_like_safetensors, read_safetensors
 
 Downloader = Callable[[str, Path], None]
 
@@ -219,13 +221,21 @@ def resolve_weights(name: str, path: str | os.PathLike | None = None, *,
 
 
 def read_state_dict(path: str | os.PathLike) -> dict[str, torch.Tensor]:
-    """Tensors of a weight file, loaded safely (``weights_only``) onto the CPU.
+    """Tensors of a weight file, loaded safely onto the CPU: a PyTorch file (``weights_only``)
+    or a ``.safetensors`` file (timm's, Hugging Face's; recognised by its content).
 
     Accepts a plain state dict or a checkpoint dict holding one under ``state_dict``/``model``.
     """
     path = Path(path)
     if not path.is_file():
         raise WeightsNotFoundError(f"weights file {path} does not exist")
+    with path.open("rb") as handle:
+        head = handle.read(9)
+    if looks_like_safetensors(head) or path.suffix == ".safetensors":
+        try:
+            return read_safetensors(path)
+        except ModelFileError as exc:
+            raise WeightsFileError(str(exc)) from None
     try:
         obj = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as exc:  # torch raises many types for corrupt files
@@ -268,8 +278,13 @@ def check_state_dict(model: nn.Module, state: Mapping[str, torch.Tensor], source
 
 
 def load_weights(model: nn.Module, path: str | os.PathLike) -> nn.Module:
-    """Load a weight file into ``model`` with ``strict=True``; clear error when it does not fit."""
-    state = read_state_dict(path)
-    check_state_dict(model, state, str(path))
+    """Load a weight file into ``model`` with ``strict=True``; clear error when it does not fit.
+
+    Files in timm's layout (or with DataParallel's ``module.`` prefix) are renamed to the
+    model's names first (``layouts.to_native``); tensors are never altered.
+    """
+    state, layout = to_native(read_state_dict(path), set(model.state_dict()))
+    source = str(path) if layout in ("native", "unrecognised") else f"{path} ({layout} layout)"
+    check_state_dict(model, state, source)
     model.load_state_dict(state, strict=True)
     return model
