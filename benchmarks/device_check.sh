@@ -1,6 +1,8 @@
 #!/usr/bin/env bash
 # One prepared check on a lent CUDA machine (the `device` tool), bounded to ~9.5 minutes:
-#   1. tests/test_device.py: every method fitted on CUDA vs the CPU, files, CLI, ONNX;
+#   1. tests/test_device.py: every method fitted on CUDA vs the CPU, files, CLI, ONNX; and
+#      tests/backbones/test_reference_models.py: our backbones against torchvision's and timm's
+#      own networks (both installed there, neither here);
 #   2. RD4AD on deeppcb, seeds 0-2, plain and pseudo=0.5, six fits side by side on the GPU,
 #      while the whole test suite runs there (conftest pins it to the CPU: torch 2.11, 16 threads);
 #   3. PatchCore / PaDiM detection figures on the GPU, alone (section detection-cuda);
@@ -10,7 +12,8 @@
 # $OUT/device_check.tgz; tabulate the RD4AD runs here with
 #   benchmarks/rd4ad_seeds.py --cached-only --work DIR --datasets deeppcb --seeds 0 1 2 \
 #       --threads 2 --param device=cuda [--param pseudo=0.5] --section ...
-# Usage: benchmarks/device_check.sh [tests|bench|all]   (two calls keep a failing test cheap)
+# Usage: benchmarks/device_check.sh [tests|bench|detection|all]   (detection: step 1, the
+# suite alone, then step 3, about 6 minutes; separate calls keep a failing test cheap)
 set -u
 STEP=${1:-all}
 OUT=${OUT:-/tmp/oddeye-device-check}
@@ -23,13 +26,14 @@ export ODDEYE_WEIGHTS=$PWD/.devcarry/weights ODDEYE_SHARED_DATA=$PWD/.devcarry/d
   > "$W/env.log" 2>&1
 if [ "$STEP" != bench ]; then
   t0=$(date +%s)
-  timeout 150 $PY -m pytest -q -p no:cacheprovider -rfE tests/test_device.py \
-    > "$W/test_device.log" 2>&1
+  timeout 200 $PY -m pytest -q -p no:cacheprovider -rfEs tests/test_device.py \
+    tests/backbones/test_reference_models.py > "$W/test_device.log" 2>&1
   echo "test_device rc=$? $(( $(date +%s) - t0 )) s" >> "$W/steps.log"
   cat "$W/test_device.log"
 fi
 if [ "$STEP" = tests ]; then tar czf "$OUT/device_check.tgz" -C "$OUT" work; exit 0; fi
 
+if [ "$STEP" != detection ]; then
 t0=$(date +%s)
 for s in 0 1 2; do
   timeout 280 $PY benchmarks/rd4ad_seeds.py --seeds $s --datasets deeppcb --threads 2 --work "$W/rd" \
@@ -42,6 +46,11 @@ OMP_NUM_THREADS=2 timeout 275 $PY -m pytest -q -p no:cacheprovider -rfE tests > 
 echo "suite rc=$? $(( $(date +%s) - t0 )) s" >> "$W/steps.log"
 wait
 echo "rd4ad seeds done $(( $(date +%s) - t0 )) s" >> "$W/steps.log"
+else
+t0=$(date +%s)
+OMP_NUM_THREADS=2 timeout 200 $PY -m pytest -q -p no:cacheprovider -rfE tests > "$W/suite.log" 2>&1
+echo "suite rc=$? $(( $(date +%s) - t0 )) s" >> "$W/steps.log"
+fi
 
 t0=$(date +%s)
 cp benchmarks/RESULTS.md "$W/RESULTS.md"
@@ -49,6 +58,7 @@ timeout 90 $PY -m oddeye.cli benchmark --suite detection --methods patchcore pad
   --datasets synthetic deeppcb --param device=cuda --section detection-cuda --out "$W/RESULTS.md" \
   > "$W/detection.log" 2>&1
 echo "detection rc=$? $(( $(date +%s) - t0 )) s" >> "$W/steps.log"
+if [ "$STEP" = detection ]; then tar czf "$OUT/device_check.tgz" -C "$OUT" work; exit 0; fi
 
 t0=$(date +%s)
 timeout 45 $PY -m oddeye.bench.rd4ad_suite --part category --data deeppcb \

@@ -22,3 +22,14 @@ def isolated_weights(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
 
     monkeypatch.setattr(W, "DOWNLOADER", no_network)
     return tmp_path
+
+
+def installed_weights(name: str) -> Path:
+    """The weight file that backbone ``name``'s pip package ships; skips the test (with the
+    package named) on a machine without it, e.g. the GPU machine, which gets files carried."""
+    entry = W.weight_file(name)
+    found = W.package_file(entry.module, entry.relpath) if entry.module and entry.relpath else None
+    if found is None:
+        pytest.skip(f"pip package {entry.package} is not installed here (`make install` "
+                    f"installs it)")
+    return found

