@@ -5,14 +5,17 @@
 ``--study position``: no position term vs ``position="auto"`` (the default since the eighth
 session), which chooses a weight per training set on held-out training images; with another
 seed it holds out other images and may choose another weight. ``--study pad``: no input frame
-vs a 16-pixel one (``pad``, twelfth session). The first two studies run without the frame, as
-they did when their sections were written. Three seeds each (the seed draws
+vs a 16-pixel one (``pad``, twelfth session; its tap-cropping order pinned, as it ran).
+``--study frame-order``: the 16-px frame cropped from every tap before the aggregation
+(``frame_crop="taps"``) vs cut from the aggregated embedding (the default since the thirteenth
+session). The first two studies run without the frame, as they did when their sections were
+written. Three seeds each (the seed draws
 the held-out images, the coreset's chunk permutation and start); each (set, seed, variant) is
 one process of the detection suite, whose JSON in ``--work`` is reused when it exists. Writes
 section ``patchcore-<study>``.
 
 Run: .venv/bin/python benchmarks/patchcore_chunk_order.py --work /tmp/chunk-order
-     [--study position|pad]
+     [--study position|pad|frame-order]
 """
 
 from __future__ import annotations
@@ -46,7 +49,13 @@ STUDIES = {
     "pad": ("PatchCore: input frame (`pad`)",
             "Default parameters (`position=\"auto\"`: `w=` is the weight it chose) but the input "
             "frame: 0 (before) or 16 px of the ImageNet mean colour (docs/backbones.md)", "pad",
-            {"0 (before)": {"pad": 0}, "16": {"pad": 16}}),
+            {"0 (before)": {"pad": 0}, "16": {"pad": 16, "frame_crop": "taps"}}),
+    "frame-order": ("PatchCore: where the input frame is cut (`frame_crop`)",
+                    "Default parameters (16-px frame; `position=\"auto\"`: `w=` is the weight "
+                    "it chose) but the frame's crop: from every tap before the 3 x 3 "
+                    "aggregation (`taps`, before; the `16` rows of section `patchcore-pad`) or "
+                    "from the aggregated embedding (`aggregated`)", "frame cut",
+                    {"taps (before)": {"frame_crop": "taps"}, "aggregated (default)": {}}),
 }
 
 

@@ -26,6 +26,7 @@ from oddeye.device import resolve_device
 from oddeye.errors import DataError, ModelFileError, OddeyeError
 from oddeye.io.modelfile import load_model, save_model
 from oddeye.methods import Method, TrainSet, create_method, get_method
+from oddeye.methods.base import attach_frame
 from oddeye.postprocess import PostProcess, leave_one_out_standardize, position_stats
 from oddeye.prediction import Prediction, PredictorMixin
 from oddeye.preprocess import ImageLike, Normalize, PreprocessConfig, load_resized, to_batch
@@ -177,6 +178,7 @@ class Detector(PredictorMixin):
         x = to_batch(arrays)
         normalize = Normalize(PreprocessConfig().mean, PreprocessConfig().std).to(dev)
         head = method.build_head(extractor.channels, extractor.strides).to(dev)
+        attach_frame(method, extractor, head)
         data = TrainSet(
             images=x[train_idx], extractor=extractor, normalize=normalize,
             batch_size=self.batch_size, progress=progress,
@@ -417,6 +419,7 @@ class Detector(PredictorMixin):
             extractor.load_state_dict(ext_state, strict=True)
             head_state = {k[len("head."):]: v for k, v in tensors.items() if k.startswith("head.")}
             head = method.head_from_state(extractor.channels, extractor.strides, head_state)
+            attach_frame(method, extractor, head)
         except (KeyError, TypeError, RuntimeError) as exc:
             raise ModelFileError(
                 f"{path}: model content does not match its metadata ({exc})") from None

@@ -214,6 +214,19 @@ def test_pad_frames_the_image_in_the_mean_colour_and_crops_the_taps(image_batch)
     assert (got["s8"][..., 0, :] - unframed["s8"][..., 0, :]).abs().max() > 1e-2
 
 
+def test_uncropped_extractor_hands_on_the_framed_taps(image_batch) -> None:
+    """``crop=False`` (a head that cuts the frame itself) returns the framed maps whole; the
+    flag changes nothing but the crop."""
+    framed = FeatureExtractor("mobilenet_v2", ["s8", "s16"], pad=16, crop=False)
+    cropped = FeatureExtractor("mobilenet_v2", ["s8", "s16"], pad=16)
+    with torch.inference_mode():
+        whole, cut = framed(image_batch), cropped(image_batch)
+    for tap, stride in (("s8", 8), ("s16", 16)):
+        c = 16 // stride
+        assert whole[tap].shape[-2:] == (288 // stride, 288 // stride)
+        torch.testing.assert_close(whole[tap][..., c:-c, c:-c], cut[tap])
+
+
 @pytest.mark.parametrize("pad", [8, -16, 2.0, True])
 def test_pad_must_be_whole_pixels_divisible_by_every_stride(pad) -> None:
     with pytest.raises(BackboneError, match="pad must be"):

@@ -253,6 +253,66 @@ def test_framed_model_round_trips_and_older_files_load_unframed(grid, tmp_path):
         Detector(pad=12).fit(train, progress=False)
 
 
+@pytest.mark.parametrize("method", ["patchcore", "anoonly-head"])
+def test_frame_is_cut_after_the_aggregation_and_older_files_keep_the_taps_order(
+        grid, tmp_path, method):
+    """By default PatchCore-style heads aggregate over the framed maps and cut the frame from
+    the embedding (a border cell averages 9 cells like every other); ``frame_crop="taps"`` (the
+    order of files written before the choice) crops each tap first. A file without the
+    parameter loads in the taps order and scores exactly as it did."""
+    import json
+
+    import torch
+
+    from oddeye.methods.patchcore import aggregate
+
+    train, paths = [s.path for s in grid.train], [s.path for s in grid.test[:3]]
+    extra: dict = {}
+    if method == "anoonly-head":
+        from oddeye.data.mvtec import load_sample_mask
+        from oddeye.preprocess import resize_mask
+
+        bad = [s for s in grid.test if s.label == 1][:2]
+        extra = {"labels": [0] * len(train) + [1] * 2,
+                 "masks": [np.zeros((128, 128), np.uint8)] * len(train)
+                 + [resize_mask(load_sample_mask(s, (128, 128)), 128) for s in bad]}
+        train = train + [s.path for s in bad]
+        paths = [s.path for s in grid.test if s.label == 0][:3]
+    params = {"steps": 20} if method == "anoonly-head" else {}
+    agg = Detector(method=method, size=128, position=0.0, **params).fit(
+        train, progress=False, **extra)
+    assert agg.pad_ == 16 and agg.method_.frame_crop == "aggregated"
+    assert not agg.model_.extractor.crop and agg.model_.head.frame == 2  # 16 px at stride 8
+    x = agg.model_.normalize(torch.as_tensor(np.stack(
+        [np.zeros((128, 128, 3), np.uint8)])).permute(0, 3, 1, 2))
+    with torch.inference_mode():
+        feats = agg.model_.extractor(x)
+        assert feats["s8"].shape[-1] == (128 + 32) // 8  # framed taps reach the head
+        emb = agg.model_.head.embed(feats)
+        ref = aggregate(feats, ["s8", "s16"], 3, True)[..., 2:-2, 2:-2]
+    torch.testing.assert_close(emb[:, :ref.shape[1]], ref)
+    assert agg.predict(paths).maps.shape == (3, 128, 128)
+
+    taps = Detector(method=method, size=128, position=0.0, frame_crop="taps", **params).fit(
+        train, progress=False, **extra)
+    assert taps.model_.extractor.crop and taps.model_.head.frame == 0
+    assert not np.allclose(taps.predict(paths).scores, agg.predict(paths).scores)
+    again = oddeye.load(agg.save(tmp_path / "agg.oddeye"))
+    assert not again.model_.extractor.crop and again.model_.head.frame == 2
+    np.testing.assert_array_equal(again.predict(paths).scores, agg.predict(paths).scores)
+    payload = torch.load(taps.save(tmp_path / "taps.oddeye"), weights_only=True)
+    meta = json.loads(payload["meta_json"])
+    del meta["method_params"]["frame_crop"]
+    payload["meta_json"] = json.dumps(meta)
+    torch.save(payload, tmp_path / "old.oddeye")
+    old = oddeye.load(tmp_path / "old.oddeye")
+    assert old.method_.frame_crop == "taps" and old.model_.extractor.crop
+    np.testing.assert_array_equal(old.predict(paths).scores, taps.predict(paths).scores)
+    with pytest.raises(DataError, match="frame_crop must be one of aggregated, taps"):
+        Detector(method=method, size=128, frame_crop="image", **params).fit(
+            train, progress=False, **extra)
+
+
 def test_default_frame_is_the_methods_rounded_up_to_its_deepest_tap(grid):
     """``pad=None`` takes the method's ``default_pad`` (PatchCore and its semi-supervised head
     16 px, the rest none), rounded up so a stride-32 tap still crops whole cells."""

@@ -69,12 +69,14 @@ class FeatureExtractor(nn.Module):
     ``pad`` (pixels, a multiple of every tap's stride) frames the image in the ImageNet mean
     colour before the backbone and crops each tap back to the image's own cells: without it the
     border cells see the convolutions' zero padding of *feature* maps, which makes them a
-    population of their own (docs/backbones.md, "Input border").
+    population of their own (docs/backbones.md, "Input border"). ``crop=False`` hands the
+    framed taps on uncropped, for a head that cuts the frame away itself after its own
+    neighbourhood aggregation (PatchCore's default; ``oddeye.methods.base.attach_frame``).
     """
 
     def __init__(self, backbone: str, layers: Sequence[str],
                  weights: str | os.PathLike | None = "auto", fold_bn: bool = True, *,
-                 channels_last: bool = True, pad: int = 0) -> None:
+                 channels_last: bool = True, pad: int = 0, crop: bool = True) -> None:
         super().__init__()
         if isinstance(layers, str) or not layers:
             raise BackboneError(f"layers must be a non-empty sequence of names, got {layers!r}")
@@ -101,6 +103,7 @@ class FeatureExtractor(nn.Module):
                                 f"by every tap's stride {sorted(set(self.strides.values()))}, "
                                 f"got {pad!r}")
         self.pad = pad
+        self.crop = bool(crop)
         renorm = (tuple(net.input_mean), tuple(net.input_std)) != (IMAGENET_MEAN, IMAGENET_STD)
         self.renorm = InputRenorm(net.input_mean, net.input_std) if renorm else nn.Identity()
         self.channels_last = channels_last
@@ -115,7 +118,7 @@ class FeatureExtractor(nn.Module):
 
     def _crop(self, t: torch.Tensor, stride: int) -> torch.Tensor:
         """A tap of the framed image cut back to the cells of the image itself."""
-        c = self.pad // stride
+        c = self.pad // stride if self.crop else 0
         return t[..., c:t.shape[-2] - c, c:t.shape[-1] - c] if c else t
 
     def forward(self, x: torch.Tensor) -> dict[str, torch.Tensor]:

@@ -44,6 +44,7 @@ def training_patches(root: Path) -> torch.Tensor:
     from oddeye.backbones import FeatureExtractor
     from oddeye.data.mvtec import load_dataset
     from oddeye.methods import TrainSet, create_method
+    from oddeye.methods.base import attach_frame
     from oddeye.methods.patchcore import training_patches as patches_of
     from oddeye.preprocess import Normalize, load_resized, to_batch
 
@@ -53,6 +54,7 @@ def training_patches(root: Path) -> torch.Tensor:
     data = TrainSet(images=to_batch(load_resized([s.path for s in cat.train], 256)),
                     extractor=ext, normalize=Normalize(), progress=False)
     head = method.build_head(ext.channels, ext.strides)
+    attach_frame(method, ext, head)
     with torch.inference_mode():
         return patches_of(head, data)
 

@@ -72,6 +72,8 @@ from oddeye.methods.patchcore import (
     aggregate,
     bank_size,
     choose_position,
+    cut_frame,
+    frame_of,
     initial_position,
     position_choice,
     with_position,
@@ -102,6 +104,7 @@ class AnoOnlyPatchHead(nn.Module):
         self.register_buffer("bank_sq", torch.zeros(0))
         self.register_buffer("input_bank", torch.zeros(0, bank_dim))
         self.register_buffer("input_bank_sq", torch.zeros(0))
+        self.frame = 0  # input frame (cells) cut after aggregation, as PatchCore's
         self.register_buffer("dist_stats", torch.tensor([0.0, 1.0]))  # mean, std of normal dists
         # the gate, set by fit: when ``gate_on`` is 1 only the learned term's excess over
         # ``learned_floor`` (its ``gate_quantile`` on held-out good patches) is added
@@ -113,8 +116,10 @@ class AnoOnlyPatchHead(nn.Module):
         self.score = nn.Conv2d(hidden, 1, 1, bias=False)
 
     def embed(self, feats: dict[str, torch.Tensor]) -> torch.Tensor:
-        """PatchCore's patch embedding (same aggregation and layer weighting), no position."""
-        return aggregate(feats, self.layers, self.kernel, self.equal_layers)
+        """PatchCore's patch embedding (same aggregation, layer weighting and frame), no
+        position."""
+        return cut_frame(aggregate(feats, self.layers, self.kernel, self.equal_layers),
+                         self.frame)
 
     def placed(self, emb: torch.Tensor) -> torch.Tensor:
         """``emb`` as the banks hold it: with the weighted position columns when it has them."""
@@ -191,7 +196,7 @@ class AnoOnlyHead(Method):
     score_from = "raw"  # as PatchCore, its prior
     default_pad = PatchCore.default_pad  # its prior is PatchCore, frame included
     # files from before the gate added the whole term; before the position, none had one
-    legacy_defaults = {"gate": "off", "position": 0.0}
+    legacy_defaults = {"gate": "off", "position": 0.0, "frame_crop": "taps"}
 
     def __init__(self, backbone: str | None = None, layers: Sequence[str] | None = None,
                  anoonly: bool = True, kernel: int = 3, hidden: int = 64,
@@ -199,10 +204,11 @@ class AnoOnlyHead(Method):
                  margin: float = 5.0, steps: int = 300,
                  normal_per_step: int = 2048, anomalous_per_step: int = 256, lr: float = 1e-3,
                  distance_prior: bool = True, equal_layers: bool = True, gate: str = "cv",
-                 position: float | str = "auto", seed: int = 0):
+                 position: float | str = "auto", frame_crop: str = "aggregated", seed: int = 0):
         super().__init__(backbone, layers)
         self.anoonly = anoonly
         self.position = position
+        self.frame_crop = frame_crop
         self.gate = gate
         self.distance_prior = distance_prior
         self.equal_layers = equal_layers
@@ -224,6 +230,10 @@ class AnoOnlyHead(Method):
             return AnoOnlyPatchHead(self.layers, sum(channels[k] for k in self.layers),
                                     self.kernel, self.hidden, self.distance_prior,
                                     self.equal_layers, initial_position(self.position))
+
+    def frame_head(self, head: nn.Module, strides: dict[str, int], pad: int) -> bool:
+        """As PatchCore's (``frame_crop``): the frame is cut after the aggregation."""
+        return frame_of(head, self.frame_crop, self.layers, strides, pad)
 
     def head_from_state(self, channels: dict[str, int], strides: dict[str, int],
                         state: dict[str, torch.Tensor]) -> nn.Module:
@@ -272,7 +282,7 @@ class AnoOnlyHead(Method):
             with tqdm(total=1, desc="position: choosing on held-out good images",
                       disable=not data.progress, leave=False) as bar:
                 weight, table = choose_position(self, emb[normal_idx.to(dev)], data,
-                                                index=normal_idx)
+                                                index=normal_idx, frame=head.frame)
                 bar.update(1)
             head.position.fill_(weight)
             head.position_table = table.to(dev)

@@ -134,6 +134,12 @@ class Method(ABC):
         """Give a fitted head the normal reference images of a (new) class; no gradient step."""
         raise NotImplementedError(f"method {self.name!r} does not take reference images")
 
+    def frame_head(self, head: nn.Module, strides: dict[str, int], pad: int) -> bool:
+        """Whether ``head`` cuts a ``pad``-px input frame away itself, after its own
+        neighbourhood aggregation (then told here how much, and handed the framed taps).
+        Default: no; the extractor crops every tap back to the image's cells."""
+        return False
+
     def head_from_state(self, channels: dict[str, int], strides: dict[str, int],
                         state: dict[str, torch.Tensor]) -> nn.Module:
         """Rebuild a fitted head from saved tensors (buffers are resized to the saved shapes)."""
@@ -163,3 +169,9 @@ def check_layers(layers: Sequence[str], channels: dict[str, int]) -> None:
     missing = [lay for lay in layers if lay not in channels]
     if missing:
         raise DataError(f"layers {missing} not provided by the backbone (has {sorted(channels)})")
+
+
+def attach_frame(method: Method, extractor: nn.Module, head: nn.Module) -> None:
+    """Decide who cuts the input frame away: the head (``method.frame_head``) or, by default,
+    the extractor (each tap). Call after building a head and before running any image."""
+    extractor.crop = not method.frame_head(head, extractor.strides, extractor.pad)

@@ -45,6 +45,29 @@ def aggregate(feats: dict[str, torch.Tensor], layers: Sequence[str], kernel: int
     return torch.cat(out, dim=1)
 
 
+#: Who cuts the input frame away (``FeatureExtractor(pad)``): "aggregated" (default) lets the
+#: 3 x 3 aggregation of border cells run over frame cells too, then cuts the embedding map;
+#: "taps" cuts every tap first (the twelfth session's order; border cells then average fewer
+#: cells than the rest). Chosen on validation data (docs/backbones.md, "Input border").
+FRAME_CROPS = ("aggregated", "taps")
+
+
+def cut_frame(emb: torch.Tensor, cells: int) -> torch.Tensor:
+    """(N, D, h, w) -> the inner (N, D, h - 2 cells, w - 2 cells): the image's own cells of a
+    map computed on the framed image."""
+    return emb[..., cells:emb.shape[-2] - cells, cells:emb.shape[-1] - cells] if cells else emb
+
+
+def frame_of(head: nn.Module, frame_crop: str, layers: Sequence[str], strides: dict[str, int],
+             pad: int) -> bool:
+    """``Method.frame_head`` of PatchCore-style heads: with ``frame_crop="aggregated"`` and a
+    frame, ``head.frame`` becomes the frame in cells of the first layer (the embedding grid)."""
+    if frame_crop not in FRAME_CROPS:
+        raise DataError(f"frame_crop must be one of {', '.join(FRAME_CROPS)}, got {frame_crop!r}")
+    head.frame = pad // strides[layers[0]] if frame_crop == "aggregated" else 0
+    return bool(head.frame)
+
+
 def with_position(emb: torch.Tensor, weight: float | torch.Tensor) -> torch.Tensor:
     """(N, D, h, w) -> (N, D + 2, h, w): append each cell's centre (row, column) as fractions of
     the map, times ``weight``, so a nearest neighbour far away on the part costs distance.
@@ -96,7 +119,8 @@ def validation_scores(maps: torch.Tensor, labels: np.ndarray, masks: np.ndarray)
 
 def choose_position(method: Method, plain: torch.Tensor, data: TrainSet,
                     index: torch.Tensor | None = None, proj_dim: int = PROJ_DIM,
-                    chunk_size: int | None = CHUNK_SIZE) -> tuple[float, torch.Tensor]:
+                    chunk_size: int | None = CHUNK_SIZE, frame: int = 0,
+                    ) -> tuple[float, torch.Tensor]:
     """(weight, table) for ``position="auto"`` from good training images alone.
 
     A seeded fifth of the images (8 to ``AUTO_VAL_IMAGES``) is held out and gets two
@@ -106,8 +130,9 @@ def choose_position(method: Method, plain: torch.Tensor, data: TrainSet,
     images (``plain``: their (N, D, h, w) embeddings without position, by the method's
     ``layers``, ``kernel``, ``equal_layers``) and scores the held-out set; ``pick_position``
     decides. ``index``: which of ``data``'s images ``plain`` holds (default all of them, in
-    order). ``table`` rows: (weight, image AUROC, pixel AUROC); empty when there are fewer than
-    ``AUTO_MIN_IMAGES`` images, and the weight is then 0.
+    order). ``frame``: cells ``cut_frame`` takes from the held-out images' embeddings (the
+    head's ``frame``). ``table`` rows: (weight, image AUROC, pixel AUROC); empty when there are
+    fewer than ``AUTO_MIN_IMAGES`` images, and the weight is then 0.
     """
     from oddeye.data.pseudo import pseudo_validation
 
@@ -125,8 +150,9 @@ def choose_position(method: Method, plain: torch.Tensor, data: TrainSet,
     batch = torch.from_numpy(np.stack(images)).permute(0, 3, 1, 2).contiguous()
     bs = max(1, data.batch_size)
     with torch.inference_mode():
-        val_emb = torch.cat([aggregate(data.extractor(data.inputs(batch[i:i + bs])),
-                                       method.layers, method.kernel, method.equal_layers)
+        val_emb = torch.cat([cut_frame(aggregate(data.extractor(data.inputs(batch[i:i + bs])),
+                                                 method.layers, method.kernel,
+                                                 method.equal_layers), frame)
                              for i in range(0, len(batch), bs)])
     fit_emb = plain[torch.as_tensor(fit)]
     rows = []
@@ -236,6 +262,8 @@ class PatchCoreHead(nn.Module):
             self.register_buffer("position_table", torch.zeros(0, 3, dtype=torch.float64))
         self.register_buffer("bank", torch.zeros(0, dim))
         self.register_buffer("bank_sq", torch.zeros(0))
+        #: input frame (cells) cut from the embedding after aggregation (``frame_of``)
+        self.frame = 0
         # optional search-space projection (empty = exact search in the embedding)
         self.register_buffer("proj_mean", torch.zeros(0))
         self.register_buffer("proj_basis", torch.zeros(dim, 0))
@@ -246,8 +274,13 @@ class PatchCoreHead(nn.Module):
             self.register_buffer("image_patches_sq", torch.zeros(0, 0))
             self.register_buffer("image_desc", torch.zeros(0, dim))
 
+    def plain_embed(self, feats: dict[str, torch.Tensor]) -> torch.Tensor:
+        """Aggregated patch embeddings of the image's own cells, without position columns."""
+        return cut_frame(aggregate(feats, self.layers, self.kernel, self.equal_layers),
+                         self.frame)
+
     def embed(self, feats: dict[str, torch.Tensor]) -> torch.Tensor:
-        emb = aggregate(feats, self.layers, self.kernel, self.equal_layers)
+        emb = self.plain_embed(feats)
         return with_position(emb, self.position) if self.has_position else emb
 
     def set_projection(self, mean: torch.Tensor, basis: torch.Tensor) -> None:
@@ -314,6 +347,7 @@ class PatchCore(Method):
     keeps every training patch and searches each image against the K training images nearest
     to it as a whole (``neighbour_image_distance``) instead of the pooled coreset bank; for
     regions that are normal only on other parts (docs/methods.md, "Image neighbours").
+    ``frame_crop``: where the input frame (the Detector's ``pad``) is cut away, ``FRAME_CROPS``.
     """
 
     name = "patchcore"
@@ -323,17 +357,18 @@ class PatchCore(Method):
     default_pad = 16
     # files from before these searched the exact space and chose chunk centres independently
     legacy_defaults = {"search_dim": None, "sequential_chunks": False, "position": 0.0,
-                       "image_neighbours": 0}
+                       "image_neighbours": 0, "frame_crop": "taps"}
 
     def __init__(self, backbone: str | None = None, layers: Sequence[str] | None = None,
                  kernel: int = 3, equal_layers: bool = True, coreset_ratio: float = 0.1,
                  max_bank: int | None = 10_000, proj_dim: int = PROJ_DIM,
                  chunk_size: int | None = CHUNK_SIZE, search_dim: int | None = None,
                  sequential_chunks: bool = False, position: float | str = "auto",
-                 image_neighbours: int = 0, seed: int = 0):
+                 image_neighbours: int = 0, frame_crop: str = "aggregated", seed: int = 0):
         super().__init__(backbone, layers)
         self.kernel = kernel
         self.image_neighbours = image_neighbours
+        self.frame_crop = frame_crop
         self.position = position
         self.equal_layers = equal_layers
         self.coreset_ratio = coreset_ratio
@@ -355,6 +390,10 @@ class PatchCore(Method):
                             "exactly; it cannot be combined with search_dim")
         return PatchCoreHead(self.layers, sum(channels[c] for c in self.layers), self.kernel,
                              self.equal_layers, initial_position(self.position), k)
+
+    def frame_head(self, head: nn.Module, strides: dict[str, int], pad: int) -> bool:
+        """The frame is cut after the aggregation unless ``frame_crop="taps"``."""
+        return frame_of(head, self.frame_crop, self.layers, strides, pad)
 
     def head_from_state(self, channels: dict[str, int], strides: dict[str, int],
                         state: dict[str, torch.Tensor]) -> nn.Module:
@@ -378,12 +417,12 @@ class PatchCore(Method):
             raise DataError(f"search_dim must be None or an integer in [1, {dim}) for {dim}-d "
                             f"patches, got {k!r}")
         if self.position == "auto":
-            plain = torch.cat([aggregate(f, self.layers, self.kernel, self.equal_layers)
+            plain = torch.cat([head.plain_embed(f)
                                for f in data.iter_features(desc="patchcore features")])
             with tqdm(total=1, desc="position: choosing on held-out images",
                       disable=not data.progress, leave=False) as bar:
                 weight, table = choose_position(self, plain, data, proj_dim=self.proj_dim,
-                                                chunk_size=self.chunk_size)
+                                                chunk_size=self.chunk_size, frame=head.frame)
                 bar.update(1)
             head.position.fill_(weight)
             head.position_table = table.to(head.position.device)
