@@ -13,7 +13,7 @@
 #   benchmarks/rd4ad_seeds.py --cached-only --work DIR --datasets deeppcb --seeds 0 1 2 \
 #       --threads 2 --param device=cuda [--param pseudo=0.5] --section ...
 # Usage: benchmarks/device_check.sh [tests|bench|detection|all]   (detection: step 1, the
-# suite alone, then step 3, about 6 minutes; separate calls keep a failing test cheap)
+# suite alone, then step 3, 5-7 minutes; separate calls keep a failing test cheap)
 set -u
 STEP=${1:-all}
 OUT=${OUT:-/tmp/oddeye-device-check}
@@ -54,7 +54,7 @@ fi
 
 t0=$(date +%s)
 cp benchmarks/RESULTS.md "$W/RESULTS.md"
-timeout 90 $PY -m oddeye.cli benchmark --suite detection --methods patchcore padim \
+timeout 150 $PY -m oddeye.cli benchmark --suite detection --methods patchcore padim \
   --datasets synthetic deeppcb --param device=cuda --section detection-cuda --out "$W/RESULTS.md" \
   > "$W/detection.log" 2>&1
 echo "detection rc=$? $(( $(date +%s) - t0 )) s" >> "$W/steps.log"
