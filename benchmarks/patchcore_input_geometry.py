@@ -12,8 +12,11 @@ normalised image padded by P pixels of the mean colour / its edge pixels / its m
 before the backbone, the taps cropped back to the image's cells and then aggregated; ``frameP``
 is what ``FeatureExtractor(pad=P)`` and PatchCore do), and the same with the suffix ``agg``
 (``frame16agg``: the 3 x 3 aggregation runs over the frame's cells too, and the aggregated map
-is cropped; the order of the first diagnosis, not what the library does). Modes combine where
-they make sense (``crop_pos3``).
+is cropped; the order of the first diagnosis, and since the thirteenth session what the
+library does), ``zeropool`` (square, no frame, but the 3 x 3 average counts the zero padding as
+cells, ``count_include_pad=True``: the default of ``F.avg_pool2d`` / ``nn.AvgPool2d``, and what
+an unfold-then-average aggregation does; border embeddings shrink towards zero). Modes combine
+where they make sense (``crop_pos3``).
 Bank: 10k patches by the library's coreset; image score: the largest raw patch distance; image
 AUROC overall and per defect type, then the same without the outermost ring of cells and the
 share of good / defective images whose largest patch lies in that ring. Run:
@@ -85,7 +88,12 @@ def main(dataset: str, mode: str) -> None:
             if pad and not after:  # taps cut back to the image's cells, then aggregated
                 feats = {k: v[..., pad // s:v.shape[-2] - pad // s, pad // s:v.shape[-1] - pad // s]
                          for (k, v), s in zip(feats.items(), (8, 16), strict=True)}
-            emb = aggregate(feats, ["s8", "s16"], 3, True)
+            if mode.startswith("zeropool"):  # zeros counted in the border cells' average
+                feats = {k: F.avg_pool2d(v, 3, stride=1, padding=1, count_include_pad=True)
+                         for k, v in feats.items()}
+                emb = aggregate(feats, ["s8", "s16"], 1, True)
+            else:
+                emb = aggregate(feats, ["s8", "s16"], 3, True)
             if pad and after:  # aggregated over the frame too, then cut back
                 c = pad // 8
                 emb = emb[..., c:emb.shape[-2] - c, c:emb.shape[-1] - c]

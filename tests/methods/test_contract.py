@@ -313,6 +313,31 @@ def test_frame_is_cut_after_the_aggregation_and_older_files_keep_the_taps_order(
             train, progress=False, **extra)
 
 
+def test_zero_pooled_border_travels_in_the_file_and_older_files_pool_without(grid, tmp_path):
+    """``pool_zeros`` (border cells' average counts the zero padding) is saved with the model;
+    a file from before the parameter loads with the plain average and scores as it did."""
+    import json
+
+    import torch
+
+    train, paths = [s.path for s in grid.train], [s.path for s in grid.test[:3]]
+    zeros = Detector(method="patchcore", size=64, pad=0, position=0.0, pool_zeros=True).fit(
+        train, progress=False)
+    again = oddeye.load(zeros.save(tmp_path / "zeros.oddeye"))
+    assert again.model_.head.pool_zeros
+    np.testing.assert_array_equal(again.predict(paths).scores, zeros.predict(paths).scores)
+    plain = Detector(method="patchcore", size=64, pad=0, position=0.0).fit(train, progress=False)
+    assert not np.allclose(plain.predict(paths).scores, zeros.predict(paths).scores)
+    payload = torch.load(plain.save(tmp_path / "plain.oddeye"), weights_only=True)
+    meta = json.loads(payload["meta_json"])
+    del meta["method_params"]["pool_zeros"]
+    payload["meta_json"] = json.dumps(meta)
+    torch.save(payload, tmp_path / "old.oddeye")
+    old = oddeye.load(tmp_path / "old.oddeye")
+    assert not old.model_.head.pool_zeros
+    np.testing.assert_array_equal(old.predict(paths).scores, plain.predict(paths).scores)
+
+
 def test_default_frame_is_the_methods_rounded_up_to_its_deepest_tap(grid):
     """``pad=None`` takes the method's ``default_pad`` (PatchCore and its semi-supervised head
     16 px, the rest none), rounded up so a stride-32 tap still crops whole cells."""

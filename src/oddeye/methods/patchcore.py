@@ -24,19 +24,22 @@ from oddeye.methods.neighbours import nearest_distance
 
 
 def aggregate(feats: dict[str, torch.Tensor], layers: Sequence[str], kernel: int,
-              equal_layers: bool = False) -> torch.Tensor:
+              equal_layers: bool = False, pool_zeros: bool = False) -> torch.Tensor:
     """Average each stage over a kernel x kernel neighbourhood, upsample to the first, concat.
 
     ``equal_layers`` scales every stage by ``1/sqrt(channels)`` so each stage weighs the same in a
     squared distance, whatever its width: what PatchCore's per-layer adaptive pooling to one common
-    dimension amounts to for nearest-neighbour search.
+    dimension amounts to for nearest-neighbour search. ``pool_zeros`` counts the map's zero
+    padding as cells of a border cell's average (``count_include_pad``), so border embeddings
+    shrink towards zero; without it they average only their in-map neighbours.
     """
     out = []
     size = feats[layers[0]].shape[-2:]
     for name in layers:
         f = feats[name]
         if kernel > 1:
-            f = F.avg_pool2d(f, kernel, stride=1, padding=kernel // 2, count_include_pad=False)
+            f = F.avg_pool2d(f, kernel, stride=1, padding=kernel // 2,
+                             count_include_pad=pool_zeros)
         if f.shape[-2:] != size:
             f = F.interpolate(f, size=size, mode="bilinear", align_corners=False)
         if equal_layers:
@@ -152,7 +155,9 @@ def choose_position(method: Method, plain: torch.Tensor, data: TrainSet,
     with torch.inference_mode():
         val_emb = torch.cat([cut_frame(aggregate(data.extractor(data.inputs(batch[i:i + bs])),
                                                  method.layers, method.kernel,
-                                                 method.equal_layers), frame)
+                                                 method.equal_layers,
+                                                 bool(getattr(method, "pool_zeros", False))),
+                                       frame)
                              for i in range(0, len(batch), bs)])
     fit_emb = plain[torch.as_tensor(fit)]
     rows = []
@@ -246,9 +251,10 @@ class PatchCoreHead(nn.Module):
 
     def __init__(self, layers: Sequence[str], dim: int, kernel: int = 3,
                  equal_layers: bool = True, position: float | None = None,
-                 image_neighbours: int = 0):
+                 image_neighbours: int = 0, pool_zeros: bool = False):
         super().__init__()
         self.layers, self.kernel, self.equal_layers = list(layers), int(kernel), equal_layers
+        self.pool_zeros = bool(pool_zeros)
         #: 0: one pooled bank (the paper's); K: each image is searched against every patch of
         #: the K training images nearest to it as a whole (``image_patches``, ``image_desc``)
         self.image_neighbours = int(image_neighbours)
@@ -276,8 +282,8 @@ class PatchCoreHead(nn.Module):
 
     def plain_embed(self, feats: dict[str, torch.Tensor]) -> torch.Tensor:
         """Aggregated patch embeddings of the image's own cells, without position columns."""
-        return cut_frame(aggregate(feats, self.layers, self.kernel, self.equal_layers),
-                         self.frame)
+        return cut_frame(aggregate(feats, self.layers, self.kernel, self.equal_layers,
+                                   self.pool_zeros), self.frame)
 
     def embed(self, feats: dict[str, torch.Tensor]) -> torch.Tensor:
         emb = self.plain_embed(feats)
@@ -357,18 +363,20 @@ class PatchCore(Method):
     default_pad = 16
     # files from before these searched the exact space and chose chunk centres independently
     legacy_defaults = {"search_dim": None, "sequential_chunks": False, "position": 0.0,
-                       "image_neighbours": 0, "frame_crop": "taps"}
+                       "image_neighbours": 0, "frame_crop": "taps", "pool_zeros": False}
 
     def __init__(self, backbone: str | None = None, layers: Sequence[str] | None = None,
                  kernel: int = 3, equal_layers: bool = True, coreset_ratio: float = 0.1,
                  max_bank: int | None = 10_000, proj_dim: int = PROJ_DIM,
                  chunk_size: int | None = CHUNK_SIZE, search_dim: int | None = None,
                  sequential_chunks: bool = False, position: float | str = "auto",
-                 image_neighbours: int = 0, frame_crop: str = "aggregated", seed: int = 0):
+                 image_neighbours: int = 0, frame_crop: str = "aggregated",
+                 pool_zeros: bool = False, seed: int = 0):
         super().__init__(backbone, layers)
         self.kernel = kernel
         self.image_neighbours = image_neighbours
         self.frame_crop = frame_crop
+        self.pool_zeros = pool_zeros
         self.position = position
         self.equal_layers = equal_layers
         self.coreset_ratio = coreset_ratio
@@ -389,7 +397,8 @@ class PatchCore(Method):
             raise DataError("image_neighbours searches every patch of the neighbour images "
                             "exactly; it cannot be combined with search_dim")
         return PatchCoreHead(self.layers, sum(channels[c] for c in self.layers), self.kernel,
-                             self.equal_layers, initial_position(self.position), k)
+                             self.equal_layers, initial_position(self.position), k,
+                             bool(self.pool_zeros))
 
     def frame_head(self, head: nn.Module, strides: dict[str, int], pad: int) -> bool:
         """The frame is cut after the aggregation unless ``frame_crop="taps"``."""
