@@ -170,15 +170,16 @@ class Detector(PredictorMixin):
             holdout_idx = sorted(rng.choice(n, size=k, replace=False).tolist())
         train_idx = [i for i in range(n) if i not in set(holdout_idx)]
 
-        # the extractor first: a bad backbone, layer or pad fails before any image is decoded
+        # the extractor and head first: a bad backbone, layer, pad or head parameter fails
+        # before any image is decoded
         self.pad_ = self.pad if self.pad is not None else default_pad(method)
         extractor = _build_extractor(method.backbone, method.layers, self.weights,
                                      self.pad_).to(dev)
+        head = method.build_head(extractor.channels, extractor.strides).to(dev)
+        attach_frame(method, extractor, head)
         arrays = load_resized(images, self.size)
         x = to_batch(arrays)
         normalize = Normalize(PreprocessConfig().mean, PreprocessConfig().std).to(dev)
-        head = method.build_head(extractor.channels, extractor.strides).to(dev)
-        attach_frame(method, extractor, head)
         data = TrainSet(
             images=x[train_idx], extractor=extractor, normalize=normalize,
             batch_size=self.batch_size, progress=progress,
