@@ -108,6 +108,24 @@ def test_download_into_cache_checks_hash_and_is_reused(isolated_weights: Path,
     assert torch.equal(model.state_dict()["features.0.0.weight"], state["features.0.0.weight"])
 
 
+def test_hub_files_of_one_name_are_cached_apart(isolated_weights: Path) -> None:
+    """Hubs name every model's file ``model.safetensors``: the second model must not be
+    served the first one's cached file (same architecture, other weights, silently)."""
+    a, b = isolated_weights / "a.bin", isolated_weights / "b.bin"
+    a.write_bytes(b"weights of model a")
+    b.write_bytes(b"weights of model b")
+    url_a = "https://hub.invalid/timm/resnet18.a1_in1k/resolve/main/model.safetensors"
+    url_b = "https://hub.invalid/timm/resnet18.tv_in1k/resolve/main/model.safetensors"
+    calls: list[str] = []
+    got_a = W.download_weights(url_a, downloader=_file_downloader(a, calls))
+    got_b = W.download_weights(url_b, downloader=_file_downloader(b, calls))
+    assert got_a != got_b and calls == [url_a, url_b]
+    assert got_a.read_bytes() == a.read_bytes() and got_b.read_bytes() == b.read_bytes()
+    assert got_a.name.endswith("-model.safetensors")
+    assert W.download_weights(url_a, downloader=_file_downloader(b, calls)) == got_a
+    assert calls == [url_a, url_b]  # the cache answered the third call
+
+
 def test_download_with_wrong_hash_is_rejected(isolated_weights: Path,
                                               monkeypatch: pytest.MonkeyPatch) -> None:
     src, _ = random_mobilenet_file(isolated_weights / "src", "src.pth")

@@ -124,11 +124,15 @@ def download_weights(url: str, cache_dir: Path | None = None,
                      downloader: Downloader | None = None) -> Path:
     """Download ``url`` into the cache (once) and check its sha256 against the name's prefix.
 
+    A name without a hash fragment (a hub's ``model.safetensors``, shared by many models) is
+    cached under a prefix from the whole URL, so two such files never stand for each other.
     Network failures propagate as OSError; a hash mismatch is a WeightsFileError.
     """
     filename = Path(urllib.parse.urlparse(url).path).name
     if not filename:
         raise WeightsNotFoundError(f"weights URL {url!r} does not name a file")
+    if expected_hash_prefix(filename) is None:
+        filename = f"{hashlib.sha256(url.encode()).hexdigest()[:12]}-{filename}"
     cache = Path(cache_dir) if cache_dir is not None else default_cache_dir()
     dest = cache / filename
     if dest.is_file():
