@@ -8,14 +8,15 @@ seed it holds out other images and may choose another weight. ``--study pad``: n
 vs a 16-pixel one (``pad``, twelfth session; its tap-cropping order pinned, as it ran).
 ``--study frame-order``: the 16-px frame cropped from every tap before the aggregation
 (``frame_crop="taps"``) vs cut from the aggregated embedding (the default since the thirteenth
-session). The first two studies run without the frame, as they did when their sections were
-written. Three seeds each (the seed draws
+session). ``--study pool-zeros``: that default vs no frame and the border cells' average
+counting the zero padding (``pool_zeros=True``, an option). The first two studies run without
+the frame, as they did when their sections were written. Three seeds each (the seed draws
 the held-out images, the coreset's chunk permutation and start); each (set, seed, variant) is
 one process of the detection suite, whose JSON in ``--work`` is reused when it exists. Writes
 section ``patchcore-<study>``.
 
 Run: .venv/bin/python benchmarks/patchcore_chunk_order.py --work /tmp/chunk-order
-     [--study position|pad|frame-order]
+     [--study position|pad|frame-order|pool-zeros]
 """
 
 from __future__ import annotations
@@ -56,6 +57,12 @@ STUDIES = {
                     "aggregation (`taps`, before; the `16` rows of section `patchcore-pad`) or "
                     "from the aggregated embedding (`aggregated`)", "frame cut",
                     {"taps (before)": {"frame_crop": "taps"}, "aggregated (default)": {}}),
+    "pool-zeros": ("PatchCore: zero-counting border pooling instead of the frame",
+                   "Default parameters (`position=\"auto\"`: `w=` is the weight it chose) but "
+                   "the border: the 16-px frame cut after aggregation (default; the `aggregated` "
+                   "rows of section `patchcore-frame-order`) or no frame and the 3 x 3 average "
+                   "counting the zero padding (`pad=0, pool_zeros=True`)", "border",
+                   {"16-px frame (default)": {}, "zeros pooled": {"pad": 0, "pool_zeros": True}}),
 }
 
 
