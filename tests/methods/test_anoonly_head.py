@@ -11,6 +11,7 @@ from oddeye.data.mvtec import load_dataset, load_sample_mask
 from oddeye.errors import DataError
 from oddeye.methods import create_method
 from oddeye.preprocess import load_resized, resize_mask, to_batch
+from tests.modelfiles import older_file
 
 
 def test_anoonly_loss_has_no_term_on_normal_patches():
@@ -183,20 +184,14 @@ def test_gate_cv_picks_a_candidate_by_leaving_labelled_defects_out(disc_labelled
 
 
 def test_file_from_before_the_gate_loads_ungated_and_scores_the_same(disc_labelled, tmp_path):
-    import json
 
     import oddeye
 
     cat, paths, fit = disc_labelled
     plain = Detector(method="anoonly-head", size=128, steps=5, gate="off").fit(paths, **fit)
-    payload = torch.load(plain.save(tmp_path / "new.oddeye"), weights_only=True)
-    meta = json.loads(payload["meta_json"])
-    del meta["method_params"]["gate"]
-    payload["meta_json"] = json.dumps(meta)
-    for k in ("gate_on", "learned_floor", "gate_quantile"):
-        del payload["tensors"][f"head.{k}"]
-    torch.save(payload, tmp_path / "old.oddeye")
-    old = oddeye.load(tmp_path / "old.oddeye")
+    old = oddeye.load(older_file(
+        plain.save(tmp_path / "new.oddeye"), tmp_path / "old.oddeye", drop=["method_params.gate"],
+        tensors=[f"head.{k}" for k in ("gate_on", "learned_floor", "gate_quantile")]))
     assert old.method_.gate == "off" and float(old.model_.head.gate_on) == 0
     test = [s.path for s in cat.test]
     np.testing.assert_array_equal(old.predict(test).scores, plain.predict(test).scores)

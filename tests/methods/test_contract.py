@@ -10,6 +10,7 @@ from oddeye.api import Detector, f1_optimal_threshold
 from oddeye.data.mvtec import load_dataset
 from oddeye.errors import DataError, OddeyeError
 from oddeye.methods import available_methods, create_method
+from tests.modelfiles import older_file
 
 UNSUPERVISED = ["patchcore", "padim"]
 
@@ -147,19 +148,11 @@ def test_unfitted_and_empty_inputs_fail_clearly(fitted):
 def test_model_file_from_before_a_method_parameter_existed_is_refused(fitted, tmp_path):
     """A file whose method lacks a parameter of this version would load with today's default
     silently (e.g. a different layer weighting): it must fail naming the file and parameter."""
-    import json
-
-    import torch
 
     from oddeye.errors import ModelFileError
 
-    path = fitted["patchcore"].save(tmp_path / "new.oddeye")
-    payload = torch.load(path, weights_only=True)
-    meta = json.loads(payload["meta_json"])
-    del meta["method_params"]["equal_layers"]
-    payload["meta_json"] = json.dumps(meta)
-    old = tmp_path / "old.oddeye"
-    torch.save(payload, old)
+    old = older_file(fitted["patchcore"].save(tmp_path / "new.oddeye"), tmp_path / "old.oddeye",
+                     drop=["method_params.equal_layers"])
     with pytest.raises(ModelFileError, match=r"old\.oddeye.*\['equal_layers'\].*retrain"):
         oddeye.load(old)
 
@@ -168,24 +161,15 @@ def test_model_file_from_before_search_dim_still_loads_and_scores_the_same(grid,
     """``search_dim=None`` and independent coreset chunks are what older PatchCore files
     computed: they load without those parameters and without the (empty) projection buffers,
     and score exactly as before."""
-    import json
-
-    import torch
 
     # what those files held: no position columns (position 0 builds none)
     det = Detector(method="patchcore", size=128, position=0.0).fit(
         [s.path for s in grid.train], progress=False)
-    path = det.save(tmp_path / "new.oddeye")
-    payload = torch.load(path, weights_only=True)
-    meta = json.loads(payload["meta_json"])
-    del meta["method_params"]["search_dim"]
-    del meta["method_params"]["sequential_chunks"]  # added later still: chunks were independent
-    del meta["method_params"]["position"]  # later again: no position term
-    payload["meta_json"] = json.dumps(meta)
-    for key in ("head.proj_mean", "head.proj_basis"):
-        del payload["tensors"][key]
-    old = tmp_path / "old.oddeye"
-    torch.save(payload, old)
+    # sequential_chunks came later still (chunks were independent), position later again
+    old = older_file(det.save(tmp_path / "new.oddeye"), tmp_path / "old.oddeye",
+                     drop=["method_params.search_dim", "method_params.sequential_chunks",
+                           "method_params.position"],
+                     tensors=["head.proj_mean", "head.proj_basis"])
     again = oddeye.load(old)
     assert again.method_.sequential_chunks is False and again.method_.search_dim is None
     assert again.method_.position == 0.0
@@ -260,7 +244,6 @@ def test_frame_is_cut_after_the_aggregation_and_older_files_keep_the_taps_order(
     the embedding (a border cell averages 9 cells like every other); ``frame_crop="taps"`` (the
     order of files written before the choice) crops each tap first. A file without the
     parameter loads in the taps order and scores exactly as it did."""
-    import json
 
     import torch
 
@@ -300,12 +283,8 @@ def test_frame_is_cut_after_the_aggregation_and_older_files_keep_the_taps_order(
     again = oddeye.load(agg.save(tmp_path / "agg.oddeye"))
     assert not again.model_.extractor.crop and again.model_.head.frame == 2
     np.testing.assert_array_equal(again.predict(paths).scores, agg.predict(paths).scores)
-    payload = torch.load(taps.save(tmp_path / "taps.oddeye"), weights_only=True)
-    meta = json.loads(payload["meta_json"])
-    del meta["method_params"]["frame_crop"]
-    payload["meta_json"] = json.dumps(meta)
-    torch.save(payload, tmp_path / "old.oddeye")
-    old = oddeye.load(tmp_path / "old.oddeye")
+    old = oddeye.load(older_file(taps.save(tmp_path / "taps.oddeye"), tmp_path / "old.oddeye",
+                                 drop=["method_params.frame_crop"]))
     assert old.method_.frame_crop == "taps" and old.model_.extractor.crop
     np.testing.assert_array_equal(old.predict(paths).scores, taps.predict(paths).scores)
     with pytest.raises(DataError, match="frame_crop must be one of aggregated, taps"):
@@ -317,9 +296,6 @@ def test_frame_is_cut_after_the_aggregation_and_older_files_keep_the_taps_order(
 def test_zero_pooled_border_travels_in_the_file_and_older_files_pool_without(grid, tmp_path):
     """``pool_zeros`` (border cells' average counts the zero padding) is saved with the model;
     a file from before the parameter loads with the plain average and scores as it did."""
-    import json
-
-    import torch
 
     train, paths = [s.path for s in grid.train], [s.path for s in grid.test[:3]]
     zeros = Detector(method="patchcore", size=64, pad=0, position=0.0, pool_zeros=True).fit(
@@ -329,12 +305,8 @@ def test_zero_pooled_border_travels_in_the_file_and_older_files_pool_without(gri
     np.testing.assert_array_equal(again.predict(paths).scores, zeros.predict(paths).scores)
     plain = Detector(method="patchcore", size=64, pad=0, position=0.0).fit(train, progress=False)
     assert not np.allclose(plain.predict(paths).scores, zeros.predict(paths).scores)
-    payload = torch.load(plain.save(tmp_path / "plain.oddeye"), weights_only=True)
-    meta = json.loads(payload["meta_json"])
-    del meta["method_params"]["pool_zeros"]
-    payload["meta_json"] = json.dumps(meta)
-    torch.save(payload, tmp_path / "old.oddeye")
-    old = oddeye.load(tmp_path / "old.oddeye")
+    old = oddeye.load(older_file(plain.save(tmp_path / "plain.oddeye"), tmp_path / "old.oddeye",
+                                 drop=["method_params.pool_zeros"]))
     assert not old.model_.head.pool_zeros
     np.testing.assert_array_equal(old.predict(paths).scores, plain.predict(paths).scores)
 

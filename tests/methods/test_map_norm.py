@@ -3,8 +3,6 @@ the model does not train on, saved in the model file, refused where it cannot ap
 
 from __future__ import annotations
 
-import json
-
 import numpy as np
 import pytest
 import torch
@@ -12,6 +10,7 @@ import torch
 import oddeye
 from oddeye.api import MIN_NORM_IMAGES, Detector
 from oddeye.errors import DataError
+from tests.modelfiles import older_file
 
 
 @pytest.fixture(scope="module")
@@ -130,14 +129,9 @@ def test_bad_value_is_a_clear_error(grid40):
 def test_file_from_before_map_norm_loads_without_it(normed, grid40, tmp_path):
     plain = Detector(method="patchcore", size=64).fit([s.path for s in grid40.train[:12]],
                                                       progress=False)
-    path = plain.save(tmp_path / "new.oddeye")
-    payload = torch.load(path, weights_only=True)
-    meta = json.loads(payload["meta_json"])
-    del meta["detector_params"]["map_norm"]
-    del meta["postprocess"]["map_norm_images"]
-    payload["meta_json"] = json.dumps(meta)
-    torch.save(payload, tmp_path / "old.oddeye")
-    old = oddeye.load(tmp_path / "old.oddeye")
+    old = oddeye.load(older_file(plain.save(tmp_path / "new.oddeye"), tmp_path / "old.oddeye",
+                                 drop=["detector_params.map_norm",
+                                       "postprocess.map_norm_images"]))
     assert old.map_norm is None and old.map_norm_ == 0
     paths = [s.path for s in grid40.test[:3]]
     np.testing.assert_array_equal(old.predict(paths).scores, plain.predict(paths).scores)

@@ -17,6 +17,7 @@ from oddeye.evaluation import evaluate_category
 from oddeye.methods import TrainSet, available_methods, create_method
 from oddeye.methods.rd4ad import RD4ADHead, anomaly_map, distillation_loss
 from oddeye.preprocess import Normalize, PreprocessConfig, load_resized, to_batch
+from tests.modelfiles import older_file
 
 SIZE = 128
 #: few epochs at a small batch: enough optimiser steps for the synthetic discs at 128 px
@@ -267,15 +268,10 @@ def test_save_load_round_trip_gives_identical_scores(fitted, disc, tmp_path):
 
 def test_model_file_from_before_pseudo_loads_as_the_plain_method(fitted, disc, tmp_path):
     """Older files have no ``pseudo`` and were trained on clean inputs (``pseudo=0``)."""
-    import json
 
     det, _ = fitted
-    payload = torch.load(det.save(tmp_path / "new.oddeye"), weights_only=True)
-    meta = json.loads(payload["meta_json"])
-    del meta["method_params"]["pseudo"]
-    payload["meta_json"] = json.dumps(meta)
-    torch.save(payload, tmp_path / "old.oddeye")
-    old = oddeye.load(tmp_path / "old.oddeye")
+    old = oddeye.load(older_file(det.save(tmp_path / "new.oddeye"), tmp_path / "old.oddeye",
+                                 drop=["method_params.pseudo"]))
     assert old.method_.pseudo == 0.0
     paths = [s.path for s in disc.test[:2]]
     np.testing.assert_array_equal(old.predict(paths).scores, det.predict(paths).scores)

@@ -30,6 +30,7 @@ from oddeye.methods.resad import (
     split_sign,
     synthetic_defect,
 )
+from tests.modelfiles import older_file
 
 
 @pytest.fixture(autouse=True, scope="module")
@@ -377,20 +378,12 @@ def test_training_needs_two_images_per_class():
 
 def test_model_file_from_before_sign_split_loads_as_plain_residuals(data, tmp_path):
     """Older files have no ``sign_split`` and computed plain residuals (``sign_split=False``)."""
-    import json
-
-    import torch
 
     grid, disc = data["grid"], data["disc"]
     det = Detector(method="resad", size=128, batch_size=8, holdout=0.0, sign_split=False, **TINY)
     det.fit([s.path for s in grid.train], categories=["grid"] * len(grid.train), progress=False)
-    path = det.save(tmp_path / "new.oddeye")
-    payload = torch.load(path, weights_only=True)
-    meta = json.loads(payload["meta_json"])
-    del meta["method_params"]["sign_split"]
-    payload["meta_json"] = json.dumps(meta)
-    torch.save(payload, tmp_path / "old.oddeye")
-    old = oddeye.load(tmp_path / "old.oddeye")
+    old = oddeye.load(older_file(det.save(tmp_path / "new.oddeye"), tmp_path / "old.oddeye",
+                                 drop=["method_params.sign_split"]))
     assert old.method_.sign_split is False
     refs, paths = [s.path for s in disc.train[:2]], [s.path for s in disc.test[:3]]
     det.set_references(refs)
