@@ -280,19 +280,23 @@ def test_parity_with_map_norm(synth_root, tmp_path):
     assert np.abs(a.scores - b.scores).max() < TOL
 
 
-@pytest.mark.parametrize("method", ["patchcore", "padim"])
-def test_parity_with_framed_input(method, synth_root, tmp_path):
-    """The input frame (``pad``) and the taps' crop are part of the exported graph."""
+@pytest.mark.parametrize(("method", "params", "pad"), [
+    ("patchcore", {}, 16), ("patchcore", {"frame_crop": "taps"}, 16), ("padim", {}, 16),
+    ("patchcore", {"pool_zeros": True}, 0)],
+    ids=["patchcore-cut-after-aggregation", "patchcore-taps-cropped", "padim", "zeros-pooled"])
+def test_parity_with_framed_input(method, params, pad, synth_root, tmp_path):
+    """The input frame (``pad``), where it is cut (the taps, or PatchCore's aggregated map) and
+    the border pooling are part of the exported graph."""
     from oddeye.api import Detector
     from oddeye.data.mvtec import load_dataset
     from oddeye.export.onnx import OnnxDetector, export_onnx
 
     cat = next(c for c in load_dataset(synth_root) if c.name == "grid")
-    det = Detector(method=method, size=128, pad=16).fit(
+    det = Detector(method=method, size=128, pad=pad, **params).fit(
         [s.path for s in cat.train[:8]], progress=False)
-    assert det.model_.extractor.pad == 16
+    assert det.model_.extractor.pad == pad
     onnx_det = OnnxDetector(export_onnx(det, tmp_path / "framed.onnx"))
-    assert onnx_det.pad_ == 16  # for reports written from the ONNX file
+    assert onnx_det.pad_ == pad  # for reports written from the ONNX file
     images = sample_images(synth_root)
     a, b = det.predict(images), onnx_det.predict(images)
     assert np.abs(a.maps - b.maps).max() < TOL
