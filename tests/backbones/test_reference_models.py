@@ -9,6 +9,7 @@ through the public path (``create_backbone(name, weights=path)``) and compares t
 
 from __future__ import annotations
 
+import importlib
 from pathlib import Path
 
 import pytest
@@ -16,6 +17,15 @@ import torch
 from torch import nn
 
 from oddeye.backbones import create_backbone
+
+
+def reference_library(name: str, why: str):
+    """The module ``name``, or a skip: not installed here, or installed but broken (a
+    torchvision built for another torch fails at import with a RuntimeError, not ImportError)."""
+    try:
+        return importlib.import_module(name)
+    except Exception as exc:  # any import failure means: not usable here
+        pytest.skip(f"{why} ({type(exc).__name__}: {str(exc).splitlines()[0][:120]})")
 
 
 def randomise_batchnorm(model: nn.Module, seed: int = 0) -> nn.Module:
@@ -44,8 +54,8 @@ def assert_same_logits(reference: nn.Module, ours: nn.Module, size: int = 224) -
 
 @pytest.mark.parametrize("name", ["resnet18", "wide_resnet50_2", "mobilenet_v2"])
 def test_torchvision_state_dicts_load_and_agree(name: str, tmp_path: Path) -> None:
-    models = pytest.importorskip(
-        "torchvision.models", reason="torchvision is not installed here (the GPU machine has it)")
+    models = reference_library("torchvision.models",
+                               "torchvision is not usable here (the GPU machine has it)")
     torch.manual_seed(0)
     reference = randomise_batchnorm(getattr(models, name)(weights=None))
     path = tmp_path / f"{name}.pth"
@@ -60,7 +70,7 @@ def test_torchvision_state_dicts_load_and_agree(name: str, tmp_path: Path) -> No
     ("efficientnet_lite0", "tf_efficientnet_lite0", 255),  # odd size: TF "SAME" pads unevenly
 ])
 def test_timm_files_load_and_agree(ours: str, timm_name: str, size: int, tmp_path: Path) -> None:
-    timm = pytest.importorskip("timm", reason="timm is not installed here (the GPU machine has it)")
+    timm = reference_library("timm", "timm is not usable here (the GPU machine has it)")
     torch.manual_seed(0)
     reference = randomise_batchnorm(timm.create_model(timm_name, pretrained=False))
     try:
