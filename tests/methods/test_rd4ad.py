@@ -375,3 +375,43 @@ def test_deeper_taps_option_builds_and_maps_at_stride_8():
     head = method.build_head(fx.channels, fx.strides).eval()
     with torch.inference_mode():
         assert head(fx(torch.randn(1, 3, 64, 64))).shape == (1, 8, 8)
+
+
+def test_balanced_epochs_give_every_category_an_equal_share():
+    """``balance`` (default): a unified fit's epoch draws each category about equally often,
+    whatever its size; one category, or ``balance=False``, keeps the plain permutation."""
+    from collections import Counter
+
+    cats = ["big"] * 90 + ["small"] * 10
+    data = TrainSet(images=torch.zeros(100, 3, 8, 8, dtype=torch.uint8), extractor=None,
+                    normalize=None, categories=cats)
+    gen = torch.Generator().manual_seed(0)
+    balanced = create_method("rd4ad", balance=True).epoch_order(data, gen)
+    assert len(balanced) == 100
+    share = Counter(cats[i] for i in balanced.tolist())
+    assert 35 <= share["small"] <= 65  # about half, not a tenth
+    assert create_method("rd4ad").balance  # the default
+    plain = create_method("rd4ad", balance=False).epoch_order(data,
+                                                              torch.Generator().manual_seed(0))
+    assert sorted(plain.tolist()) == list(range(100))
+    one = TrainSet(images=data.images, extractor=None, normalize=None, categories=["a"] * 100)
+    alone = create_method("rd4ad", balance=True).epoch_order(one, torch.Generator().manual_seed(0))
+    assert sorted(alone.tolist()) == list(range(100))
+
+
+def test_balanced_unified_fit_runs_end_to_end(synth_root):
+    cats = load_dataset(synth_root, ["grid", "disc"])
+    paths = [s.path for s in cats[0].train[:10]] + [s.path for s in cats[1].train[:3]]
+    names = ["grid"] * 10 + ["disc"] * 3
+    det = Detector(method="rd4ad", size=64, epochs=1, train_batch=4, balance=True).fit(
+        paths, categories=names, progress=False)
+    assert det.method_.balance and np.all(np.isfinite(det.predict(paths[:2]).scores))
+
+
+def test_model_file_from_before_balance_loads_as_unbalanced(fitted, disc, tmp_path):
+    det, _ = fitted
+    old = oddeye.load(older_file(det.save(tmp_path / "new.oddeye"), tmp_path / "old.oddeye",
+                                 drop=["method_params.balance"]))
+    assert old.method_.balance is False
+    paths = [s.path for s in disc.test[:2]]
+    np.testing.assert_array_equal(old.predict(paths).scores, det.predict(paths).scores)

@@ -13,6 +13,7 @@ from __future__ import annotations
 import copy
 import math
 import time
+from collections import Counter
 from collections.abc import Iterator, Sequence
 
 import numpy as np
@@ -310,14 +311,18 @@ class RD4AD(Method):
     anomalies; 0 = the plain method, the default). Training length: ``epochs`` when given, else
     ``steps`` optimiser steps per category rounded up to whole epochs (default 2500: about the
     paper's 200 epochs of a ~200-image category), so a small set trains as long as a large one
-    and each category of a unified fit as long as it would alone.
+    and each category of a unified fit as long as it would alone: ``balance`` (default since the
+    thirteenth session; it only acts on unified fits) draws each epoch's images with equal
+    weight per category, with replacement, so every category does get about the same number of
+    steps whatever its size (and precise BN averages the same mix); chosen on validation data,
+    docs/rd4ad.md "Modes". Files from before it trained plain epochs.
     """
 
     name = "rd4ad"
     default_backbone = "mobilenet_v2"
     default_layers = ("s4", "s8", "s16")
     # files from before these existed trained on clean inputs only, for their `epochs` epochs
-    legacy_defaults = {"pseudo": 0.0, "steps": None}
+    legacy_defaults = {"pseudo": 0.0, "steps": None, "balance": False}
 
     def __init__(self, backbone: str | None = None, layers: Sequence[str] | None = None,
                  epochs: int | None = None, lr: float = 0.005,
@@ -327,9 +332,10 @@ class RD4AD(Method):
                  decoder_blocks: Sequence[int] | None = None,
                  cache_features: str | bool = "auto", cache_mb: int = 2048,
                  channels_last: bool = True, precise_bn: bool = True, pseudo: float = 0.0,
-                 steps: int | None = STEPS, seed: int = 0):
+                 steps: int | None = STEPS, balance: bool = True, seed: int = 0):
         super().__init__(backbone, layers)
         self.epochs = epochs
+        self.balance = balance
         self.steps = steps
         self.lr = lr
         self.betas = tuple(betas)
@@ -497,7 +503,7 @@ class RD4AD(Method):
             head.to(memory_format=mem).train()
             t0 = time.perf_counter()
             total = 0.0
-            order = torch.randperm(len(data), generator=gen)
+            order = self.epoch_order(data, gen)
             for idx, teachers in self._teacher_batches(head, data, order, cached):
                 inputs = self.student_inputs(head, data, idx, teachers, rng)
                 loss = distillation_loss(teachers, head.student(inputs), self.loss)
@@ -508,6 +514,16 @@ class RD4AD(Method):
             seconds = time.perf_counter() - t0 + (t_cache if epoch == 0 else 0.0)
             head.to(memory_format=torch.contiguous_format).eval()
             yield total / len(data), seconds
+
+    def epoch_order(self, data: TrainSet, gen: torch.Generator) -> torch.Tensor:
+        """One epoch's image indices: a permutation, or with ``balance`` and several
+        categories as many draws with replacement, each image weighted 1 / its category's size."""
+        cats = list(data.categories or [])
+        if not self.balance or len(set(cats)) < 2:
+            return torch.randperm(len(data), generator=gen)
+        counts = Counter(cats)
+        weights = torch.tensor([1.0 / counts[c] for c in cats], dtype=torch.float64)
+        return torch.multinomial(weights, len(data), replacement=True, generator=gen)
 
     def recalibrate_bn(self, head: RD4ADHead, data: TrainSet) -> None:
         """Replace BatchNorm running statistics by exact averages under the final weights.
@@ -521,7 +537,8 @@ class RD4AD(Method):
         for m in bns:
             m.reset_running_stats()
             m.momentum = None  # cumulative moving average
-        order = torch.arange(len(data))
+        order = (self.epoch_order(data, torch.Generator().manual_seed(self.seed)) if self.balance
+                 else torch.arange(len(data)))
         mem = self._memory_format
         head.to(memory_format=mem).train()
         with torch.no_grad():
