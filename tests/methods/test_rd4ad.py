@@ -399,6 +399,17 @@ def test_balanced_epochs_give_every_category_an_equal_share():
     assert sorted(alone.tolist()) == list(range(100))
 
 
+def test_balance_leaves_a_one_category_fit_bit_identical(disc):
+    """Per-category models train exactly as before the option: same batches, same precise-BN
+    pass."""
+    paths = [s.path for s in disc.train[:8]]
+    fits = [Detector(method="rd4ad", size=64, epochs=2, train_batch=4, balance=b).fit(
+        paths, progress=False) for b in (True, False)]
+    a, b = (f.model_.head.state_dict() for f in fits)
+    assert all(torch.equal(a[k], b[k]) for k in a if k != "history")  # history holds seconds
+    torch.testing.assert_close(a["history"][:, 0], b["history"][:, 0])  # the losses
+
+
 def test_balanced_unified_fit_runs_end_to_end(synth_root):
     cats = load_dataset(synth_root, ["grid", "disc"])
     paths = [s.path for s in cats[0].train[:10]] + [s.path for s in cats[1].train[:3]]

@@ -537,7 +537,8 @@ class RD4AD(Method):
         for m in bns:
             m.reset_running_stats()
             m.momentum = None  # cumulative moving average
-        order = (self.epoch_order(data, torch.Generator().manual_seed(self.seed)) if self.balance
+        balanced = self.balance and len(set(data.categories or [])) > 1
+        order = (self.epoch_order(data, torch.Generator().manual_seed(self.seed)) if balanced
                  else torch.arange(len(data)))
         mem = self._memory_format
         head.to(memory_format=mem).train()
