@@ -82,3 +82,13 @@ def test_timm_files_load_and_agree(ours: str, timm_name: str, size: int, tmp_pat
         path = tmp_path / f"{timm_name}.safetensors"
         save_file({k: v.contiguous() for k, v in reference.state_dict().items()}, str(path))
     assert_same_logits(reference, create_backbone(ours, weights=path), size)
+
+
+def test_a_library_that_fails_to_import_is_a_skip_naming_the_error(monkeypatch):
+    """A torchvision built for another torch raises RuntimeError on import, not ImportError."""
+    def broken(name: str):
+        raise RuntimeError("operator torchvision::nms does not exist")
+
+    monkeypatch.setattr(importlib, "import_module", broken)
+    with pytest.raises(pytest.skip.Exception, match="RuntimeError: operator torchvision::nms"):
+        reference_library("torchvision.models", "torchvision is not usable here")

@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import pytest
 import torch
 
+from oddeye.errors import DataError
+from oddeye.methods import create_method
 from oddeye.methods.patchcore import aggregate, cut_frame
 
 
@@ -24,3 +27,11 @@ def test_cut_frame_keeps_the_inner_cells():
     emb = torch.arange(36.0).reshape(1, 1, 6, 6)
     torch.testing.assert_close(cut_frame(emb, 2), emb[..., 2:4, 2:4])
     assert cut_frame(emb, 0) is emb
+
+
+@pytest.mark.parametrize("value", ["false", 1, None])
+def test_pool_zeros_must_be_a_bool(value):
+    """A string such as "false" would otherwise count as True."""
+    with pytest.raises(DataError, match="pool_zeros must be true or false"):
+        create_method("patchcore", pool_zeros=value).build_head({"s8": 4, "s16": 4},
+                                                                {"s8": 8, "s16": 16})

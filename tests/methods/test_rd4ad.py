@@ -426,3 +426,9 @@ def test_model_file_from_before_balance_loads_as_unbalanced(fitted, disc, tmp_pa
     assert old.method_.balance is False
     paths = [s.path for s in disc.test[:2]]
     np.testing.assert_array_equal(old.predict(paths).scores, det.predict(paths).scores)
+
+
+@pytest.mark.parametrize("value", ["false", 0, None])
+def test_balance_must_be_a_bool(value):
+    with pytest.raises(DataError, match="balance must be true or false"):
+        create_method("rd4ad", balance=value)

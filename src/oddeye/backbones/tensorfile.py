@@ -7,6 +7,7 @@ dtype, shape and byte range, then the raw little-endian data. Nothing is execute
 from __future__ import annotations
 
 import json
+import math
 import struct
 from pathlib import Path
 
@@ -62,10 +63,7 @@ def read_safetensors(path: str | Path) -> dict[str, torch.Tensor]:
         except (KeyError, TypeError, ValueError):
             raise bad(f"entry {name!r} lacks a known dtype, shape or data_offsets") from None
         itemsize = torch.empty((), dtype=dtype).element_size()
-        count = 1
-        for s in shape:
-            count *= s
-        if not 0 <= begin <= end <= len(body) or end - begin != count * itemsize:
+        if not 0 <= begin <= end <= len(body) or end - begin != math.prod(shape) * itemsize:
             raise bad(f"tensor {name!r} has byte range {begin}..{end} for shape {shape} "
                       f"{info['dtype']}, but the data holds {len(body)} bytes")
         raw = bytearray(body[begin:end])  # a writable copy: the tensor owns its memory

@@ -393,12 +393,14 @@ class PatchCore(Method):
         if isinstance(k, bool) or not isinstance(k, int) or k < 0:
             raise DataError(f"image_neighbours must be an integer >= 0 (0 = one pooled bank), "
                             f"got {k!r}")
+        if not isinstance(self.pool_zeros, bool):
+            raise DataError(f"pool_zeros must be true or false, got {self.pool_zeros!r}")
         if k and self.search_dim is not None:
             raise DataError("image_neighbours searches every patch of the neighbour images "
                             "exactly; it cannot be combined with search_dim")
         return PatchCoreHead(self.layers, sum(channels[c] for c in self.layers), self.kernel,
                              self.equal_layers, initial_position(self.position), k,
-                             bool(self.pool_zeros))
+                             self.pool_zeros)
 
     def frame_head(self, head: nn.Module, strides: dict[str, int], pad: int) -> bool:
         """The frame is cut after the aggregation unless ``frame_crop="taps"``."""

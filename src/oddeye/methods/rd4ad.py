@@ -365,6 +365,8 @@ class RD4AD(Method):
             raise DataError("RD4AD needs a training length: set epochs or steps")
         if isinstance(pseudo, bool) or not isinstance(pseudo, int | float) or not 0 <= pseudo <= 1:
             raise DataError(f"pseudo must be a share in [0, 1], got {pseudo!r}")
+        if not isinstance(balance, bool):
+            raise DataError(f"balance must be true or false, got {balance!r}")
 
     # ---------------------------------------------------------------- architecture
     def _ordered(self, strides: dict[str, int]) -> list[str]:
