@@ -7,8 +7,9 @@ validation data, ``benchmarks/rd4ad_unified_balance_selection.py``; the plain ro
 ``balance=False`` explicitly when refitted). Each fit is
 the RD4AD suite's ``unified`` part in its own process; with ``--work`` the JSON of a finished
 part (same arguments) is reused, e.g. the plain unified fit and the per-category models of a
-``python -m oddeye.bench.rd4ad_suite --work DIR`` run. Writes section ``rd4ad-unified-balance``.
-Run: ``.venv/bin/python benchmarks/rd4ad_unified_balance.py --work DIR``.
+``python -m oddeye.bench.rd4ad_suite --work DIR`` run (that suite fits with the default seed 0).
+Writes section ``rd4ad-unified-balance`` (``-seed<S>`` for ``--seed S``).
+Run: ``.venv/bin/python benchmarks/rd4ad_unified_balance.py --work DIR [--seed S]``.
 """
 
 from __future__ import annotations
@@ -18,11 +19,12 @@ import json
 import tempfile
 from pathlib import Path
 
+from oddeye.bench.detection_suite import DATASETS as SETS
 from oddeye.bench.rd4ad_suite import spawn_part
 from oddeye.bench.results import DEFAULT_RESULTS, write_section
 
-NAMES = ["mvtec3d_tire", "magnetic_tile", "deeppcb"]
-DATASETS = ["tire", "magnetic_tile", "deeppcb"]
+DATASETS = list(SETS)  # the suite's short names (``--data``)
+NAMES = [SETS[d] for d in DATASETS]  # the category names the results are keyed by
 KEYS = ("image_auroc", "pixel_auroc", "pixel_aupro")
 
 
@@ -35,17 +37,27 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--work", help="folder of the parts' JSON (reused when the arguments match)")
     ap.add_argument("--threads", type=int, default=2)
+    ap.add_argument("--seed", type=int, default=0, help="fit seed (Detector(seed=...))")
+    ap.add_argument("--no-plain", action="store_true",
+                    help="fit only the balanced model (the plain row is the comparison of record "
+                         "at seed 0)")
     ap.add_argument("--out", default=None)
     a = ap.parse_args()
+    seeded = {"seed": a.seed} if a.seed else {}  # seed 0 keeps seed-0 parts' arguments reusable
+    suffix = f"-seed{a.seed}" if a.seed else ""
     work = Path(a.work) if a.work else Path(tempfile.mkdtemp())
     work.mkdir(parents=True, exist_ok=True)
     reused: list[str] = []
     # the plain row: reused from an earlier suite run (``{}`` then meant plain epochs) when
     # --work has it, else fitted with balance=False
-    plain_params: dict = {} if (work / "unified.json").exists() else {"balance": False}
-    rows = {"plain": spawn_part(work, "unified", unified_args(plain_params, a.threads), reused),
-            "balance=True": spawn_part(work, "unified-balance",
-                                       unified_args({"balance": True}, a.threads), reused)}
+    plain_params: dict = ({} if not a.seed and (work / "unified.json").exists()
+                          else {"balance": False, **seeded})
+    rows = {}
+    if not a.no_plain:
+        rows["plain"] = spawn_part(work, "unified" + suffix,
+                                   unified_args(plain_params, a.threads), reused)
+    rows["balance=True"] = spawn_part(work, "unified-balance" + suffix,
+                                      unified_args({"balance": True, **seeded}, a.threads), reused)
     alone = {}
     for ds, name in zip(DATASETS, NAMES, strict=True):
         path = work / f"category-{ds}.json"
@@ -55,8 +67,9 @@ def main() -> None:
              "One RD4AD model (method defaults: MobileNetV2 teacher, 2,500 steps per category) on "
              "the union of the three training sets, tested on each test split; `balance=True` "
              "draws each epoch's images with equal weight per category. Cells: image AUROC / "
-             "pixel AUROC / AUPRO@0.3. Reported, not chosen here (the default was chosen on "
-             "validation data, section `selection-rd4ad-unified-balance`).", "",
+             f"pixel AUROC / AUPRO@0.3; fit seed {a.seed}. Reported, not chosen here (the "
+             "default was chosen on validation data, section "
+             "`selection-rd4ad-unified-balance`).", "",
              "| unified fit | " + " | ".join(NAMES) + " | epochs | fit s |",
              "|---|" + "---|" * (len(NAMES) + 2)]
     for label, res in rows.items():
@@ -67,11 +80,12 @@ def main() -> None:
     if len(alone) == len(NAMES):
         cells = [" / ".join(f"{alone[n][n][k]:.3f}" if n in alone[n] else "n/a" for k in KEYS)
                  for n in NAMES]
-        lines.append("| per-category models (reference) | " + " | ".join(cells) + " | - | - |")
+        lines.append("| per-category models (seed 0, reference) | " + " | ".join(cells)
+                     + " | - | - |")
     if reused:
         lines += ["", "Read from `--work`, not refitted by this command: " + "; ".join(reused)
                   + "."]
-    write_section("rd4ad-unified-balance", "\n".join(lines), a.out or DEFAULT_RESULTS)
+    write_section("rd4ad-unified-balance" + suffix, "\n".join(lines), a.out or DEFAULT_RESULTS)
     print("\n".join(lines))
 
 
