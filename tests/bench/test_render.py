@@ -129,6 +129,10 @@ def test_selection_table_has_means_seconds_and_the_best_candidate():
     assert "| a | 0.800 / 0.900 | 0.600 / 0.900 | 0.700 | 0.900 | 15 |" in text
     assert "| b | 0.900 / 0.950 | 0.700 / 0.900 | 0.800 | 0.925 | 42 |" in text
     assert 'Best by mean image + pixel AUROC: **b** (`{"steps": 5}`).' in text
+    assert text.startswith("## Selection of rd4ad defaults (no test split used): `selection-x`")
+    ablation = render("rd4ad", "rd4ad-ablation-x", {"a": {}, "b": {"steps": 5}}, results,
+                      ("nut",), False, None, title="RD4AD ablation")
+    assert ablation.startswith("## RD4AD ablation (no test split used): `rd4ad-ablation-x`")
 
 
 def test_seeded_candidates_carry_the_seed_and_name_their_section():

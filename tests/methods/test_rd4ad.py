@@ -432,3 +432,102 @@ def test_model_file_from_before_balance_loads_as_unbalanced(fitted, disc, tmp_pa
 def test_balance_must_be_a_bool(value):
     with pytest.raises(DataError, match="balance must be true or false"):
         create_method("rd4ad", balance=value)
+
+
+# ------------------------------------------------------- the paper's ablation: `embedding`
+@pytest.mark.parametrize("backbone", ["mobilenet_v2", "resnet18"])
+@pytest.mark.parametrize("embedding", ["ocbe", "oce", "teacher"])
+def test_embedding_variants_rebuild_the_distilled_stages(backbone, embedding):
+    method = create_method("rd4ad", backbone=backbone, embedding=embedding)
+    fx = FeatureExtractor(backbone, method.layers, weights=None)
+    head = method.build_head(fx.channels, fx.strides).eval()
+    targets = ["s4", "s8", "s16"]
+    assert head.layers == targets + (["s32"] if embedding == "teacher" else [])
+    assert head.n_targets == 3
+    with torch.inference_mode():
+        feats = fx(torch.randn(2, 3, 64, 64))
+        student = head.student([feats[k] for k in head.layers])
+        raw = head(feats)
+    assert [tuple(s.shape) for s in student] == [tuple(feats[k].shape) for k in targets]
+    assert raw.shape == (2, 16, 16)
+    fused = sum(p.numel() for p in head.ocbe.paths.parameters()) if embedding != "teacher" else 0
+    assert (fused > 0) == (embedding == "ocbe")  # only the full OCBE fuses the shallow stages
+    assert (len(list(head.ocbe.parameters())) == 0) == (embedding == "teacher")
+
+
+def test_oce_embedding_ignores_the_shallow_stages():
+    method = create_method("rd4ad", embedding="oce", decoder_blocks=[1, 1, 1], ocbe_blocks=1,
+                           embed_dim=64)
+    fx = FeatureExtractor("mobilenet_v2", method.layers, weights=None)
+    head = method.build_head(fx.channels, fx.strides).eval()
+    feats = fx(torch.randn(1, 3, 64, 64))
+    with torch.inference_mode():
+        z = head.ocbe([feats[k] for k in head.layers])
+        z2 = head.ocbe([torch.randn_like(feats["s4"]), torch.randn_like(feats["s8"]),
+                        feats["s16"]])
+    torch.testing.assert_close(z, z2)
+
+
+def test_teacher_embedding_trains_only_the_decoder_and_round_trips(disc, tmp_path):
+    paths = [s.path for s in disc.train[:8]]
+    det = Detector(method="rd4ad", size=64, epochs=3, train_batch=4, embedding="teacher").fit(
+        paths, progress=False)
+    head = det.model_.head
+    assert det.method_.layers == ("s4", "s8", "s16", "s32")
+    assert not any(k.startswith("ocbe.") for k in head.state_dict())
+    hist = head.history
+    assert float(hist[-1, 0]) < float(hist[0, 0])
+    again = oddeye.load(det.save(tmp_path / "pre.oddeye"))
+    assert again.method_.embedding == "teacher" and again.model_.head.layers == head.layers
+    test = [s.path for s in disc.test[:3]]
+    np.testing.assert_array_equal(again.predict(test).scores, det.predict(test).scores)
+
+
+def test_embedding_default_and_older_files_are_the_full_ocbe(fitted, disc, tmp_path):
+    det, _ = fitted
+    assert det.method_.embedding == "ocbe"
+    assert any(k.startswith("ocbe.paths.") for k in det.model_.head.state_dict())
+    old = oddeye.load(older_file(det.save(tmp_path / "new.oddeye"), tmp_path / "old.oddeye",
+                                 drop=["method_params.embedding"]))
+    assert old.method_.embedding == "ocbe"
+    paths = [s.path for s in disc.test[:2]]
+    np.testing.assert_array_equal(old.predict(paths).scores, det.predict(paths).scores)
+
+
+@pytest.mark.parametrize("params,match", [
+    ({"embedding": "pre"}, "embedding must be one of"),
+    ({"embedding": "teacher", "layers": ["s4", "s16"]}, ">= 3 layers"),
+    ({"embedding": "teacher", "layers": ["s4", "s8", "s32"]}, "twice the stride"),
+    ({"embedding": "teacher", "embed_dim": 64}, "takes its width from tap 's32'"),
+])
+def test_bad_embedding_settings_are_refused(params, match):
+    with pytest.raises(DataError, match=match):
+        method = create_method("rd4ad", **params)
+        fx = FeatureExtractor("mobilenet_v2", method.layers, weights=None)
+        method.build_head(fx.channels, fx.strides)
+
+
+@pytest.mark.skipif(not torch.set_flush_denormal(False), reason="this CPU cannot flush denormals")
+def test_training_and_precise_bn_run_with_denormals_flushed(disc, monkeypatch):
+    """Denormals made RD4AD steps ~10x slower on this CPU; the fit runs with them flushed and
+    leaves the setting off for the caller."""
+    from oddeye.methods.rd4ad import RD4AD
+
+    seen = []
+
+    def flushed() -> bool:
+        return float(torch.tensor(1e-39) * 1.0) == 0.0
+
+    def one_epoch(self, head, data, epochs=None):
+        seen.append(flushed())
+        yield 1.0, 0.1
+
+    def precise_bn(self, head, data):
+        seen.append(flushed())
+
+    monkeypatch.setattr(RD4AD, "train_epochs", one_epoch)
+    monkeypatch.setattr(RD4AD, "recalibrate_bn", precise_bn)
+    data, fx = _small_set(disc, 4)
+    method = create_method("rd4ad", epochs=1)
+    method.fit_head(method.build_head(fx.channels, fx.strides), data)
+    assert seen == [True, True] and not flushed()

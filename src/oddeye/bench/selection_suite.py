@@ -102,12 +102,13 @@ def run(out_path: str | Path | None = None, method: str = "patchcore",
         candidates: dict[str, dict] | None = None, datasets: list[str] | None = None,
         synthetic: tuple[str, ...] = ("noise", "nut"), section: str | None = None,
         native: bool = False, kinds: tuple[str, ...] | None = None,
-        placement: str = "inner") -> str:
+        placement: str = "inner", title: str | None = None) -> str:
     """Score each candidate on validation-only data and write the section
     ``section`` (default ``selection-<method>``). ``native``: real validation images at their
     own resolution (for candidates of different input sizes), else resized to 256. ``kinds``:
     the real sets' pseudo-defect kinds (default ``oddeye.data.pseudo.KINDS``); ``placement``:
-    where they may sit (``inner``, off the border, or ``anywhere``)."""
+    where they may sit (``inner``, off the border, or ``anywhere``); ``title``: the section's
+    heading when the rows are not candidates for a default (e.g. an ablation)."""
     from oddeye.bench.detection_suite import DATASETS, shared_root
     from oddeye.bench.results import DEFAULT_RESULTS, write_section
     from oddeye.data.mvtec import load_dataset
@@ -146,7 +147,8 @@ def run(out_path: str | Path | None = None, method: str = "patchcore",
                 print(f"{name:32s} {sname:24s} img {r['image_auroc']:.3f} "
                       f"px {r['pixel_auroc']:.3f} {r['seconds']:.0f}s", file=sys.stderr,
                       flush=True)
-    body = render(method, section, candidates, results, synthetic, native, kinds, placement)
+    body = render(method, section, candidates, results, synthetic, native, kinds, placement,
+                  title)
     write_section(section or f"selection-{method}", body, out_path or DEFAULT_RESULTS)
     return body
 
@@ -173,19 +175,20 @@ def seed_parser(doc: str | None) -> argparse.ArgumentParser:
 
 
 def run_seeded(method: str, section: str, candidates: dict[str, dict], seed: int,
-               placement: str = "inner") -> str:
+               placement: str = "inner", title: str | None = None) -> str:
     """``run`` with ``seeded`` candidates and section (``-anywhere`` appended to the section
     name for pseudo-defects placed anywhere)."""
     cands, name = seeded(candidates, section, seed)
     if placement != "inner":
         base, _, tail = name.partition("-seed")
         name = f"{base}-{placement}" + (f"-seed{tail}" if tail else "")
-    return run(method=method, section=name, candidates=cands, placement=placement)
+    return run(method=method, section=name, candidates=cands, placement=placement, title=title)
 
 
 def render(method: str, section: str | None, candidates: dict[str, dict],
            results: dict[str, dict[str, dict]], synthetic: tuple[str, ...], native: bool,
-           kinds: tuple[str, ...] | None, placement: str = "inner") -> str:
+           kinds: tuple[str, ...] | None, placement: str = "inner",
+           title: str | None = None) -> str:
     """The section's markdown: one row per candidate (``results[candidate][set]`` holds the
     metrics and ``seconds`` of one fit), the means over sets, and the best candidate."""
     set_names = list(next(iter(results.values())))
@@ -196,8 +199,8 @@ def render(method: str, section: str | None, candidates: dict[str, dict],
     kind_text = ("cut-paste, blob, scratch" if not kinds else ", ".join(
         {"cutpaste": "cut-paste", "swap": "swap (a large region from the same place of the most "
          "different validation image)"}.get(k, k) for k in kinds))
-    title = f"## Selection of {method} defaults (no test split used)"
-    lines = [title + (f": `{section}`" if section else ""), "",
+    heading = f"## {title or f'Selection of {method} defaults'} (no test split used)"
+    lines = [heading + (f": `{section}`" if section else ""), "",
              "Real sets: at most 100 fitting images from `train/good` and at most 24 validation "
              "images, from the set's `validation/good` where it has one (a later acquisition), "
              "else the other 20% of `train/good`; each validation image plus two "

@@ -24,11 +24,17 @@ from tqdm.auto import tqdm
 
 from oddeye.backbones.fold import fold_batchnorm
 from oddeye.data.pseudo import pseudo_batch
+from oddeye.device import flush_denormals
 from oddeye.errors import DataError
 from oddeye.methods import register
 from oddeye.methods.base import Method, TrainSet, check_layers
 
 LOSSES = ("pixel", "flat")
+#: What the student decodes from (the paper's ablation, Deng & Li 2022, Table 4): ``ocbe`` (the
+#: method: multi-scale fusion + a trainable one-class embedding stage), ``oce`` (the trainable
+#: stage on the deepest tap alone, no fusion), ``teacher`` (the paper's "Pre": the frozen
+#: teacher's next stage is the embedding; nothing is trained before the decoder).
+EMBEDDINGS = ("ocbe", "oce", "teacher")
 KINDS = ("basic", "bottleneck", "light")
 BLOCKS = ("auto", *KINDS)
 #: Channel count from which ``block="auto"`` switches to bottleneck blocks (WideResNet-sized).
@@ -185,10 +191,12 @@ class OCBE(nn.Module):
     """
 
     def __init__(self, channels: Sequence[int], strides: Sequence[int], embed_dim: int,
-                 n_blocks: int, kind: str, expand: int = 2):
+                 n_blocks: int, kind: str, expand: int = 2, fuse: bool = True):
         super().__init__()
         deep_c, deep_s = channels[-1], strides[-1]
         paths = []
+        if not fuse:  # the ablation's "OCE" alone: the stage sees the deepest tap only
+            channels, strides = channels[-1:], strides[-1:]
         for c, s in zip(channels[:-1], strides[:-1], strict=True):
             convs, cin = [], c
             for k in range(steps_between(s, deep_s)):
@@ -202,8 +210,17 @@ class OCBE(nn.Module):
                            expand=expand)
 
     def forward(self, feats: Sequence[torch.Tensor]) -> torch.Tensor:
-        parts = [p(f) for p, f in zip(self.paths, feats[:-1], strict=True)] + [feats[-1]]
+        shallow = feats[:-1] if len(self.paths) else []
+        parts = [p(f) for p, f in zip(self.paths, shallow, strict=True)] + [feats[-1]]
         return F.relu(self.stage(torch.cat(parts, dim=1)))
+
+
+class TeacherEmbedding(nn.Module):
+    """The ablation's "Pre": the embedding is the last teacher tap itself (the frozen teacher's
+    next stage after the distilled ones), so nothing between teacher and decoder is trained."""
+
+    def forward(self, feats: Sequence[torch.Tensor]) -> torch.Tensor:
+        return feats[-1]
 
 
 class Decoder(nn.Module):
@@ -235,10 +252,19 @@ class RD4ADHead(nn.Module):
 
     def __init__(self, layers: Sequence[str], channels: Sequence[int], strides: Sequence[int],
                  embed_dim: int, ocbe_blocks: int, decoder_blocks: Sequence[int],
-                 kinds: Sequence[str], expand: int = 2):
+                 kinds: Sequence[str], expand: int = 2, embedding: str = "ocbe",
+                 embed_layer: str | None = None):
         super().__init__()
-        self.layers = list(layers)
-        self.ocbe = OCBE(channels, strides, embed_dim, ocbe_blocks, kinds[0], expand)
+        #: every teacher tap the head reads: the distilled stages, then (``embedding="teacher"``)
+        #: the tap that is the embedding
+        self.layers = list(layers) + ([embed_layer] if embed_layer else [])
+        #: how many of ``layers`` the student rebuilds (the distilled stages)
+        self.n_targets = len(layers)
+        if embedding == "teacher":
+            self.ocbe: nn.Module = TeacherEmbedding()
+        else:
+            self.ocbe = OCBE(channels, strides, embed_dim, ocbe_blocks, kinds[0], expand,
+                             fuse=embedding == "ocbe")
         self.decoder = Decoder(channels, strides, embed_dim, decoder_blocks, kinds, expand)
         #: per-epoch (mean loss, seconds) of the last fit, kept in the model file for the record
         self.register_buffer("history", torch.zeros(0, 2))
@@ -280,9 +306,13 @@ class RD4ADHead(nn.Module):
             self.__dict__["_folded"] = cached
         return cached[2], cached[3]
 
+    def targets(self, teachers: Sequence[torch.Tensor]) -> list[torch.Tensor]:
+        """The distilled stages among the head's teacher taps (all but an embedding tap)."""
+        return list(teachers[:self.n_targets])
+
     def forward(self, feats: dict[str, torch.Tensor]) -> torch.Tensor:
         teachers = [feats[k] for k in self.layers]
-        return anomaly_map(teachers, self.student(teachers))
+        return anomaly_map(self.targets(teachers), self.student(teachers))
 
 
 # --------------------------------------------------------------------------------------------
@@ -296,6 +326,10 @@ class RD4ADHead(nn.Module):
 #: minutes per shared set on 2 CPU cores (section rd4ad). Chosen over 60 epochs on validation
 #: data (sections selection-rd4ad-steps, -seed1), docs/rd4ad.md.
 STEPS = 2500
+
+#: With ``embedding="teacher"`` and no ``layers``: the default taps, then the next stage (the
+#: frozen teacher's own compression of the deepest distilled tap, as the paper's "Pre").
+TEACHER_EMBEDDING_TAP = "s32"
 
 
 @register
@@ -322,7 +356,8 @@ class RD4AD(Method):
     default_backbone = "mobilenet_v2"
     default_layers = ("s4", "s8", "s16")
     # files from before these existed trained on clean inputs only, for their `epochs` epochs
-    legacy_defaults = {"pseudo": 0.0, "steps": None, "balance": False}
+    # (and all of them decoded from the full OCBE)
+    legacy_defaults = {"pseudo": 0.0, "steps": None, "balance": False, "embedding": "ocbe"}
 
     def __init__(self, backbone: str | None = None, layers: Sequence[str] | None = None,
                  epochs: int | None = None, lr: float = 0.005,
@@ -332,8 +367,14 @@ class RD4AD(Method):
                  decoder_blocks: Sequence[int] | None = None,
                  cache_features: str | bool = "auto", cache_mb: int = 2048,
                  channels_last: bool = True, precise_bn: bool = True, pseudo: float = 0.0,
-                 steps: int | None = STEPS, balance: bool = True, seed: int = 0):
+                 steps: int | None = STEPS, balance: bool = True, embedding: str = "ocbe",
+                 seed: int = 0):
+        if embedding not in EMBEDDINGS:
+            raise DataError(f"embedding must be one of {EMBEDDINGS}, got {embedding!r}")
+        if embedding == "teacher" and not layers:  # the distilled taps, then the next stage
+            layers = (*self.default_layers, TEACHER_EMBEDDING_TAP)
         super().__init__(backbone, layers)
+        self.embedding = embedding
         self.epochs = epochs
         self.balance = balance
         self.steps = steps
@@ -372,13 +413,21 @@ class RD4AD(Method):
     def _ordered(self, strides: dict[str, int]) -> list[str]:
         """Tapped layers from fine to coarse; duplicates or equal strides are an error."""
         layers = sorted(dict.fromkeys(self.layers), key=lambda k: strides[k])
-        if len(layers) < 2 or len({strides[k] for k in layers}) != len(layers):
-            raise DataError(f"RD4AD needs >= 2 layers of distinct strides, got {list(self.layers)}")
+        need = 3 if self.embedding == "teacher" else 2
+        if len(layers) < need or len({strides[k] for k in layers}) != len(layers):
+            raise DataError(f"RD4AD needs >= {need} layers of distinct strides"
+                            + (" (embedding='teacher': the distilled ones and the embedding's)"
+                               if need == 3 else "") + f", got {list(self.layers)}")
+        if self.embedding == "teacher" and strides[layers[-1]] != 2 * strides[layers[-2]]:
+            raise DataError(f"embedding='teacher' decodes from the deepest tap, which must have "
+                            f"twice the stride of the deepest distilled one, got "
+                            f"{ {k: strides[k] for k in layers} }")
         return layers
 
     def build_head(self, channels: dict[str, int], strides: dict[str, int]) -> nn.Module:
         check_layers(self.layers, channels)
         layers = self._ordered(strides)
+        embed_layer = layers.pop() if self.embedding == "teacher" else None
         chans = [channels[k] for k in layers]
         strd = [strides[k] for k in layers]
         if self.block == "auto":
@@ -391,10 +440,18 @@ class RD4AD(Method):
         if len(n_dec) != len(chans):
             raise DataError(f"decoder_blocks needs one count per layer ({len(chans)}), got {n_dec}")
         n_ocbe = self.ocbe_blocks or (3 if deep_kind == "bottleneck" else 2)
-        embed = int(self.embed_dim or 2 * chans[-1])
+        if embed_layer is not None:
+            if self.embed_dim is not None and int(self.embed_dim) != channels[embed_layer]:
+                raise DataError(f"embedding='teacher' takes its width from tap {embed_layer!r} "
+                                f"({channels[embed_layer]} channels), got embed_dim="
+                                f"{self.embed_dim}")
+            embed = channels[embed_layer]
+        else:
+            embed = int(self.embed_dim or 2 * chans[-1])
         with torch.random.fork_rng(devices=[]):
             torch.manual_seed(self.seed)
-            head = RD4ADHead(layers, chans, strd, embed, n_ocbe, n_dec, kinds, int(self.expand))
+            head = RD4ADHead(layers, chans, strd, embed, n_ocbe, n_dec, kinds, int(self.expand),
+                             self.embedding, embed_layer)
         return head
 
     # ---------------------------------------------------------------- training
@@ -433,15 +490,16 @@ class RD4AD(Method):
         bar = tqdm(total=self._epochs(data), desc="rd4ad", unit="epoch",
                    disable=not data.progress, leave=False)
         history = []
-        for loss, seconds in self.train_epochs(head, data):
-            history.append([loss, seconds])
-            bar.set_postfix(loss=f"{loss:.4f}")
-            bar.update(1)
-        bar.close()
-        if self.precise_bn:
-            t0 = time.perf_counter()
-            self.recalibrate_bn(head, data)
-            history[-1][1] += time.perf_counter() - t0
+        with flush_denormals():
+            for loss, seconds in self.train_epochs(head, data):
+                history.append([loss, seconds])
+                bar.set_postfix(loss=f"{loss:.4f}")
+                bar.update(1)
+            bar.close()
+            if self.precise_bn:
+                t0 = time.perf_counter()
+                self.recalibrate_bn(head, data)
+                history[-1][1] += time.perf_counter() - t0
         head.history = torch.tensor(history, dtype=torch.float32, device=head.history.device)
 
     def _teacher_batches(self, head: RD4ADHead, data: TrainSet, order: torch.Tensor,
@@ -508,7 +566,7 @@ class RD4AD(Method):
             order = self.epoch_order(data, gen)
             for idx, teachers in self._teacher_batches(head, data, order, cached):
                 inputs = self.student_inputs(head, data, idx, teachers, rng)
-                loss = distillation_loss(teachers, head.student(inputs), self.loss)
+                loss = distillation_loss(head.targets(teachers), head.student(inputs), self.loss)
                 opt.zero_grad(set_to_none=True)
                 loss.backward()
                 opt.step()
