@@ -150,13 +150,17 @@ def _spearman(a: np.ndarray, b: np.ndarray) -> float:
     return float(spearmanr(a, b)[0])
 
 
-METHODS = ["patchcore", "padim", "rd4ad", "resad", "anoonly-head"]
+#: every method, and RD4AD's ablation variant with a frozen teacher embedding ("name:embedding")
+METHODS = ["patchcore", "padim", "rd4ad", "rd4ad:teacher", "resad", "anoonly-head"]
 
 
 @needs_cuda
-@pytest.mark.parametrize("method", METHODS)
-def test_fit_and_predict_on_cuda_match_the_cpu(grid, tmp_path, fp32, method):
+@pytest.mark.parametrize("case", METHODS)
+def test_fit_and_predict_on_cuda_match_the_cpu(grid, tmp_path, fp32, case):
+    method, _, embedding = case.partition(":")
     params, fit = _fit_args(method, grid)
+    if embedding:
+        params["embedding"] = embedding
     test = [s.path for s in grid.test]
     y = np.array([s.label for s in grid.test])
     cpu = Detector(method=method, size=128, device="cpu", **params)
