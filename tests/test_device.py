@@ -57,24 +57,6 @@ def test_devices_other_than_cpu_and_cuda_are_refused():
         resolve_device("meta")
 
 
-def _flushed() -> bool:
-    """Whether the CPU treats denormals as zero right now (1e-39 is a denormal float32)."""
-    return float(torch.tensor(1e-39) * 1.0) == 0.0
-
-
-@pytest.mark.skipif(not torch.set_flush_denormal(False), reason="this CPU cannot flush denormals")
-def test_denormals_are_flushed_inside_the_context_and_not_after():
-    from oddeye.device import flush_denormals
-
-    assert not _flushed()
-    with flush_denormals():
-        assert _flushed()
-    assert not _flushed()
-    with pytest.raises(RuntimeError), flush_denormals():
-        raise RuntimeError("an error inside still turns it off")
-    assert not _flushed()
-
-
 @pytest.mark.skipif(HAS_CUDA, reason="this machine has a CUDA device")
 def test_cuda_without_a_gpu_fails_before_any_work(grid):
     with pytest.raises(DataError, match="sees no CUDA device"):

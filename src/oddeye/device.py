@@ -8,10 +8,8 @@ CPU tensors, so a model trained on a GPU loads on a machine without one.
 
 from __future__ import annotations
 
-import contextlib
 import itertools
 import os
-from collections.abc import Iterator
 
 import torch
 from torch import nn
@@ -68,21 +66,3 @@ def synchronize(device: torch.device) -> None:
     """Wait for queued kernels on ``device`` (timing GPU work needs it; a no-op on the CPU)."""
     if device.type == "cuda":
         torch.cuda.synchronize(device)
-
-
-@contextlib.contextmanager
-def flush_denormals() -> Iterator[None]:
-    """Treat denormal floats (below ~1.2e-38) as zero on the CPU for the duration, then turn that
-    off again (torch offers no way to read the previous setting).
-
-    Training a student from scratch can fill activations or gradients with denormals, which x86
-    CPUs process in microcode: measured here, RD4AD steps took 3-4 s instead of 0.3-0.4 s while
-    they occurred (docs/rd4ad.md). Zeroing them moves no number by more than ~1e-38 at a time;
-    the scores of the fits measured with and without it agreed to every printed digit.
-    """
-    supported = torch.set_flush_denormal(True)
-    try:
-        yield
-    finally:
-        if supported:
-            torch.set_flush_denormal(False)

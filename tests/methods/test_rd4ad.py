@@ -506,28 +506,3 @@ def test_bad_embedding_settings_are_refused(params, match):
         fx = FeatureExtractor("mobilenet_v2", method.layers, weights=None)
         method.build_head(fx.channels, fx.strides)
 
-
-@pytest.mark.skipif(not torch.set_flush_denormal(False), reason="this CPU cannot flush denormals")
-def test_training_and_precise_bn_run_with_denormals_flushed(disc, monkeypatch):
-    """Denormals made RD4AD steps ~10x slower on this CPU; the fit runs with them flushed and
-    leaves the setting off for the caller."""
-    from oddeye.methods.rd4ad import RD4AD
-
-    seen = []
-
-    def flushed() -> bool:
-        return float(torch.tensor(1e-39) * 1.0) == 0.0
-
-    def one_epoch(self, head, data, epochs=None):
-        seen.append(flushed())
-        yield 1.0, 0.1
-
-    def precise_bn(self, head, data):
-        seen.append(flushed())
-
-    monkeypatch.setattr(RD4AD, "train_epochs", one_epoch)
-    monkeypatch.setattr(RD4AD, "recalibrate_bn", precise_bn)
-    data, fx = _small_set(disc, 4)
-    method = create_method("rd4ad", epochs=1)
-    method.fit_head(method.build_head(fx.channels, fx.strides), data)
-    assert seen == [True, True] and not flushed()

@@ -24,7 +24,6 @@ from tqdm.auto import tqdm
 
 from oddeye.backbones.fold import fold_batchnorm
 from oddeye.data.pseudo import pseudo_batch
-from oddeye.device import flush_denormals
 from oddeye.errors import DataError
 from oddeye.methods import register
 from oddeye.methods.base import Method, TrainSet, check_layers
@@ -490,16 +489,15 @@ class RD4AD(Method):
         bar = tqdm(total=self._epochs(data), desc="rd4ad", unit="epoch",
                    disable=not data.progress, leave=False)
         history = []
-        with flush_denormals():
-            for loss, seconds in self.train_epochs(head, data):
-                history.append([loss, seconds])
-                bar.set_postfix(loss=f"{loss:.4f}")
-                bar.update(1)
-            bar.close()
-            if self.precise_bn:
-                t0 = time.perf_counter()
-                self.recalibrate_bn(head, data)
-                history[-1][1] += time.perf_counter() - t0
+        for loss, seconds in self.train_epochs(head, data):
+            history.append([loss, seconds])
+            bar.set_postfix(loss=f"{loss:.4f}")
+            bar.update(1)
+        bar.close()
+        if self.precise_bn:
+            t0 = time.perf_counter()
+            self.recalibrate_bn(head, data)
+            history[-1][1] += time.perf_counter() - t0
         head.history = torch.tensor(history, dtype=torch.float32, device=head.history.device)
 
     def _teacher_batches(self, head: RD4ADHead, data: TrainSet, order: torch.Tensor,
