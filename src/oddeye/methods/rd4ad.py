@@ -348,7 +348,9 @@ class RD4AD(Method):
     thirteenth session; it only acts on unified fits) draws each epoch's images with equal
     weight per category, with replacement, so every category does get about the same number of
     steps whatever its size (and precise BN averages the same mix); chosen on validation data,
-    docs/rd4ad.md "Modes". Files from before it trained plain epochs.
+    docs/rd4ad.md "Modes". Files from before it trained plain epochs. ``embedding``: what the
+    student decodes from, for the paper's ablation (``EMBEDDINGS``; default ``ocbe``, the
+    method; ``teacher`` taps the next stage too, ``s32`` after the default taps).
     """
 
     name = "rd4ad"
