@@ -29,7 +29,7 @@ from oddeye.methods import register
 from oddeye.methods.base import Method, TrainSet, check_layers
 
 LOSSES = ("pixel", "flat")
-#: What the student decodes from (the paper's ablation, Deng & Li 2022, Table 4): ``ocbe`` (the
+#: What the student decodes from (the paper's ablation study, Deng & Li 2022): ``ocbe`` (the
 #: method: multi-scale fusion + a trainable one-class embedding stage), ``oce`` (the trainable
 #: stage on the deepest tap alone, no fusion), ``teacher`` (the paper's "Pre": the frozen
 #: teacher's next stage is the embedding; nothing is trained before the decoder).
