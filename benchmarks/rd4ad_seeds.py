@@ -21,7 +21,7 @@ import sys
 from pathlib import Path
 
 from oddeye.bench.detection_suite import DATASETS, shared_root
-from oddeye.bench.rd4ad_suite import spawn_part
+from oddeye.bench.rd4ad_suite import resolved_params, spawn_part
 from oddeye.bench.results import DEFAULT_RESULTS, write_section
 from oddeye.commands._common import parse_params
 
@@ -53,7 +53,9 @@ def main(argv: list[str]) -> int:
     for ds in names:
         if a.reuse and (Path(a.reuse) / f"category-{ds}.json").exists():
             saved = json.loads((Path(a.reuse) / f"category-{ds}.json").read_text())
-            if json.loads(saved["args"][saved["args"].index("--params") + 1]) == variant:
+            fresh = saved.get("resolved", resolved_params(saved["args"])) == resolved_params(
+                saved["args"])  # not fitted under other method defaults (when recorded)
+            if fresh and json.loads(saved["args"][saved["args"].index("--params") + 1]) == variant:
                 runs[ds][0] = next(iter(saved["per_category"].values()))
                 notes.append(f"{ds} seed 0: {a.reuse} ({saved.get('measured_at')}, "
                              f"code {saved.get('code')}, {saved['args'][-1]} threads)")

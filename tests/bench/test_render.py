@@ -53,6 +53,18 @@ def test_rd4ad_part_with_the_same_arguments_is_reused_not_rerun(tmp_path, monkey
     assert rd4ad_suite.spawn_part(tmp_path, "category-tire", args)["args"] == args
     with pytest.raises(AssertionError, match="run again"):
         rd4ad_suite.spawn_part(tmp_path, "category-tire", [*args[:-1], "1"])  # other arguments
+    # the same arguments under other method defaults ("{}" meant balance=False then)
+    old = {**rd4ad_suite.resolved_params(args), "balance": False}
+    (tmp_path / "category-tire.json").write_text(json.dumps({"per_category": {}, "args": args,
+                                                             "resolved": old}))
+    with pytest.raises(AssertionError, match="run again"):
+        rd4ad_suite.spawn_part(tmp_path, "category-tire", args)
+    now = rd4ad_suite.resolved_params(args)
+    (tmp_path / "category-tire.json").write_text(json.dumps({"per_category": {}, "args": args,
+                                                             "resolved": now}))
+    reused: list[str] = []
+    assert rd4ad_suite.spawn_part(tmp_path, "category-tire", args, reused)["resolved"] == now
+    assert reused and "defaults not recorded" not in reused[0]
 
 
 def _resad_fold(name: str, resad: float, patchcore: float) -> dict:

@@ -165,26 +165,43 @@ def _code_version() -> str:
     return f"{__version__} {commit}".strip()
 
 
+def resolved_params(args: list[str]) -> dict:
+    """Every RD4AD parameter a part's ``--params`` stands for under the current defaults: the
+    arguments alone do not say what ``{}`` meant when a default has changed since."""
+    from oddeye.methods import create_method
+
+    params = json.loads(args[args.index("--params") + 1]) if "--params" in args else {}
+    return json.loads(json.dumps(create_method("rd4ad", **params).get_params(), default=str))
+
+
 def spawn_part(tmp: Path, tag: str, args: list[str], reused: list[str] | None = None) -> dict:
     """Run one part in its own process; a part whose JSON (same arguments) is in ``tmp`` is reused.
 
     With ``--work DIR`` that folder outlives the run, so a long suite can be resumed part by part;
-    the tags of reused parts are appended to ``reused`` so the section can say so.
+    the tags of reused parts are appended to ``reused`` so the section can say so. A part fitted
+    under other method defaults (its recorded ``resolved`` parameters differ) is run again.
     """
     out = tmp / f"{tag}.json"
     if out.exists():
         saved = json.loads(out.read_text())
-        if saved.get("args") == args:
+        stale = "resolved" in saved and saved["resolved"] != resolved_params(args)
+        if stale:
+            print(f"rd4ad benchmark: {tag} in {out} was fitted under other method defaults; "
+                  "fitting it again", file=sys.stderr, flush=True)
+        if saved.get("args") == args and not stale:
             print(f"rd4ad benchmark: {tag} from {out}", file=sys.stderr, flush=True)
             if reused is not None:
                 reused.append(f"{tag} ({saved.get('measured_at', 'an earlier run')}, code "
-                              f"{saved.get('code', 'not recorded')})")
+                              f"{saved.get('code', 'not recorded')}"
+                              + ("" if "resolved" in saved else ", defaults not recorded")
+                              + ")")
             return saved
     print(f"rd4ad benchmark: {tag} ...", file=sys.stderr, flush=True)
     subprocess.run([sys.executable, "-m", "oddeye.bench.rd4ad_suite", *args, "--json", str(out)],
                    check=True)
     res = json.loads(out.read_text())
     res["args"] = args
+    res["resolved"] = resolved_params(args)
     res["measured_at"] = time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime())
     res["code"] = _code_version()
     out.write_text(json.dumps(res))
