@@ -101,8 +101,8 @@ def main(argv: list[str]) -> int:
                      + " / ".join(f"{m:.3f}" for m in means) + f" | {spread} |")
     if notes:
         lines += ["", "Seed-0 runs reused from the default suite run: " + "; ".join(notes) + ". "
-                  "The thread count alone changes a run (sums in another order diverge over 60 "
-                  "epochs), so seed 0's row is not the seed-1/2 runs' setting exactly."]
+                  "Where their thread count differs from this run's, seed 0's row is not the "
+                  "other seeds' setting exactly (sums in another order diverge over a fit)."]
     body = "\n".join(lines)
     write_section(a.section, body, a.out)
     print(body)

@@ -505,4 +505,3 @@ def test_bad_embedding_settings_are_refused(params, match):
         method = create_method("rd4ad", **params)
         fx = FeatureExtractor("mobilenet_v2", method.layers, weights=None)
         method.build_head(fx.channels, fx.strides)
-
