@@ -53,8 +53,8 @@ def main(argv: list[str]) -> int:
     for ds in names:
         if a.reuse and (Path(a.reuse) / f"category-{ds}.json").exists():
             saved = json.loads((Path(a.reuse) / f"category-{ds}.json").read_text())
-            fresh = saved.get("resolved", resolved_params(saved["args"])) == resolved_params(
-                saved["args"])  # not fitted under other method defaults (when recorded)
+            now = resolved_params(saved["args"])  # not fitted under other defaults (if recorded)
+            fresh = saved.get("resolved", now) == now
             if fresh and json.loads(saved["args"][saved["args"].index("--params") + 1]) == variant:
                 runs[ds][0] = next(iter(saved["per_category"].values()))
                 notes.append(f"{ds} seed 0: {a.reuse} ({saved.get('measured_at')}, "

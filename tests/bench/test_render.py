@@ -156,3 +156,31 @@ def test_seeded_candidates_carry_the_seed_and_name_their_section():
     assert section == "selection-x-seed2"
     assert got == {"a": {"seed": 2}, "b": {"layers": ["s8"], "seed": 2}}
     assert cands == {"a": {}, "b": {"layers": ["s8"]}}  # the caller's dict is left alone
+
+
+def test_rd4ad_seeds_reuses_seed_0_only_when_fitted_under_the_current_defaults(tmp_path,
+                                                                              monkeypatch):
+    """--reuse takes a default run's seed 0, unless its recorded parameters are another default's
+    (e.g. plain epochs before ``balance`` became the default)."""
+    import importlib.util
+    from pathlib import Path
+
+    script = Path(__file__).resolve().parents[2] / "benchmarks" / "rd4ad_seeds.py"
+    spec = importlib.util.spec_from_file_location("rd4ad_seeds", script)
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    data = tmp_path / "data"
+    (data / "deeppcb").mkdir(parents=True)
+    monkeypatch.setenv("ODDEYE_SHARED_DATA", str(data))
+    args = ["--part", "category", "--data", "deeppcb", "--params", "{}", "--threads", "2"]
+    res = {"image_auroc": 0.7, "pixel_auroc": 0.9, "pixel_aupro": 0.6}
+    now = rd4ad_suite.resolved_params(args)
+    for resolved, reused in [({**now, "balance": False}, False), (now, True)]:
+        old = tmp_path / f"old-{reused}"
+        old.mkdir()
+        (old / "category-deeppcb.json").write_text(json.dumps(
+            {"args": args, "per_category": {"deeppcb": res}, "resolved": resolved}))
+        out = tmp_path / f"R-{reused}.md"
+        rc = mod.main(["--seeds", "1", "--datasets", "deeppcb", "--work", str(tmp_path / "w"),
+                       "--reuse", str(old), "--out", str(out), "--cached-only"])
+        assert (rc == 0 and "0.700 / 0.900 / 0.600" in out.read_text()) == reused
