@@ -30,6 +30,18 @@ def test_rd4ad_render_with_categories_only_then_unified():
     assert "60 epochs fixed in advance" in by_epochs and "optimiser steps" not in by_epochs
 
 
+def test_rd4ad_speed_rows_show_onnx_runtime_or_dash_for_runs_from_before_it():
+    p = create_method("rd4ad").get_params()
+    run = {"head_params_m": 3.9, "epoch_seconds": [33.3, 21.0], "s_per_epoch": 21.0,
+           "ms_per_image_b1": 43.5}
+    speeds = [(rd4ad_suite.SPEED_VARIANTS[0][0], {**run, "ms_per_image_onnx_b1": 29.0}),
+              (rd4ad_suite.SPEED_VARIANTS[1][0], run)]
+    rows = [r for r in rd4ad_suite._render(p, [], {}, None, speeds, 2, 1.0).splitlines()
+            if r.startswith("| authors'")]
+    assert rows[0].endswith("| 43.5 | 2.00x | 29.0 | 3.00x |")  # 87 ms / ours
+    assert rows[1].endswith("| 43.5 | 2.00x | - | - |")
+
+
 def test_detection_table_shows_bank_size_or_dash():
     rows = [("patchcore", "tire", {**METRICS, "fit_seconds": 1.0, "ms_per_image": 2.0,
                                    "peak_rss_mb": 3.0, "bank": 1234, "pad": 16}),

@@ -43,7 +43,7 @@ def fit_synthetic(method: str, workdir: str | Path, size: int = 256, n_train: in
     return det.save(Path(workdir) / f"{method}.oddeye")
 
 
-def _median_ms_per_image(fn, x: np.ndarray, batch: int, repeats: int) -> float:
+def median_ms_per_image(fn, x: np.ndarray, batch: int, repeats: int) -> float:
     """Median over ``repeats`` of the time per image to run all of ``x`` in batches of ``batch``."""
     fn(x[:batch])  # warm-up
     per = []
@@ -53,6 +53,21 @@ def _median_ms_per_image(fn, x: np.ndarray, batch: int, repeats: int) -> float:
             fn(x[s:s + batch])
         per.append((time.perf_counter() - t0) / x.shape[0])
     return 1000.0 * statistics.median(per)
+
+
+def time_onnx_inference(det, images: Sequence, repeats: int = 3,
+                        threads: int | None = None) -> float:
+    """Median ONNX Runtime time per image at batch 1, in ms, of ``det`` exported to a temporary
+    file: the same measure as ``detection_suite.time_inference`` (decode and resize excluded)."""
+    from oddeye.export.onnx import OnnxDetector, export_onnx
+    from oddeye.preprocess import load_resized, to_batch
+
+    x = to_batch(load_resized(list(images), det.size)).numpy()
+    with tempfile.TemporaryDirectory(prefix="oddeye-onnx-time-") as tmp:
+        path = Path(tmp) / "model.onnx"
+        export_onnx(det, path)
+        ort_det = OnnxDetector(path, threads=threads)
+        return median_ms_per_image(ort_det.run_batch, x, 1, repeats)
 
 
 def time_one(model_path: str | Path, onnx_path: str | Path, images: Sequence[Path],
@@ -77,8 +92,8 @@ def time_one(model_path: str | Path, onnx_path: str | Path, images: Sequence[Pat
 
     out: dict = {"backbone": det.method_.backbone, "size": det.size}
     for b in batches:
-        out[f"torch_b{b}"] = _median_ms_per_image(torch_fn, x_np, b, repeats)
-        out[f"onnx_b{b}"] = _median_ms_per_image(ort_det.run_batch, x_np, b, repeats)
+        out[f"torch_b{b}"] = median_ms_per_image(torch_fn, x_np, b, repeats)
+        out[f"onnx_b{b}"] = median_ms_per_image(ort_det.run_batch, x_np, b, repeats)
     with torch.inference_mode():
         tmaps, tscores = det.model_(x_t)
     omaps, oscores = ort_det.run_batch(x_np)

@@ -28,6 +28,7 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from oddeye.bench.detection_suite import DATASETS, shared_root, time_inference
+from oddeye.bench.onnx_suite import time_onnx_inference
 
 #: anomalib 2.7 ReverseDistillation, ResNet18 teacher, tire, batch 32, 2 threads, this machine
 ANOMALIB_S_PER_EPOCH = 42.0
@@ -126,9 +127,12 @@ def run_speed(variant: dict, threads: int, epochs: int = 3) -> dict:
     det.fit([s.path for s in cat.train], validation=[s.path for s in cat.validation] or None,
             progress=False)
     hist = det.model_.head.history
+    fit_seconds = time.perf_counter() - t0
+    images = [s.path for s in cat.test[:16]]
     return {"s_per_epoch": float(hist[:, 1].median()), "epoch_seconds": hist[:, 1].tolist(),
-            "fit_seconds": time.perf_counter() - t0, "n_train": det.n_train_,
-            "ms_per_image_b1": time_inference(det, [s.path for s in cat.test[:16]], repeats=3),
+            "fit_seconds": fit_seconds, "n_train": det.n_train_,
+            "ms_per_image_b1": time_inference(det, images, repeats=3),
+            "ms_per_image_onnx_b1": time_onnx_inference(det, images, repeats=3, threads=threads),
             "head_params_m": sum(p.numel() for p in det.model_.head.parameters()) / 1e6}
 
 
@@ -306,15 +310,21 @@ def _render(p: dict, names: list[str], per_cat: dict, uni: dict | None, speeds: 
                   f"Reference: anomalib 2.7 ReverseDistillation on this machine, "
                   f"{ANOMALIB_S_PER_EPOCH:.0f} s/epoch and {lo:.0f}-{hi:.0f} ms/image. Speed-up "
                   "= reference / ours (ms/image against the faster end of the range). Three "
-                  "epochs each.", "",
+                  "epochs each. ms/image: torch eager, and the same model exported with "
+                  "`oddeye export` and run by ONNX Runtime with the same threads (ORT; `-`: "
+                  "not measured in that run).", "",
                   "| student | head params M | epoch 1 s (incl. teacher cache) | s/epoch | "
-                  "speed-up per epoch | ms/image | speed-up per image |",
-                  "|---|---|---|---|---|---|---|"]
+                  "speed-up per epoch | ms/image | speed-up per image | ORT ms/image | "
+                  "speed-up per image (ORT) |",
+                  "|---|---|---|---|---|---|---|---|---|"]
         for label, r in speeds[:len(SPEED_VARIANTS)]:
+            ort = r.get("ms_per_image_onnx_b1")
+            ort_cells = "- | -" if ort is None else f"{ort:.1f} | {lo / ort:.2f}x"
             lines.append(f"| {label} | {r['head_params_m']:.1f} | {r['epoch_seconds'][0]:.1f} | "
                          f"{r['s_per_epoch']:.1f} | "
                          f"{ANOMALIB_S_PER_EPOCH / r['s_per_epoch']:.2f}x | "
-                         f"{r['ms_per_image_b1']:.1f} | {lo / r['ms_per_image_b1']:.2f}x |")
+                         f"{r['ms_per_image_b1']:.1f} | {lo / r['ms_per_image_b1']:.2f}x | "
+                         f"{ort_cells} |")
         rest = speeds[len(SPEED_VARIANTS):]
         if rest:
             lines += ["", f"Caching the frozen teacher with the default teacher "
