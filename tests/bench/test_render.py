@@ -42,6 +42,19 @@ def test_rd4ad_speed_rows_show_onnx_runtime_or_dash_for_runs_from_before_it():
     assert rows[1].endswith("| 43.5 | 2.00x | - | - |")
 
 
+def test_rd4ad_speed_ratios_within_the_run_are_against_its_first_row():
+    p = create_method("rd4ad").get_params()
+    base = {"head_params_m": 15.4, "epoch_seconds": [12.0], "s_per_epoch": 12.0,
+            "ms_per_image_b1": 36.0, "ms_per_image_onnx_b1": 24.0}
+    light = {**base, "s_per_epoch": 4.0, "ms_per_image_b1": 24.0, "ms_per_image_onnx_b1": 18.0}
+    names = [label for label, _ in rd4ad_suite.SPEED_VARIANTS]
+    text = rd4ad_suite._render(p, [], {}, None, [(names[0], base), (names[2], light)], 2, 1.0)
+    assert f"| {names[2]} | 3.00x | 1.50x | 2.00x |" in text
+    assert f"| {names[0]}, exported | 1.00x | 1.00x | 1.50x |" in text
+    alone = rd4ad_suite._render(p, [], {}, None, [(names[0], base)], 2, 1.0)
+    assert "same run against its first row" not in alone  # nothing to compare with
+
+
 def test_detection_table_shows_bank_size_or_dash():
     rows = [("patchcore", "tire", {**METRICS, "fit_seconds": 1.0, "ms_per_image": 2.0,
                                    "peak_rss_mb": 3.0, "bank": 1234, "pad": 16}),
