@@ -49,7 +49,8 @@ def main(argv: list[str]) -> int:
     tag = "".join(f"-{k}{v}" for k, v in sorted(variant.items()))
     names = [ds for ds in a.datasets if (shared_root() / DATASETS[ds]).exists()]
     runs: dict[str, dict[int, dict]] = {ds: {} for ds in names}
-    notes = []
+    notes: list[str] = []
+    reused: list[str] = []  # runs spawn_part read from --work instead of fitting
     for ds in names:
         if a.reuse and (Path(a.reuse) / f"category-{ds}.json").exists():
             saved = json.loads((Path(a.reuse) / f"category-{ds}.json").read_text())
@@ -66,7 +67,8 @@ def main(argv: list[str]) -> int:
                 continue
             r = spawn_part(work, f"category-{ds}{tag}-seed{seed}",
                            ["--part", "category", "--data", ds, "--params",
-                            json.dumps({**variant, "seed": seed}), "--threads", str(a.threads)])
+                            json.dumps({**variant, "seed": seed}), "--threads", str(a.threads)],
+                           reused)
             res = next(iter(r["per_category"].values()))
             runs[ds][seed] = res
             print(f"{ds} seed {seed}: " + " / ".join(f"{res[k]:.3f}" for k in KEYS),
@@ -103,6 +105,9 @@ def main(argv: list[str]) -> int:
         lines += ["", "Seed-0 runs reused from the default suite run: " + "; ".join(notes) + ". "
                   "Where their thread count differs from this run's, seed 0's row is not the "
                   "other seeds' setting exactly (sums in another order diverge over a fit)."]
+    if reused:
+        lines += ["", "Runs read from `--work`, fitted by an earlier invocation: "
+                  + ", ".join(reused) + "."]
     body = "\n".join(lines)
     write_section(a.section, body, a.out)
     print(body)

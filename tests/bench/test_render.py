@@ -150,6 +150,8 @@ def test_rd4ad_seeds_tabulates_a_variant_from_its_saved_runs(tmp_path, monkeypat
     assert ("| deeppcb | 0.700 / 0.900 / 0.600 | 0.800 / 0.900 / 0.600 | 0.750 / 0.900 / 0.600 "
             "| 0.071 | 0.100 |") in text
     assert "seed 2" not in text  # not fitted under --cached-only, not tabulated
+    assert ("Runs read from `--work`, fitted by an earlier invocation: "
+            "category-deeppcb-pseudo0.5-seed0 (an earlier run") in text
 
 
 def test_selection_table_has_means_seconds_and_the_best_candidate():
