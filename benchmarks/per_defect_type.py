@@ -4,10 +4,15 @@ Image AUROC: good images vs the type's images. Pixel AUROC: the pixels of the go
 the type's images (defect pixels positive), at the model's size as in the protocol; with each
 type's share of all defect pixels, which says how much it weighs in the pooled pixel AUROC.
 
+Border diagnosis: the share of good images whose map maximum lies within 16 px of the edge, and
+the image AUROC when the outer ``RING_PX`` of the map are left out of the image score (whether
+the border sets the good images' scores).
+
 Run: PYTHONPATH=src .venv/bin/python benchmarks/per_defect_type.py magnetic_tile patchcore padim
 (default methods and Detector defaults: 10% of train/good held out for the threshold; a method
-may carry Detector parameters as JSON: 'patchcore:{"layers": ["s8", "s16", "s32"]}'). Quoted
-in docs/methods.md.
+may carry Detector parameters as JSON: 'patchcore:{"layers": ["s8", "s16", "s32"]}'; a path to
+a saved ``.oddeye`` file is scored as it is, without fitting). Quoted in docs/methods.md and
+docs/rd4ad.md.
 """
 
 from __future__ import annotations
@@ -18,6 +23,7 @@ import sys
 import numpy as np
 import torch
 
+import oddeye
 from oddeye.api import Detector
 from oddeye.bench.detection_suite import DATASETS, shared_root
 from oddeye.data.mvtec import load_dataset, load_sample_mask
@@ -33,9 +39,12 @@ def main(dataset: str, methods: list[str]) -> None:
     types = np.array([s.defect_type for s in tests])
     labels = (types != "good").astype(int)
     for spec in methods:
-        method, _, params = spec.partition(":")  # e.g. 'patchcore:{"layers": ["s8", "s32"]}'
-        det = Detector(method=method, **(json.loads(params) if params else {})).fit(
-            [s.path for s in cat.train], progress=False)
+        if spec.endswith(".oddeye"):
+            det = oddeye.load(spec)
+        else:
+            method, _, params = spec.partition(":")  # 'patchcore:{"layers": ["s8", "s32"]}'
+            det = Detector(method=method, **(json.loads(params) if params else {})).fit(
+                [s.path for s in cat.train], progress=False)
         scores, maps, masks = [], [], []
         starts = range(0, len(tests), det.batch_size)
         for start, pred in zip(starts, det.iter_predict([s.path for s in tests]), strict=True):
@@ -56,6 +65,23 @@ def main(dataset: str, methods: list[str]) -> None:
                          f"({gt[types == t].sum() / total:.0%} of defect pixels)")
         print(f"{spec}: pixel AUROC all {auroc(pixel.ravel(), gt.ravel()):.3f}; "
               + ", ".join(cells), flush=True)
+        edge = border_distance(pixel.reshape(len(pixel), -1).argmax(1), pixel.shape[-2:])
+        cells = [f"{r} px {auroc(pixel[:, r:-r, r:-r].reshape(len(pixel), -1).max(1), labels):.3f}"
+                 for r in RING_PX]
+        print(f"{spec}: good images whose maximum lies within 16 px of the edge "
+              f"{np.mean(edge[good] < 16):.0%} (defective {np.mean(edge[~good] < 16):.0%}); "
+              "image AUROC with the outer ring left out of the score: " + ", ".join(cells),
+              flush=True)
+
+
+#: widths of the border ring left out of the image score in the border diagnosis
+RING_PX = (8, 16, 32)
+
+
+def border_distance(flat_index: np.ndarray, shape: tuple[int, int]) -> np.ndarray:
+    """Distance in pixels from each flat map index to the nearest image edge."""
+    rows, cols = np.divmod(flat_index, shape[1])
+    return np.minimum(np.minimum(rows, shape[0] - 1 - rows), np.minimum(cols, shape[1] - 1 - cols))
 
 
 if __name__ == "__main__":
