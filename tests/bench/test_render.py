@@ -42,6 +42,19 @@ def test_rd4ad_speed_rows_show_onnx_runtime_or_dash_for_runs_from_before_it():
     assert rows[1].endswith("| 43.5 | 2.00x | - | - |")
 
 
+def test_rd4ad_speed_part_skips_onnx_runtime_when_it_is_not_installed(monkeypatch):
+    import importlib.util
+
+    def no_export(*args, **kwargs):
+        raise AssertionError("must not export without the runtime")
+
+    real = importlib.util.find_spec
+    monkeypatch.setattr(importlib.util, "find_spec",
+                        lambda name, *a: None if name == "onnxruntime" else real(name, *a))
+    monkeypatch.setattr(rd4ad_suite, "time_onnx_inference", no_export)
+    assert rd4ad_suite.onnx_ms_per_image(object(), [], 2) is None
+
+
 def test_rd4ad_speed_ratios_within_the_run_are_against_its_first_row():
     p = create_method("rd4ad").get_params()
     base = {"head_params_m": 15.4, "epoch_seconds": [12.0], "s_per_epoch": 12.0,

@@ -17,6 +17,7 @@ score = max, metrics on raw scores, nothing chosen on a test split.
 from __future__ import annotations
 
 import argparse
+import importlib.util
 import inspect
 import json
 import resource
@@ -110,6 +111,14 @@ def run_unified(names: list[str], params: dict, threads: int) -> dict:
             "epochs": epochs, "n_train": det.n_train_}
 
 
+def onnx_ms_per_image(det, images: list, threads: int) -> float | None:
+    """ONNX Runtime ms per image at batch 1 (``time_onnx_inference``), or None where the optional
+    runtime is not installed (the ``export`` extra): the table then shows a dash."""
+    if importlib.util.find_spec("onnxruntime") is None:
+        return None
+    return time_onnx_inference(det, images, repeats=3, threads=threads)
+
+
 def run_speed(variant: dict, threads: int, epochs: int = 3) -> dict:
     """Seconds per epoch and ms/image on tire (teacher: random-weight ResNet18 unless given)."""
     import torch
@@ -132,7 +141,7 @@ def run_speed(variant: dict, threads: int, epochs: int = 3) -> dict:
     return {"s_per_epoch": float(hist[:, 1].median()), "epoch_seconds": hist[:, 1].tolist(),
             "fit_seconds": fit_seconds, "n_train": det.n_train_,
             "ms_per_image_b1": time_inference(det, images, repeats=3),
-            "ms_per_image_onnx_b1": time_onnx_inference(det, images, repeats=3, threads=threads),
+            "ms_per_image_onnx_b1": onnx_ms_per_image(det, images, threads),
             "head_params_m": sum(p.numel() for p in det.model_.head.parameters()) / 1e6}
 
 
