@@ -132,9 +132,8 @@ def test_resad_render_reports_the_real_classes_on_their_own():
     assert "real class" not in only_synthetic
 
 
-def test_rd4ad_seeds_tabulates_a_variant_from_its_saved_runs(tmp_path, monkeypatch, capsys):
-    """benchmarks/rd4ad_seeds.py --param/--section/--cached-only: a variant's runs are found by
-    their file tag and arguments, missing seeds are not fitted, the section names the variant."""
+def _seeds_script(tmp_path, monkeypatch):
+    """benchmarks/rd4ad_seeds.py as a module, with a shared-data folder holding an empty deeppcb."""
     import importlib.util
     from pathlib import Path
 
@@ -142,9 +141,15 @@ def test_rd4ad_seeds_tabulates_a_variant_from_its_saved_runs(tmp_path, monkeypat
     spec = importlib.util.spec_from_file_location("rd4ad_seeds", script)
     mod = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(mod)
-    data = tmp_path / "data"
-    (data / "deeppcb").mkdir(parents=True)
-    monkeypatch.setenv("ODDEYE_SHARED_DATA", str(data))
+    (tmp_path / "data" / "deeppcb").mkdir(parents=True)
+    monkeypatch.setenv("ODDEYE_SHARED_DATA", str(tmp_path / "data"))
+    return mod
+
+
+def test_rd4ad_seeds_tabulates_a_variant_from_its_saved_runs(tmp_path, monkeypatch, capsys):
+    """benchmarks/rd4ad_seeds.py --param/--section/--cached-only: a variant's runs are found by
+    their file tag and arguments, missing seeds are not fitted, the section names the variant."""
+    mod = _seeds_script(tmp_path, monkeypatch)
     work = tmp_path / "work"
     work.mkdir()
     for seed, img in [(0, 0.70), (1, 0.80)]:
@@ -202,16 +207,7 @@ def test_rd4ad_seeds_reuses_seed_0_only_when_fitted_under_the_current_defaults(t
                                                                               monkeypatch):
     """--reuse takes a default run's seed 0, unless its recorded parameters are another default's
     (e.g. plain epochs before ``balance`` became the default)."""
-    import importlib.util
-    from pathlib import Path
-
-    script = Path(__file__).resolve().parents[2] / "benchmarks" / "rd4ad_seeds.py"
-    spec = importlib.util.spec_from_file_location("rd4ad_seeds", script)
-    mod = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(mod)
-    data = tmp_path / "data"
-    (data / "deeppcb").mkdir(parents=True)
-    monkeypatch.setenv("ODDEYE_SHARED_DATA", str(data))
+    mod = _seeds_script(tmp_path, monkeypatch)
     args = ["--part", "category", "--data", "deeppcb", "--params", "{}", "--threads", "2"]
     res = {"image_auroc": 0.7, "pixel_auroc": 0.9, "pixel_aupro": 0.6}
     now = rd4ad_suite.resolved_params(args)
