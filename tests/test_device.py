@@ -10,6 +10,7 @@ import torch
 import oddeye
 from oddeye.api import Detector
 from oddeye.cli import main
+from oddeye.commands._common import parse_params
 from oddeye.data.mvtec import load_dataset, load_sample_mask
 from oddeye.device import module_device, resolve_device
 from oddeye.errors import DataError
@@ -132,17 +133,19 @@ def _spearman(a: np.ndarray, b: np.ndarray) -> float:
     return float(spearmanr(a, b)[0])
 
 
-#: every method, and RD4AD's ablation variant with a frozen teacher embedding ("name:embedding")
-METHODS = ["patchcore", "padim", "rd4ad", "rd4ad:teacher", "resad", "anoonly-head"]
+#: every method, RD4AD's ablation variant with a frozen teacher embedding and its RD++
+#: projection layers ("name:key=value")
+METHODS = ["patchcore", "padim", "rd4ad", "rd4ad:embedding=teacher", "rd4ad:projection=true",
+           "resad", "anoonly-head"]
 
 
 @needs_cuda
 @pytest.mark.parametrize("case", METHODS)
 def test_fit_and_predict_on_cuda_match_the_cpu(grid, tmp_path, fp32, case):
-    method, _, embedding = case.partition(":")
+    method, _, variant = case.partition(":")
     params, fit = _fit_args(method, grid)
-    if embedding:
-        params["embedding"] = embedding
+    if variant:
+        params.update(parse_params([variant]))
     test = [s.path for s in grid.test]
     y = np.array([s.label for s in grid.test])
     cpu = Detector(method=method, size=128, device="cpu", **params)

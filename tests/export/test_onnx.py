@@ -303,17 +303,20 @@ def test_parity_with_framed_input(method, params, pad, synth_root, tmp_path):
     assert np.abs(a.scores - b.scores).max() < TOL
 
 
-@pytest.mark.parametrize("embedding", ["oce", "teacher"])
-def test_parity_with_rd4ad_embedding_variants(embedding, synth_root, tmp_path):
-    """The ablation's variants export too: the teacher embedding's extra tap is in the graph."""
+@pytest.mark.parametrize("variant", ["embedding=oce", "embedding=teacher", "projection=true"])
+def test_parity_with_rd4ad_variants(variant, synth_root, tmp_path):
+    """The ablation's variants and RD++'s projection export too: the teacher embedding's extra
+    tap and the projection layers (instance norm) are in the graph."""
     from oddeye.api import Detector
+    from oddeye.commands._common import parse_params
     from oddeye.data.mvtec import load_dataset
     from oddeye.export.onnx import OnnxDetector, export_onnx
 
     cat = next(c for c in load_dataset(synth_root) if c.name == "grid")
-    det = Detector(method="rd4ad", size=128, epochs=1, train_batch=4, embedding=embedding).fit(
-        [s.path for s in cat.train[:8]], progress=False)
-    onnx_det = OnnxDetector(export_onnx(det, tmp_path / f"{embedding}.onnx"))
+    det = Detector(method="rd4ad", size=128, epochs=1, train_batch=4,
+                   **parse_params([variant])).fit([s.path for s in cat.train[:8]],
+                                                  progress=False)
+    onnx_det = OnnxDetector(export_onnx(det, tmp_path / f"{variant.replace('=', '-')}.onnx"))
     images = sample_images(synth_root)
     a, b = det.predict(images), onnx_det.predict(images)
     assert np.abs(a.maps - b.maps).max() < TOL

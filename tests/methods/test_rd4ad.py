@@ -15,7 +15,13 @@ from oddeye.data.mvtec import load_dataset
 from oddeye.errors import DataError, OddeyeError
 from oddeye.evaluation import evaluate_category
 from oddeye.methods import TrainSet, available_methods, create_method
-from oddeye.methods.rd4ad import RD4ADHead, anomaly_map, distillation_loss
+from oddeye.methods.rd4ad import (
+    PROJ_LR,
+    RD4ADHead,
+    anomaly_map,
+    distillation_loss,
+    projection_loss,
+)
 from oddeye.preprocess import Normalize, PreprocessConfig, load_resized, to_batch
 from tests.modelfiles import older_file
 
@@ -341,6 +347,122 @@ def test_pseudo_training_is_seeded_and_differs_from_plain_training(disc):
     torch.testing.assert_close(losses[0], losses[1])
     assert not torch.allclose(losses[0], losses[2])
     assert not torch.allclose(losses[0], losses[3])
+
+
+# ------------------------------------------------------------ RD++ projection (``projection``)
+def test_projection_loss_is_zero_for_a_perfect_projection_and_adds_its_terms_as_weighted():
+    torch.manual_seed(0)
+    clean = [torch.randn(2, 4, 6, 6), torch.randn(2, 8, 3, 3)]
+    # projections of noisy and clean images agree, and the clean projection is the raw noisy
+    # teacher feature up to scale: both terms vanish
+    assert float(projection_loss([2 * c for c in clean], clean, clean)) == pytest.approx(
+        0.0, abs=1e-6)
+    # projection of the noisy image opposite to the clean one: reconstruction 2 per stage;
+    # raw noisy features opposite to the clean projection: contrast 2 per stage
+    flipped = [-c for c in clean]
+    assert float(projection_loss(clean, flipped, clean)) == pytest.approx(
+        0.01 * 4 / 1.11, abs=1e-5)
+    assert float(projection_loss(flipped, clean, clean)) == pytest.approx(0.1 * 4 / 1.11,
+                                                                          abs=1e-5)
+    # contrast compares each sample's whole map (flattened), reconstruction each pixel
+    noisy = [torch.randn_like(c) for c in clean]
+    flat = sum(float((1 - torch.nn.functional.cosine_similarity(n.flatten(1), c.flatten(1))
+                      ).mean()) for n, c in zip(noisy, clean, strict=True))
+    assert float(projection_loss(noisy, clean, clean)) == pytest.approx(0.1 * flat / 1.11,
+                                                                        abs=1e-5)
+
+
+def test_projection_sits_between_teacher_and_bottleneck_and_keeps_the_shapes():
+    method = create_method("rd4ad", projection=True)
+    fx = FeatureExtractor("mobilenet_v2", method.layers, weights=None)
+    head = method.build_head(fx.channels, fx.strides).eval()
+    assert len(head.projection) == len(head.layers)
+    plain = create_method("rd4ad").build_head(fx.channels, fx.strides)
+    assert plain.projection is None
+    # the bottleneck and decoder are the plain method's, initialised alike (same seed)
+    for k, v in plain.state_dict().items():
+        assert torch.equal(head.state_dict()[k], v), k
+    with torch.no_grad():
+        feats = fx(torch.randn(2, 3, 64, 64))
+        teachers = [feats[k] for k in head.layers]
+        projected = head.project(teachers)
+        assert [p.shape for p in projected] == [t.shape for t in teachers]
+        student = head.student(teachers)  # eval, no gradients: the folded copy
+        torch.testing.assert_close(student, head.decode(projected), atol=1e-5, rtol=1e-4)
+        assert not torch.allclose(student[0], plain.eval().student(teachers)[0])
+        head.projection[0].body[0].weight.mul_(-1.0)  # the student reads the projection
+        assert not torch.allclose(head.student(teachers)[0], student[0])
+
+
+def test_noisy_teachers_are_the_features_of_a_defective_copy_of_every_image(disc):
+    data, fx = _small_set(disc, layers=("s4", "s8", "s16"))
+    method = create_method("rd4ad", projection=True, layers=["s4", "s8", "s16"])
+    head = method.build_head(fx.channels, fx.strides)
+    idx = torch.arange(len(data))
+    clean = [data.all_features()[k][idx] for k in head.layers]
+    noisy = method.noisy_teachers(head, data, idx, np.random.default_rng(0))
+    for n, c in zip(noisy, clean, strict=True):
+        assert n.shape == c.shape
+        assert all(not torch.equal(n[i], c[i]) for i in range(len(data)))
+    again = method.noisy_teachers(head, data, idx, np.random.default_rng(0))
+    assert all(torch.equal(a, b) for a, b in zip(noisy, again, strict=True))
+
+
+def test_projection_training_moves_projection_and_student_with_their_own_rates(disc,
+                                                                             monkeypatch):
+    data, fx = _small_set(disc, 4)
+    method = create_method("rd4ad", epochs=2, train_batch=2, projection=True)
+    head = method.build_head(fx.channels, fx.strides)
+    before = copy.deepcopy(head.state_dict())
+    teacher = copy.deepcopy(fx.state_dict())
+    rates = []
+    real_adam = torch.optim.Adam
+
+    def spy(groups, **kw):
+        rates.extend((len(g["params"]), g.get("lr", kw["lr"])) for g in groups)
+        return real_adam(groups, **kw)
+
+    monkeypatch.setattr(torch.optim, "Adam", spy)
+    method.fit_head(head, data)
+    monkeypatch.undo()
+    n_proj = len(list(head.projection.parameters()))
+    assert rates == [(len(list(head.parameters())) - n_proj, method.lr), (n_proj, PROJ_LR)]
+    after = head.state_dict()
+    for part in ("projection.", "ocbe.", "decoder."):
+        assert any(not torch.equal(before[k], after[k]) for k in before if k.startswith(part))
+    assert all(torch.equal(v, fx.state_dict()[k]) for k, v in teacher.items())  # frozen
+    assert torch.all(torch.isfinite(head.history))
+    # seeded: the same seed fits the same head, another seed another one
+    twice = []
+    for seed in (0, 0, 1):
+        m = create_method("rd4ad", epochs=1, train_batch=2, projection=True, seed=seed)
+        h = m.build_head(fx.channels, fx.strides)
+        m.fit_head(h, data)
+        twice.append(h.history[:, 0])
+    torch.testing.assert_close(twice[0], twice[1])
+    assert not torch.allclose(twice[0], twice[2])
+
+
+def test_projection_model_round_trips_and_older_files_load_without_one(disc, tmp_path):
+    det = Detector(method="rd4ad", size=64, epochs=1, train_batch=4, projection=True).fit(
+        [s.path for s in disc.train[:8]], progress=False)
+    again = oddeye.load(det.save(tmp_path / "proj.oddeye"))
+    assert again.method_.projection is True and again.model_.head.projection is not None
+    paths = [s.path for s in disc.test[:4]]
+    np.testing.assert_array_equal(again.predict(paths).scores, det.predict(paths).scores)
+    plain = Detector(method="rd4ad", size=64, epochs=1, train_batch=4).fit(
+        [s.path for s in disc.train[:8]], progress=False)
+    old = oddeye.load(older_file(plain.save(tmp_path / "new.oddeye"), tmp_path / "old.oddeye",
+                                 drop=["method_params.projection"]))
+    assert old.method_.projection is False and old.model_.head.projection is None
+    np.testing.assert_array_equal(old.predict(paths).scores, plain.predict(paths).scores)
+
+
+@pytest.mark.parametrize("params", [{"projection": "yes"}, {"projection": 1},
+                                    {"projection": True, "embedding": "teacher"}])
+def test_bad_projection_settings_are_refused(params):
+    with pytest.raises(DataError, match="projection"):
+        create_method("rd4ad", **params)
 
 
 @pytest.mark.parametrize("bad", [-0.1, 1.5, "half", True])

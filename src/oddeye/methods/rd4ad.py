@@ -35,6 +35,16 @@ LOSSES = ("pixel", "flat")
 #: teacher's next stage is the embedding; nothing is trained before the decoder).
 EMBEDDINGS = ("ocbe", "oce", "teacher")
 KINDS = ("basic", "bottleneck", "light")
+#: RD++'s projection training, from the authors' released code (Tien et al., CVPR 2023): the
+#: projection loss enters the total with weight 0.2; inside it reconstruction weighs 0.01 and
+#: contrast 0.1 over the sum of all three weights (1.11, the optimal-transport term's 1 included:
+#: see ``projection_loss`` for why that term is left out); the projection layers learn with their
+#: own Adam rate 0.001 beside the student's 0.005.
+PROJ_WEIGHT = 0.2
+PROJ_RECON = 0.01
+PROJ_CONTRAST = 0.1
+PROJ_NORM = 1.11
+PROJ_LR = 0.001
 BLOCKS = ("auto", *KINDS)
 #: Channel count from which ``block="auto"`` switches to bottleneck blocks (WideResNet-sized).
 BOTTLENECK_FROM = 512
@@ -67,6 +77,27 @@ def distillation_loss(teachers: Sequence[torch.Tensor], students: Sequence[torch
             total = total + (1.0 - F.cosine_similarity(t.flatten(1), s.flatten(1), dim=1,
                                                        eps=1e-6)).mean()
     return total
+
+
+def projection_loss(noisy: Sequence[torch.Tensor], projected_noisy: Sequence[torch.Tensor],
+                    projected: Sequence[torch.Tensor]) -> torch.Tensor:
+    """RD++'s loss of the projection layers, summed over stages, without the transport term.
+
+    Reconstruction: mean per-pixel ``1 - cos`` between the projections of the noisy and of the
+    clean image (the projection should remove what the noise added). Contrast: ``1 - cos``
+    between each sample's flattened *raw* teacher features of the noisy image and the flattened
+    projection of the clean one (it anchors the projection to teacher-like features). The
+    authors' third term, a debiased Sinkhorn divergence between the batch of projected samples
+    and the same batch shuffled, compares a point cloud with a permutation of itself: it is zero
+    by construction, so it is left out (its weight stays in ``PROJ_NORM``, as in their total).
+    """
+    recon = noisy[0].new_zeros(())
+    contrast = noisy[0].new_zeros(())
+    for n, pn, pc in zip(noisy, projected_noisy, projected, strict=True):
+        recon = recon + cosine_distance_map(pn, pc).mean()
+        contrast = contrast + (1.0 - F.cosine_similarity(n.flatten(1), pc.flatten(1), dim=1,
+                                                         eps=1e-6)).mean()
+    return (PROJ_RECON * recon + PROJ_CONTRAST * contrast) / PROJ_NORM
 
 
 def anomaly_map(teachers: Sequence[torch.Tensor], students: Sequence[torch.Tensor]) -> torch.Tensor:
@@ -214,6 +245,24 @@ class OCBE(nn.Module):
         return F.relu(self.stage(torch.cat(parts, dim=1)))
 
 
+class Projection(nn.Module):
+    """RD++'s projection of one teacher stage onto a same-shaped feature map: four 3x3 convs
+    (``c -> c/2 -> c/4 -> c/2 -> c``), each followed by instance norm and leaky ReLU. (No conv
+    bias: the instance norm right after it removes any constant.)"""
+
+    def __init__(self, c: int):
+        super().__init__()
+        widths = [c, max(1, c // 2), max(1, c // 4), max(1, c // 2), c]
+        layers: list[nn.Module] = []
+        for cin, cout in zip(widths[:-1], widths[1:], strict=True):
+            layers += [nn.Conv2d(cin, cout, 3, padding=1, bias=False), nn.InstanceNorm2d(cout),
+                       nn.LeakyReLU(0.01)]
+        self.body = nn.Sequential(*layers)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.body(x)
+
+
 class TeacherEmbedding(nn.Module):
     """The ablation's "Pre": the embedding is the last teacher tap itself (the frozen teacher's
     next stage after the distilled ones), so nothing between teacher and decoder is trained."""
@@ -252,7 +301,7 @@ class RD4ADHead(nn.Module):
     def __init__(self, layers: Sequence[str], channels: Sequence[int], strides: Sequence[int],
                  embed_dim: int, ocbe_blocks: int, decoder_blocks: Sequence[int],
                  kinds: Sequence[str], expand: int = 2, embedding: str = "ocbe",
-                 embed_layer: str | None = None):
+                 embed_layer: str | None = None, projection: bool = False):
         super().__init__()
         #: every teacher tap the head reads: the distilled stages, then (``embedding="teacher"``)
         #: the tap that is the embedding
@@ -265,6 +314,10 @@ class RD4ADHead(nn.Module):
             self.ocbe = OCBE(channels, strides, embed_dim, ocbe_blocks, kinds[0], expand,
                              fuse=embedding == "ocbe")
         self.decoder = Decoder(channels, strides, embed_dim, decoder_blocks, kinds, expand)
+        #: RD++'s multi-scale projection between teacher and bottleneck (``None``: the plain
+        #: method); the student rebuilds the raw teacher stages from the projected ones
+        self.projection = (nn.ModuleList(Projection(c) for c in channels) if projection
+                           else None)
         #: per-epoch (mean loss, seconds) of the last fit, kept in the model file for the record
         self.register_buffer("history", torch.zeros(0, 2))
 
@@ -280,10 +333,21 @@ class RD4ADHead(nn.Module):
         dict never leave it stale. A tracer (ONNX export) gets the module as defined: its
         parameters are graph values there, and ONNX Runtime fuses BatchNorm itself.
         """
+        projected = self.project(teachers)
         if self.training or torch.is_grad_enabled() or torch.jit.is_tracing():
-            return self.decoder(self.ocbe(teachers))
+            return self.decode(projected)
         ocbe, decoder = self._folded_student()
-        return decoder(ocbe(teachers))
+        return decoder(ocbe(projected))
+
+    def project(self, teachers: Sequence[torch.Tensor]) -> list[torch.Tensor]:
+        """The bottleneck's input: the teacher stages, through the projection when there is one."""
+        if self.projection is None:
+            return list(teachers)
+        return [p(t) for p, t in zip(self.projection, teachers, strict=True)]
+
+    def decode(self, projected: Sequence[torch.Tensor]) -> list[torch.Tensor]:
+        """Bottleneck then decoder on (projected) teacher stages, unfolded (for training)."""
+        return self.decoder(self.ocbe(projected))
 
     def _folded_student(self) -> tuple[nn.Module, nn.Module]:
         tensors = [*self.ocbe.parameters(), *self.ocbe.buffers(), *self.decoder.parameters(),
@@ -351,14 +415,18 @@ class RD4AD(Method):
     docs/rd4ad.md "Modes". Files from before it trained plain epochs. ``embedding``: what the
     student decodes from, for the paper's ablation (``EMBEDDINGS``; default ``ocbe``, the
     method; ``teacher`` taps the next stage too, ``s32`` after the default taps).
+    ``projection``: RD++'s multi-scale projection layers between teacher and bottleneck, trained
+    beside the student on a pseudo-defective copy of every image (default off: the plain
+    method; docs/rd4ad.md "Projection layers").
     """
 
     name = "rd4ad"
     default_backbone = "mobilenet_v2"
     default_layers = ("s4", "s8", "s16")
     # files from before these existed trained on clean inputs only, for their `epochs` epochs
-    # (and all of them decoded from the full OCBE)
-    legacy_defaults = {"pseudo": 0.0, "steps": None, "balance": False, "embedding": "ocbe"}
+    # (and all of them decoded from the full OCBE, without a projection)
+    legacy_defaults = {"pseudo": 0.0, "steps": None, "balance": False, "embedding": "ocbe",
+                       "projection": False}
 
     def __init__(self, backbone: str | None = None, layers: Sequence[str] | None = None,
                  epochs: int | None = None, lr: float = 0.005,
@@ -369,13 +437,14 @@ class RD4AD(Method):
                  cache_features: str | bool = "auto", cache_mb: int = 2048,
                  channels_last: bool = True, precise_bn: bool = True, pseudo: float = 0.0,
                  steps: int | None = STEPS, balance: bool = True, embedding: str = "ocbe",
-                 seed: int = 0):
+                 projection: bool = False, seed: int = 0):
         if embedding not in EMBEDDINGS:
             raise DataError(f"embedding must be one of {EMBEDDINGS}, got {embedding!r}")
         if embedding == "teacher" and not layers:  # the distilled taps, then the next stage
             layers = (*self.default_layers, TEACHER_EMBEDDING_TAP)
         super().__init__(backbone, layers)
         self.embedding = embedding
+        self.projection = projection
         self.epochs = epochs
         self.balance = balance
         self.steps = steps
@@ -409,6 +478,11 @@ class RD4AD(Method):
             raise DataError(f"pseudo must be a share in [0, 1], got {pseudo!r}")
         if not isinstance(balance, bool):
             raise DataError(f"balance must be true or false, got {balance!r}")
+        if not isinstance(projection, bool):
+            raise DataError(f"projection must be true or false, got {projection!r}")
+        if projection and embedding == "teacher":
+            raise DataError("projection feeds a trained bottleneck; embedding='teacher' has "
+                            "none (use embedding='ocbe' or 'oce')")
 
     # ---------------------------------------------------------------- architecture
     def _ordered(self, strides: dict[str, int]) -> list[str]:
@@ -452,7 +526,7 @@ class RD4AD(Method):
         with torch.random.fork_rng(devices=[]):
             torch.manual_seed(self.seed)
             head = RD4ADHead(layers, chans, strd, embed, n_ocbe, n_dec, kinds, int(self.expand),
-                             self.embedding, embed_layer)
+                             self.embedding, embed_layer, self.projection)
         return head
 
     # ---------------------------------------------------------------- training
@@ -539,9 +613,35 @@ class RD4AD(Method):
                     memory_format=self._memory_format)
                 for t, k in zip(teachers, head.layers, strict=True)]
 
+    def noisy_teachers(self, head: RD4ADHead, data: TrainSet, idx: torch.Tensor,
+                       rng: np.random.Generator) -> list[torch.Tensor]:
+        """Teacher features of a pseudo-defective copy of every image of the batch (one defect of
+        a random kind each, ``oddeye.data.pseudo``): the noisy images of RD++'s projection loss,
+        where the authors add simplex noise."""
+        donors = torch.as_tensor(rng.integers(len(data), size=len(idx)), dtype=torch.long)
+        bad, _ = pseudo_batch(data.images[idx], data.images[donors], rng)  # on the CPU
+        with torch.no_grad():
+            feats = data.extractor(data.inputs(bad))
+        return [feats[k].contiguous(memory_format=self._memory_format) for k in head.layers]
+
+    def batch_loss(self, head: RD4ADHead, data: TrainSet, idx: torch.Tensor,
+                   teachers: list[torch.Tensor], rng: np.random.Generator | None) -> torch.Tensor:
+        """One batch's training loss: distillation, plus RD++'s projection loss (weight
+        ``PROJ_WEIGHT``) when the head has projection layers; the student always rebuilds the
+        clean image's raw teacher features."""
+        inputs = self.student_inputs(head, data, idx, teachers, rng)
+        if head.projection is None:
+            return distillation_loss(head.targets(teachers), head.student(inputs), self.loss)
+        assert rng is not None
+        noisy = self.noisy_teachers(head, data, idx, rng)
+        projected = head.project(inputs)
+        clean = projected if inputs is teachers else head.project(teachers)
+        distill = distillation_loss(head.targets(teachers), head.decode(projected), self.loss)
+        return distill + PROJ_WEIGHT * projection_loss(noisy, head.project(noisy), clean)
+
     def train_epochs(self, head: RD4ADHead, data: TrainSet,
                      epochs: int | None = None) -> Iterator[tuple[float, float]]:
-        """Train bottleneck + decoder; yields (mean loss, seconds) after every epoch.
+        """Train bottleneck + decoder (and projection); yields (mean loss, seconds) per epoch.
 
         The first epoch's seconds include computing the cached teacher features (once per fit).
         The head is in train mode while the generator runs and back in eval mode (contiguous
@@ -556,17 +656,20 @@ class RD4AD(Method):
             data.all_features()
         t_cache = time.perf_counter() - t_cache  # one-time teacher cost, booked on epoch 1
         data.extractor.eval()
-        opt = torch.optim.Adam(head.parameters(), lr=self.lr, betas=tuple(self.betas))
+        proj = list(head.projection.parameters()) if head.projection is not None else []
+        rest = [p for p in head.parameters() if all(p is not q for q in proj)]
+        groups = [{"params": rest}] + ([{"params": proj, "lr": PROJ_LR}] if proj else [])
+        opt = torch.optim.Adam(groups, lr=self.lr, betas=tuple(self.betas))
         gen = torch.Generator().manual_seed(self.seed)
-        rng = np.random.default_rng(self.seed) if self.pseudo else None
+        rng = (np.random.default_rng(self.seed) if self.pseudo or head.projection is not None
+               else None)
         for epoch in range(int(epochs or self._epochs(data))):
             head.to(memory_format=mem).train()
             t0 = time.perf_counter()
             total = 0.0
             order = self.epoch_order(data, gen)
             for idx, teachers in self._teacher_batches(head, data, order, cached):
-                inputs = self.student_inputs(head, data, idx, teachers, rng)
-                loss = distillation_loss(head.targets(teachers), head.student(inputs), self.loss)
+                loss = self.batch_loss(head, data, idx, teachers, rng)
                 opt.zero_grad(set_to_none=True)
                 loss.backward()
                 opt.step()
