@@ -12,8 +12,10 @@
 # $OUT/device_check.tgz; tabulate the RD4AD runs here with
 #   benchmarks/rd4ad_seeds.py --cached-only --work DIR --datasets deeppcb --seeds 0 1 2 \
 #       --threads 2 --param device=cuda [--param pseudo=0.5] --section ...
-# Usage: benchmarks/device_check.sh [tests|bench|detection|all]   (detection: step 1, the
-# suite alone, then step 3, 5-7 minutes; separate calls keep a failing test cheap)
+# Usage: benchmarks/device_check.sh [tests|bench|detection|rdpp|all]   (detection: step 1, the
+# suite alone, then step 3, 5-7 minutes; rdpp: RD4AD on deeppcb, seeds 0-2, defaults and
+# projection=true, six fits side by side, with step 1 beside them, 5-7 minutes; separate calls
+# keep a failing test cheap)
 set -u
 STEP=${1:-all}
 OUT=${OUT:-/tmp/oddeye-device-check}
@@ -24,6 +26,18 @@ export PYTHONPATH=$PWD/src PYTHONUNBUFFERED=1 ODDEYE_OFFLINE=1
 export ODDEYE_WEIGHTS=$PWD/.devcarry/weights ODDEYE_SHARED_DATA=$PWD/.devcarry/data
 { date -u; nvidia-smi -L; nproc; $PY -c "import torch; print(torch.__version__, torch.cuda.is_available())"; } \
   > "$W/env.log" 2>&1
+if [ "$STEP" = rdpp ]; then
+  t_rd=$(date +%s)
+  for s in 0 1 2; do
+    for v in plain projection; do
+      extra=(); sec=rd4ad-cuda-steps
+      if [ $v = projection ]; then extra=(--param projection=true); sec=rd4ad-cuda-projection; fi
+      timeout 420 $PY benchmarks/rd4ad_seeds.py --seeds $s --datasets deeppcb --threads 2 \
+        --work "$W/rd" --out "$W/scratch.md" --param device=cuda ${extra[@]+"${extra[@]}"} --section $sec \
+        > "$W/rd-$v-$s.log" 2>&1 &
+    done
+  done
+fi
 if [ "$STEP" != bench ]; then
   t0=$(date +%s)
   timeout 200 $PY -m pytest -q -p no:cacheprovider -rfEs tests/test_device.py \
@@ -32,6 +46,12 @@ if [ "$STEP" != bench ]; then
   cat "$W/test_device.log"
 fi
 if [ "$STEP" = tests ]; then tar czf "$OUT/device_check.tgz" -C "$OUT" work; exit 0; fi
+if [ "$STEP" = rdpp ]; then
+  wait
+  echo "rd4ad fits done $(( $(date +%s) - t_rd )) s" >> "$W/steps.log"
+  tar czf "$OUT/device_check.tgz" -C "$OUT" work
+  exit 0
+fi
 
 if [ "$STEP" != detection ]; then
 t0=$(date +%s)

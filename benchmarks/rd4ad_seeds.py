@@ -10,6 +10,7 @@ section ``rd4ad-seeds`` of the results file by default.
 
 Run: .venv/bin/python benchmarks/rd4ad_seeds.py --seeds 1 2 --threads 1 --work /tmp/rdseeds
      [--reuse /tmp/rdwork] [--cached-only] [--param pseudo=0.5 --section rd4ad-pseudo]
+     [--note "where the runs were made"]
 """
 
 from __future__ import annotations
@@ -40,6 +41,8 @@ def main(argv: list[str]) -> int:
     p.add_argument("--param", action="append", metavar="KEY=VALUE",
                    help="RD4AD / Detector parameter of the variant refitted (default: none)")
     p.add_argument("--section", default="rd4ad-seeds")
+    p.add_argument("--note", default="",
+                   help="a paragraph for the section: where the runs were made (another machine)")
     p.add_argument("--cached-only", action="store_true",
                    help="fit nothing: tabulate the runs already in --work (missing cells: -)")
     a = p.parse_args(argv)
@@ -86,6 +89,7 @@ def main(argv: list[str]) -> int:
              f"`python benchmarks/rd4ad_seeds.py {' '.join(sys.argv[1:])}` "
              f"(--threads {a.threads}; fit seconds are not shown: runs at other thread counts and "
              "beside other jobs are not comparable).", "",
+             *([a.note, ""] if a.note else []),
              "| data | " + " | ".join(f"seed {s}" for s in sorted({s for r in runs.values()
                                                                     for s in r}))
              + " | mean | sd (image) | range (image) |",

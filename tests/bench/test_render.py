@@ -105,6 +105,18 @@ def test_rd4ad_part_with_the_same_arguments_is_reused_not_rerun(tmp_path, monkey
     assert reused and "defaults not recorded" not in reused[0]
 
 
+def test_resolved_parameters_send_detector_settings_to_the_detector():
+    """``--param device=cuda`` (a Detector setting) beside method parameters must resolve, as a
+    fit takes it: the GPU check's runs failed there once, after fitting."""
+    from oddeye.bench import rd4ad_suite
+
+    args = ["--part", "category", "--params",
+            json.dumps({"device": "cuda", "projection": True, "seed": 2}), "--threads", "2"]
+    got = rd4ad_suite.resolved_params(args)
+    assert got["projection"] is True and got["seed"] == 2 and "device" not in got
+    assert rd4ad_suite.resolved_params(["--params", "{}"])["seed"] == 0
+
+
 def _resad_fold(name: str, resad: float, patchcore: float) -> dict:
     def runs(v: float) -> dict:
         return {f"4/{s}": {"image_auroc": v, "pixel_auroc": 0.9, "pixel_aupro": 0.8}
@@ -161,9 +173,10 @@ def test_rd4ad_seeds_tabulates_a_variant_from_its_saved_runs(tmp_path, monkeypat
     out = tmp_path / "R.md"
     assert mod.main(["--seeds", "0", "1", "2", "--datasets", "deeppcb", "--threads", "2",
                      "--work", str(work), "--out", str(out), "--param", "pseudo=0.5",
-                     "--section", "rd4ad-x", "--cached-only"]) == 0
+                     "--section", "rd4ad-x", "--cached-only", "--note", "Fitted elsewhere."]) == 0
     text = out.read_text()
     assert "<!-- section:rd4ad-x -->" in text and 'parameters {"pseudo": 0.5}' in text
+    assert "not comparable).\n\nFitted elsewhere.\n\n| data |" in text  # before the table
     assert "pseudo-defect draws" in text
     assert ("| deeppcb | 0.700 / 0.900 / 0.600 | 0.800 / 0.900 / 0.600 | 0.750 / 0.900 / 0.600 "
             "| 0.071 | 0.100 |") in text

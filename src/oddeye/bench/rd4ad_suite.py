@@ -180,11 +180,13 @@ def _code_version() -> str:
 
 def resolved_params(args: list[str]) -> dict:
     """Every RD4AD parameter a part's ``--params`` stands for under the current defaults: the
-    arguments alone do not say what ``{}`` meant when a default has changed since."""
-    from oddeye.methods import create_method
+    arguments alone do not say what ``{}`` meant when a default has changed since. Detector
+    settings among them (``device``, ``size``, ...) go where a fit sends them, not to the method."""
+    from oddeye.api import Detector
 
     params = json.loads(args[args.index("--params") + 1]) if "--params" in args else {}
-    return json.loads(json.dumps(create_method("rd4ad", **params).get_params(), default=str))
+    method = Detector(method="rd4ad", **params)._method()
+    return json.loads(json.dumps(method.get_params(), default=str))
 
 
 def spawn_part(tmp: Path, tag: str, args: list[str], reused: list[str] | None = None) -> dict:
