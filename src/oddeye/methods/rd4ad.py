@@ -35,6 +35,9 @@ LOSSES = ("pixel", "flat")
 #: teacher's next stage is the embedding; nothing is trained before the decoder).
 EMBEDDINGS = ("ocbe", "oce", "teacher")
 KINDS = ("basic", "bottleneck", "light")
+BLOCKS = ("auto", *KINDS)
+#: Channel count from which ``block="auto"`` switches to bottleneck blocks (WideResNet-sized).
+BOTTLENECK_FROM = 512
 #: RD++'s projection training, from the authors' released code (Tien et al., CVPR 2023): the
 #: projection loss enters the total with weight 0.2; inside it reconstruction weighs 0.01 and
 #: contrast 0.1 over the sum of all three weights (1.11, the optimal-transport term's 1 included:
@@ -45,9 +48,6 @@ PROJ_RECON = 0.01
 PROJ_CONTRAST = 0.1
 PROJ_NORM = 1.11
 PROJ_LR = 0.001
-BLOCKS = ("auto", *KINDS)
-#: Channel count from which ``block="auto"`` switches to bottleneck blocks (WideResNet-sized).
-BOTTLENECK_FROM = 512
 
 
 # --------------------------------------------------------------------------------------------
