@@ -29,6 +29,19 @@ from oddeye.commands._common import parse_params
 KEYS = ("image_auroc", "pixel_auroc", "pixel_aupro")
 
 
+def _without_note(argv: list[str]) -> list[str]:
+    """The arguments as quoted in the section's text: the note is printed below, not twice."""
+    out, skip = [], False
+    for arg in argv:
+        if skip:
+            skip = False
+        elif arg == "--note":
+            skip = True
+        elif not arg.startswith("--note="):
+            out.append(arg)
+    return out
+
+
 def main(argv: list[str]) -> int:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--seeds", nargs="+", type=int, default=[1, 2])
@@ -86,7 +99,7 @@ def main(argv: list[str]) -> int:
              "decoder initialisation, batch order"
              + (", pseudo-defect draws" if variant.get("pseudo") else "")
              + "); nothing else differs. Cells: image AUROC / pixel AUROC / AUPRO@0.3. "
-             f"`python benchmarks/rd4ad_seeds.py {' '.join(sys.argv[1:])}` "
+             f"`python benchmarks/rd4ad_seeds.py {' '.join(_without_note(argv))}` "
              f"(--threads {a.threads}; fit seconds are not shown: runs at other thread counts and "
              "beside other jobs are not comparable).", "",
              *([a.note, ""] if a.note else []),

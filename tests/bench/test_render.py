@@ -177,6 +177,9 @@ def test_rd4ad_seeds_tabulates_a_variant_from_its_saved_runs(tmp_path, monkeypat
     text = out.read_text()
     assert "<!-- section:rd4ad-x -->" in text and 'parameters {"pseudo": 0.5}' in text
     assert "not comparable).\n\nFitted elsewhere.\n\n| data |" in text  # before the table
+    # the quoted command is this call's, without the note (printed once, as its paragraph)
+    assert "`python benchmarks/rd4ad_seeds.py --seeds 0 1 2 --datasets deeppcb" in text
+    assert text.count("Fitted elsewhere.") == 1 and "--note" not in text
     assert "pseudo-defect draws" in text
     assert ("| deeppcb | 0.700 / 0.900 / 0.600 | 0.800 / 0.900 / 0.600 | 0.750 / 0.900 / 0.600 "
             "| 0.071 | 0.100 |") in text
