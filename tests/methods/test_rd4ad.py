@@ -213,6 +213,17 @@ def _small_set(disc, n: int = 6, layers: tuple[str, ...] | None = None,
                     progress=False), fx
 
 
+def _loss_histories(data: TrainSet, fx: FeatureExtractor, runs: list[dict]) -> list[torch.Tensor]:
+    """Per-epoch losses of one fresh fit per parameter set in ``runs``."""
+    out = []
+    for params in runs:
+        method = create_method("rd4ad", **params)
+        head = method.build_head(fx.channels, fx.strides)
+        method.fit_head(head, data)
+        out.append(head.history[:, 0])
+    return out
+
+
 def test_steps_set_the_epochs_from_the_training_set_size(disc):
     assert create_method("rd4ad").epochs is None  # the default trains by steps
     assert create_method("rd4ad", epochs=7).epochs_for(1000) == 7  # given epochs win
@@ -338,12 +349,9 @@ def test_pseudo_inputs_replace_the_drawn_share_and_leave_the_target_clean(disc):
 
 def test_pseudo_training_is_seeded_and_differs_from_plain_training(disc):
     data, fx = _small_set(disc, 4)
-    losses = []
-    for pseudo, seed in ((0.5, 0), (0.5, 0), (0.0, 0), (0.5, 1)):
-        method = create_method("rd4ad", epochs=2, train_batch=2, pseudo=pseudo, seed=seed)
-        head = method.build_head(fx.channels, fx.strides)
-        method.fit_head(head, data)
-        losses.append(head.history[:, 0])
+    losses = _loss_histories(data, fx, [dict(epochs=2, train_batch=2, pseudo=pseudo, seed=seed)
+                                        for pseudo, seed in ((0.5, 0), (0.5, 0), (0.0, 0),
+                                                             (0.5, 1))])
     torch.testing.assert_close(losses[0], losses[1])
     assert not torch.allclose(losses[0], losses[2])
     assert not torch.allclose(losses[0], losses[3])
@@ -433,12 +441,8 @@ def test_projection_training_moves_projection_and_student_with_their_own_rates(d
     assert all(torch.equal(v, fx.state_dict()[k]) for k, v in teacher.items())  # frozen
     assert torch.all(torch.isfinite(head.history))
     # seeded: the same seed fits the same head, another seed another one
-    twice = []
-    for seed in (0, 0, 1):
-        m = create_method("rd4ad", epochs=1, train_batch=2, projection=True, seed=seed)
-        h = m.build_head(fx.channels, fx.strides)
-        m.fit_head(h, data)
-        twice.append(h.history[:, 0])
+    twice = _loss_histories(data, fx, [dict(epochs=1, train_batch=2, projection=True, seed=seed)
+                                       for seed in (0, 0, 1)])
     torch.testing.assert_close(twice[0], twice[1])
     assert not torch.allclose(twice[0], twice[2])
 
