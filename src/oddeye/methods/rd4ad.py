@@ -604,20 +604,16 @@ class RD4AD(Method):
         if not len(pick):
             return teachers
         rows = torch.as_tensor(pick, dtype=torch.long)
-        donors = torch.as_tensor(rng.integers(len(data), size=len(pick)), dtype=torch.long)
-        bad, _ = pseudo_batch(data.images[idx[rows]], data.images[donors], rng)  # on the CPU
-        with torch.no_grad():
-            feats = data.extractor(data.inputs(bad))
+        bad = self.noisy_teachers(head, data, idx[rows], rng)
         rows = rows.to(data.device)
-        return [t.index_copy(0, rows, feats[k].to(t.dtype)).contiguous(
-                    memory_format=self._memory_format)
-                for t, k in zip(teachers, head.layers, strict=True)]
+        return [t.index_copy(0, rows, b.to(t.dtype)).contiguous(memory_format=self._memory_format)
+                for t, b in zip(teachers, bad, strict=True)]
 
     def noisy_teachers(self, head: RD4ADHead, data: TrainSet, idx: torch.Tensor,
                        rng: np.random.Generator) -> list[torch.Tensor]:
-        """Teacher features of a pseudo-defective copy of every image of the batch (one defect of
-        a random kind each, ``oddeye.data.pseudo``): the noisy images of RD++'s projection loss,
-        where the authors add simplex noise."""
+        """Teacher features of a pseudo-defective copy of every image in ``idx`` (one defect of a
+        random kind each, ``oddeye.data.pseudo``): the noisy images of RD++'s projection loss,
+        where the authors add simplex noise, and the defective rows of ``pseudo``."""
         donors = torch.as_tensor(rng.integers(len(data), size=len(idx)), dtype=torch.long)
         bad, _ = pseudo_batch(data.images[idx], data.images[donors], rng)  # on the CPU
         with torch.no_grad():
@@ -657,7 +653,8 @@ class RD4AD(Method):
         t_cache = time.perf_counter() - t_cache  # one-time teacher cost, booked on epoch 1
         data.extractor.eval()
         proj = list(head.projection.parameters()) if head.projection is not None else []
-        rest = [p for p in head.parameters() if all(p is not q for q in proj)]
+        in_proj = {id(q) for q in proj}
+        rest = [p for p in head.parameters() if id(p) not in in_proj]
         groups = [{"params": rest}] + ([{"params": proj, "lr": PROJ_LR}] if proj else [])
         opt = torch.optim.Adam(groups, lr=self.lr, betas=tuple(self.betas))
         gen = torch.Generator().manual_seed(self.seed)
