@@ -282,8 +282,9 @@ def test_parity_with_map_norm(synth_root, tmp_path):
 
 @pytest.mark.parametrize(("method", "params", "pad"), [
     ("patchcore", {}, 16), ("patchcore", {"frame_crop": "taps"}, 16), ("padim", {}, 16),
-    ("patchcore", {"pool_zeros": True}, 0)],
-    ids=["patchcore-cut-after-aggregation", "patchcore-taps-cropped", "padim", "zeros-pooled"])
+    ("patchcore", {"pool_zeros": True}, 0), ("patchcore", {"grid": "last"}, 16)],
+    ids=["patchcore-cut-after-aggregation", "patchcore-taps-cropped", "padim", "zeros-pooled",
+         "coarse-grid"])
 def test_parity_with_framed_input(method, params, pad, synth_root, tmp_path):
     """The input frame (``pad``), where it is cut (the taps, or PatchCore's aggregated map) and
     the border pooling are part of the exported graph."""

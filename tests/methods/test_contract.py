@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+import torch
 
 import oddeye
 from oddeye.api import Detector, f1_optimal_threshold
@@ -309,6 +310,29 @@ def test_zero_pooled_border_travels_in_the_file_and_older_files_pool_without(gri
                                  drop=["method_params.pool_zeros"]))
     assert not old.model_.head.pool_zeros
     np.testing.assert_array_equal(old.predict(paths).scores, plain.predict(paths).scores)
+
+
+def test_coarse_patch_grid_travels_in_the_file_and_older_files_use_the_finest(grid,
+                                                                              tmp_path):
+    """``grid="last"`` gives maps of the s16 tap's cells, cuts a 16-px frame as one cell, is
+    saved with the model; a file from before the parameter loads with the paper's grid."""
+
+    train, paths = [s.path for s in grid.train], [s.path for s in grid.test[:3]]
+    coarse = Detector(method="patchcore", size=64, position=0.0, grid="last").fit(
+        train, progress=False)
+    assert coarse.model_.head.frame == 1
+    with torch.inference_mode():
+        assert coarse.model_.raw_map(torch.zeros(1, 3, 64, 64)).shape[-2:] == (4, 4)
+    again = oddeye.load(coarse.save(tmp_path / "coarse.oddeye"))
+    assert again.model_.head.grid == "last"
+    np.testing.assert_array_equal(again.predict(paths).scores, coarse.predict(paths).scores)
+    fine = Detector(method="patchcore", size=64, position=0.0).fit(train, progress=False)
+    assert fine.model_.head.frame == 2
+    assert not np.allclose(fine.predict(paths).scores, coarse.predict(paths).scores)
+    old = oddeye.load(older_file(fine.save(tmp_path / "fine.oddeye"), tmp_path / "old.oddeye",
+                                 drop=["method_params.grid"]))
+    assert old.model_.head.grid == "first"
+    np.testing.assert_array_equal(old.predict(paths).scores, fine.predict(paths).scores)
 
 
 def test_default_frame_is_the_methods_rounded_up_to_its_deepest_tap(grid):

@@ -35,3 +35,36 @@ def test_pool_zeros_must_be_a_bool(value):
     with pytest.raises(DataError, match="pool_zeros must be true or false"):
         create_method("patchcore", pool_zeros=value).build_head({"s8": 4, "s16": 4},
                                                                 {"s8": 8, "s16": 16})
+
+
+def test_last_grid_averages_finer_stages_over_each_coarse_cell():
+    """``grid="last"``: the embedding has the coarse tap's cells; a finer stage contributes the
+    mean of its (already neighbourhood-averaged) cells inside each coarse cell, the coarse
+    stage itself is unchanged; the default grid is still the finest tap's."""
+    fine = torch.randn(2, 3, 8, 8)
+    coarse = torch.randn(2, 5, 4, 4)
+    feats = {"s8": fine, "s16": coarse}
+    emb = aggregate(feats, ["s8", "s16"], 3, grid="last")
+    assert emb.shape == (2, 8, 4, 4)
+    pooled = aggregate({"s8": fine}, ["s8"], 3)
+    blocks = pooled.unfold(2, 2, 2).unfold(3, 2, 2).mean((-1, -2))
+    torch.testing.assert_close(emb[:, :3], blocks)
+    torch.testing.assert_close(emb[:, 3:], aggregate({"s16": coarse}, ["s16"], 3))
+    assert aggregate(feats, ["s8", "s16"], 3).shape == (2, 8, 8, 8)
+    assert aggregate(feats, ["s8", "s16"], 3, grid="s16").shape == emb.shape
+
+
+def test_last_grid_takes_odd_sized_finer_taps():
+    """A stride-2 stage of an odd-sized map has ceil(n / 2) cells: the last block is partial."""
+    fine = torch.arange(25.0).reshape(1, 1, 5, 5)
+    emb = aggregate({"a": fine, "b": torch.zeros(1, 1, 3, 3)}, ["a", "b"], 1, grid="b")
+    assert emb.shape == (1, 2, 3, 3)
+    assert emb[0, 0, 2, 2] == fine[0, 0, 4, 4]  # a 1 x 1 block at the corner
+    assert emb[0, 0, 0, 0] == fine[0, 0, :2, :2].mean()
+
+
+@pytest.mark.parametrize("value", ["s32", "middle", 1])
+def test_grid_must_name_a_tap(value):
+    with pytest.raises(DataError, match="grid must be 'first', 'last' or one of the layers"):
+        create_method("patchcore", grid=value).build_head({"s8": 4, "s16": 4},
+                                                          {"s8": 8, "s16": 16})

@@ -23,23 +23,43 @@ from oddeye.methods.coreset import CHUNK_SIZE, PROJ_DIM, coreset_indices
 from oddeye.methods.neighbours import nearest_distance
 
 
+def grid_tap(layers: Sequence[str], grid: str) -> str:
+    """The tap whose cells are the patches (``grid``: "first", "last" or one of ``layers``)."""
+    if grid == "first":
+        return layers[0]
+    if grid == "last":
+        return layers[-1]
+    if grid not in layers:
+        raise DataError(f"grid must be 'first', 'last' or one of the layers {list(layers)}, "
+                        f"got {grid!r}")
+    return grid
+
+
 def aggregate(feats: dict[str, torch.Tensor], layers: Sequence[str], kernel: int,
-              equal_layers: bool = False, pool_zeros: bool = False) -> torch.Tensor:
-    """Average each stage over a kernel x kernel neighbourhood, upsample to the first, concat.
+              equal_layers: bool = False, pool_zeros: bool = False,
+              grid: str = "first") -> torch.Tensor:
+    """Average each stage over a kernel x kernel neighbourhood, bring it to the grid tap's
+    cells, concat.
 
     ``equal_layers`` scales every stage by ``1/sqrt(channels)`` so each stage weighs the same in a
     squared distance, whatever its width: what PatchCore's per-layer adaptive pooling to one common
     dimension amounts to for nearest-neighbour search. ``pool_zeros`` counts the map's zero
     padding as cells of a border cell's average (``count_include_pad``), so border embeddings
-    shrink towards zero; without it they average only their in-map neighbours.
+    shrink towards zero; without it they average only their in-map neighbours. ``grid``
+    (``grid_tap``): coarser stages are upsampled (bilinear) to its cells, finer ones averaged
+    over the block of cells each grid cell covers; "first" is the paper's.
     """
     out = []
-    size = feats[layers[0]].shape[-2:]
+    size = feats[grid_tap(layers, grid)].shape[-2:]
     for name in layers:
         f = feats[name]
         if kernel > 1:
             f = F.avg_pool2d(f, kernel, stride=1, padding=kernel // 2,
                              count_include_pad=pool_zeros)
+        if f.shape[-2] > size[0]:  # finer than the grid: the mean over each grid cell's block
+            n, m = int(f.shape[-2]), int(size[0])
+            r = (n + m // 2) // m  # the stride ratio (2 for s8 under s16), odd sizes included
+            f = F.avg_pool2d(f, r, stride=r, ceil_mode=True)
         if f.shape[-2:] != size:
             f = F.interpolate(f, size=size, mode="bilinear", align_corners=False)
         if equal_layers:
@@ -64,10 +84,11 @@ def cut_frame(emb: torch.Tensor, cells: int) -> torch.Tensor:
 def frame_of(head: nn.Module, frame_crop: str, layers: Sequence[str], strides: dict[str, int],
              pad: int) -> bool:
     """``Method.frame_head`` of PatchCore-style heads: with ``frame_crop="aggregated"`` and a
-    frame, ``head.frame`` becomes the frame in cells of the first layer (the embedding grid)."""
+    frame, ``head.frame`` becomes the frame in cells of the grid tap (``grid_tap``)."""
     if frame_crop not in FRAME_CROPS:
         raise DataError(f"frame_crop must be one of {', '.join(FRAME_CROPS)}, got {frame_crop!r}")
-    head.frame = pad // strides[layers[0]] if frame_crop == "aggregated" else 0
+    tap = grid_tap(layers, getattr(head, "grid", "first"))
+    head.frame = pad // strides[tap] if frame_crop == "aggregated" else 0
     return bool(head.frame)
 
 
@@ -156,7 +177,8 @@ def choose_position(method: Method, plain: torch.Tensor, data: TrainSet,
         val_emb = torch.cat([cut_frame(aggregate(data.extractor(data.inputs(batch[i:i + bs])),
                                                  method.layers, method.kernel,
                                                  method.equal_layers,
-                                                 bool(getattr(method, "pool_zeros", False))),
+                                                 bool(getattr(method, "pool_zeros", False)),
+                                                 getattr(method, "grid", "first")),
                                        frame)
                              for i in range(0, len(batch), bs)])
     fit_emb = plain[torch.as_tensor(fit)]
@@ -251,10 +273,12 @@ class PatchCoreHead(nn.Module):
 
     def __init__(self, layers: Sequence[str], dim: int, kernel: int = 3,
                  equal_layers: bool = True, position: float | None = None,
-                 image_neighbours: int = 0, pool_zeros: bool = False):
+                 image_neighbours: int = 0, pool_zeros: bool = False, grid: str = "first"):
         super().__init__()
         self.layers, self.kernel, self.equal_layers = list(layers), int(kernel), equal_layers
         self.pool_zeros = bool(pool_zeros)
+        grid_tap(self.layers, grid)  # a bad value fails here, before any feature is computed
+        self.grid = grid
         #: 0: one pooled bank (the paper's); K: each image is searched against every patch of
         #: the K training images nearest to it as a whole (``image_patches``, ``image_desc``)
         self.image_neighbours = int(image_neighbours)
@@ -283,7 +307,7 @@ class PatchCoreHead(nn.Module):
     def plain_embed(self, feats: dict[str, torch.Tensor]) -> torch.Tensor:
         """Aggregated patch embeddings of the image's own cells, without position columns."""
         return cut_frame(aggregate(feats, self.layers, self.kernel, self.equal_layers,
-                                   self.pool_zeros), self.frame)
+                                   self.pool_zeros, self.grid), self.frame)
 
     def embed(self, feats: dict[str, torch.Tensor]) -> torch.Tensor:
         emb = self.plain_embed(feats)
@@ -354,6 +378,9 @@ class PatchCore(Method):
     to it as a whole (``neighbour_image_distance``) instead of the pooled coreset bank; for
     regions that are normal only on other parts (docs/methods.md, "Image neighbours").
     ``frame_crop``: where the input frame (the Detector's ``pad``) is cut away, ``FRAME_CROPS``.
+    ``grid``: which tap's cells are the patches (``grid_tap``; "first", the finest, is the
+    paper's; "last" averages the finer stages over each coarser cell, docs/methods.md "Patch
+    grid").
     """
 
     name = "patchcore"
@@ -363,7 +390,8 @@ class PatchCore(Method):
     default_pad = 16
     # files from before these searched the exact space and chose chunk centres independently
     legacy_defaults = {"search_dim": None, "sequential_chunks": False, "position": 0.0,
-                       "image_neighbours": 0, "frame_crop": "taps", "pool_zeros": False}
+                       "image_neighbours": 0, "frame_crop": "taps", "pool_zeros": False,
+                       "grid": "first"}
 
     def __init__(self, backbone: str | None = None, layers: Sequence[str] | None = None,
                  kernel: int = 3, equal_layers: bool = True, coreset_ratio: float = 0.1,
@@ -371,9 +399,10 @@ class PatchCore(Method):
                  chunk_size: int | None = CHUNK_SIZE, search_dim: int | None = None,
                  sequential_chunks: bool = False, position: float | str = "auto",
                  image_neighbours: int = 0, frame_crop: str = "aggregated",
-                 pool_zeros: bool = False, seed: int = 0):
+                 pool_zeros: bool = False, grid: str = "first", seed: int = 0):
         super().__init__(backbone, layers)
         self.kernel = kernel
+        self.grid = grid
         self.image_neighbours = image_neighbours
         self.frame_crop = frame_crop
         self.pool_zeros = pool_zeros
@@ -400,7 +429,7 @@ class PatchCore(Method):
                             "exactly; it cannot be combined with search_dim")
         return PatchCoreHead(self.layers, sum(channels[c] for c in self.layers), self.kernel,
                              self.equal_layers, initial_position(self.position), k,
-                             self.pool_zeros)
+                             self.pool_zeros, self.grid)
 
     def frame_head(self, head: nn.Module, strides: dict[str, int], pad: int) -> bool:
         """The frame is cut after the aggregation unless ``frame_crop="taps"``."""
