@@ -9,14 +9,15 @@ vs a 16-pixel one (``pad``, twelfth session; its tap-cropping order pinned, as i
 ``--study frame-order``: the 16-px frame cropped from every tap before the aggregation
 (``frame_crop="taps"``) vs cut from the aggregated embedding (the default since the thirteenth
 session). ``--study pool-zeros``: that default vs no frame and the border cells' average
-counting the zero padding (``pool_zeros=True``, an option). The first two studies run without
-the frame, as they did when their sections were written. Three seeds each (the seed draws
-the held-out images, the coreset's chunk permutation and start); each (set, seed, variant) is
-one process of the detection suite, whose JSON in ``--work`` is reused when it exists. Writes
-section ``patchcore-<study>``.
+counting the zero padding (``pool_zeros=True``, an option). ``--study grid``: the patch grid
+of the first tap (default) vs the last (``grid="last"``, seventeenth session). The first two
+studies run without the frame, as they did when their sections were written. Three seeds
+each (the seed draws the held-out images, the coreset's chunk permutation and start); each
+(set, seed, variant) is one process of the detection suite, whose JSON in ``--work`` is reused
+when it exists. Writes section ``patchcore-<study>``.
 
 Run: .venv/bin/python benchmarks/patchcore_chunk_order.py --work /tmp/chunk-order
-     [--study position|pad|frame-order|pool-zeros]
+     [--study position|pad|frame-order|pool-zeros|grid]
 """
 
 from __future__ import annotations
@@ -63,6 +64,12 @@ STUDIES = {
                    "rows of section `patchcore-frame-order`) or no frame and the 3 x 3 average "
                    "counting the zero padding (`pad=0, pool_zeros=True`)", "border",
                    {"16-px frame (default)": {}, "zeros pooled": {"pad": 0, "pool_zeros": True}}),
+    "grid": ("PatchCore: patch grid (`grid`)",
+             "Default parameters (`position=\"auto\"`: `w=` is the weight it chose) but the patch "
+             "grid: the cells of the first tap, s8 (default, the paper's) or of the last, s16, "
+             "with s8 averaged over each 2 x 2 block (`grid=\"last\"`); maps and metrics at 256 "
+             "px either way", "grid",
+             {"first (default)": {}, "last": {"grid": "last"}}),
 }
 
 
