@@ -469,6 +469,14 @@ def test_bad_projection_settings_are_refused(params):
         create_method("rd4ad", **params)
 
 
+def test_projection_refuses_a_tap_of_one_cell_naming_it(disc):
+    """At 32 px MobileNetV2's s32 tap is 1 x 1: instance norm cannot normalise one cell."""
+    with pytest.raises(DataError, match="tap 's32' is 1 x 1"):
+        Detector(method="rd4ad", size=32, epochs=1, train_batch=4, projection=True,
+                 layers=["s8", "s16", "s32"]).fit([s.path for s in disc.train[:4]],
+                                                  progress=False)
+
+
 @pytest.mark.parametrize("bad", [-0.1, 1.5, "half", True])
 def test_bad_pseudo_share_is_refused(bad):
     with pytest.raises(DataError, match="pseudo"):

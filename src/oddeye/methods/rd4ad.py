@@ -263,6 +263,16 @@ class Projection(nn.Module):
         return self.body(x)
 
 
+def check_projection_taps(layers: Sequence[str], teachers: Sequence[torch.Tensor]) -> None:
+    """A ``DataError`` when a tap has a single cell: the projection's instance norm has no
+    spread to normalise over one cell (torch would fail later, naming no tap)."""
+    for name, t in zip(layers, teachers, strict=True):
+        if t.shape[-2] * t.shape[-1] < 2:
+            raise DataError(f"projection=True needs taps of at least two cells, but tap {name!r} "
+                            f"is {t.shape[-2]} x {t.shape[-1]} at this input size: use a larger "
+                            f"size or a shallower last tap")
+
+
 class TeacherEmbedding(nn.Module):
     """The ablation's "Pre": the embedding is the last teacher tap itself (the frozen teacher's
     next stage after the distilled ones), so nothing between teacher and decoder is trained."""
@@ -666,6 +676,8 @@ class RD4AD(Method):
             total = 0.0
             order = self.epoch_order(data, gen)
             for idx, teachers in self._teacher_batches(head, data, order, cached):
+                if proj:
+                    check_projection_taps(head.layers, teachers)
                 loss = self.batch_loss(head, data, idx, teachers, rng)
                 opt.zero_grad(set_to_none=True)
                 loss.backward()
