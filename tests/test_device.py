@@ -133,10 +133,10 @@ def _spearman(a: np.ndarray, b: np.ndarray) -> float:
     return float(spearmanr(a, b)[0])
 
 
-#: every method, RD4AD's ablation variant with a frozen teacher embedding and its RD++
-#: projection layers ("name:key=value")
-METHODS = ["patchcore", "padim", "rd4ad", "rd4ad:embedding=teacher", "rd4ad:projection=true",
-           "resad", "anoonly-head"]
+#: every method, PatchCore's s16 patch grid, RD4AD's ablation variant with a frozen teacher
+#: embedding and its RD++ projection layers ("name:key=value")
+METHODS = ["patchcore", "patchcore:grid=last", "padim", "rd4ad", "rd4ad:embedding=teacher",
+           "rd4ad:projection=true", "resad", "anoonly-head"]
 
 
 @needs_cuda
