@@ -16,4 +16,5 @@ CANDIDATES = {
 
 if __name__ == "__main__":
     args = seed_parser(__doc__).parse_args()
-    run_seeded("patchcore", "selection-patchcore-grid", CANDIDATES, args.seed, args.placement)
+    run_seeded("patchcore", "selection-patchcore-grid", CANDIDATES, args.seed, args.placement,
+               kinds=args.kinds)

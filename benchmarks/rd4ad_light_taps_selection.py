@@ -10,7 +10,8 @@ Writes section ``selection-rd4ad-light-taps`` (``-seed<S>`` with ``--seed S`` ot
 from oddeye.bench.selection_suite import run_seeded, seed_parser
 
 if __name__ == "__main__":
+    args = seed_parser(__doc__).parse_args()
     run_seeded("rd4ad", "selection-rd4ad-light-taps",
                {"s8 s16 s32, light blocks, 2500 steps": {"layers": ["s8", "s16", "s32"],
                                                          "block": "light"}},
-               seed_parser(__doc__).parse_args().seed)
+               args.seed, args.placement, kinds=args.kinds)

@@ -9,5 +9,6 @@ so only the candidate is fitted here. Writes section ``selection-rd4ad-pad`` (``
 from oddeye.bench.selection_suite import run_seeded, seed_parser
 
 if __name__ == "__main__":
+    args = seed_parser(__doc__).parse_args()
     run_seeded("rd4ad", "selection-rd4ad-pad", {"pad 16, 2500 steps": {"pad": 16}},
-               seed_parser(__doc__).parse_args().seed)
+               args.seed, args.placement, kinds=args.kinds)

@@ -15,7 +15,7 @@ def _pair(seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
     return good, donor
 
 
-@pytest.mark.parametrize("kind", KINDS)
+@pytest.mark.parametrize("kind", (*KINDS, "stain"))
 def test_changes_only_inside_the_mask(kind):
     good, donor = _pair()
     bad, mask = make_pseudo_anomaly(good, donor, np.random.default_rng(1), kind)
@@ -26,7 +26,7 @@ def test_changes_only_inside_the_mask(kind):
     assert np.abs(bad[mask == 1].astype(int) - good[mask == 1]).mean() > 5
 
 
-@pytest.mark.parametrize("kind", KINDS)
+@pytest.mark.parametrize("kind", (*KINDS, "stain"))
 def test_lower_severity_is_less_visible(kind):
     good, donor = _pair()
     diffs = []
@@ -242,3 +242,52 @@ def test_placement_reaches_the_validation_split_and_names_the_section(tmp_path, 
     assert seen["section"] == "selection-x-anywhere-seed1" and seen["placement"] == "anywhere"
     selection_suite.run_seeded("patchcore", "selection-x", {"a": {}}, 0, "anywhere")
     assert seen["section"] == "selection-x-anywhere"
+    assert seen["kinds"] is None  # the default kinds, named by no suffix
+
+
+def test_other_kinds_reach_the_run_and_name_the_section(monkeypatch):
+    """``--kinds``: the defaults plus ``stain`` append ``-stain``; any other list spells itself
+    out; the seed's suffix stays last."""
+    from oddeye.bench import selection_suite
+
+    seen = {}
+    monkeypatch.setattr(selection_suite, "run", lambda **kw: seen.update(kw) or "")
+    args = selection_suite.seed_parser("x").parse_args(
+        ["--seed", "1", "--kinds", "cutpaste", "blob", "scratch", "stain"])
+    selection_suite.run_seeded("patchcore", "selection-x", {"a": {}}, args.seed, args.placement,
+                               kinds=args.kinds)
+    assert seen["section"] == "selection-x-stain-seed1"
+    assert seen["kinds"] == ("cutpaste", "blob", "scratch", "stain")
+    selection_suite.run_seeded("patchcore", "selection-x", {"a": {}}, 0, "anywhere",
+                               kinds=["blob", "stain"])
+    assert seen["section"] == "selection-x-anywhere-kinds-blob-stain"
+    selection_suite.run_seeded("patchcore", "selection-x", {"a": {}}, 0, kinds=list(KINDS))
+    assert seen["section"] == "selection-x"
+
+
+def test_stain_is_a_large_irregular_region_inside_its_box():
+    """``stain``: 6-20% of the image at full severity (a region, not a spot), kept inside the
+    inner box widened by a tenth of each side unless placed anywhere, and irregular: more
+    than one region or a ragged outline at least sometimes, never a filled box."""
+    good, donor = _pair()
+    h, w = good.shape[:2]
+    outer = np.ones((h, w), bool)
+    outer[int(0.1 * h):int(np.ceil(0.9 * h)), int(0.1 * w):int(np.ceil(0.9 * w))] = False
+    rng = np.random.default_rng(0)
+    masks = [make_pseudo_anomaly(good, donor, rng, "stain")[1] for _ in range(40)]
+    areas = np.array([m.mean() for m in masks])
+    assert areas.min() > 0.05 and areas.max() < 0.21
+    assert not any(m[outer].any() for m in masks)
+    from scipy.ndimage import label
+
+    assert any(label(m)[1] > 1 for m in masks)
+    # a filled axis-aligned rectangle would fill its bounding box
+    def fill(m: np.ndarray) -> float:
+        rows, cols = np.nonzero(m)
+        return m.sum() / ((np.ptp(rows) + 1) * (np.ptp(cols) + 1))
+
+    assert max(fill(m) for m in masks) < 0.95
+    rng = np.random.default_rng(0)
+    anywhere = [make_pseudo_anomaly(good, donor, rng, "stain", placement="anywhere")[1]
+                for _ in range(40)]
+    assert np.mean([m[outer].any() for m in anywhere]) > 0.3

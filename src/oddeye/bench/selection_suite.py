@@ -16,6 +16,7 @@ import json
 import sys
 import tempfile
 import time
+from collections.abc import Sequence
 from pathlib import Path
 
 import numpy as np
@@ -163,26 +164,46 @@ def seeded(candidates: dict[str, dict], section: str, seed: int) -> tuple[dict[s
 
 def seed_parser(doc: str | None) -> argparse.ArgumentParser:
     """Command line of a selection script: ``--seed S`` reruns its candidates at another seed,
-    ``--placement anywhere`` puts the real sets' pseudo-defects anywhere, border included."""
-    from oddeye.data.pseudo import PLACEMENTS
+    ``--placement anywhere`` puts the real sets' pseudo-defects anywhere, border included,
+    ``--kinds K...`` draws the real sets' pseudo-defects from other kinds."""
+    from oddeye.data.pseudo import ALL_KINDS, PLACEMENTS
 
     ap = argparse.ArgumentParser(description=(doc or "").split("\n")[0])
     ap.add_argument("--seed", type=int, default=0, help="seed of every fit")
     ap.add_argument("--placement", choices=list(PLACEMENTS), default="inner",
                     help="where the real sets' pseudo-defects may sit (default inner: off the "
                          "border, as the first runs of every script)")
+    ap.add_argument("--kinds", nargs="+", choices=list(ALL_KINDS), default=None,
+                    help="the real sets' pseudo-defect kinds, in turn (default: "
+                         "oddeye.data.pseudo.KINDS, as every run before the seventeenth "
+                         "session; other kinds name the section, e.g. -stain)")
     return ap
 
 
+def kinds_suffix(kinds: Sequence[str] | None) -> str:
+    """The section-name suffix of a run with other pseudo-defect kinds than the default:
+    ``-stain`` for the defaults plus ``stain``, ``-kinds-blob-stain`` for any other list."""
+    from oddeye.data.pseudo import KINDS
+
+    if not kinds or tuple(kinds) == KINDS:
+        return ""
+    if tuple(kinds[:len(KINDS)]) == KINDS:
+        return "-" + "-".join(kinds[len(KINDS):])
+    return "-kinds-" + "-".join(kinds)
+
+
 def run_seeded(method: str, section: str, candidates: dict[str, dict], seed: int,
-               placement: str = "inner", title: str | None = None) -> str:
+               placement: str = "inner", title: str | None = None,
+               kinds: Sequence[str] | None = None) -> str:
     """``run`` with ``seeded`` candidates and section (``-anywhere`` appended to the section
-    name for pseudo-defects placed anywhere)."""
+    name for pseudo-defects placed anywhere, ``kinds_suffix`` for other kinds)."""
     cands, name = seeded(candidates, section, seed)
-    if placement != "inner":
+    suffix = (f"-{placement}" if placement != "inner" else "") + kinds_suffix(kinds)
+    if suffix:
         base, _, tail = name.partition("-seed")
-        name = f"{base}-{placement}" + (f"-seed{tail}" if tail else "")
-    return run(method=method, section=name, candidates=cands, placement=placement, title=title)
+        name = f"{base}{suffix}" + (f"-seed{tail}" if tail else "")
+    return run(method=method, section=name, candidates=cands, placement=placement, title=title,
+               kinds=tuple(kinds) if kinds else None)
 
 
 def render(method: str, section: str | None, candidates: dict[str, dict],
@@ -198,7 +219,8 @@ def render(method: str, section: str | None, candidates: dict[str, dict],
 
     kind_text = ("cut-paste, blob, scratch" if not kinds else ", ".join(
         {"cutpaste": "cut-paste", "swap": "swap (a large region from the same place of the most "
-         "different validation image)"}.get(k, k) for k in kinds))
+         "different validation image)", "stain": "stain (a large irregular region of faintly "
+         "changed tone or texture)"}.get(k, k) for k in kinds))
     heading = f"## {title or f'Selection of {method} defaults'} (no test split used)"
     lines = [heading + (f": `{section}`" if section else ""), "",
              "Real sets: at most 100 fitting images from `train/good` and at most 24 validation "

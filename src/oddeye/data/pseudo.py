@@ -6,7 +6,10 @@ intensity and colour) and ``scratch`` (a thin bright or dark polyline). A fourth
 not among the default ``KINDS``: a large region replaced by the *same place* of another good
 image, the most different one available (``farthest_donor``), so every patch inside it is normal
 on some other part and only its disagreement with the rest of this part makes it a defect (a
-surface finish or a component of the wrong variant). Used to choose
+surface finish or a component of the wrong variant). A fifth, ``stain``, also opt-in: a large
+irregular region (a thresholded smooth random field, as the Perlin-noise masks of DRAEM)
+whose tone or texture changes faintly, with feathered edges: discolouration, an uneven finish,
+a smear, the large low-contrast defects the three small kinds never show. Used to choose
 hyper-parameters on the training split of a real category (``oddeye.bench.selection_suite``), and
 to train RD4AD's student to rebuild the clean features of a defective image (``pseudo``).
 """
@@ -23,7 +26,7 @@ KINDS = ("cutpaste", "blob", "scratch")
 #: ``anywhere`` draws them over the whole image, border included (the region is clipped by it)
 PLACEMENTS = {"inner": ((0.2, 0.8), (0.15, 0.85)), "anywhere": ((0.0, 1.0), (0.0, 1.0))}
 #: every kind ``make_pseudo_anomaly`` knows; ``swap`` is opt-in (see the module docstring)
-ALL_KINDS = (*KINDS, "swap")
+ALL_KINDS = (*KINDS, "swap", "stain")
 
 
 def _ellipse_mask(h: int, w: int, rng: np.random.Generator, lo: float, hi: float,
@@ -35,6 +38,27 @@ def _ellipse_mask(h: int, w: int, rng: np.random.Generator, lo: float, hi: float
     u = (xx - cx) * np.cos(ang) + (yy - cy) * np.sin(ang)
     v = -(xx - cx) * np.sin(ang) + (yy - cy) * np.cos(ang)
     return (u / rx) ** 2 + (v / ry) ** 2 <= 1.0
+
+
+def _field_mask(h: int, w: int, rng: np.random.Generator, area: float,
+                centre: tuple[float, float]) -> np.ndarray:
+    """An irregular region of about ``area`` of the image: the top of a smooth random field
+    (white noise on a 3-6 cell grid, bicubic-upsampled) over the box the centres of ``centre``
+    allow, widened by a tenth of each side. Unless the box is the whole image (``anywhere``),
+    the grid gets a ring of low cells, so regions round off before the box's edges."""
+    lo, hi = max(0.0, centre[0] - 0.1), min(1.0, centre[1] + 0.1)
+    cells = int(rng.integers(3, 7))
+    coarse = rng.standard_normal((cells, cells)).astype(np.float32)
+    if (lo, hi) != (0.0, 1.0):
+        coarse = np.pad(coarse, 1, constant_values=-2.5)
+    y0, y1 = int(lo * h), max(int(lo * h) + 1, int(np.ceil(hi * h)))
+    x0, x1 = int(lo * w), max(int(lo * w) + 1, int(np.ceil(hi * w)))
+    field = np.full((h, w), -np.inf, np.float32)
+    field[y0:y1, x0:x1] = np.asarray(
+        Image.fromarray(coarse, mode="F").resize((x1 - x0, y1 - y0), Image.BICUBIC))
+    inside = field[y0:y1, x0:x1]
+    keep = min(1.0, area * h * w / inside.size)
+    return field >= np.quantile(inside, 1.0 - keep)
 
 
 def make_pseudo_anomaly(image: np.ndarray, donor: np.ndarray, rng: np.random.Generator,
@@ -81,6 +105,21 @@ def make_pseudo_anomaly(image: np.ndarray, donor: np.ndarray, rng: np.random.Gen
         mask = np.asarray(canvas) > 0
         colour = 230.0 if rng.random() < 0.5 else 25.0
         out[mask] = (1 - severity) * out[mask] + severity * colour
+    elif kind == "stain":
+        from scipy.ndimage import gaussian_filter
+
+        mask = _field_mask(h, w, rng, rng.uniform(0.06, 0.2) * scale, centre)
+        if rng.random() < 0.5:  # tone: darker or brighter, as a stain or a discolouration
+            gain = rng.uniform(0.65, 0.8) if rng.random() < 0.5 else rng.uniform(1.25, 1.5)
+            target = out * gain
+        else:  # texture: smoothed or roughened, as another surface finish
+            blur = gaussian_filter(out, sigma=(min(h, w) / 80, min(h, w) / 80, 0))
+            target = blur if rng.random() < 0.5 else out + 1.5 * (out - blur)
+            target = target + rng.uniform(8, 20) * rng.choice([-1, 1])
+        # edges feathered inwards: the change fades in over ~1% of the side, none outside
+        edge = max(1.0, min(h, w) / 100)
+        alpha = severity * (gaussian_filter(mask.astype(np.float32), edge) * mask)[..., None]
+        out = (1 - alpha) * out + alpha * target
     elif kind == "swap":
         mask = _ellipse_mask(h, w, rng, 0.12 * scale, 0.25 * scale, centre)
         src = np.asarray(Image.fromarray(donor).resize((w, h), Image.BILINEAR)).astype(np.float32)
