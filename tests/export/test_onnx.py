@@ -286,8 +286,8 @@ def test_parity_with_map_norm(synth_root, tmp_path):
     ids=["patchcore-cut-after-aggregation", "patchcore-taps-cropped", "padim", "zeros-pooled",
          "coarse-grid"])
 def test_parity_with_framed_input(method, params, pad, synth_root, tmp_path):
-    """The input frame (``pad``), where it is cut (the taps, or PatchCore's aggregated map) and
-    the border pooling are part of the exported graph."""
+    """The input frame (``pad``), where it is cut (the taps, or PatchCore's aggregated map),
+    the border pooling and the patch grid are part of the exported graph."""
     from oddeye.api import Detector
     from oddeye.data.mvtec import load_dataset
     from oddeye.export.onnx import OnnxDetector, export_onnx

@@ -65,19 +65,23 @@ def test_distance_prior_adds_the_learned_term_to_the_standardised_distance(prior
         torch.testing.assert_close(head.scorer(x), want)
 
 
-def test_prior_is_patchcore_exactly(synth_root):
+@pytest.mark.parametrize("grid", ["first", "last"])
+def test_prior_is_patchcore_exactly(synth_root, grid):
     """With the learned term at 0 the head is PatchCore up to an affine map: same bank, same
-    embedding, raw-map image score, so images and pixels rank identically."""
+    embedding (patch grid included), raw-map image score, so images and pixels rank
+    identically."""
     cat = load_dataset(synth_root, ["disc"])[0]
     goods = [s.path for s in cat.train]
     labelled = [s for s in cat.test if s.label == 1][:2]
     masks = [np.zeros((128, 128), np.uint8)] * len(goods) + [
         resize_mask(load_sample_mask(s, (128, 128)), 128) for s in labelled]
-    head_det = Detector(method="anoonly-head", size=128, steps=5).fit(
+    head_det = Detector(method="anoonly-head", size=128, steps=5, grid=grid).fit(
         goods + [s.path for s in labelled], labels=[0] * len(goods) + [1] * 2, masks=masks,
         progress=False)
-    pc = Detector(method="patchcore", size=128, holdout=0).fit(goods, progress=False)
+    pc = Detector(method="patchcore", size=128, holdout=0, grid=grid).fit(goods,
+                                                                           progress=False)
     head = head_det.model_.head
+    assert head.grid == grid and head.frame == (1 if grid == "last" else 2)
     assert torch.equal(head.bank, pc.model_.head.bank)
     with torch.no_grad():
         head.score.weight.zero_()
@@ -195,3 +199,18 @@ def test_file_from_before_the_gate_loads_ungated_and_scores_the_same(disc_labell
     assert old.method_.gate == "off" and float(old.model_.head.gate_on) == 0
     test = [s.path for s in cat.test]
     np.testing.assert_array_equal(old.predict(test).scores, plain.predict(test).scores)
+
+
+def test_file_from_before_the_grid_loads_with_the_finest_and_a_bad_grid_is_refused(
+        disc_labelled, tmp_path):
+    import oddeye
+
+    cat, paths, fit = disc_labelled
+    plain = Detector(method="anoonly-head", size=128, steps=5, gate="off").fit(paths, **fit)
+    old = oddeye.load(older_file(plain.save(tmp_path / "new.oddeye"), tmp_path / "old.oddeye",
+                                 drop=["method_params.grid"]))
+    assert old.method_.grid == "first" and old.model_.head.grid == "first"
+    test = [s.path for s in cat.test]
+    np.testing.assert_array_equal(old.predict(test).scores, plain.predict(test).scores)
+    with pytest.raises(DataError, match="grid must be 'first', 'last' or one of the layers"):
+        Detector(method="anoonly-head", size=128, steps=5, grid="s4").fit(paths, **fit)

@@ -7,6 +7,7 @@ so both are scored on exactly the same images.
 
 from __future__ import annotations
 
+import json
 import sys
 from pathlib import Path
 
@@ -27,8 +28,11 @@ def _position_text(det) -> str:
 
 
 def run(out_path: str | Path | None = None, ks: tuple[int, ...] = (5, 10), seed: int = 0,
-        datasets: list[str] | None = None) -> str:
-    """Write the ``anoonly-image`` section of RESULTS.md and return it."""
+        datasets: list[str] | None = None, params: dict | None = None,
+        section: str = "anoonly-image") -> str:
+    """Write section ``section`` of RESULTS.md and return it. ``params``: method parameters
+    given to PatchCore and both heads alike (e.g. ``{"grid": "last"}``), named in the text."""
+    params = dict(params or {})
     from oddeye.api import Detector
     from oddeye.bench.detection_suite import DATASETS, shared_root
     from oddeye.bench.results import DEFAULT_RESULTS, write_section
@@ -46,7 +50,7 @@ def run(out_path: str | Path | None = None, ks: tuple[int, ...] = (5, 10), seed:
         goods = [s.path for s in cat.train]
         val = [s.path for s in cat.validation] or None
         # PatchCore sees no labels: one fit per data set, scored on each K's reduced test split
-        pc = Detector(method="patchcore").fit(goods, validation=val, progress=False)
+        pc = Detector(method="patchcore", **params).fit(goods, validation=val, progress=False)
         pc_position = _position_text(pc)
         for k in ks:
             chosen = pick_shots([s for s in cat.test if s.label == 1], k, seed)
@@ -59,7 +63,7 @@ def run(out_path: str | Path | None = None, ks: tuple[int, ...] = (5, 10), seed:
                 masks.append(resize_mask(load_sample_mask(s, (h, w)), 256))
             res = {}
             for anoonly in (True, False):
-                det = Detector(method="anoonly-head", anoonly=anoonly, seed=seed)
+                det = Detector(method="anoonly-head", anoonly=anoonly, seed=seed, **params)
                 det.fit(goods + [s.path for s in chosen], labels=[0] * len(goods) + [1] * k,
                         masks=masks, progress=False)
                 res[anoonly] = evaluate_category(det, cat, progress=False, exclude=exclude)
@@ -75,7 +79,9 @@ def run(out_path: str | Path | None = None, ks: tuple[int, ...] = (5, 10), seed:
                   file=sys.stderr, flush=True)
     lines = ["## AnoOnly on images: K labelled defects vs unsupervised PatchCore", "",
              f"Seed {seed}; the K labelled defects (with masks) are removed from the test split of "
-             "every method. Backbone mobilenet_v2 s8+s16 for all. Cells: image AUROC / pixel "
+             "every method. Backbone mobilenet_v2 s8+s16 for all"
+             + (f", parameters {json.dumps(params)} for all" if params else "")
+             + ". Cells: image AUROC / pixel "
              "AUROC / AUPRO@0.3. Gate: the quantile of the learned term on held-out good patches "
              "above which it counts, as `gate=\"cv\"` chose it by leaving each labelled defect "
              "out (`off`: the whole term). Position: the weight `position=\"auto\"` chose "
@@ -92,5 +98,5 @@ def run(out_path: str | Path | None = None, ks: tuple[int, ...] = (5, 10), seed:
         lines.append(f"| {ds} | {k} | {cell(a)} | {cell(b)} | {cell(c)} | {b['gate']} / "
                      f"{c['gate']} | {a['position']} / {b['position']} / {c['position']} |")
     body = "\n".join(lines)
-    write_section("anoonly-image", body, out_path or DEFAULT_RESULTS)
+    write_section(section, body, out_path or DEFAULT_RESULTS)
     return body

@@ -74,6 +74,7 @@ from oddeye.methods.patchcore import (
     choose_position,
     cut_frame,
     frame_of,
+    grid_tap,
     initial_position,
     position_choice,
     with_position,
@@ -86,9 +87,11 @@ class AnoOnlyPatchHead(nn.Module):
 
     def __init__(self, layers: Sequence[str], dim: int, kernel: int = 3, hidden: int = 64,
                  distance_prior: bool = True, equal_layers: bool = True,
-                 position: float | None = None):
+                 position: float | None = None, grid: str = "first"):
         super().__init__()
         self.layers, self.kernel = list(layers), int(kernel)
+        grid_tap(self.layers, grid)  # a bad value fails before any feature is computed
+        self.grid = grid  # PatchCore's patch grid (``grid_tap``)
         self.distance_prior = bool(distance_prior)
         self.equal_layers = bool(equal_layers)
         # as PatchCore's: None, no position columns (files from before them); a number, two
@@ -116,10 +119,10 @@ class AnoOnlyPatchHead(nn.Module):
         self.score = nn.Conv2d(hidden, 1, 1, bias=False)
 
     def embed(self, feats: dict[str, torch.Tensor]) -> torch.Tensor:
-        """PatchCore's patch embedding (same aggregation, layer weighting and frame), no
+        """PatchCore's patch embedding (same aggregation, layer weighting, grid and frame), no
         position."""
-        return cut_frame(aggregate(feats, self.layers, self.kernel, self.equal_layers),
-                         self.frame)
+        return cut_frame(aggregate(feats, self.layers, self.kernel, self.equal_layers,
+                                   grid=self.grid), self.frame)
 
     def placed(self, emb: torch.Tensor) -> torch.Tensor:
         """``emb`` as the banks hold it: with the weighted position columns when it has them."""
@@ -196,7 +199,7 @@ class AnoOnlyHead(Method):
     score_from = "raw"  # as PatchCore, its prior
     default_pad = PatchCore.default_pad  # its prior is PatchCore, frame included
     # files from before the gate added the whole term; before the position, none had one
-    legacy_defaults = {"gate": "off", "position": 0.0, "frame_crop": "taps"}
+    legacy_defaults = {"gate": "off", "position": 0.0, "frame_crop": "taps", "grid": "first"}
 
     def __init__(self, backbone: str | None = None, layers: Sequence[str] | None = None,
                  anoonly: bool = True, kernel: int = 3, hidden: int = 64,
@@ -204,9 +207,11 @@ class AnoOnlyHead(Method):
                  margin: float = 5.0, steps: int = 300,
                  normal_per_step: int = 2048, anomalous_per_step: int = 256, lr: float = 1e-3,
                  distance_prior: bool = True, equal_layers: bool = True, gate: str = "cv",
-                 position: float | str = "auto", frame_crop: str = "aggregated", seed: int = 0):
+                 position: float | str = "auto", frame_crop: str = "aggregated",
+                 grid: str = "first", seed: int = 0):
         super().__init__(backbone, layers)
         self.anoonly = anoonly
+        self.grid = grid
         self.position = position
         self.frame_crop = frame_crop
         self.gate = gate
@@ -229,7 +234,8 @@ class AnoOnlyHead(Method):
             torch.manual_seed(self.seed)
             return AnoOnlyPatchHead(self.layers, sum(channels[k] for k in self.layers),
                                     self.kernel, self.hidden, self.distance_prior,
-                                    self.equal_layers, initial_position(self.position))
+                                    self.equal_layers, initial_position(self.position),
+                                    self.grid)
 
     def frame_head(self, head: nn.Module, strides: dict[str, int], pad: int) -> bool:
         """As PatchCore's (``frame_crop``): the frame is cut after the aggregation."""
