@@ -298,3 +298,25 @@ def test_image_neighbours_model_round_trips(tmp_path):
     assert torch.equal(again.model_.head.image_patches, det.model_.head.image_patches)
     np.testing.assert_array_equal(again.predict(images[:3]).scores,
                                   det.predict(images[:3]).scores)
+
+
+def test_auto_position_scores_its_held_out_images_on_the_models_grid(monkeypatch):
+    """With ``grid="last"`` the held-out pseudo-defects of ``position="auto"`` are embedded on
+    the s16 grid, as the bank they are searched against (another grid would still run, and
+    choose the weight from mismatched patches)."""
+    import inspect
+
+    from oddeye.api import Detector
+    from oddeye.methods import patchcore
+
+    grids = []
+    real = patchcore.aggregate
+
+    def spy(*args, **kwargs):
+        grids.append(inspect.signature(real).bind(*args, **kwargs).arguments.get("grid", "first"))
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(patchcore, "aggregate", spy)
+    det = Detector(method="patchcore", size=64, grid="last").fit(_squares(44), progress=False)
+    assert det.model_.head.position_table.numel() > 0  # the choice ran
+    assert grids and set(grids) == {"last"}
