@@ -670,14 +670,16 @@ class RD4AD(Method):
         gen = torch.Generator().manual_seed(self.seed)
         rng = (np.random.default_rng(self.seed) if self.pseudo or head.projection is not None
                else None)
+        taps_checked = not proj
         for epoch in range(int(epochs or self._epochs(data))):
             head.to(memory_format=mem).train()
             t0 = time.perf_counter()
             total = 0.0
             order = self.epoch_order(data, gen)
             for idx, teachers in self._teacher_batches(head, data, order, cached):
-                if proj:
+                if not taps_checked:  # every batch of a fit has the same tap shapes
                     check_projection_taps(head.layers, teachers)
+                    taps_checked = True
                 loss = self.batch_loss(head, data, idx, teachers, rng)
                 opt.zero_grad(set_to_none=True)
                 loss.backward()
