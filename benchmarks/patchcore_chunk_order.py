@@ -17,7 +17,7 @@ each (the seed draws the held-out images, the coreset's chunk permutation and st
 when it exists. Writes section ``patchcore-<study>``.
 
 Run: .venv/bin/python benchmarks/patchcore_chunk_order.py --work /tmp/chunk-order
-     [--study position|pad|frame-order|pool-zeros|grid]
+     [--study position|pad|frame-order|pool-zeros|grid|throwaway]
 """
 
 from __future__ import annotations
@@ -70,6 +70,17 @@ STUDIES = {
              "with s8 averaged over each 2 x 2 block (`grid=\"last\"`); maps and metrics at 256 "
              "px either way", "grid",
              {"first (default)": {}, "last": {"grid": "last"}}),
+    "throwaway": ("PatchCore: a plain build like the issue's throwaway",
+                  "Default parameters (`position=\"auto\"`: `w=` is the weight it chose), then "
+                  "what a quick PatchCore on `F.avg_pool2d` would do: no frame, the 3 x 3 "
+                  "average counting the zero padding, no position term (`pad=0, "
+                  "pool_zeros=True, position=0`), with the default chunked coreset and with "
+                  "the exact greedy loop (`chunk_size=None`); a diagnosis of where the "
+                  "issue's floors came from, not a choice", "build",
+                  {"default": {},
+                   "plain, chunked coreset": {"pad": 0, "pool_zeros": True, "position": 0.0},
+                   "plain, exact coreset": {"pad": 0, "pool_zeros": True, "position": 0.0,
+                                            "chunk_size": None}}),
 }
 
 
