@@ -29,7 +29,14 @@ from oddeye.methods import Method, TrainSet, create_method, get_method
 from oddeye.methods.base import attach_frame
 from oddeye.postprocess import PostProcess, leave_one_out_standardize, position_stats
 from oddeye.prediction import Prediction, PredictorMixin
-from oddeye.preprocess import ImageLike, Normalize, PreprocessConfig, load_resized, to_batch
+from oddeye.preprocess import (
+    ImageLike,
+    Normalize,
+    PreprocessConfig,
+    load_resized,
+    load_resized_with_shapes,
+    to_batch,
+)
 
 __all__ = ["AnomalyModel", "Detector", "Prediction", "f1_optimal_threshold"]
 
@@ -54,6 +61,55 @@ class AnomalyModel(nn.Module):
 
     def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         return self.post(self.raw_map(x))
+
+
+def check_labels(n: int, labels: Sequence[int] | None, masks: Sequence | None,
+                 method: Method) -> list[int] | None:
+    """``labels`` as a list of 0/1 checked against the images and the method, before any
+    decoding: a method that learns from good images only refuses them rather than fitting its
+    normal model on the defective images too."""
+    if labels is None:
+        if masks is not None:
+            raise DataError("masks were given without labels: a mask marks the defect of an "
+                            "image labelled 1")
+        return None
+    if not method.needs_labels:
+        raise DataError(f"method {method.name!r} learns from good images only and takes no labels; "
+                        "pass only the good images (labelled defects are for methods such as "
+                        "'anoonly-head')")
+    out = list(labels)
+    if len(out) != n:
+        raise DataError(f"{len(out)} labels for {n} images: give one label (0 good, 1 "
+                        "defective) per image")
+    bad = [i for i, v in enumerate(out) if isinstance(v, float) or v not in (0, 1)]
+    if bad:
+        raise DataError(f"labels must be 0 (good) or 1 (defective); labels[{bad[0]}] is "
+                        f"{out[bad[0]]!r}")
+    if masks is not None and len(masks) != n:
+        raise DataError(f"{len(masks)} masks for {n} images: give one mask (or None) per image")
+    return [int(v) for v in out]
+
+
+def prepare_masks(images: Sequence[ImageLike], masks: Sequence[Any], shapes: Sequence[tuple],
+                  size: int) -> np.ndarray:
+    """Masks as uint8 {0,1} (N, size, size): each at its image's own size or already at the
+    model's (resized with nearest neighbour); ``None`` = no mask. Any other size is an error
+    naming the image: a mask is never stretched onto an image it was not drawn for."""
+    from oddeye.io.images import as_mask
+    from oddeye.preprocess import resize_mask
+
+    out = np.zeros((len(images), size, size), np.uint8)
+    for i, (img, m, hw) in enumerate(zip(images, masks, shapes, strict=True)):
+        if m is None:
+            continue
+        label = f"mask of {img}" if isinstance(img, (str, Path)) else f"masks[{i}]"
+        mk = as_mask(m, label)
+        if mk.shape != tuple(hw) and mk.shape != (size, size):
+            raise DataError(f"{label} is {mk.shape[1]}x{mk.shape[0]} (WxH), but its image is "
+                            f"{hw[1]}x{hw[0]} and the model's input {size}x{size}: a mask must "
+                            "have one of those sizes")
+        out[i] = resize_mask(mk, size)
+    return out
 
 
 def default_pad(method: Method) -> int:
@@ -149,8 +205,14 @@ class Detector(PredictorMixin):
 
     def fit(self, images: Sequence[ImageLike], *, validation: Sequence[ImageLike] | None = None,
             categories: Sequence[str] | None = None, labels: Sequence[int] | None = None,
-            masks: Sequence[np.ndarray] | None = None, progress: bool = True) -> Detector:
-        """Fit on (good) images; returns self. ``labels``/``masks`` only for supervised heads."""
+            masks: Sequence[np.ndarray | None] | None = None,
+            progress: bool = True) -> Detector:
+        """Fit on (good) images; returns self.
+
+        ``labels`` (0 good, 1 defective, one per image) and ``masks`` (one per image: an (H, W)
+        array at the image's own or the model's size, non-zero = defect, or ``None``) only for
+        methods that learn from labelled defects (``needs_labels``); others refuse them.
+        """
         if self.size < 32:
             raise DataError(f"size must be >= 32, got {self.size}")
         if len(images) == 0:
@@ -160,6 +222,7 @@ class Detector(PredictorMixin):
         method = self._method()
         cats = list(categories) if categories is not None else None
         n = len(images)
+        labels = check_labels(n, labels, masks, method)
         rng = np.random.default_rng(self.seed)
         norm = self._map_norm_applies(method, labels, validation, n)
         holdout_idx: list[int] = []
@@ -177,7 +240,8 @@ class Detector(PredictorMixin):
                                      self.pad_).to(dev)
         head = method.build_head(extractor.channels, extractor.strides).to(dev)
         attach_frame(method, extractor, head)
-        arrays = load_resized(images, self.size)
+        arrays, shapes = load_resized_with_shapes(images, self.size)
+        mask_arr = prepare_masks(images, masks, shapes, self.size) if masks is not None else None
         x = to_batch(arrays)
         normalize = Normalize(PreprocessConfig().mean, PreprocessConfig().std).to(dev)
         data = TrainSet(
@@ -185,8 +249,7 @@ class Detector(PredictorMixin):
             batch_size=self.batch_size, progress=progress,
             categories=[cats[i] for i in train_idx] if cats else None,
             labels=torch.as_tensor([labels[i] for i in train_idx]) if labels is not None else None,
-            masks=(torch.as_tensor(np.stack([masks[i] for i in train_idx]))
-                   if masks is not None else None),
+            masks=torch.as_tensor(mask_arr[train_idx]) if mask_arr is not None else None,
         )
         method.fit_head(head, data)
         head.to(dev).eval()  # buffers a fit replaced may have been made on the CPU

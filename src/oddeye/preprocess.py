@@ -79,7 +79,18 @@ def _pool() -> ThreadPoolExecutor:
 
 def load_resized(items: Sequence[ImageLike], size: int) -> list[np.ndarray]:
     """Decode and resize images in a small thread pool (Pillow releases the GIL)."""
-    return list(_pool().map(lambda it: resize_uint8(load_rgb(it), size), items))
+    return load_resized_with_shapes(items, size)[0]
+
+
+def load_resized_with_shapes(items: Sequence[ImageLike],
+                             size: int) -> tuple[list[np.ndarray], list[tuple[int, int]]]:
+    """``load_resized`` plus each image's own (H, W) before the resize (to check its mask)."""
+    def one(item: ImageLike) -> tuple[np.ndarray, tuple[int, int]]:
+        rgb = load_rgb(item)
+        return resize_uint8(rgb, size), (rgb.shape[0], rgb.shape[1])
+
+    pairs = list(_pool().map(one, items))
+    return [a for a, _ in pairs], [hw for _, hw in pairs]
 
 
 class Normalize(nn.Module):

@@ -150,3 +150,31 @@ def test_demo_runs_end_to_end(tmp_path, capsys):
     assert (out / "predictions" / "results.csv").exists()
     assert json.loads((out / "metrics.json").read_text())["image_auroc"] > 0.5
     assert "done in" in capsys.readouterr().out
+
+
+def test_train_with_labelled_defects_and_test_without_them(synth_root, tmp_path, capsys):
+    """--labeled-defects K: K defective test images (with masks) train the head, are recorded
+    in the file and left out by `oddeye test`; a method that learns from good images only
+    refuses the flag instead of taking them as good, and the head refuses to go without it."""
+    import oddeye
+
+    args = ["train", "--data", str(synth_root), "--category", "disc", "--size", "64",
+            "--no-progress"]
+    head = tmp_path / "head.oddeye"
+    assert main([*args, "--method", "patchcore", "--labeled-defects", "2", "--out",
+                 str(tmp_path / "pc.oddeye")]) == 2
+    assert "'patchcore' learns from good images only" in capsys.readouterr().err
+    assert not (tmp_path / "pc.oddeye").exists()
+    assert main([*args, "--method", "anoonly-head", "--out", str(head)]) == 2
+    assert "needs --labeled-defects K" in capsys.readouterr().err
+    assert main([*args, "--method", "anoonly-head", "--labeled-defects", "2", "--param",
+                 "steps=3", "--param", "gate=max", "--out", str(head)]) == 0
+    labelled = oddeye.load(head).meta_["train"]["labelled_defects"]
+    assert len(labelled) == 2 and all("/test/" in p for p in labelled)
+    js = tmp_path / "t.json"
+    assert main(["test", "--model", str(head), "--data", str(synth_root / "disc"), "--json",
+                 str(js), "--no-progress"]) == 0
+    res = json.loads(js.read_text())
+    assert sorted(res["excluded_training_defects"]) == sorted(labelled)
+    n_test = sum(1 for p in (synth_root / "disc" / "test").rglob("*.png"))
+    assert res["n_images"] == n_test - 2

@@ -11,7 +11,6 @@ import json
 import sys
 from pathlib import Path
 
-import numpy as np
 from PIL import Image
 
 
@@ -39,7 +38,6 @@ def run(out_path: str | Path | None = None, ks: tuple[int, ...] = (5, 10), seed:
     from oddeye.commands._common import pick_shots
     from oddeye.data.mvtec import load_dataset, load_sample_mask
     from oddeye.evaluation import evaluate_category
-    from oddeye.preprocess import resize_mask
 
     rows = []
     for ds in datasets or list(DATASETS):
@@ -56,11 +54,11 @@ def run(out_path: str | Path | None = None, ks: tuple[int, ...] = (5, 10), seed:
             chosen = pick_shots([s for s in cat.test if s.label == 1], k, seed)
             exclude = {s.path for s in chosen}
             r_pc = evaluate_category(pc, cat, progress=False, exclude=exclude)
-            masks = [np.zeros((256, 256), np.uint8)] * len(goods)
+            masks: list = [None] * len(goods)  # at each image's own size; the fit resizes
             for s in chosen:
                 with Image.open(s.path) as im:
                     w, h = im.size
-                masks.append(resize_mask(load_sample_mask(s, (h, w)), 256))
+                masks.append(load_sample_mask(s, (h, w)))
             res = {}
             for anoonly in (True, False):
                 det = Detector(method="anoonly-head", anoonly=anoonly, seed=seed, **params)

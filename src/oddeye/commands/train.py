@@ -5,9 +5,8 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-import numpy as np
-
 from oddeye.commands._common import add_device_flag, add_progress_flag, parse_params, pick_shots
+from oddeye.errors import DataError
 
 NAME = "train"
 HELP = "fit a model on good images (MVTec-layout folders)"
@@ -75,7 +74,6 @@ def collect(args: argparse.Namespace, datasets: list) -> dict:
 def fit_one(args: argparse.Namespace, datasets: list, out: Path) -> Path:
     from oddeye.api import Detector
     from oddeye.methods import get_method
-    from oddeye.preprocess import resize_mask
 
     params = parse_params(args.param)
     if args.map_norm != "none":
@@ -85,25 +83,28 @@ def fit_one(args: argparse.Namespace, datasets: list, out: Path) -> Path:
     det = Detector(method=args.method, backbone=args.backbone, size=args.size, sigma=args.sigma,
                    device=args.device,
                    weights=args.weights, batch_size=args.batch_size, seed=args.seed, **params)
-    mat = collect(args, datasets)
     needs_labels = get_method(args.method).needs_labels
+    if needs_labels and not args.labeled_defects:
+        raise DataError(f"method {args.method!r} needs --labeled-defects K (K >= 1)")
+    if args.labeled_defects and not needs_labels:  # they would join its good images unlabelled
+        raise DataError(f"method {args.method!r} learns from good images only; "
+                        "--labeled-defects is for methods such as 'anoonly-head'")
+    mat = collect(args, datasets)
     fit_kw = {}
     if needs_labels:
-        if not args.labeled_defects:
-            from oddeye.errors import DataError
-
-            raise DataError(f"method {args.method!r} needs --labeled-defects K (K >= 1)")
         fit_kw["labels"] = mat["labels"]
         from PIL import Image
 
         from oddeye.data.mvtec import load_sample_mask
 
-        ms = []
+        ms = []  # at each image's own size (None: no mask); the fit resizes them
         for p, s in zip(mat["paths"], mat["mask_samples"], strict=True):
+            if s is None:
+                ms.append(None)
+                continue
             with Image.open(p) as im:
                 w, h = im.size
-            m = np.zeros((h, w), np.uint8) if s is None else load_sample_mask(s, (h, w))
-            ms.append(resize_mask(m, args.size))
+            ms.append(load_sample_mask(s, (h, w)))
         fit_kw["masks"] = ms
     det.fit(mat["paths"], validation=mat["validation"] or None, categories=mat["categories"],
             progress=not args.no_progress, **fit_kw)

@@ -287,6 +287,29 @@ def read_mask(path: str | os.PathLike, shape: Iterable[int] | None = None) -> np
     return mask
 
 
+def as_mask(values: np.ndarray, name: str = "mask") -> np.ndarray:
+    """A user's mask array as uint8 {0,1} (H, W), by ``read_mask``'s rules: bool as is, a 0/1
+    array as a label image, other integers above half their range (8 or 16 bit), floats in
+    [0, 1] above 0.5."""
+    a = np.asarray(values)
+    if a.ndim == 3 and a.shape[2] == 1:
+        a = a[:, :, 0]
+    if a.ndim != 2 or 0 in a.shape:
+        raise ImageReadError(f"{name}: a mask must be a non-empty (H, W) array, got shape "
+                             f"{tuple(a.shape)}")
+    if a.dtype == np.bool_:
+        return a.astype(np.uint8)
+    if np.issubdtype(a.dtype, np.integer):
+        if a.min() < 0:
+            raise ImageReadError(f"{name}: mask values must not be negative (min {a.min()})")
+        return _binarise(a, 127 if a.max() <= 255 else 32767.5)
+    if np.issubdtype(a.dtype, np.floating):
+        _check_unit_float(a, name)
+        return (a > 0.5).astype(np.uint8)
+    raise ImageReadError(f"{name}: unsupported mask dtype {a.dtype}; use bool, integers or "
+                         "float in [0, 1]")
+
+
 # --------------------------------------------------------------------------------------------
 # folders
 

@@ -1,0 +1,47 @@
+"""The image AnoOnly suite on a generated set: parameters reach every model, section named."""
+
+from __future__ import annotations
+
+import pytest
+
+import oddeye.api
+from oddeye.bench import anoonly_image_suite, detection_suite
+from oddeye.data.synth import generate
+
+
+def test_parameters_reach_patchcore_and_both_heads_and_name_the_section(tmp_path, monkeypatch):
+    root = generate(tmp_path / "data", seed=3, classes=["disc"], n_train=16, n_test_good=6,
+                    n_test_defect=5, size=96)
+    monkeypatch.setenv("ODDEYE_SHARED_DATA", str(root))
+    monkeypatch.setattr(detection_suite, "DATASETS", {"deeppcb": "disc"})
+    made: list[dict] = []
+
+    class Spy(oddeye.api.Detector):
+        def __init__(self, **kw):
+            made.append(dict(kw))
+            if kw["method"] == "anoonly-head":  # plumbing only: a few steps, no gate choice
+                kw.update(steps=3, gate="max")
+            super().__init__(**kw)
+
+    monkeypatch.setattr(oddeye.api, "Detector", Spy)
+    out = tmp_path / "RESULTS.md"
+    body = anoonly_image_suite.run(out, ks=(2,), datasets=["deeppcb"],
+                                   params={"size": 64, "grid": "last"}, section="head-grid")
+    assert [k["method"] for k in made] == ["patchcore", "anoonly-head", "anoonly-head"]
+    assert all(k["size"] == 64 and k["grid"] == "last" for k in made)
+    text = out.read_text()
+    assert "<!-- section:head-grid -->" in text and body in text
+    assert 'parameters {"size": 64, "grid": "last"} for all' in body
+    row = next(line for line in body.splitlines() if line.startswith("| deeppcb | 2 |"))
+    cells = [c.strip() for c in row.strip("|").split("|")]
+    for cell in cells[2:5]:  # three metric cells, each image / pixel / AUPRO in [0, 1]
+        assert all(0.0 <= float(v) <= 1.0 for v in cell.split(" / "))
+
+
+def test_a_missing_shared_set_is_skipped_not_an_error(tmp_path, monkeypatch):
+    monkeypatch.setenv("ODDEYE_SHARED_DATA", str(tmp_path / "nothing"))
+    body = anoonly_image_suite.run(tmp_path / "R.md", ks=(2,), datasets=["tire"])
+    assert "| tire |" not in body
+
+
+pytestmark = pytest.mark.filterwarnings("ignore::UserWarning")
