@@ -19,4 +19,4 @@ CANDIDATES = {
 if __name__ == "__main__":
     args = seed_parser(__doc__).parse_args()
     run_seeded("patchcore", "selection-patchcore-backbone", CANDIDATES, args.seed,
-               args.placement, kinds=args.kinds)
+               args.placement, kinds=args.kinds, max_fit=args.max_fit)

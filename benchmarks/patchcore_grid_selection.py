@@ -17,4 +17,4 @@ CANDIDATES = {
 if __name__ == "__main__":
     args = seed_parser(__doc__).parse_args()
     run_seeded("patchcore", "selection-patchcore-grid", CANDIDATES, args.seed, args.placement,
-               kinds=args.kinds)
+               kinds=args.kinds, max_fit=args.max_fit)

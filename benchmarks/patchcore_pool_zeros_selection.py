@@ -22,4 +22,4 @@ CANDIDATES = {
 if __name__ == "__main__":
     args = seed_parser(__doc__).parse_args()
     run_seeded("patchcore", "selection-pool-zeros", CANDIDATES, args.seed, args.placement,
-               kinds=args.kinds)
+               kinds=args.kinds, max_fit=args.max_fit)

@@ -23,4 +23,5 @@ if __name__ == "__main__":
     ap.set_defaults(placement="anywhere")
     args = ap.parse_args()
     run_seeded("rd4ad", "rd4ad-ablation-embedding", CANDIDATES, args.seed, args.placement,
-               title="RD4AD ablation: what the student decodes from", kinds=args.kinds)
+               title="RD4AD ablation: what the student decodes from", kinds=args.kinds,
+               max_fit=args.max_fit)

@@ -15,4 +15,4 @@ if __name__ == "__main__":
     run_seeded("rd4ad", "selection-rd4ad-layers",
                {"s4 s8 s16 (default)": {"epochs": 60},
                 "s8 s16 s32": {"layers": ["s8", "s16", "s32"], "epochs": 60}},
-               args.seed, args.placement, kinds=args.kinds)
+               args.seed, args.placement, kinds=args.kinds, max_fit=args.max_fit)

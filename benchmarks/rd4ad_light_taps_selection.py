@@ -14,4 +14,4 @@ if __name__ == "__main__":
     run_seeded("rd4ad", "selection-rd4ad-light-taps",
                {"s8 s16 s32, light blocks, 2500 steps": {"layers": ["s8", "s16", "s32"],
                                                          "block": "light"}},
-               args.seed, args.placement, kinds=args.kinds)
+               args.seed, args.placement, kinds=args.kinds, max_fit=args.max_fit)

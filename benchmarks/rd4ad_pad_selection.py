@@ -11,4 +11,4 @@ from oddeye.bench.selection_suite import run_seeded, seed_parser
 if __name__ == "__main__":
     args = seed_parser(__doc__).parse_args()
     run_seeded("rd4ad", "selection-rd4ad-pad", {"pad 16, 2500 steps": {"pad": 16}},
-               args.seed, args.placement, kinds=args.kinds)
+               args.seed, args.placement, kinds=args.kinds, max_fit=args.max_fit)

@@ -18,4 +18,4 @@ if __name__ == "__main__":
     # spelled out: the default changed from 60 epochs to 2500 steps after the first runs
     run_seeded("rd4ad", "selection-rd4ad-steps",
                {"60 epochs": {"epochs": 60}, f"{args.steps} steps": {"steps": args.steps}},
-               args.seed, args.placement, kinds=args.kinds)
+               args.seed, args.placement, kinds=args.kinds, max_fit=args.max_fit)

@@ -219,6 +219,25 @@ def test_seeded_candidates_carry_the_seed_and_name_their_section():
     assert cands == {"a": {}, "b": {"layers": ["s8"]}}  # the caller's dict is left alone
 
 
+def test_fitting_cap_reaches_the_suite_and_names_the_section(monkeypatch):
+    """--max-fit 0 fits on every training image and names the section -full (after the seed
+    and placement parts as the other suffixes); 100 is the earlier runs' cap, unnamed."""
+    from oddeye.bench import selection_suite
+
+    calls = []
+    monkeypatch.setattr(selection_suite, "run", lambda **kw: calls.append(kw) or "")
+    args = selection_suite.seed_parser("x").parse_args(["--max-fit", "0", "--seed", "1"])
+    selection_suite.run_seeded("patchcore", "selection-x", {"a": {}}, args.seed, args.placement,
+                               kinds=args.kinds, max_fit=args.max_fit)
+    selection_suite.run_seeded("patchcore", "selection-x", {"a": {}}, 0, "anywhere",
+                               max_fit=40)
+    selection_suite.run_seeded("patchcore", "selection-x", {"a": {}}, 0)
+    assert [(c["section"], c["max_fit"]) for c in calls] == [
+        ("selection-x-full-seed1", None), ("selection-x-anywhere-fit40", 40),
+        ("selection-x", 100)]
+    assert selection_suite.seed_parser("x").parse_args([]).max_fit == 100
+
+
 def test_rd4ad_seeds_reuses_seed_0_only_when_fitted_under_the_current_defaults(tmp_path,
                                                                               monkeypatch):
     """--reuse takes a default run's seed 0, unless its recorded parameters are another default's

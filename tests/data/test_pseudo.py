@@ -97,6 +97,16 @@ def test_validation_split_keeps_fit_and_validation_apart(tmp_path):
     assert not masks[labels == 0].any()
 
 
+def test_validation_split_without_a_cap_fits_on_every_image_not_validated_on(tmp_path):
+    paths = _random_pngs(tmp_path, 30, seed=2)
+    fit, images, labels, _ = validation_split(paths, 32, max_fit=None, copies=1)
+    capped, *_ = validation_split(paths, 32, max_fit=10, copies=1)
+    n_val = int((labels == 0).sum())
+    assert len(fit) == 30 - n_val and len(capped) == 10 and set(capped) <= set(fit)
+    later_fit, *_ = validation_split(paths[:20], 32, later=paths[20:], max_fit=None)
+    assert later_fit and sorted(later_fit) == sorted(paths[:20])
+
+
 def test_validation_split_from_a_later_acquisition(tmp_path):
     paths = _random_pngs(tmp_path, 40, seed=1)
     train, later = paths[:30], paths[30:]

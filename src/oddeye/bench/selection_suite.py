@@ -43,7 +43,7 @@ CANDIDATES: dict[str, dict] = {
 }
 
 
-def validation_split(paths: list, size: int | None, seed: int = 0, max_fit: int = 100,
+def validation_split(paths: list, size: int | None, seed: int = 0, max_fit: int | None = 100,
                      max_val: int = 24, severity: float = SEVERITY, copies: int = 2,
                      later: list | None = None, kinds: tuple[str, ...] | None = None,
                      placement: str = "inner") -> tuple[list, list, np.ndarray, np.ndarray | list]:
@@ -56,7 +56,8 @@ def validation_split(paths: list, size: int | None, seed: int = 0, max_fit: int 
     The validation images are a seeded share of ``paths`` or, when given, of ``later``: good
     images of a later acquisition (MVTec 3D's ``validation/good``), which also shows what a shift
     between acquisitions does to a candidate; a split of one acquisition cannot (docs/methods.md,
-    ``map_norm``). Every validation image is kept as a good example and gets ``copies``
+    ``map_norm``). ``max_fit=None`` fits on every image not used for validation. Every
+    validation image is kept as a good example and gets ``copies``
     pseudo-anomalous copies (``kinds`` in turn, default ``oddeye.data.pseudo.KINDS``; donor =
     the next validation image, for ``swap`` the most different one), placed as ``placement``
     says (``oddeye.data.pseudo.PLACEMENTS``: ``inner`` keeps them off the border).
@@ -68,11 +69,11 @@ def validation_split(paths: list, size: int | None, seed: int = 0, max_fit: int 
     order = rng.permutation(len(paths))
     if later:
         val = [later[i] for i in rng.permutation(len(later))[:max_val]]
-        fit = [paths[i] for i in order[:max_fit]]
+        fit = [paths[i] for i in order[:max_fit]]  # a slice to None keeps them all
     else:
         n_val = min(max_val, max(4, len(paths) // 5))
         val = [paths[i] for i in order[:n_val]]
-        fit = [paths[i] for i in order[n_val:n_val + max_fit]]
+        fit = [paths[i] for i in order[n_val:None if max_fit is None else n_val + max_fit]]
     goods = [load_rgb(v) for v in val] if size is None else load_resized(val, size)
     images, labels, masks = pseudo_validation(goods, rng, copies, severity, kinds or KINDS,
                                               placement)
@@ -103,13 +104,15 @@ def run(out_path: str | Path | None = None, method: str = "patchcore",
         candidates: dict[str, dict] | None = None, datasets: list[str] | None = None,
         synthetic: tuple[str, ...] = ("noise", "nut"), section: str | None = None,
         native: bool = False, kinds: tuple[str, ...] | None = None,
-        placement: str = "inner", title: str | None = None) -> str:
+        placement: str = "inner", title: str | None = None, max_fit: int | None = 100) -> str:
     """Score each candidate on validation-only data and write the section
     ``section`` (default ``selection-<method>``). ``native``: real validation images at their
     own resolution (for candidates of different input sizes), else resized to 256. ``kinds``:
     the real sets' pseudo-defect kinds (default ``oddeye.data.pseudo.KINDS``); ``placement``:
     where they may sit (``inner``, off the border, or ``anywhere``); ``title``: the section's
-    heading when the rows are not candidates for a default (e.g. an ablation)."""
+    heading when the rows are not candidates for a default (e.g. an ablation); ``max_fit``: the
+    real sets' fitting images at most (``None``: all of ``train/good`` not validated on; the
+    bank's coverage, hence a coreset's approximation, depends on it)."""
     from oddeye.bench.detection_suite import DATASETS, shared_root
     from oddeye.bench.results import DEFAULT_RESULTS, write_section
     from oddeye.data.mvtec import load_dataset
@@ -138,7 +141,8 @@ def run(out_path: str | Path | None = None, method: str = "patchcore",
                 name = f"{ds} ({'validation/good' if later else 'pseudo'})"
                 sets[name] = validation_split([s.path for s in cat.train],
                                               None if native else 256, later=later,
-                                              kinds=kinds, placement=placement)
+                                              kinds=kinds, placement=placement,
+                                              max_fit=max_fit)
         results: dict[str, dict[str, dict]] = {}
         for name, params in candidates.items():
             results[name] = {}
@@ -149,7 +153,7 @@ def run(out_path: str | Path | None = None, method: str = "patchcore",
                       f"px {r['pixel_auroc']:.3f} {r['seconds']:.0f}s", file=sys.stderr,
                       flush=True)
     body = render(method, section, candidates, results, synthetic, native, kinds, placement,
-                  title)
+                  title, max_fit)
     write_section(section or f"selection-{method}", body, out_path or DEFAULT_RESULTS)
     return body
 
@@ -177,6 +181,10 @@ def seed_parser(doc: str | None) -> argparse.ArgumentParser:
                     help="the real sets' pseudo-defect kinds, in turn (default: "
                          "oddeye.data.pseudo.KINDS, as every run before the seventeenth "
                          "session; other kinds name the section, e.g. -stain)")
+    ap.add_argument("--max-fit", type=int, default=100, metavar="N",
+                    help="real sets: fit on at most N images of train/good (default 100, as "
+                         "every run before the eighteenth session); 0 = all not validated on, "
+                         "which names the section -full")
     return ap
 
 
@@ -194,22 +202,25 @@ def kinds_suffix(kinds: Sequence[str] | None) -> str:
 
 def run_seeded(method: str, section: str, candidates: dict[str, dict], seed: int,
                placement: str = "inner", title: str | None = None,
-               kinds: Sequence[str] | None = None) -> str:
+               kinds: Sequence[str] | None = None, max_fit: int | None = 100) -> str:
     """``run`` with ``seeded`` candidates and section (``-anywhere`` appended to the section
-    name for pseudo-defects placed anywhere, ``kinds_suffix`` for other kinds)."""
+    name for pseudo-defects placed anywhere, ``kinds_suffix`` for other kinds, ``-full`` when
+    fitting on every training image: ``max_fit`` 0 or None, ``-fit<N>`` for another cap)."""
     cands, name = seeded(candidates, section, seed)
-    suffix = (f"-{placement}" if placement != "inner" else "") + kinds_suffix(kinds)
+    max_fit = max_fit or None
+    suffix = ((f"-{placement}" if placement != "inner" else "") + kinds_suffix(kinds)
+              + ("" if max_fit == 100 else "-full" if max_fit is None else f"-fit{max_fit}"))
     if suffix:
         base, _, tail = name.partition("-seed")
         name = f"{base}{suffix}" + (f"-seed{tail}" if tail else "")
     return run(method=method, section=name, candidates=cands, placement=placement, title=title,
-               kinds=tuple(kinds) if kinds else None)
+               kinds=tuple(kinds) if kinds else None, max_fit=max_fit)
 
 
 def render(method: str, section: str | None, candidates: dict[str, dict],
            results: dict[str, dict[str, dict]], synthetic: tuple[str, ...], native: bool,
            kinds: tuple[str, ...] | None, placement: str = "inner",
-           title: str | None = None) -> str:
+           title: str | None = None, max_fit: int | None = 100) -> str:
     """The section's markdown: one row per candidate (``results[candidate][set]`` holds the
     metrics and ``seconds`` of one fit), the means over sets, and the best candidate."""
     set_names = list(next(iter(results.values())))
@@ -223,7 +234,9 @@ def render(method: str, section: str | None, candidates: dict[str, dict],
          "changed tone or texture)"}.get(k, k) for k in kinds))
     heading = f"## {title or f'Selection of {method} defaults'} (no test split used)"
     lines = [heading + (f": `{section}`" if section else ""), "",
-             "Real sets: at most 100 fitting images from `train/good` and at most 24 validation "
+             "Real sets: "
+             + (f"at most {max_fit} fitting images" if max_fit else "every other image")
+             + " from `train/good` and at most 24 validation "
              "images, from the set's `validation/good` where it has one (a later acquisition), "
              "else the other 20% of `train/good`; each validation image plus two "
              f"pseudo-anomalous copies ({kind_text} at severity {SEVERITY}, kinds in turn; "
