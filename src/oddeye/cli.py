@@ -11,7 +11,9 @@ import argparse
 import importlib
 import pkgutil
 import sys
-from collections.abc import Sequence
+import warnings
+from collections.abc import Callable, Sequence
+from typing import TextIO
 
 from oddeye import __version__
 from oddeye.errors import OddeyeError
@@ -47,6 +49,23 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def warning_printer(command: str) -> Callable[..., None]:
+    """A ``warnings.showwarning`` that prints one line, ``oddeye <cmd>: warning: <message>``,
+    like the CLI's errors: a user needs the message, not Python's source line and file path."""
+
+    def show(message: Warning | str, category: type[Warning], filename: str, lineno: int,
+             file: TextIO | None = None, line: str | None = None) -> None:
+        text = " ".join(str(message).split())
+        if not issubclass(category, UserWarning):  # e.g. a library's DeprecationWarning
+            text = f"{text} ({category.__name__})"
+        try:
+            print(f"oddeye {command}: warning: {text}", file=file or sys.stderr)
+        except OSError:  # stderr gone (closed pipe): a warning must not end the command
+            pass
+
+    return show
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the ``oddeye`` script; returns the process exit code."""
     parser = build_parser()
@@ -55,7 +74,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         parser.print_help()
         return 2
     try:
-        return int(args._run(args) or 0)
+        with warnings.catch_warnings():  # the one-line format only while a command runs
+            warnings.showwarning = warning_printer(args.command)
+            return int(args._run(args) or 0)
     except OddeyeError as exc:
         print(f"oddeye {args.command}: error: {exc}", file=sys.stderr)
         return 2

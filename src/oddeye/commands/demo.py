@@ -19,12 +19,32 @@ DEMO_CLASSES = ("grid", "wood", "disc")
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--out", default="demo_out", help="output folder (default: demo_out)")
-    p.add_argument("--method", default="patchcore")
+    p.add_argument("--method", default="patchcore",
+                   help="a method that learns from good images alone (see `oddeye methods`; "
+                        "default: patchcore)")
     p.add_argument("--backbone", help="backbone (default: the method's)")
-    p.add_argument("--classes", nargs="+", default=list(DEMO_CLASSES))
-    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--classes", nargs="+", default=list(DEMO_CLASSES),
+                   help=f"synthetic classes (default: {' '.join(DEMO_CLASSES)})")
+    p.add_argument("--seed", type=int, default=0, help="seed of the data and the fit (default: 0)")
     add_device_flag(p)
-    p.add_argument("--no-progress", action="store_true")
+    p.add_argument("--no-progress", action="store_true", help="hide progress bars")
+
+
+def check_method(name: str) -> None:
+    """Refuse, before any work, a method the demo cannot run: it has no labelled defects to
+    train on and no reference shots to test with, so only good-images-only methods fit."""
+    from oddeye.errors import OddeyeError
+    from oddeye.methods import available_methods, get_method
+
+    cls = get_method(name)  # unknown names: one line listing the known ones
+    needs = [what for what, flag in (("labelled defects", cls.needs_labels),
+                                     ("reference shots", cls.needs_references)) if flag]
+    if needs:
+        ok = [m for m in available_methods()
+              if not (get_method(m).needs_labels or get_method(m).needs_references)]
+        raise OddeyeError(f"method {name!r} needs {' and '.join(needs)}, which the demo does "
+                          f"not provide; the demo runs {', '.join(ok)} (fit {name} with "
+                          "`oddeye train`)")
 
 
 def run(args: argparse.Namespace) -> int:
@@ -35,6 +55,7 @@ def run(args: argparse.Namespace) -> int:
     from oddeye.evaluation import evaluate_category, format_table, mean_metrics
     from oddeye.report.html import write_test_report
 
+    check_method(args.method)
     t0 = time.perf_counter()
     out = Path(args.out)
     progress = not args.no_progress

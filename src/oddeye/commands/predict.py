@@ -5,8 +5,11 @@ from __future__ import annotations
 import argparse
 import csv
 import json
+import re
 import sys
+from collections.abc import Sequence
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 from PIL import Image
@@ -16,14 +19,29 @@ from oddeye.commands._common import add_device_flag
 NAME = "predict"
 HELP = "score images: overlays, masks, results.csv / results.jsonl"
 
+_UNSAFE = re.compile(r"[^\w.-]")
+
+
+def positive_int(text: str) -> int:
+    """argparse type for counts that must be at least 1 (refused while parsing, not later)."""
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"invalid int value: {text!r}") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be >= 1, got {value}")
+    return value
+
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--model", required=True, help="model file (.oddeye or .onnx)")
     p.add_argument("paths", nargs="+", metavar="PATH", help="image files or folders (walked)")
-    p.add_argument("--out", required=True, help="output folder")
+    p.add_argument("--out", required=True, help="output folder (created if missing)")
     p.add_argument("--refs", nargs="+", metavar="REF",
-                   help="reference good images (few-shot methods)")
-    p.add_argument("--batch-size", type=int, default=4)
+                   help="reference good images, only for models that score against reference "
+                        "shots (e.g. resad; see `oddeye methods`)")
+    p.add_argument("--batch-size", type=positive_int, default=4, metavar="N",
+                   help="images per forward pass (default: 4)")
     add_device_flag(p)
 
 
@@ -44,17 +62,59 @@ def gather(paths: list[str]) -> list[Path]:
 
 
 def out_name(path: Path) -> str:
-    """A file-system safe, unique-enough stem for a result file."""
-    parts = [x for x in path.resolve().parts[-3:]]
-    return "__".join(parts).rsplit(".", 1)[0].replace(" ", "_")
+    """A file-system safe stem for a result file: the last 3 path parts, extension kept
+    (``good/a.png`` and ``good/a.jpg`` must not share an overlay). Not unique on its own
+    (two roots can end alike); ``out_names`` makes a whole run's names unique."""
+    parts = list(path.resolve().parts[-3:])
+    p = Path(parts[-1])
+    parts[-1] = f"{p.stem}_{p.suffix[1:]}" if p.suffix else p.name
+    return _UNSAFE.sub("_", "__".join(parts))
 
 
-def run(args: argparse.Namespace) -> int:
+def out_names(paths: Sequence[Path]) -> list[str]:
+    """One distinct stem per input, in input order: a repeat of an earlier stem gets ``-2``,
+    ``-3``... (compared case-insensitively, for case-insensitive file systems), so the same
+    inputs always get the same names and no result file overwrites another."""
+    used: set[str] = set()
+    names = []
+    for path in paths:
+        base = name = out_name(path)
+        k = 1
+        while name.lower() in used:
+            k += 1
+            name = f"{base}-{k}"
+        used.add(name.lower())
+        names.append(name)
+    return names
+
+
+def check_out(out: Path) -> None:
+    """Refuse an ``--out`` that is a file before any work (mkdir would raise a traceback)."""
+    from oddeye.errors import DataError
+
+    if out.exists() and not out.is_dir():
+        raise DataError(f"--out {out} is a file, not a folder")
+
+
+def prepare_out(out: Path) -> None:
+    """Create the output folders, or fail in one line (a file in the way, no permission)."""
+    from oddeye.errors import DataError
+
+    check_out(out)
+    try:
+        (out / "overlays").mkdir(parents=True, exist_ok=True)
+        (out / "masks").mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise DataError(f"--out {out}: cannot create the output folders ({exc})") from None
+
+
+def load_detector(args: argparse.Namespace) -> Any:
+    """The model of ``--model`` with its references set; ``--refs`` is refused for a model
+    that does not use them (silently ignoring them would score without what the user gave)."""
     from oddeye.errors import OddeyeError
-    from oddeye.io.images import read_image
-    from oddeye.report.overlay import overlay
 
-    if args.model.endswith(".onnx"):
+    onnx = args.model.endswith(".onnx")
+    if onnx:
         from oddeye.export.onnx import OnnxDetector
 
         det = OnnxDetector(args.model)
@@ -66,26 +126,48 @@ def run(args: argparse.Namespace) -> int:
         if not args.refs:
             raise OddeyeError(f"model {args.model} ({det.method}) needs --refs with good images")
         det.set_references(gather(args.refs))
-    files = gather(args.paths)
+    elif args.refs:
+        if onnx:
+            raise OddeyeError(f"model {args.model}: an exported model takes no --refs (any "
+                              "references are fixed inside it; re-export with other --refs)")
+        raise OddeyeError(f"model {args.model} ({det.method}) does not use reference images; "
+                          "drop --refs")
+    return det
+
+
+def run(args: argparse.Namespace) -> int:
+    from oddeye.errors import DataError, OddeyeError
+    from oddeye.io.images import IMAGE_EXTENSIONS, read_image
+    from oddeye.report.overlay import overlay
+
+    if args.batch_size < 1:  # callers that build the namespace themselves (demo, scripts)
+        raise DataError(f"--batch-size must be >= 1, got {args.batch_size}")
     out = Path(args.out)
-    (out / "overlays").mkdir(parents=True, exist_ok=True)
-    (out / "masks").mkdir(parents=True, exist_ok=True)
+    check_out(out)
+    files = gather(args.paths)
+    if not files:
+        raise DataError(f"no images found under {', '.join(args.paths)} (supported: "
+                        f"{', '.join(sorted(IMAGE_EXTENSIONS))})")
+    det = load_detector(args)
+    prepare_out(out)
+    names = out_names(files)
     rows, errors = [], []
     for start in range(0, len(files), args.batch_size):
         batch, images = [], []
-        for f in files[start:start + args.batch_size]:
+        for j in range(start, min(start + args.batch_size, len(files))):
+            f = files[j]
             try:
                 images.append(read_image(f))
-                batch.append(f)
+                batch.append(j)
             except OddeyeError as exc:
                 errors.append({"path": str(f), "error": str(exc)})
                 print(f"skipped: {exc}", file=sys.stderr)
         if not batch:
             continue
         pred = det.predict(images)
-        for i, f in enumerate(batch):
+        for i, j in enumerate(batch):
+            f, name = files[j], names[j]
             amap = pred.map_at_original_size(i)
-            name = out_name(f)
             ov = overlay(images[i], amap, det.threshold_, det.score_scale_)
             Image.fromarray(ov).save(out / "overlays" / f"{name}.png")
             mask = ((amap > det.threshold_) * 255).astype(np.uint8)
@@ -104,4 +186,4 @@ def run(args: argparse.Namespace) -> int:
             fh.write(json.dumps(r) + "\n")
     n_def = sum(r["label"] for r in rows)
     print(f"scored {len(rows)} images ({n_def} defective), {len(errors)} skipped; wrote {out}")
-    return 0 if rows or not files else 2
+    return 0 if rows else 2

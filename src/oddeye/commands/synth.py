@@ -9,14 +9,23 @@ HELP = "generate the synthetic defect data set (MVTec layout, exact masks)"
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--out", required=True, help="output folder")
-    p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--classes", nargs="+", help="subset of classes (default: all)")
-    p.add_argument("--size", type=int, default=256)
-    p.add_argument("--n-train", type=int, default=40)
-    p.add_argument("--n-test-good", type=int, default=10)
-    p.add_argument("--n-test-defect", type=int, default=4, help="per defect type")
-    p.add_argument("--defects", nargs="+", help="subset of defect types (default: all)")
+    from oddeye.data.synth import CLASSES, DEFECT_TYPES
+
+    p.add_argument("--out", required=True, help="output folder (one sub-folder per class)")
+    p.add_argument("--seed", type=int, default=0, metavar="N",
+                   help="seed of every image (default: %(default)s)")
+    p.add_argument("--classes", nargs="+", metavar="C",
+                   help=f"subset of classes: {', '.join(CLASSES)} (default: all)")
+    p.add_argument("--size", type=int, metavar="N", default=256,
+                   help="image side in pixels (default: %(default)s)")
+    p.add_argument("--n-train", type=int, metavar="N", default=40,
+                   help="good training images per class (default: %(default)s)")
+    p.add_argument("--n-test-good", type=int, metavar="N", default=10,
+                   help="good test images per class (default: %(default)s)")
+    p.add_argument("--n-test-defect", type=int, metavar="N", default=4,
+                   help="defective test images per class and defect type (default: %(default)s)")
+    p.add_argument("--defects", nargs="+", metavar="D",
+                   help=f"subset of defect types: {', '.join(DEFECT_TYPES)} (default: all)")
 
 
 def run(args: argparse.Namespace) -> int:
