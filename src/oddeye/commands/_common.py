@@ -14,24 +14,72 @@ from oddeye.errors import DataError
 _PY_CONSTANTS: dict[str, Any] = {"None": None, "True": True, "False": False}
 
 
-def parse_params(items: list[str] | None) -> dict[str, Any]:
+def _parse_value(raw: str) -> Any:
+    """One ``--param`` value: Python constants, then JSON, else the string as written."""
+    if raw.strip() in _PY_CONSTANTS:
+        return _PY_CONSTANTS[raw.strip()]
+    try:
+        return json.loads(raw)
+    except json.JSONDecodeError:
+        return raw
+
+
+def parse_params(items: list[str] | None,
+                 reserved: dict[str, str] | None = None) -> dict[str, Any]:
     """``key=value`` pairs from ``--param``; values parsed as JSON when possible (numbers...).
 
     Python's spellings ``None``, ``True`` and ``False`` mean what they say (as JSON's ``null``,
     ``true``, ``false`` do): ``--param max_bank=None`` must not arrive as the string "None".
+    ``reserved`` maps names the command sets from its own flags to that flag (``size`` ->
+    ``--size``): such a key is refused with the flag to use instead of colliding later.
     """
     out: dict[str, Any] = {}
     for item in items or []:
         if "=" not in item:
             raise DataError(f"--param expects key=value, got {item!r}")
         key, _, raw = item.partition("=")
-        if raw.strip() in _PY_CONSTANTS:
-            out[key.strip()] = _PY_CONSTANTS[raw.strip()]
+        key = key.strip()
+        flag = (reserved or {}).get(key.replace("-", "_"))
+        if flag is not None:
+            raise DataError(f"--param {key}=... is set with the option {flag}, not --param "
+                            f"(e.g. {flag} {raw.strip() or 'VALUE'})")
+        out[key] = _parse_value(raw)
+    return out
+
+
+def _is_sequence_annotation(annotation: Any) -> bool:
+    """True for parameter annotations such as ``Sequence[str] | None`` or ``tuple[int, ...]``."""
+    text = annotation if isinstance(annotation, str) else repr(annotation)
+    return any(t in text for t in ("Sequence[", "list[", "tuple[", "List[", "Tuple["))
+
+
+def coerce_list_params(method: str, params: dict[str, Any]) -> dict[str, Any]:
+    """``params`` with a bare value of a list-valued method parameter made a list.
+
+    ``--param layers=s8`` arrives as the string "s8", which a method would iterate character by
+    character; a parameter its constructor declares as a sequence (``layers: Sequence[str]``)
+    gets ``["s8"]`` instead, and ``layers=s8,s16`` gets ``["s8", "s16"]`` (each item parsed like
+    a ``--param`` value). Lists given as JSON (``layers=["s8"]``) are left as they are.
+    """
+    import inspect
+
+    from oddeye.methods import get_method
+
+    seq_names: set[str] = set()
+    for cls in get_method(method).__mro__:
+        if cls is object or "__init__" not in cls.__dict__:
             continue
-        try:
-            out[key.strip()] = json.loads(raw)
-        except json.JSONDecodeError:
-            out[key.strip()] = raw
+        for name, prm in inspect.signature(cls.__init__).parameters.items():
+            if _is_sequence_annotation(prm.annotation):
+                seq_names.add(name)
+    out = dict(params)
+    for name, value in params.items():
+        if name not in seq_names or value is None or isinstance(value, (list, tuple)):
+            continue
+        if isinstance(value, str):
+            out[name] = [_parse_value(v.strip()) for v in value.split(",") if v.strip()]
+        else:
+            out[name] = [value]
     return out
 
 
@@ -58,14 +106,19 @@ def write_json(path: str | Path, payload: dict) -> Path:
     return path
 
 
-def pick_shots(items: list, shots: int | None, seed: int) -> list:
-    """``shots`` items drawn without replacement with ``seed`` (all items when shots is None)."""
+def pick_shots(items: list, shots: int | None, seed: int, flag: str = "--shots",
+               what: str = "good training images") -> list:
+    """``shots`` items drawn without replacement with ``seed`` (all items when shots is None).
+
+    ``flag`` and ``what`` name the option and the images in errors (``--labeled-defects`` draws
+    defective test images with this function too).
+    """
     if shots is None or shots >= len(items):
         if shots is not None and shots > len(items):
-            raise DataError(f"--shots {shots} but only {len(items)} good training images")
+            raise DataError(f"{flag} {shots} but only {len(items)} {what}")
         return list(items)
     if shots < 1:
-        raise DataError(f"--shots must be >= 1, got {shots}")
+        raise DataError(f"{flag} must be >= 1, got {shots}")
     idx = np.random.default_rng(seed).choice(len(items), size=shots, replace=False)
     return [items[i] for i in sorted(idx)]
 
@@ -79,3 +132,35 @@ def add_device_flag(parser) -> None:
     parser.add_argument("--device", default="auto",
                         help="auto ($ODDEYE_DEVICE if set, else a CUDA GPU when torch sees "
                              "one, else the CPU), cpu, cuda, cuda:N (default: auto)")
+
+
+def load_categories(roots: list[str], categories: list[str] | None,
+                    require_train: bool = True) -> list:
+    """The categories of every ``--data`` root, each with a name no other one has.
+
+    Two roots may hold a category of the same name (``data/grid`` and ``data2/grid``): the names
+    then become the shortest distinguishing path tails (``data/grid``, ``data2/grid``), so no
+    table row, JSON entry or model file of one replaces the other's. The same folder given twice
+    is refused, naming both arguments.
+    """
+    from oddeye.data.mvtec import load_dataset
+
+    datasets, seen = [], {}
+    for root in roots:
+        for cat in load_dataset(root, categories, require_train=require_train):
+            key = cat.root.resolve()
+            if key in seen:
+                raise DataError(f"category folder {key} is given twice (--data {seen[key]} and "
+                                f"--data {root}); give each folder once")
+            seen[key] = root
+            datasets.append(cat)
+    names = [c.name for c in datasets]
+    for name in {n for n in names if names.count(n) > 1}:
+        clash = [c for c in datasets if c.name == name]
+        parts = [c.root.resolve().parts for c in clash]
+        depth = 2
+        while len({p[-depth:] for p in parts}) < len(parts):
+            depth += 1
+        for cat, p in zip(clash, parts, strict=True):
+            cat.name = "/".join(p[-depth:])
+    return datasets

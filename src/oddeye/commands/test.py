@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import sys
 import time
 from pathlib import Path
 
@@ -10,6 +11,15 @@ from oddeye.commands._common import add_device_flag, add_progress_flag, write_js
 
 NAME = "test"
 HELP = "evaluate a model on test splits (image/pixel AUROC, AP, F1-max, AUPRO@0.3)"
+DESCRIPTION = (
+    "Score a model on test/ (masks in ground_truth/) of each category; train/good is read only "
+    "for models that score against reference shots (e.g. resad). Unreadable images or masks, and "
+    "masks whose size is not their image's, are reported one line each on stderr, left out, and "
+    "listed under 'skipped' in --json; a category none of whose images can be scored is reported "
+    "and left out too. The exit status is 0 when at least one category was scored, 2 otherwise. "
+    "Categories of the same name under different --data roots are named by their path tails "
+    "(data/grid, data2/grid)."
+)
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
@@ -24,47 +34,107 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     add_progress_flag(p)
 
 
+def _path_parts(path: str) -> tuple[str, ...]:
+    """The parts of a relative path without leading ``.``/``..`` (for suffix matching)."""
+    parts = Path(path).parts
+    while parts and parts[0] in (".", ".."):
+        parts = parts[1:]
+    return parts
+
+
+def match_excluded(recorded: list[str], datasets: list) -> tuple[dict[str, set], list[str]]:
+    """Test images of ``datasets`` that are the recorded labelled training defects.
+
+    Returns ``({category name: set of Sample.path to leave out}, recorded paths not found)``.
+    Paths are compared resolved, so ``data/grid`` and ``/abs/data/grid`` are the same images.
+    Files written before the paths were stored absolute may hold relative ones (relative to the
+    folder training ran in): those are resolved against the current folder first, and else
+    matched by their trailing path parts (``data/grid/test/crack/000.png``), best effort.
+    """
+    resolved = {str(s.path.resolve()): (cat.name, s.path) for cat in datasets for s in cat.test}
+    out: dict[str, set] = {cat.name: set() for cat in datasets}
+    missing = []
+    for rec in recorded:
+        hits = []
+        key = str(Path(rec).resolve())
+        if key in resolved:
+            hits = [resolved[key]]
+        elif not Path(rec).is_absolute() and (tail := _path_parts(rec)):
+            hits = [v for k, v in resolved.items() if Path(k).parts[-len(tail):] == tail]
+        if not hits:
+            missing.append(rec)
+        for name, path in hits:
+            out[name].add(path)
+    return out, missing
+
+
 def run(args: argparse.Namespace) -> int:
     import oddeye
-    from oddeye.commands._common import pick_shots
-    from oddeye.data.mvtec import load_dataset
+    from oddeye.commands._common import load_categories, pick_shots
+    from oddeye.errors import DataError, OddeyeError
     from oddeye.evaluation import evaluate_category, format_by_type, format_table, mean_metrics
 
     det = oddeye.load(args.model, device=args.device)
-    excluded = set(det.meta_["train"].get("labelled_defects") or [])
-    datasets = []
-    for root in args.data:
-        datasets += load_dataset(root, args.category)
-    per_cat, details, refs_used = {}, {}, {}
+    recorded = list(det.meta_["train"].get("labelled_defects") or [])
+    needs_refs = getattr(det, "needs_references", False)
+    datasets = load_categories(args.data, args.category, require_train=needs_refs)
+    exclude, not_found = match_excluded(recorded, datasets)
+    per_cat, details, refs_used, failed = {}, {}, {}, {}
+    skipped: list[dict] = []
     t0 = time.perf_counter()
     for cat in datasets:
-        if getattr(det, "needs_references", False):
+        if needs_refs:
             refs = pick_shots([s.path for s in cat.train], args.shots or 4, args.seed)
             det.set_references(refs)
             refs_used[cat.name] = [str(r) for r in refs]
         d: dict = {}
-        per_cat[cat.name] = evaluate_category(det, cat, progress=not args.no_progress,
-                                              exclude={Path(p) for p in excluded}, details=d)
-        details[cat.name] = d
-    print(format_table(per_cat))
-    by_type = format_by_type(per_cat)
-    if by_type:
-        print(by_type)
-    if excluded:
+        n_before = len(skipped)
+        try:
+            per_cat[cat.name] = evaluate_category(det, cat, progress=not args.no_progress,
+                                                  exclude=exclude[cat.name], details=d,
+                                                  skipped=skipped)
+            details[cat.name] = d
+        except DataError as exc:  # nothing of this category scored: the others still count
+            failed[cat.name] = str(exc)
+        for item in skipped[n_before:]:
+            item["category"] = cat.name
+            print(f"skipped: {item['error']}", file=sys.stderr)
+        if cat.name in failed:
+            print(f"category {cat.name} not scored: {failed[cat.name]}", file=sys.stderr)
+    if per_cat:
+        print(format_table(per_cat))
+        by_type = format_by_type(per_cat)
+        if by_type:
+            print(by_type)
+    excluded = sorted(str(p.resolve()) for paths in exclude.values() for p in paths)
+    if recorded:
         print(f"note: {len(excluded)} labelled defect images used for training were excluded")
+    if not_found:
+        print(f"warning: {len(not_found)} of the {len(recorded)} labelled defect images the "
+              f"model was trained on are not among these test images, so could not be excluded "
+              f"(first: {not_found[0]})", file=sys.stderr)
+    if skipped:
+        print(f"warning: {len(skipped)} unreadable test file(s) skipped (listed above)",
+              file=sys.stderr)
     if det.fit_choices_:
         print(f"model: {det.fit_choices_}")
     result = {**mean_metrics(per_cat), "seconds": time.perf_counter() - t0,
               "per_category": per_cat, "model": str(args.model), "method": det.method,
-              "excluded_training_defects": sorted(excluded), "fit_choices": det.fit_choices_}
+              "excluded_training_defects": excluded,
+              "excluded_training_defects_not_found": not_found,
+              "skipped": skipped, "failed_categories": failed,
+              "fit_choices": det.fit_choices_}
     if refs_used:
         result["references"] = {"shots": args.shots or 4, "seed": args.seed, "files": refs_used}
     if args.json:
         write_json(args.json, result)
         print(f"wrote {args.json}")
-    if args.report:
+    if args.report and per_cat:
         from oddeye.report.html import write_test_report
 
         path = write_test_report(args.report, det, per_cat, details)
         print(f"wrote report {path}")
+    if not per_cat:
+        raise OddeyeError(f"no test image could be scored in {len(datasets)} categor"
+                          f"{'y' if len(datasets) == 1 else 'ies'} (reasons above)")
     return 0

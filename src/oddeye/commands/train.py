@@ -5,15 +5,31 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from oddeye.commands._common import add_device_flag, add_progress_flag, parse_params, pick_shots
+from oddeye.commands._common import (
+    add_device_flag,
+    add_progress_flag,
+    coerce_list_params,
+    load_categories,
+    parse_params,
+    pick_shots,
+)
 from oddeye.errors import DataError
 
 NAME = "train"
 HELP = "fit a model on good images (MVTec-layout folders)"
 DESCRIPTION = (
-    "Fit a model on train/good of each category. Several categories with --out FILE.oddeye make "
-    "one unified model; --out DIR (no .oddeye suffix) writes one model per category."
+    "Fit a model on train/good of each category. --out NAME.oddeye writes one model file (one "
+    "unified model when there are several categories); any other --out is a folder that gets one "
+    "model per category, DIR/<category>.oddeye, also for a single category. Categories of the "
+    "same name under different --data roots are named by their path tails (data-grid.oddeye, "
+    "data2-grid.oddeye)."
 )
+
+#: Detector arguments this command sets from its own options: ``--param`` may not set them.
+FLAG_PARAMS = {"method": "--method", "backbone": "--backbone", "weights": "--weights",
+               "size": "--size", "sigma": "--sigma", "pad": "--pad",
+               "batch_size": "--batch-size", "seed": "--seed", "device": "--device",
+               "map_norm": "--map-norm"}
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
@@ -23,8 +39,13 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--method", default="patchcore", help="method name (see `oddeye methods`)")
     p.add_argument("--backbone", help="backbone name (default: the method's)")
     p.add_argument("--weights", default="auto", help="backbone weight file (default: resolve)")
-    p.add_argument("--out", required=True, help="model file (.oddeye) or output folder")
-    p.add_argument("--shots", type=int, help="fit on K good images per category, drawn with --seed")
+    p.add_argument("--out", required=True,
+                   help="NAME.oddeye: one model file; anything else: a folder that gets one "
+                        "<category>.oddeye per category (checked before training)")
+    p.add_argument("--shots", type=int, metavar="K",
+                   help="fit on K good images per category, drawn with --seed; without "
+                        "validation/good, 10%% of them (at least 2, when K >= 10) are held out "
+                        "for the threshold, so the fit sees fewer (the summary line says so)")
     p.add_argument("--seed", type=int, default=0, help="seed for shots, holdout and the method")
     p.add_argument("--size", type=int, default=256, help="input size (square, no crop)")
     p.add_argument("--sigma", type=float, default=4.0, help="Gaussian sigma of the map")
@@ -41,7 +62,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                         "does not train on (validation/good, else a held-out share); see "
                         "docs/methods.md before using it")
     p.add_argument("--param", action="append", metavar="KEY=VALUE",
-                   help="method hyper-parameter (repeatable), e.g. --param coreset_ratio=0.05")
+                   help="method hyper-parameter (repeatable), e.g. --param coreset_ratio=0.05; "
+                        "lists as JSON or comma-separated (--param layers=s8,s16); options that "
+                        "have their own flag (size, seed, device, ...) are refused here")
     add_progress_flag(p)
 
 
@@ -61,8 +84,10 @@ def collect(args: argparse.Namespace, datasets: list) -> dict:
         val += [s.path for s in cat.validation]
         if args.labeled_defects:
             chosen = pick_shots([s for s in cat.test if s.label == 1], args.labeled_defects,
-                                args.seed)
-            labelled += [str(s.path) for s in chosen]
+                                args.seed, flag="--labeled-defects",
+                                what=f"defective test images in category {cat.name!r}")
+            # absolute and resolved: `oddeye test` finds them from any folder, by any spelling
+            labelled += [str(s.path.resolve()) for s in chosen]
             paths += [s.path for s in chosen]
             cats += [cat.name] * len(chosen)
             labels += [1] * len(chosen)
@@ -71,11 +96,27 @@ def collect(args: argparse.Namespace, datasets: list) -> dict:
             "labelled": labelled, "mask_samples": mask_samples}
 
 
-def fit_one(args: argparse.Namespace, datasets: list, out: Path) -> Path:
+def method_params(args: argparse.Namespace) -> dict:
+    """The method's ``--param`` values, checked before any data is read or model fitted."""
+    from oddeye.methods import get_method
+
+    params = coerce_list_params(args.method, parse_params(args.param, reserved=FLAG_PARAMS))
+    needs_labels = get_method(args.method).needs_labels
+    if needs_labels and not args.labeled_defects:
+        raise DataError(f"method {args.method!r} needs --labeled-defects K (K >= 1)")
+    if args.labeled_defects and not needs_labels:  # they would join its good images unlabelled
+        raise DataError(f"method {args.method!r} learns from good images only; "
+                        "--labeled-defects is for methods such as 'anoonly-head'")
+    return params
+
+
+def fit_one(args: argparse.Namespace, datasets: list, out: Path,
+            params: dict | None = None) -> Path:
+    """Fit one model on ``datasets`` and save it to ``out``; prints a one-line summary."""
     from oddeye.api import Detector
     from oddeye.methods import get_method
 
-    params = parse_params(args.param)
+    params = dict(method_params(args) if params is None else params)
     if args.map_norm != "none":
         params["map_norm"] = args.map_norm
     if args.pad is not None:
@@ -84,11 +125,6 @@ def fit_one(args: argparse.Namespace, datasets: list, out: Path) -> Path:
                    device=args.device,
                    weights=args.weights, batch_size=args.batch_size, seed=args.seed, **params)
     needs_labels = get_method(args.method).needs_labels
-    if needs_labels and not args.labeled_defects:
-        raise DataError(f"method {args.method!r} needs --labeled-defects K (K >= 1)")
-    if args.labeled_defects and not needs_labels:  # they would join its good images unlabelled
-        raise DataError(f"method {args.method!r} learns from good images only; "
-                        "--labeled-defects is for methods such as 'anoonly-head'")
     mat = collect(args, datasets)
     fit_kw = {}
     if needs_labels:
@@ -112,7 +148,9 @@ def fit_one(args: argparse.Namespace, datasets: list, out: Path) -> Path:
              "labelled_defects": mat["labelled"]}
     path = det.save(out, extra=extra)
     names = ", ".join(d.name for d in datasets)
-    print(f"trained {args.method} on {det.n_train_} images of {names} "
+    held = len(mat["paths"]) - det.n_train_
+    held_text = f" (+{held} held out for the threshold)" if held > 0 else ""
+    print(f"trained {args.method} on {det.n_train_} images{held_text} of {names} "
           f"in {det.fit_seconds_:.1f} s; threshold {det.threshold_:.4g} "
           f"({det.threshold_info_['source']}); saved {path}")
     if det.fit_choices_:
@@ -120,17 +158,36 @@ def fit_one(args: argparse.Namespace, datasets: list, out: Path) -> Path:
     return path
 
 
-def run(args: argparse.Namespace) -> int:
-    from oddeye.data.mvtec import load_dataset
+def plan_outputs(out: Path, datasets: list) -> list[tuple[list, Path]]:
+    """(categories, model file) of each fit: ``NAME.oddeye`` is one file for all categories,
+    any other ``--out`` a folder with one ``<category>.oddeye`` per category. Refuses, before
+    any fit, an ``--out`` whose existing file or folder would make the save fail."""
+    if out.suffix == ".oddeye":
+        if out.is_dir():
+            raise DataError(f"--out {out} is an existing folder; a name ending in .oddeye is "
+                            "one model file (give a folder name without .oddeye for one model "
+                            "per category)")
+        return [(datasets, out)]
+    if out.exists() and not out.is_dir():
+        raise DataError(f"--out {out} is an existing file, but an --out without the .oddeye "
+                        "suffix is a folder that gets one model per category; give "
+                        "NAME.oddeye for one model file")
+    jobs = []
+    for cat in datasets:
+        path = out / f"{cat.name.replace('/', '-')}.oddeye"
+        if path.is_dir():
+            raise DataError(f"{path} is an existing folder; cannot save the model there")
+        jobs.append(([cat], path))
+    return jobs
 
-    datasets = []
-    for root in args.data:
-        datasets += load_dataset(root, args.category)
-    out = Path(args.out)
-    if out.suffix == ".oddeye" or len(datasets) == 1:
-        fit_one(args, datasets, out)
-    else:
-        out.mkdir(parents=True, exist_ok=True)
-        for cat in datasets:
-            fit_one(args, [cat], out / f"{cat.name}.oddeye")
+
+def run(args: argparse.Namespace) -> int:
+    params = method_params(args)
+    datasets = load_categories(args.data, args.category)
+    jobs = plan_outputs(Path(args.out), datasets)
+    for group, _ in jobs:  # --shots and --labeled-defects checked for every category first
+        collect(args, group)
+    for group, path in jobs:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fit_one(args, group, path, params)
     return 0

@@ -2,7 +2,8 @@
 
 Layout of one category (``<root>/<category>/`` or the root itself)::
 
-    train/good/*.png                     defect-free training images (required, non-empty)
+    train/good/*.png                     defect-free training images (required, non-empty,
+                                         except when only testing: ``require_train``)
     validation/good/*.png                optional defect-free validation images
     test/good/*.png                      defect-free test images          (label 0)
     test/<defect>/*.png                  defective test images            (label 1)
@@ -84,17 +85,27 @@ def _subfolders(folder: Path) -> list[Path]:
     )
 
 
-def find_categories(root: str | os.PathLike) -> list[Path]:
+def find_categories(root: str | os.PathLike, require_train: bool = True) -> list[Path]:
     """Category folders under ``root``: the root itself if it has ``train/``, else its sub-folders
-    that have one (sorted by name)."""
+    that have one (sorted by name).
+
+    ``require_train=False`` (evaluation only needs the test split) also takes folders that have
+    ``test/`` but no ``train/``.
+    """
     base = Path(root)
     if not base.is_dir():
         raise DataError(f"{base}: data set folder not found; {_LAYOUT_HELP}")
-    if (base / "train").is_dir():
+    splits = ("train",) if require_train else ("train", "test")
+
+    def is_category(p: Path) -> bool:
+        return any((p / s).is_dir() for s in splits)
+
+    if is_category(base):
         return [base]
-    found = [p for p in _subfolders(base) if (p / "train").is_dir()]
+    found = [p for p in _subfolders(base) if is_category(p)]
     if not found:
-        raise DataError(f"{base}: no category folder with a train/ sub-folder; {_LAYOUT_HELP}")
+        raise DataError(f"{base}: no category folder with a {'/ or '.join(splits)}/ sub-folder; "
+                        f"{_LAYOUT_HELP}")
     return found
 
 
@@ -122,21 +133,23 @@ def _good_samples(folder: Path, category: str) -> list[Sample]:
     return [Sample(p, 0, GOOD, None, category) for p in list_images(folder)]
 
 
-def load_category(root: str | os.PathLike, name: str | None = None) -> CategoryData:
+def load_category(root: str | os.PathLike, name: str | None = None,
+                  require_train: bool = True) -> CategoryData:
     """Collect one category folder's samples (no decoding); ``name`` defaults to the folder name.
 
     Defect images without a mask get ``mask_path=None`` (read as empty) and one summarising
-    ``UserWarning`` per category.
+    ``UserWarning`` per category. ``require_train=False`` accepts a missing or empty
+    ``train/good`` (``train`` is then empty): scoring a fitted model needs only ``test/``.
     """
     base = Path(root)
     cat = name if name is not None else base.resolve().name
     if not base.is_dir():
         raise DataError(f"{base}: category folder not found; {_LAYOUT_HELP}")
     train_dir = base / "train" / GOOD
-    if not train_dir.is_dir():
+    if not train_dir.is_dir() and require_train:
         raise DataError(f"{train_dir}: training folder train/good is missing; {_LAYOUT_HELP}")
-    train = _good_samples(train_dir, cat)
-    if not train:
+    train = _good_samples(train_dir, cat) if train_dir.is_dir() else []
+    if not train and require_train:
         raise DataError(
             f"{train_dir}: no training images (extensions {', '.join(sorted(IMAGE_EXTENSIONS))})"
         )
@@ -170,10 +183,12 @@ def load_category(root: str | os.PathLike, name: str | None = None) -> CategoryD
 
 
 def load_dataset(
-    root: str | os.PathLike, categories: Sequence[str] | str | None = None
+    root: str | os.PathLike, categories: Sequence[str] | str | None = None,
+    require_train: bool = True,
 ) -> list[CategoryData]:
-    """Load every category under ``root`` (or the named ones, in the order given)."""
-    folders = {p.resolve().name: p for p in find_categories(root)}
+    """Load every category under ``root`` (or the named ones, in the order given);
+    ``require_train=False`` for evaluation, which needs no training images (``load_category``)."""
+    folders = {p.resolve().name: p for p in find_categories(root, require_train=require_train)}
     if categories is None:
         names: Iterable[str] = folders
     else:
@@ -184,7 +199,7 @@ def load_dataset(
                 f"{Path(root)}: unknown categor{'y' if len(unknown) == 1 else 'ies'} "
                 f"{', '.join(map(repr, unknown))}; available: {', '.join(sorted(folders))}"
             )
-    return [load_category(folders[n], name=n) for n in names]
+    return [load_category(folders[n], name=n, require_train=require_train) for n in names]
 
 
 def load_sample_mask(sample: Sample, shape: Iterable[int]) -> np.ndarray:
