@@ -9,9 +9,10 @@ standardisation) -> upsample + blur -> score.
 from __future__ import annotations
 
 import inspect
+import math
 import time
 import warnings
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -26,9 +27,14 @@ from oddeye.device import resolve_device
 from oddeye.errors import DataError, ModelFileError, OddeyeError
 from oddeye.io.modelfile import load_model, save_model
 from oddeye.methods import Method, TrainSet, create_method, get_method
-from oddeye.methods.base import attach_frame
-from oddeye.postprocess import PostProcess, leave_one_out_standardize, position_stats
-from oddeye.prediction import Prediction, PredictorMixin
+from oddeye.methods.base import attach_frame, check_choice, check_number
+from oddeye.postprocess import (
+    SCORE_REDUCTIONS,
+    PostProcess,
+    leave_one_out_standardize,
+    position_stats,
+)
+from oddeye.prediction import Prediction, PredictorMixin, check_batch_size, image_list
 from oddeye.preprocess import (
     ImageLike,
     Normalize,
@@ -77,7 +83,20 @@ def check_labels(n: int, labels: Sequence[int] | None, masks: Sequence | None,
         raise DataError(f"method {method.name!r} learns from good images only and takes no labels; "
                         "pass only the good images (labelled defects are for methods such as "
                         "'anoonly-head')")
-    out = list(labels)
+    out = label_list(labels, n)
+    if masks is not None and len(masks) != n:
+        raise DataError(f"{len(masks)} masks for {n} images: give one mask (or None) per image")
+    return out
+
+
+def label_list(labels: Any, n: int) -> list[int]:
+    """``labels`` as 0/1 ints, one per image (``fit``, ``calibrate``): a count mismatch or a
+    value other than 0/1 is a ``DataError`` naming it."""
+    try:
+        out = list(labels)
+    except TypeError:
+        raise DataError(f"labels must be a sequence of 0 (good) / 1 (defective), one per image, "
+                        f"got {type(labels).__name__}") from None
     if len(out) != n:
         raise DataError(f"{len(out)} labels for {n} images: give one label (0 good, 1 "
                         "defective) per image")
@@ -85,8 +104,6 @@ def check_labels(n: int, labels: Sequence[int] | None, masks: Sequence | None,
     if bad:
         raise DataError(f"labels must be 0 (good) or 1 (defective); labels[{bad[0]}] is "
                         f"{out[bad[0]]!r}")
-    if masks is not None and len(masks) != n:
-        raise DataError(f"{len(masks)} masks for {n} images: give one mask (or None) per image")
     return [int(v) for v in out]
 
 
@@ -195,6 +212,19 @@ class Detector(PredictorMixin):
         self.method_params = method_params
 
     # ------------------------------------------------------------------ fitting
+    def _check_params(self) -> None:
+        """The Detector's own hyper-parameters, types and ranges: a ``DataError`` naming the
+        first bad one before any image is decoded (not a raw error at the end of a fit, nor a
+        NaN threshold saved with the model)."""
+        check_number("size", self.size, low=32, integer=True)
+        check_number("sigma", self.sigma, low=0)
+        check_choice("score", self.score, SCORE_REDUCTIONS)
+        check_number("batch_size", self.batch_size, low=1, integer=True)
+        check_number("holdout", self.holdout, low=0, high=1, high_open=True)
+        check_number("threshold_sigmas", self.threshold_sigmas, low=0)
+        check_number("pad", self.pad, low=0, integer=True, none_ok=True)
+        check_number("seed", self.seed, low=0, integer=True)
+
     def _method(self) -> Method:
         params = dict(self.method_params)
         if self.backbone:
@@ -203,18 +233,21 @@ class Detector(PredictorMixin):
             params["seed"] = self.seed  # one seed for the holdout draw and the method
         return create_method(self.method, **params)
 
-    def fit(self, images: Sequence[ImageLike], *, validation: Sequence[ImageLike] | None = None,
-            categories: Sequence[str] | None = None, labels: Sequence[int] | None = None,
-            masks: Sequence[np.ndarray | None] | None = None,
+    def fit(self, images: Iterable[ImageLike], *, validation: Iterable[ImageLike] | None = None,
+            categories: Iterable[str] | None = None, labels: Iterable[int] | None = None,
+            masks: Iterable[np.ndarray | None] | None = None,
             progress: bool = True) -> Detector:
-        """Fit on (good) images; returns self.
+        """Fit on (good) images (any iterable: a list, a generator); returns self.
 
         ``labels`` (0 good, 1 defective, one per image) and ``masks`` (one per image: an (H, W)
         array at the image's own or the model's size, non-zero = defect, or ``None``) only for
         methods that learn from labelled defects (``needs_labels``); others refuse them.
         """
-        if self.size < 32:
-            raise DataError(f"size must be >= 32, got {self.size}")
+        self._check_params()
+        images = image_list(images, "images", single_array=False)
+        if validation is not None:
+            validation = image_list(validation, "validation", single_array=False)
+        masks = list(masks) if masks is not None else None
         if len(images) == 0:
             raise DataError("no training images given")
         t0 = time.perf_counter()
@@ -322,18 +355,37 @@ class Detector(PredictorMixin):
         return scores.cpu().numpy().astype(np.float64)
 
     def _set_unsupervised_threshold(self, good: np.ndarray, source: str) -> None:
-        mean, std = float(np.mean(good)), float(np.std(good))
-        self.threshold_ = mean + self.threshold_sigmas * std
+        """``mean + threshold_sigmas * std`` of good scores; a threshold that is not finite stops
+        the fit (and leaves the detector unfitted) instead of being saved with the model."""
+        bad = int((~np.isfinite(good)).sum())
+        with np.errstate(all="ignore"):
+            mean, std = float(np.mean(good)), float(np.std(good))
+        threshold = mean + self.threshold_sigmas * std
+        if bad or not math.isfinite(threshold):
+            del self.model_  # not a usable fit: predict must not run without a threshold
+            why = (f"{bad} of the {len(good)} scores are NaN or infinite (the model's maps are)"
+                   if bad else "the scores are too large to average")
+            raise DataError(f"the threshold came out {threshold} (mean {mean} + "
+                            f"{self.threshold_sigmas} x std {std} of the scores of {source}): "
+                            f"{why}; the detector was not fitted")
+        self.threshold_ = threshold
         self.score_scale_ = std if std > 0 else max(abs(mean) * 0.05, 1e-6)
         self.threshold_info_ = {"rule": f"mean + {self.threshold_sigmas} std of good scores",
                                 "source": source, "good_mean": mean, "good_std": std}
 
-    def calibrate(self, images: Sequence[ImageLike], labels: Sequence[int]) -> Detector:
+    def calibrate(self, images: Iterable[ImageLike], labels: Iterable[int]) -> Detector:
         """Set the F1-optimal threshold on a labelled set (1 = defective)."""
-        y = np.asarray(labels).astype(int)
+        self._check_fitted()
+        images = image_list(images)
+        y = np.asarray(label_list(labels, len(images)), dtype=int)
         if set(np.unique(y).tolist()) != {0, 1}:
-            raise DataError("calibrate needs both good (0) and defective (1) images")
+            raise DataError("calibrate needs both good (0) and defective (1) images, got only "
+                            f"{'good' if y.size and y[0] == 0 else 'defective'} ones"
+                            if y.size else "calibrate got no images")
         s = self.decision_function(images)
+        if not np.isfinite(s).all():
+            raise DataError(f"calibrate: {int((~np.isfinite(s)).sum())} of {len(s)} scores are "
+                            "NaN or infinite; the threshold was not changed")
         self.threshold_ = f1_optimal_threshold(s, y)
         good = s[y == 0]
         self.score_scale_ = float(np.std(good)) or self.score_scale_
@@ -393,6 +445,7 @@ class Detector(PredictorMixin):
                      progress: bool = False) -> Iterator[Prediction]:
         """Predict in batches (bounded memory); yields one ``Prediction`` per batch."""
         self._check_fitted()
+        check_batch_size(batch_size)
         bs = batch_size or self.batch_size
         bar = tqdm(total=len(images), desc="predict", unit="img", disable=not progress, leave=False)
         for s in range(0, len(images), bs):

@@ -42,6 +42,10 @@ def gaussian_blur(maps: torch.Tensor, sigma: float = 4.0) -> torch.Tensor:
     return x[:, 0]
 
 
+#: How ``image_score`` reduces a map to a score (the Detector's ``score``).
+SCORE_REDUCTIONS = ("max", "topk")
+
+
 def image_score(maps: torch.Tensor, reduce: str = "max", k: int = 10) -> torch.Tensor:
     """Image score from (N, H, W) maps: the maximum, or the mean of the top-k pixels."""
     flat = maps.flatten(1)
@@ -49,7 +53,7 @@ def image_score(maps: torch.Tensor, reduce: str = "max", k: int = 10) -> torch.T
         return flat.amax(dim=1)
     if reduce == "topk":
         return flat.topk(min(k, flat.shape[1]), dim=1).values.mean(dim=1)
-    raise ValueError(f"reduce must be 'max' or 'topk', got {reduce!r}")
+    raise ValueError(f"reduce must be one of {SCORE_REDUCTIONS}, got {reduce!r}")
 
 
 #: Floor of the per-position scale, as a share of its mean: a position that never varied on the
@@ -115,6 +119,8 @@ class PostProcess(nn.Module):
         self.size, self.sigma, self.reduce, self.k = int(size), float(sigma), reduce, int(k)
         if not math.isfinite(self.sigma) or self.sigma < 0:
             raise ValueError(f"sigma must be >= 0, got {sigma}")
+        if reduce not in SCORE_REDUCTIONS:  # fail when built, not at the first image scored
+            raise ValueError(f"reduce must be one of {SCORE_REDUCTIONS}, got {reduce!r}")
         if score_from not in SCORE_SOURCES:
             raise ValueError(f"score_from must be one of {SCORE_SOURCES}, got {score_from!r}")
         self.score_from = score_from

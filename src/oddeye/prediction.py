@@ -13,8 +13,9 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+from PIL import Image
 
-from oddeye.errors import DataError
+from oddeye.errors import DataError, ImageReadError
 
 
 @dataclass
@@ -49,6 +50,46 @@ class Prediction:
                    original_sizes=[s for p in parts for s in p.original_sizes])
 
 
+def check_image_item(item: Any, name: str) -> None:
+    """An ``ImageReadError`` naming ``name`` and the item's type unless it is a file path, a PIL
+    image or array-like: ``None`` or a number would otherwise surface as "got shape ()"."""
+    if isinstance(item, (str, Path, np.ndarray, Image.Image, list, tuple)):
+        return  # lists/tuples of pixel values are array-like (np.asarray)
+    if hasattr(item, "__array__") or hasattr(item, "__array_interface__"):
+        return  # torch tensors and other array-likes
+    raise ImageReadError(f"{name} is a {type(item).__name__}, not an image: give a file path, a "
+                         "PIL image or a numpy array of shape (H, W), (H, W, 3) or (H, W, 4)")
+
+
+def image_list(images: Any, what: str = "images", single_array: bool = True) -> list:
+    """``images`` as a list, read once (any iterable: a generator too), each item checked by
+    ``check_image_item`` before anything is decoded. One path or PIL image is one image; so is
+    one array of at most 3 dimensions when ``single_array`` (``predict``), while ``fit`` keeps
+    treating an array as a stack of images."""
+    if isinstance(images, (str, Path, Image.Image)) or (
+            single_array and isinstance(images, np.ndarray) and images.ndim <= 3
+            and images.dtype != object):
+        images = [images]
+    try:
+        items = list(images)
+    except TypeError:
+        raise DataError(f"{what} must be an image or an iterable of images, got "
+                        f"{type(images).__name__}") from None
+    for i, item in enumerate(items):
+        check_image_item(item, f"{what}[{i}]")
+    return items
+
+
+def check_batch_size(batch_size: Any) -> None:
+    """A ``DataError`` unless ``batch_size`` is None, 0 (both: the detector's own) or an integer
+    >= 1; a negative or fractional size would otherwise end in "predict got no images"."""
+    if batch_size is None:
+        return
+    if isinstance(batch_size, bool) or not isinstance(batch_size, (int, np.integer)) \
+            or batch_size < 0:
+        raise DataError(f"batch_size must be None or an integer >= 1, got {batch_size!r}")
+
+
 class PredictorMixin:
     """``predict``, ``decision_function`` and the score normalisation shared by all detectors."""
 
@@ -70,10 +111,9 @@ class PredictorMixin:
     def predict(self, images: Any, batch_size: int | None = None,
                 progress: bool = False) -> Prediction:
         """Scores, normalised scores (0.5 at the threshold), labels (1 = defect) and maps."""
-        if isinstance(images, (str, Path)) or (isinstance(images, np.ndarray) and images.ndim <= 3
-                                               and images.dtype != object):
-            images = [images]
-        return Prediction.concat(list(self.iter_predict(list(images), batch_size, progress)))
+        check_batch_size(batch_size)
+        items = image_list(images)
+        return Prediction.concat(list(self.iter_predict(items, batch_size, progress)))
 
     def decision_function(self, images: Any) -> np.ndarray:
         """Raw image scores (higher = more anomalous)."""

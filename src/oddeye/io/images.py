@@ -134,6 +134,12 @@ def as_rgb_uint8(array: np.ndarray | Image.Image, name: str = "array") -> np.nda
             f"{name}: expected a numpy array or PIL image, got {type(array).__name__} "
             "(convert with np.asarray(...) or tensor.numpy() first)"
         )
+    if array.ndim == 0:  # np.asarray(None), np.asarray(3): not an image, name what it held
+        value = array.item()
+        raise ImageReadError(
+            f"{name}: expected a file path, PIL image or numpy array of shape (H, W), (H, W, 3) "
+            f"or (H, W, 4); got {type(value).__name__} ({value!r:.40})"
+        )
     _check_shape(array.shape, name)
     return _channels_to_rgb(_numeric_to_uint8(array, name), name)
 

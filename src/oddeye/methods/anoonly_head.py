@@ -64,7 +64,14 @@ from tqdm.auto import tqdm
 
 from oddeye.errors import DataError
 from oddeye.methods import register
-from oddeye.methods.base import Method, TrainSet, check_layers
+from oddeye.methods.base import (
+    Method,
+    TrainSet,
+    check_choice,
+    check_flag,
+    check_layers,
+    check_number,
+)
 from oddeye.methods.coreset import coreset_indices
 from oddeye.methods.neighbours import nearest_distance
 from oddeye.methods.patchcore import (
@@ -228,8 +235,27 @@ class AnoOnlyHead(Method):
         self.lr = lr
         self.seed = seed
 
+    def check_params(self) -> None:
+        """Types and ranges of the numeric, true/false and choice hyper-parameters (a
+        ``DataError`` naming the first bad one), so a fit fails before any image is decoded."""
+        check_flag("anoonly", self.anoonly)
+        check_number("kernel", self.kernel, low=1, integer=True)
+        check_number("hidden", self.hidden, low=1, integer=True)
+        check_number("coreset_ratio", self.coreset_ratio, low=0, high=1, low_open=True)
+        check_number("max_bank", self.max_bank, low=1, integer=True, none_ok=True)
+        check_number("margin", self.margin, low=0, low_open=True)
+        check_number("steps", self.steps, low=0, integer=True)
+        check_number("normal_per_step", self.normal_per_step, low=1, integer=True)
+        check_number("anomalous_per_step", self.anomalous_per_step, low=1, integer=True)
+        check_number("lr", self.lr, low=0, low_open=True)
+        check_flag("distance_prior", self.distance_prior)
+        check_flag("equal_layers", self.equal_layers)
+        check_choice("gate", self.gate, GATES)
+        check_number("seed", self.seed, low=0, integer=True)
+
     def build_head(self, channels: dict[str, int], strides: dict[str, int]) -> nn.Module:
         check_layers(self.layers, channels)
+        self.check_params()
         with torch.random.fork_rng(devices=[]):  # the initial weights are the seed's too
             torch.manual_seed(self.seed)
             return AnoOnlyPatchHead(self.layers, sum(channels[k] for k in self.layers),

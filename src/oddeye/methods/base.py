@@ -9,6 +9,8 @@ and served; everything around it (decode, resize, normalise, backbone, post-proc
 from __future__ import annotations
 
 import inspect
+import math
+import numbers
 from abc import ABC, abstractmethod
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
@@ -169,6 +171,52 @@ def check_layers(layers: Sequence[str], channels: dict[str, int]) -> None:
     missing = [lay for lay in layers if lay not in channels]
     if missing:
         raise DataError(f"layers {missing} not provided by the backbone (has {sorted(channels)})")
+
+
+def _bound(value: float) -> str:
+    return f"{value:g}" if isinstance(value, float) else str(value)
+
+
+def check_number(name: str, value: Any, *, low: float | None = None, high: float | None = None,
+                 low_open: bool = False, high_open: bool = False, integer: bool = False,
+                 none_ok: bool = False) -> None:
+    """A ``DataError`` naming ``name``, ``value`` and what is allowed unless ``value`` is a finite
+    number (an integer when ``integer``; never a bool) within ``low``/``high`` (closed ends unless
+    ``*_open``), or None when ``none_ok``: bad hyper-parameters fail before any image is decoded,
+    not deep inside a fit."""
+    if value is None and none_ok:
+        return
+    kind = numbers.Integral if integer else numbers.Real  # numpy scalars too, numpy bools not
+    ok = isinstance(value, kind) and not isinstance(value, bool)
+    if ok and not integer:
+        ok = math.isfinite(float(value))
+    if ok and low is not None:
+        ok = value > low if low_open else value >= low
+    if ok and high is not None:
+        ok = value < high if high_open else value <= high
+    if ok:
+        return
+    what = "an integer" if integer else "a finite number"
+    if low is not None and high is not None:
+        what += (f" in {'(' if low_open else '['}{_bound(low)}, {_bound(high)}"
+                 f"{')' if high_open else ']'}")
+    elif low is not None:
+        what += f" {'>' if low_open else '>='} {_bound(low)}"
+    elif high is not None:
+        what += f" {'<' if high_open else '<='} {_bound(high)}"
+    raise DataError(f"{name} must be {'None or ' if none_ok else ''}{what}, got {value!r}")
+
+
+def check_flag(name: str, value: Any) -> None:
+    """A ``DataError`` unless ``value`` is a bool: ``"false"`` would silently mean true."""
+    if not isinstance(value, bool):
+        raise DataError(f"{name} must be true or false, got {value!r}")
+
+
+def check_choice(name: str, value: Any, choices: Sequence[Any]) -> None:
+    """A ``DataError`` naming the allowed values unless ``value`` is one of ``choices``."""
+    if isinstance(value, bool) or value not in choices:
+        raise DataError(f"{name} must be one of {tuple(choices)}, got {value!r}")
 
 
 def attach_frame(method: Method, extractor: nn.Module, head: nn.Module) -> None:

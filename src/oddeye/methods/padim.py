@@ -15,7 +15,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from oddeye.methods import register
-from oddeye.methods.base import Method, TrainSet, check_layers
+from oddeye.methods.base import Method, TrainSet, check_layers, check_number
 
 
 class PadimHead(nn.Module):
@@ -58,8 +58,16 @@ class Padim(Method):
         self.eps = eps
         self.seed = seed
 
+    def check_params(self) -> None:
+        """Types and ranges of the hyper-parameters (a ``DataError`` naming the first bad one),
+        so a fit fails before any image is decoded."""
+        check_number("n_features", self.n_features, low=1, integer=True)
+        check_number("eps", self.eps, low=0)
+        check_number("seed", self.seed, low=0, integer=True)
+
     def build_head(self, channels: dict[str, int], strides: dict[str, int]) -> nn.Module:
         check_layers(self.layers, channels)
+        self.check_params()
         total = sum(channels[k] for k in self.layers)
         head = PadimHead(self.layers, total, self.n_features)
         g = torch.Generator().manual_seed(self.seed)

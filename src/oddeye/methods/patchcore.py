@@ -18,7 +18,13 @@ from tqdm.auto import tqdm
 
 from oddeye.errors import DataError
 from oddeye.methods import register
-from oddeye.methods.base import Method, TrainSet, check_layers
+from oddeye.methods.base import (
+    Method,
+    TrainSet,
+    check_flag,
+    check_layers,
+    check_number,
+)
 from oddeye.methods.coreset import CHUNK_SIZE, PROJ_DIM, coreset_indices
 from oddeye.methods.neighbours import nearest_distance
 
@@ -416,8 +422,22 @@ class PatchCore(Method):
         self.sequential_chunks = sequential_chunks
         self.seed = seed
 
+    def check_params(self) -> None:
+        """Types and ranges of the numeric and true/false hyper-parameters (a ``DataError``
+        naming the first bad one), so a fit fails before any image is decoded. ``search_dim``
+        needs the embedding width: ``fit_head`` checks it."""
+        check_number("kernel", self.kernel, low=1, integer=True)
+        check_flag("equal_layers", self.equal_layers)
+        check_number("coreset_ratio", self.coreset_ratio, low=0, high=1, low_open=True)
+        check_number("max_bank", self.max_bank, low=1, integer=True, none_ok=True)
+        check_number("proj_dim", self.proj_dim, low=0, integer=True)
+        check_number("chunk_size", self.chunk_size, low=1, integer=True, none_ok=True)
+        check_flag("sequential_chunks", self.sequential_chunks)
+        check_number("seed", self.seed, low=0, integer=True)
+
     def build_head(self, channels: dict[str, int], strides: dict[str, int]) -> nn.Module:
         check_layers(self.layers, channels)
+        self.check_params()
         k = self.image_neighbours
         if isinstance(k, bool) or not isinstance(k, int) or k < 0:
             raise DataError(f"image_neighbours must be an integer >= 0 (0 = one pooled bank), "

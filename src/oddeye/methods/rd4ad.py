@@ -26,7 +26,7 @@ from oddeye.backbones.fold import fold_batchnorm
 from oddeye.data.pseudo import pseudo_batch
 from oddeye.errors import DataError
 from oddeye.methods import register
-from oddeye.methods.base import Method, TrainSet, check_layers
+from oddeye.methods.base import Method, TrainSet, check_flag, check_layers, check_number
 
 LOSSES = ("pixel", "flat")
 #: What the student decodes from (the paper's ablation study, Deng & Li 2022): ``ocbe`` (the
@@ -450,6 +450,12 @@ class RD4AD(Method):
                  projection: bool = False, seed: int = 0):
         if embedding not in EMBEDDINGS:
             raise DataError(f"embedding must be one of {EMBEDDINGS}, got {embedding!r}")
+        if isinstance(betas, str) or not isinstance(betas, Sequence) or len(betas) != 2:
+            raise DataError(f"betas must be two numbers in [0, 1), got {betas!r}")
+        if decoder_blocks is not None and (isinstance(decoder_blocks, str)
+                                           or not isinstance(decoder_blocks, Sequence)):
+            raise DataError(f"decoder_blocks must be None or one block count per layer, got "
+                            f"{decoder_blocks!r}")
         if embedding == "teacher" and not layers:  # the distilled taps, then the next stage
             layers = (*self.default_layers, TEACHER_EMBEDDING_TAP)
         super().__init__(backbone, layers)
@@ -477,11 +483,24 @@ class RD4AD(Method):
             raise DataError(f"loss must be one of {LOSSES}, got {loss!r}")
         if block not in BLOCKS:
             raise DataError(f"block must be one of {BLOCKS}, got {block!r}")
-        if (epochs is not None and int(epochs) < 1) or int(train_batch) < 1:
-            raise DataError(f"epochs and train_batch must be >= 1, got {epochs}, {train_batch}")
-        if steps is not None and (isinstance(steps, bool) or not isinstance(steps, int)
-                                  or steps < 1):
-            raise DataError(f"steps must be None or an integer >= 1, got {steps!r}")
+        check_number("epochs", epochs, low=1, integer=True, none_ok=True)
+        check_number("train_batch", train_batch, low=1, integer=True)
+        check_number("steps", steps, low=1, integer=True, none_ok=True)
+        check_number("lr", lr, low=0, low_open=True)
+        for i, beta in enumerate(self.betas):
+            check_number(f"betas[{i}]", beta, low=0, high=1, high_open=True)
+        check_number("embed_dim", embed_dim, low=0, integer=True, none_ok=True)  # 0: default
+        check_number("expand", expand, low=1, integer=True)
+        check_number("ocbe_blocks", ocbe_blocks, low=0, integer=True, none_ok=True)  # 0: default
+        for i, n in enumerate(self.decoder_blocks or ()):
+            check_number(f"decoder_blocks[{i}]", n, low=1, integer=True)
+        if not (isinstance(cache_features, bool) or cache_features == "auto"):
+            raise DataError(f"cache_features must be true, false or 'auto', got "
+                            f"{cache_features!r}")
+        check_number("cache_mb", cache_mb, low=0)
+        check_flag("channels_last", channels_last)
+        check_flag("precise_bn", precise_bn)
+        check_number("seed", seed, low=0, integer=True)
         if epochs is None and steps is None:
             raise DataError("RD4AD needs a training length: set epochs or steps")
         if isinstance(pseudo, bool) or not isinstance(pseudo, int | float) or not 0 <= pseudo <= 1:

@@ -18,6 +18,7 @@ reference features of a new class (no gradient step).
 
 from __future__ import annotations
 
+import numbers
 import warnings
 from collections.abc import Sequence
 
@@ -29,7 +30,7 @@ from tqdm.auto import tqdm
 
 from oddeye.errors import DataError
 from oddeye.methods import register
-from oddeye.methods.base import Method, TrainSet, check_layers
+from oddeye.methods.base import Method, TrainSet, check_flag, check_layers, check_number
 from oddeye.methods.flows import ConditionalFlow, position_encoding
 
 # --------------------------------------------------------------------------------------------
@@ -399,6 +400,9 @@ class ResAD(Method):
                  anomalies: str = "synthetic", push_weight: float = 1.0, margin: float = 0.1,
                  boundary_quantile: float = 0.05, default_shots: int = 2, seed: int = 0):
         super().__init__(backbone, layers)
+        if isinstance(train_shots, str) or not isinstance(train_shots, Sequence) or any(
+                isinstance(k, bool) or not isinstance(k, numbers.Integral) for k in train_shots):
+            raise DataError(f"train_shots must be positive integers, got {train_shots!r}")
         self.train_shots = tuple(int(k) for k in train_shots)
         self.queries_per_class = queries_per_class
         self.epochs = epochs
@@ -424,6 +428,27 @@ class ResAD(Method):
             raise DataError(f"anomalies must be 'synthetic' or 'none', got {anomalies!r}")
         if not self.train_shots or min(self.train_shots) < 1:
             raise DataError(f"train_shots must be positive integers, got {train_shots!r}")
+        check_number("queries_per_class", queries_per_class, low=1, integer=True)
+        check_number("epochs", epochs, low=1, integer=True)
+        check_number("warmup_epochs", warmup_epochs, low=0, integer=True)
+        check_number("train_batch", train_batch, low=1, integer=True)
+        check_number("flow_batch", flow_batch, low=1, integer=True)
+        check_number("lr", lr, low=0, low_open=True)
+        check_number("weight_decay", weight_decay, low=0)
+        check_number("radius", radius, low=0)
+        check_number("n_coupling", n_coupling, low=1, integer=True)
+        check_number("hidden", hidden, low=1, integer=True)
+        check_number("pos_dim", pos_dim, low=4, integer=True)
+        if pos_dim % 4:
+            raise DataError(f"pos_dim must be a positive multiple of 4, got {pos_dim!r}")
+        check_number("clamp", clamp, low=0, low_open=True)
+        check_number("max_size", max_size, low=0, integer=True, none_ok=True)  # None/0: native
+        check_flag("sign_split", sign_split)
+        check_number("push_weight", push_weight, low=0)
+        check_number("margin", margin, low=0)
+        check_number("boundary_quantile", boundary_quantile, low=0, high=1)
+        check_number("default_shots", default_shots, low=1, integer=True)
+        check_number("seed", seed, low=0, integer=True)
 
     def build_head(self, channels: dict[str, int], strides: dict[str, int]) -> nn.Module:
         check_layers(self.layers, channels)

@@ -1,0 +1,244 @@
+"""Bad hyper-parameters, labels and inputs are refused with errors that name them, before any
+image is decoded: no raw numpy/torch traceback at the end of a fit, no NaN threshold saved."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pytest
+
+from oddeye.api import Detector
+from oddeye.data.mvtec import load_dataset
+from oddeye.errors import DataError, ImageReadError
+from oddeye.io.images import as_rgb_uint8
+from oddeye.methods import available_methods, create_method
+from oddeye.methods.base import check_flag, check_number
+from oddeye.postprocess import PostProcess
+
+#: Paths that do not exist: a check that ran after decoding would say "file not found" instead.
+MISSING = ["no/such/a.png", "no/such/b.png", "no/such/c.png"]
+FAST = dict(size=64, position=0.0)  # PatchCore at 64 px, no position search: a fit in ~1 s
+
+
+@pytest.fixture(scope="module")
+def grid(synth_root):
+    return load_dataset(synth_root, ["grid"])[0]
+
+
+@pytest.fixture(scope="module")
+def fitted(grid):
+    return Detector(**FAST).fit([s.path for s in grid.train], progress=False)
+
+
+# ------------------------------------------------------------------ the shared range check
+@pytest.mark.parametrize("value, kwargs, message", [
+    (1.5, dict(low=0, high=1, high_open=True), "x must be a finite number in [0, 1), got 1.5"),
+    (float("nan"), dict(), "x must be a finite number, got nan"),
+    (float("inf"), dict(low=0), "x must be a finite number >= 0, got inf"),
+    ("abc", dict(low=0, low_open=True), "x must be a finite number > 0, got 'abc'"),
+    (True, dict(integer=True, low=1), "x must be an integer >= 1, got True"),
+    (2.0, dict(integer=True, low=1), "x must be an integer >= 1, got 2.0"),
+    (0, dict(integer=True, low=1, none_ok=True), "x must be None or an integer >= 1, got 0"),
+])
+def test_check_number_names_the_parameter_value_and_allowed_range(value, kwargs, message):
+    with pytest.raises(DataError) as info:
+        check_number("x", value, **kwargs)
+    assert str(info.value) == message
+
+
+@pytest.mark.parametrize("value, kwargs", [
+    (0, dict(low=0)), (1, dict(low=0, high=1)), (np.int64(3), dict(integer=True, low=1)),
+    (np.float32(0.5), dict(low=0, high=1)), (None, dict(none_ok=True, integer=True)),
+])
+def test_check_number_accepts_numbers_in_range(value, kwargs):
+    check_number("x", value, **kwargs)
+
+
+def test_check_flag_refuses_strings_and_numbers():
+    check_flag("f", False)
+    for bad in ("false", 0, None):
+        with pytest.raises(DataError, match="f must be true or false"):
+            check_flag("f", bad)
+
+
+# ------------------------------------------------------------ the Detector's own parameters
+@pytest.mark.parametrize("param, value, match", [
+    ("threshold_sigmas", float("nan"), r"threshold_sigmas must be a finite number >= 0, got nan"),
+    ("threshold_sigmas", float("inf"), r"threshold_sigmas .* got inf"),
+    ("threshold_sigmas", -1.0, r"threshold_sigmas .*>= 0, got -1.0"),
+    ("threshold_sigmas", "3", r"threshold_sigmas .* got '3'"),
+    ("sigma", -1, r"sigma must be a finite number >= 0, got -1"),
+    ("sigma", float("nan"), r"sigma .* got nan"),
+    ("batch_size", 0, r"batch_size must be an integer >= 1, got 0"),
+    ("batch_size", -1, r"batch_size .* got -1"),
+    ("batch_size", 2.5, r"batch_size .* got 2.5"),
+    ("holdout", 2.0, r"holdout must be a finite number in \[0, 1\), got 2.0"),
+    ("holdout", 1.0, r"holdout .* got 1.0"),
+    ("holdout", -0.5, r"holdout .* got -0.5"),
+    ("holdout", "0.1", r"holdout .* got '0.1'"),
+    ("size", 16, r"size must be an integer >= 32, got 16"),
+    ("size", "256", r"size .* got '256'"),
+    ("score", "mean", r"score must be one of \('max', 'topk'\), got 'mean'"),
+    ("seed", -1, r"seed must be an integer >= 0, got -1"),
+    ("pad", -8, r"pad must be None or an integer >= 0, got -8"),
+])
+def test_bad_detector_parameter_is_refused_before_decoding(param, value, match):
+    with pytest.raises(DataError, match=match):
+        Detector(weights=None, **{param: value}).fit(MISSING, progress=False)
+
+
+def test_valid_detector_parameters_pass_the_checks():
+    for params in (dict(), dict(holdout=0, threshold_sigmas=0, sigma=0, pad=0),
+                   dict(batch_size=np.int64(2), holdout=np.float64(0.5), score="topk")):
+        Detector(**params)._check_params()
+
+
+def test_nan_scores_never_become_a_saved_threshold(grid, monkeypatch):
+    """Scores the model made NaN stop the fit, naming why; the detector stays unfitted."""
+    monkeypatch.setattr(Detector, "_scores_of_batch",
+                        lambda self, x: np.full(x.shape[0], np.nan))
+    det = Detector(**FAST)
+    with pytest.raises(DataError, match=r"threshold came out nan .*2 of the 2 scores are NaN"):
+        det.fit([s.path for s in grid.train[:12]], progress=False)
+    with pytest.raises(Exception, match="not fitted"):
+        det.predict(grid.train[0].path)
+
+
+def test_threshold_from_finite_scores_is_finite():
+    det = Detector()
+    det.model_ = object()  # only the threshold step runs here
+    det._set_unsupervised_threshold(np.array([1.0, 2.0, 3.0]), "3 images")
+    assert math.isfinite(det.threshold_) and det.threshold_ > 2.0
+    with pytest.raises(DataError, match="1 of the 3 scores are NaN or infinite"):
+        det._set_unsupervised_threshold(np.array([1.0, np.inf, 3.0]), "3 images")
+
+
+def test_postprocess_refuses_an_unknown_score_reduction_when_built():
+    with pytest.raises(ValueError, match="reduce must be one of"):
+        PostProcess(64, reduce="mean")
+
+
+# ----------------------------------------------------------------- the methods' parameters
+@pytest.mark.parametrize("method, params, match", [
+    ("patchcore", dict(coreset_ratio="abc"), r"coreset_ratio must be a finite number in \(0, 1\]"
+                                             r", got 'abc'"),
+    ("patchcore", dict(coreset_ratio=0), r"coreset_ratio .* got 0"),
+    ("patchcore", dict(coreset_ratio=1.5), r"coreset_ratio .* got 1.5"),
+    ("patchcore", dict(max_bank=0), r"max_bank must be None or an integer >= 1, got 0"),
+    ("patchcore", dict(kernel=0), r"kernel must be an integer >= 1, got 0"),
+    ("patchcore", dict(proj_dim="x"), r"proj_dim .* got 'x'"),
+    ("patchcore", dict(chunk_size=0), r"chunk_size .* got 0"),
+    ("patchcore", dict(equal_layers="yes"), r"equal_layers must be true or false, got 'yes'"),
+    ("patchcore", dict(position=-1), r"position must be 'auto' or a finite number >= 0"),
+    ("padim", dict(n_features="abc"), r"n_features must be an integer >= 1, got 'abc'"),
+    ("padim", dict(n_features=0), r"n_features .* got 0"),
+    ("padim", dict(eps=float("nan")), r"eps must be a finite number >= 0, got nan"),
+    ("anoonly-head", dict(gate="sometimes"), r"gate must be one of \('cv', 'max', 'off'\)"),
+    ("anoonly-head", dict(lr=0), r"lr must be a finite number > 0, got 0"),
+    ("anoonly-head", dict(steps=-1), r"steps must be an integer >= 0, got -1"),
+    ("anoonly-head", dict(hidden=0), r"hidden .* got 0"),
+    ("anoonly-head", dict(coreset_ratio="abc"), r"coreset_ratio .* got 'abc'"),
+    ("anoonly-head", dict(anoonly="no"), r"anoonly must be true or false"),
+    ("rd4ad", dict(lr=-0.1), r"lr must be a finite number > 0, got -0.1"),
+    ("rd4ad", dict(betas=[0.5]), r"betas must be two numbers in \[0, 1\)"),
+    ("rd4ad", dict(betas=[0.5, 1.0]), r"betas\[1\] must be a finite number in \[0, 1\)"),
+    ("rd4ad", dict(train_batch=0), r"train_batch must be an integer >= 1, got 0"),
+    ("rd4ad", dict(epochs=2.5), r"epochs must be None or an integer >= 1, got 2.5"),
+    ("rd4ad", dict(expand=0), r"expand .* got 0"),
+    ("rd4ad", dict(decoder_blocks=[1, 0, 1]), r"decoder_blocks\[1\] .* got 0"),
+    ("rd4ad", dict(decoder_blocks=3), r"decoder_blocks must be None or one block count"),
+    ("rd4ad", dict(cache_features="yes"), r"cache_features must be true, false or 'auto'"),
+    ("rd4ad", dict(cache_mb=-1), r"cache_mb .* got -1"),
+    ("rd4ad", dict(channels_last="no"), r"channels_last must be true or false"),
+    ("resad", dict(epochs=0), r"epochs must be an integer >= 1, got 0"),
+    ("resad", dict(train_shots="abc"), r"train_shots must be positive integers, got 'abc'"),
+    ("resad", dict(train_shots=[2, 0]), r"train_shots must be positive integers"),
+    ("resad", dict(pos_dim=6), r"pos_dim must be a positive multiple of 4, got 6"),
+    ("resad", dict(boundary_quantile=1.5), r"boundary_quantile .* \[0, 1\], got 1.5"),
+    ("resad", dict(lr="fast"), r"lr .* got 'fast'"),
+    ("resad", dict(max_size=-1), r"max_size must be None or an integer >= 0, got -1"),
+    ("resad", dict(sign_split="no"), r"sign_split must be true or false"),
+])
+def test_bad_method_parameter_is_refused_before_decoding(method, params, match):
+    with pytest.raises(DataError, match=match):
+        Detector(method=method, size=64, weights=None, **params).fit(MISSING, progress=False)
+
+
+@pytest.mark.parametrize("method", available_methods())
+def test_every_method_default_passes_its_checks(method):
+    m = create_method(method)
+    if hasattr(m, "check_params"):
+        m.check_params()
+
+
+@pytest.mark.parametrize("method, params", [
+    ("patchcore", dict(coreset_ratio=1, max_bank=None, chunk_size=None, proj_dim=0)),
+    ("padim", dict(n_features=np.int64(50), eps=0)),
+    ("anoonly-head", dict(steps=0, gate="off")),
+    ("rd4ad", dict(epochs=3, betas=[0.9, 0.99], cache_features=True, decoder_blocks=[1, 1, 1])),
+    ("resad", dict(max_size=None, train_shots=[1, 2], radius=0, warmup_epochs=0)),
+])
+def test_valid_method_parameters_are_accepted(method, params):
+    m = create_method(method, **params)
+    if hasattr(m, "check_params"):
+        m.check_params()
+
+
+# ---------------------------------------------------------------------------- calibrate
+@pytest.mark.parametrize("labels, match", [
+    ([0, 1], r"2 labels for 3 images"),
+    ([0, 1, 1, 0], r"4 labels for 3 images"),
+    ([0, 2, 1], r"labels\[1\] is 2"),
+    ([0, 0.5, 1], r"labels\[1\] is 0.5"),
+    ([0, "1", 1], r"labels\[1\] is '1'"),
+    ([0, 0, 0], r"both good \(0\) and defective \(1\) images, got only good ones"),
+])
+def test_calibrate_names_the_label_problem_before_decoding(fitted, labels, match):
+    threshold = fitted.threshold_
+    with pytest.raises(DataError, match=match):
+        fitted.calibrate(MISSING, labels)
+    assert fitted.threshold_ == threshold
+
+
+# -------------------------------------------------------------------- iterables and types
+def test_fit_and_calibrate_accept_generators(grid, fitted):
+    paths = [s.path for s in grid.train]
+    det = Detector(**FAST).fit((p for p in paths), progress=False)
+    assert det.threshold_ == fitted.threshold_
+    with_val = Detector(**FAST).fit(iter(paths[:12]), validation=(p for p in paths[12:]),
+                                    progress=False)
+    assert with_val.threshold_info_["source"] == "4 validation images"
+    test = grid.test
+    det.calibrate((s.path for s in test), (s.label for s in test))
+    assert det.threshold_info_["source"] == f"{len(test)} images"
+
+
+@pytest.mark.parametrize("item, type_name", [(None, "NoneType"), (3, "int"), (b"x", "bytes"),
+                                             ({"a": 1}, "dict")])
+def test_predict_and_fit_name_the_type_and_index_of_a_non_image(fitted, grid, item, type_name):
+    match = rf"images\[1\] is a {type_name}, not an image"
+    with pytest.raises(ImageReadError, match=match):
+        fitted.predict([grid.test[0].path, item])
+    with pytest.raises(ImageReadError, match=match):
+        Detector(weights=None).fit([MISSING[0], item], progress=False)
+
+
+def test_validation_item_is_named_too():
+    with pytest.raises(ImageReadError, match=r"validation\[0\] is a NoneType"):
+        Detector(weights=None).fit(MISSING, validation=[None], progress=False)
+
+
+def test_predict_refuses_a_non_iterable_and_a_negative_batch_size(fitted, grid):
+    with pytest.raises(DataError, match="must be an image or an iterable of images, got int"):
+        fitted.predict(5)
+    with pytest.raises(DataError, match="batch_size must be None or an integer >= 1, got -1"):
+        fitted.predict([grid.test[0].path], batch_size=-1)
+
+
+def test_as_rgb_uint8_names_what_a_zero_dim_array_held():
+    with pytest.raises(ImageReadError, match=r"images\[0\]: expected a file path, PIL image or "
+                                             r"numpy array .* got NoneType \(None\)"):
+        as_rgb_uint8(np.asarray(None), name="images[0]")
+    with pytest.raises(ImageReadError, match=r"got int \(7\)"):
+        as_rgb_uint8(np.asarray(7), name="x")
