@@ -22,7 +22,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--input-dtype", default="uint8", choices=["uint8", "float32"],
                    help="graph input type; values 0..255 either way (default uint8)")
     p.add_argument("--batch", type=int, help="fix the batch size (default: dynamic batch axis)")
-    p.add_argument("--opset", type=int, default=17, help="ONNX opset (default 17)")
+    p.add_argument("--opset", type=int, default=17,
+                   help="ONNX opset, 12 to 20 with torch 2.13 (default 17)")
     p.add_argument("--refs", nargs="+", metavar="REF",
                    help="reference good images baked into the graph (few-shot methods)")
     p.add_argument("--check", nargs="*", metavar="IMAGE",
@@ -36,8 +37,22 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 def run(args: argparse.Namespace) -> int:
     import oddeye
     from oddeye.commands.predict import gather
-    from oddeye.export.onnx import ExportError, OnnxDetector, compare, export_onnx, random_images
+    from oddeye.export.onnx import (
+        ExportError,
+        OnnxDetector,
+        check_opset,
+        check_out_path,
+        compare,
+        export_onnx,
+        random_images,
+    )
 
+    # arguments that can only fail the export are checked before the model is loaded and traced
+    check_opset(args.opset)
+    check_out_path(args.out)
+    if args.batch is not None and args.batch < 1:
+        raise ExportError(f"--batch must be >= 1 (omit it for a dynamic batch axis), got "
+                          f"{args.batch}")
     det = oddeye.load(args.model, device="cpu")  # traced and compared on the CPU
     if args.refs:
         det.set_references(gather(args.refs))

@@ -17,13 +17,27 @@ DESCRIPTION = (
 )
 
 
+def port_number(text: str) -> int:
+    """``--port``: a TCP port 1-65535, else an argparse error rather than an ``OverflowError``
+    from the socket at bind time. 0 (any free port) is refused: the address printed at start
+    and the page's links would then name port 0."""
+    try:
+        port = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"must be a whole number, got {text!r}") from None
+    if not 1 <= port <= 65535:
+        raise argparse.ArgumentTypeError(f"must be a TCP port from 1 to 65535, got {port}")
+    return port
+
+
 def add_arguments(p: argparse.ArgumentParser) -> None:
     from oddeye.serve.config import ServeConfig  # no FastAPI needed to list the options
 
     d = ServeConfig()
     p.add_argument("--model", required=True, help="model file (.oddeye or .onnx)")
     p.add_argument("--host", default="127.0.0.1", help="address to bind (default 127.0.0.1)")
-    p.add_argument("--port", type=int, default=8000, help="port (default 8000)")
+    p.add_argument("--port", type=port_number, default=8000,
+                   help="TCP port, 1-65535 (default 8000)")
     p.add_argument("--refs", nargs="+", metavar="REF",
                    help="reference good images for few-shot methods (set once at start)")
     p.add_argument("--max-upload-mb", type=float, default=d.max_upload_bytes / 1048576,

@@ -32,12 +32,66 @@ FORMAT_VERSION = "1"
 INPUT_NAME = "images"
 OUTPUT_NAMES = ("maps", "scores")
 DEFAULT_OPSET = 17
+#: Lowest opset every method's graph exports at (PaDiM's Mahalanobis distance is an Einsum,
+#: opset 12; the others export from 11). Measured with torch 2.13 (docs/export.md).
+MIN_OPSET = 12
 #: Bank rows per nearest-neighbour block in an exported PatchCore graph (fixed slices).
 PATCHCORE_BLOCK_ROWS = 8192
 
 
 class ExportError(OddeyeError):
     """A model cannot be exported, or the exported graph does not match the torch path."""
+
+
+def max_opset() -> int:
+    """Highest opset torch's TorchScript exporter (``dynamo=False``, used here) supports: it
+    refuses anything above ``ONNX_MAX_OPSET`` and only warns between the two."""
+    try:
+        from torch.onnx import _constants
+    except ImportError:  # a private module: fall back to the value of torch 2.13
+        return 20
+    return int(getattr(_constants, "ONNX_TORCHSCRIPT_EXPORTER_MAX_OPSET", 20))
+
+
+def check_opset(opset: Any) -> int:
+    """``opset`` as an int, or an ``ExportError`` naming the supported range: an opset outside it
+    fails inside torch's exporter with a long trace, or writes a graph it only half supports."""
+    hi = max_opset()
+    if isinstance(opset, bool) or not isinstance(opset, int) or not MIN_OPSET <= opset <= hi:
+        raise ExportError(f"opset must be an integer from {MIN_OPSET} to {hi} (what torch "
+                          f"{torch.__version__.split('+')[0]}'s exporter and every oddeye graph "
+                          f"support; default {DEFAULT_OPSET}), got {opset!r}")
+    return opset
+
+
+def check_out_path(out: str | os.PathLike) -> Path:
+    """``out`` as a Path, or an ``ExportError`` when it is an existing folder (the export would
+    fail only after tracing, with a raw ``IsADirectoryError``)."""
+    out = Path(out)
+    if out.is_dir():
+        raise ExportError(f"cannot write the ONNX model to {out}: it is a folder; give a file "
+                          f"name such as {out / 'model.onnx'}")
+    return out
+
+
+def declare_output_shapes(model: Any, size: int, batch: int | None) -> None:
+    """Set the graph outputs' declared shapes to ``maps (B, S, S)`` and ``scores (B,)`` (``B``
+    the fixed batch or the symbolic ``batch``). The tracer's own guess for ``maps`` names the
+    map's rows ``batch`` too (``[batch, batch, Gathermaps_dim_2]``), which a runtime or tool that
+    trusts the declaration gets wrong."""
+    b: int | str = batch or "batch"
+    shapes = {OUTPUT_NAMES[0]: (b, size, size), OUTPUT_NAMES[1]: (b,)}
+    for out in model.graph.output:
+        if out.name not in shapes:
+            continue
+        shape = out.type.tensor_type.shape
+        del shape.dim[:]
+        for d in shapes[out.name]:
+            dim = shape.dim.add()
+            if isinstance(d, int):
+                dim.dim_value = d
+            else:
+                dim.dim_param = d
 
 
 # ------------------------------------------------------------------ export-friendly heads
@@ -153,8 +207,12 @@ def export_onnx(detector: Any, out: str | os.PathLike, *, input_dtype: str = "ui
         raise ExportError(f"input_dtype must be 'uint8' or 'float32', got {input_dtype!r}")
     if batch is not None and batch < 1:
         raise ExportError(f"batch must be >= 1 or None (dynamic), got {batch}")
-    out = Path(out)
-    out.parent.mkdir(parents=True, exist_ok=True)
+    opset = check_opset(opset)
+    out = check_out_path(out)
+    try:
+        out.parent.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise ExportError(f"cannot write the ONNX model to {out}: {exc.strerror or exc}") from None
     model = detector.model_
     if module_device(model).type != "cpu":  # traced on the CPU; the detector stays where it is
         model = copy.deepcopy(model).cpu()
@@ -169,10 +227,17 @@ def export_onnx(detector: Any, out: str | os.PathLike, *, input_dtype: str = "ui
         raw = Path(tmp) / "graph.onnx"
         with warnings.catch_warnings(), torch.no_grad():
             warnings.simplefilter("ignore")  # tracer chatter about shape-to-int conversions
-            torch.onnx.export(graph, (example,), str(raw), dynamo=False, opset_version=opset,
-                              input_names=[INPUT_NAME], output_names=list(OUTPUT_NAMES),
-                              dynamic_axes=dynamic, do_constant_folding=True)
+            try:
+                torch.onnx.export(graph, (example,), str(raw), dynamo=False,
+                                  opset_version=opset, input_names=[INPUT_NAME],
+                                  output_names=list(OUTPUT_NAMES), dynamic_axes=dynamic,
+                                  do_constant_folding=True)
+            except Exception as exc:  # an operator this opset lacks: one line, not the graph
+                first = str(exc).splitlines()[0][:300] if str(exc) else type(exc).__name__
+                raise ExportError(f"{detector.method} cannot be exported at opset {opset}: "
+                                  f"{first}") from None
         model = onnx.load(str(raw))
+    declare_output_shapes(model, s, batch)
     del model.metadata_props[:]
     for key, value in export_metadata(detector, input_dtype).items():
         entry = model.metadata_props.add()
@@ -181,7 +246,10 @@ def export_onnx(detector: Any, out: str | os.PathLike, *, input_dtype: str = "ui
                         f"{INPUT_NAME} {input_dtype} (N,3,{s},{s}) 0..255 RGB, resized without "
                         f"crop -> maps (N,{s},{s}), scores (N,)")
     onnx.checker.check_model(model)
-    onnx.save(model, str(out))
+    try:
+        onnx.save(model, str(out))
+    except OSError as exc:
+        raise ExportError(f"cannot write the ONNX model to {out}: {exc.strerror or exc}") from None
     return out
 
 
