@@ -161,6 +161,36 @@ def f1_optimal_threshold(scores: np.ndarray, labels: np.ndarray) -> float:
     return float((s[k] + s[k + 1]) / 2) if k + 1 < len(s) else float(s[k] - 1e-12)
 
 
+def _first_keys(keys: list[str], prefix: str, first: int = 3) -> str:
+    """``'extractor.a', 'extractor.b' and 5 more``: a key list that stays one short line."""
+    shown = ", ".join(repr(prefix + k) for k in keys[:first])
+    return shown + (f" and {len(keys) - first} more" if len(keys) > first else "")
+
+
+def check_state_keys(path: str | Path, part: str, prefix: str, module: nn.Module,
+                     state: dict[str, torch.Tensor]) -> None:
+    """A one-line ``ModelFileError`` naming ``path`` when the saved tensors of ``part`` lack or
+    add keys, with counts and the first names (torch's own message spans many lines)."""
+    expected = set(module.state_dict())
+    missing = sorted(expected - set(state))
+    unexpected = sorted(set(state) - expected)
+    if not missing and not unexpected:
+        return
+    parts = []
+    if missing:
+        parts.append(f"{len(missing)} missing ({_first_keys(missing, prefix)})")
+    if unexpected:
+        parts.append(f"{len(unexpected)} unexpected ({_first_keys(unexpected, prefix)})")
+    raise ModelFileError(f"{path}: model content does not match its metadata: {part} tensors "
+                         f"{', '.join(parts)}; the file is damaged or was edited")
+
+
+def one_line(exc: BaseException) -> str:
+    """An exception's message on one line (torch's load_state_dict errors use newlines and
+    tabs), so a CLI error stays a single line."""
+    return " ".join(str(exc).split()) or type(exc).__name__
+
+
 class Detector(PredictorMixin):
     """Fit on good images, predict anomaly scores, maps and labels (scikit-learn style).
 
@@ -533,13 +563,14 @@ class Detector(PredictorMixin):
                 raise ModelFileError(f"{path}: bad backbone record ({exc})") from None
             ext_state = {k[len("extractor."):]: v for k, v in tensors.items()
                          if k.startswith("extractor.")}
+            check_state_keys(path, "backbone", "extractor.", extractor, ext_state)
             extractor.load_state_dict(ext_state, strict=True)
             head_state = {k[len("head."):]: v for k, v in tensors.items() if k.startswith("head.")}
             head = method.head_from_state(extractor.channels, extractor.strides, head_state)
             attach_frame(method, extractor, head)
         except (KeyError, TypeError, RuntimeError) as exc:
             raise ModelFileError(
-                f"{path}: model content does not match its metadata ({exc})") from None
+                f"{path}: model content does not match its metadata ({one_line(exc)})") from None
         pre = PreprocessConfig.from_dict(meta["preprocess"])
         post = meta["postprocess"]
         det.method_ = method

@@ -19,7 +19,7 @@ from torch import nn
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
 
-ImageLike = str | Path | np.ndarray
+ImageLike = str | Path | np.ndarray | Image.Image
 
 
 @dataclass(frozen=True)
@@ -39,11 +39,17 @@ class PreprocessConfig:
 
 
 def load_rgb(item: ImageLike, name: str | None = None) -> np.ndarray:
-    """A path or array as uint8 RGB (H, W, 3), with oddeye's documented conversions."""
+    """A path, PIL image or array as uint8 RGB (H, W, 3), with oddeye's documented conversions.
+
+    A PIL image goes to ``as_rgb_uint8`` as it is (not through ``np.asarray``), so it gets the
+    same EXIF orientation and mode conversion (palette -> colours, 16-bit, ...) as the file it
+    was decoded from would get from ``read_image``."""
     from oddeye.io.images import as_rgb_uint8, read_image
 
     if isinstance(item, (str, Path)):
         return read_image(item)
+    if isinstance(item, Image.Image):
+        return as_rgb_uint8(item, name=name or "image")
     return as_rgb_uint8(np.asarray(item), name=name or "array")
 
 

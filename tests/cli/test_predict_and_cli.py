@@ -97,11 +97,11 @@ def test_predict_writes_one_overlay_and_mask_per_input(model, synth_root, tmp_pa
 
 # ------------------------------------------------------------------------ predict refusals
 def test_predict_without_images_is_an_error(model, tmp_path, capsys):
-    empty, gifs = tmp_path / "empty", tmp_path / "gifs"
+    empty, others = tmp_path / "empty", tmp_path / "others"
     empty.mkdir()
-    gifs.mkdir()
-    (gifs / "x.gif").write_bytes(b"GIF89a")
-    for folder in (empty, gifs):
+    others.mkdir()
+    (others / "x.svg").write_text("<svg/>")  # not a supported extension (.gif is one)
+    for folder in (empty, others):
         out = tmp_path / f"out_{folder.name}"
         assert main(["predict", "--model", str(model), str(folder), "--out", str(out)]) == 2
         _one_line_error(capsys.readouterr().err, "no images found under", str(folder))

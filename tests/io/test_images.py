@@ -54,7 +54,8 @@ def _assert_clear_error(exc: BaseException, path: Path, *words: str) -> None:
 
 
 def test_extensions_cover_the_documented_set():
-    assert IMAGE_EXTENSIONS == {".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".webp"}
+    assert IMAGE_EXTENSIONS == {".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".webp",
+                                ".gif"}
 
 
 def test_uint16_scaling_rounds_v_over_257_exactly():

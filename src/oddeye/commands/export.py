@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 from pathlib import Path
+from typing import Any
 
 NAME = "export"
 HELP = "export a .oddeye model to ONNX (whole inference path, metadata included)"
@@ -34,6 +35,20 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                    help="largest allowed map/score difference in the check (default 1e-4)")
 
 
+def check_refs(det: Any, model: str, refs: list[str] | None) -> None:
+    """Refuse ``--refs`` for a model that does not use references, and require them for one that
+    does, in one line as ``oddeye predict`` does (not a NotImplementedError traceback)."""
+    from oddeye.errors import OddeyeError
+
+    if getattr(det, "needs_references", False):
+        if not refs:
+            raise OddeyeError(f"model {model} ({det.method}) needs --refs with good images "
+                              "to bake into the exported graph")
+    elif refs:
+        raise OddeyeError(f"model {model} ({det.method}) does not use reference images; "
+                          "drop --refs")
+
+
 def run(args: argparse.Namespace) -> int:
     import oddeye
     from oddeye.commands.predict import gather
@@ -54,6 +69,7 @@ def run(args: argparse.Namespace) -> int:
         raise ExportError(f"--batch must be >= 1 (omit it for a dynamic batch axis), got "
                           f"{args.batch}")
     det = oddeye.load(args.model, device="cpu")  # traced and compared on the CPU
+    check_refs(det, args.model, args.refs)
     if args.refs:
         det.set_references(gather(args.refs))
     out = export_onnx(det, args.out, input_dtype=args.input_dtype, batch=args.batch,

@@ -29,9 +29,10 @@ __all__ = [
     "unit_float_to_uint8",
 ]
 
-#: File extensions treated as images (compared lower-cased, with the dot).
+#: File extensions treated as images (compared lower-cased, with the dot). A .gif is read as its
+#: first frame with palette colours as RGB, in a folder as when given directly.
 IMAGE_EXTENSIONS: frozenset[str] = frozenset(
-    {".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".webp"}
+    {".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".webp", ".gif"}
 )
 
 _SIXTEEN_BIT_MODES = frozenset({"I;16", "I;16L", "I;16B", "I;16N", "I"})
@@ -128,6 +129,8 @@ def as_rgb_uint8(array: np.ndarray | Image.Image, name: str = "array") -> np.nda
             raise
         except Exception as exc:
             raise ImageReadError(f"{name}: PIL image could not be decoded: {exc}") from exc
+        if img.width == 0 or img.height == 0:  # as read_image refuses such a file
+            raise ImageReadError(f"{name}: image has zero size ({img.width}x{img.height})")
         return _pil_to_rgb(img, name)
     if not isinstance(array, np.ndarray):
         raise ImageReadError(

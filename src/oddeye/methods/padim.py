@@ -95,4 +95,13 @@ class Padim(Method):
         head.mean = mean.float()
         # contiguous, as a loaded file is: linalg.inv returns column-major matrices, and the
         # einsum then sums in another order (scores differed from the reloaded model by 1 ulp)
-        head.inv_cov = torch.linalg.inv(cov).float().contiguous()
+        try:
+            inv = torch.linalg.inv(cov)
+        except torch.linalg.LinAlgError:
+            from oddeye.errors import DataError
+
+            raise DataError(
+                f"PaDiM: the covariance of some feature locations is singular ({n} training "
+                f"images, eps={self.eps:g}): raise eps (default 0.01) or give more, varied "
+                "images") from None
+        head.inv_cov = inv.float().contiguous()
