@@ -16,6 +16,7 @@ import numpy as np
 from PIL import Image
 
 from oddeye.errors import DataError, ImageReadError
+from oddeye.io.images import array_like_to_numpy, is_array_like
 
 
 @dataclass
@@ -30,11 +31,23 @@ class Prediction:
     original_sizes: list[tuple[int, int]] = field(default_factory=list)
 
     def map_at_original_size(self, i: int) -> np.ndarray:
-        """Anomaly map ``i`` resized (bilinear) to its image's original (H, W)."""
+        """Anomaly map ``i`` resized (bilinear) to its image's original (H, W).
+
+        ``i`` indexes the images as a list does (``-1`` is the last); one out of range is an
+        ``IndexError`` naming the valid range, not numpy's or a list's message."""
+        import operator
+
         import torch
 
         from oddeye.postprocess import upsample
 
+        i = operator.index(i)
+        n = min(len(self.maps), len(self.original_sizes))
+        if not -n <= i < n:
+            valid = f"0..{n - 1} (or -{n}..-1 from the end)" if n else "none: it holds no images"
+            raise IndexError(f"image index {i} is out of range for a prediction of {n} "
+                             f"image(s); valid indices: {valid}")
+        i %= n
         h, w = self.original_sizes[i]
         return upsample(torch.from_numpy(self.maps[i : i + 1]), (h, w))[0].numpy()
 
@@ -65,7 +78,11 @@ def image_list(images: Any, what: str = "images", single_array: bool = True) -> 
     """``images`` as a list, read once (any iterable: a generator too), each item checked by
     ``check_image_item`` before anything is decoded. One path or PIL image is one image; so is
     one array of at most 3 dimensions when ``single_array`` (``predict``), while ``fit`` keeps
-    treating an array as a stack of images."""
+    treating an array as a stack of images. A torch tensor (or other array-like) is first
+    converted with ``array_like_to_numpy`` and then behaves exactly as that numpy array: iterated
+    as it is, a tensor of one image would be scored row by row as many images."""
+    if is_array_like(images):
+        images = array_like_to_numpy(images, what)
     if isinstance(images, (str, Path, Image.Image)) or (
             single_array and isinstance(images, np.ndarray) and images.ndim <= 3
             and images.dtype != object):
@@ -77,6 +94,8 @@ def image_list(images: Any, what: str = "images", single_array: bool = True) -> 
                         f"{type(images).__name__}") from None
     for i, item in enumerate(items):
         check_image_item(item, f"{what}[{i}]")
+        if is_array_like(item):  # a list of tensors: each as its numpy array
+            items[i] = array_like_to_numpy(item, f"{what}[{i}]")
     return items
 
 

@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import argparse
+import math
 import sys
 import time
+from typing import Any
 
 from oddeye.commands._common import add_device_flag
 
@@ -30,6 +32,30 @@ def port_number(text: str) -> int:
     return port
 
 
+def positive_int(text: str) -> int:
+    """A whole number >= 1 for the service's limits, else an argparse error at parse time: 0 or
+    less would start a server that refuses every request (or fail later with a traceback)."""
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"must be a whole number, got {text!r}") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be at least 1, got {value}")
+    return value
+
+
+def upload_mib(text: str) -> float:
+    """``--max-upload-mb``: a finite number of MiB of at least one byte, else an argparse error
+    (0 or a negative size would refuse every upload)."""
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"must be a number of MiB, got {text!r}") from None
+    if not math.isfinite(value) or int(value * 1048576) < 1:
+        raise argparse.ArgumentTypeError(f"must be a positive number of MiB, got {text}")
+    return value
+
+
 def add_arguments(p: argparse.ArgumentParser) -> None:
     from oddeye.serve.config import ServeConfig  # no FastAPI needed to list the options
 
@@ -40,31 +66,48 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                    help="TCP port, 1-65535 (default 8000)")
     p.add_argument("--refs", nargs="+", metavar="REF",
                    help="reference good images for few-shot methods (set once at start)")
-    p.add_argument("--max-upload-mb", type=float, default=d.max_upload_bytes / 1048576,
+    p.add_argument("--max-upload-mb", type=upload_mib, default=d.max_upload_bytes / 1048576,
                    help=f"largest request body in MiB (default {d.max_upload_bytes // 1048576})")
-    p.add_argument("--max-files", type=int, default=d.max_files,
+    p.add_argument("--max-files", type=positive_int, default=d.max_files,
                    help=f"most images per request (default {d.max_files})")
-    p.add_argument("--max-pixels", type=int, default=d.max_pixels,
+    p.add_argument("--max-pixels", type=positive_int, default=d.max_pixels,
                    help=f"largest image in pixels, checked before decoding ({d.max_pixels})")
-    p.add_argument("--max-pending", type=int, default=d.max_pending,
+    p.add_argument("--max-pending", type=positive_int, default=d.max_pending,
                    help="requests in progress at once; more get 503 (default "
                         f"{d.max_pending})")
-    p.add_argument("--overlay-max-side", type=int, default=d.overlay_max_side,
+    p.add_argument("--overlay-max-side", type=positive_int, default=d.overlay_max_side,
                    help=f"longest side of returned overlays in px (default {d.overlay_max_side})")
-    p.add_argument("--batch-size", type=int, default=d.batch_size)
+    p.add_argument("--batch-size", type=positive_int, default=d.batch_size,
+                   help=f"images per forward pass inside one request (default {d.batch_size})")
     add_device_flag(p)
-    p.add_argument("--threads", type=int, help="torch / onnxruntime threads (default: all cores)")
+    p.add_argument("--threads", type=positive_int,
+                   help="torch / onnxruntime threads (default: all cores)")
     p.add_argument("--log-level", default="info",
                    choices=["critical", "error", "warning", "info", "debug"])
 
 
+def check_refs(det: Any, path: str, refs: list[str] | None) -> None:
+    """Require ``--refs`` for a model that uses reference images and refuse them for one that
+    does not, as ``oddeye predict`` and ``oddeye export`` do: silently ignored references would
+    let a user believe they changed the scores."""
+    from oddeye.errors import OddeyeError
+
+    if getattr(det, "needs_references", False):
+        if not refs:
+            raise OddeyeError(f"model {path} ({det.method}) needs --refs with good images")
+    elif refs:
+        if type(det).__name__ == "OnnxDetector":
+            raise OddeyeError(f"model {path}: an exported model takes no --refs (any "
+                              "references are fixed inside it; re-export with other --refs)")
+        raise OddeyeError(f"model {path} ({det.method}) does not use reference images; "
+                          "drop --refs")
+
+
 def load_detector(path: str, refs: list[str] | None = None, threads: int | None = None,
                   device: str = "auto"):
-    """Load a ``.oddeye`` or ``.onnx`` model once (a torch one onto ``device``), set references,
-    and warm it up."""
+    """Load a ``.oddeye`` or ``.onnx`` model once (a torch one onto ``device``), check and set
+    references (``check_refs``), and warm it up."""
     import numpy as np
-
-    from oddeye.errors import OddeyeError
 
     if path.endswith(".onnx"):
         from oddeye.export.onnx import OnnxDetector
@@ -78,9 +121,8 @@ def load_detector(path: str, refs: list[str] | None = None, threads: int | None 
         if threads:
             torch.set_num_threads(threads)
         det = oddeye.load(path, device=device)
+    check_refs(det, path, refs)
     if getattr(det, "needs_references", False):
-        if not refs:
-            raise OddeyeError(f"model {path} ({det.method}) needs --refs with good images")
         from oddeye.commands.predict import gather
 
         det.set_references(gather(refs))

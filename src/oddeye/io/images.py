@@ -20,7 +20,9 @@ from oddeye.errors import DataError, ImageReadError
 
 __all__ = [
     "IMAGE_EXTENSIONS",
+    "array_like_to_numpy",
     "as_rgb_uint8",
+    "is_array_like",
     "is_image_file",
     "list_images",
     "read_image",
@@ -115,8 +117,32 @@ def _numeric_to_uint8(values: np.ndarray, name: str) -> np.ndarray:
     )
 
 
+def is_array_like(obj: object) -> bool:
+    """True for an array-like that is not a numpy array, list, tuple, path or PIL image: a torch
+    tensor, a CuPy or JAX array, anything numpy converts through ``__array__``."""
+    if isinstance(obj, (np.ndarray, np.generic, str, bytes, Path, Image.Image, list, tuple)):
+        return False
+    return hasattr(obj, "__array__") or hasattr(obj, "__array_interface__")
+
+
+def array_like_to_numpy(obj: object, name: str = "array") -> np.ndarray:
+    """``obj`` (a torch tensor or other array-like) as the numpy array it stands for: detached
+    from autograd and moved to the CPU first when it has ``detach`` / ``cpu`` (torch), so a
+    tensor that needs grad or lives on a GPU converts like any other. Torch is never imported."""
+    try:
+        if callable(getattr(obj, "detach", None)):
+            obj = obj.detach()
+        if callable(getattr(obj, "cpu", None)):
+            obj = obj.cpu()
+        return np.asarray(obj)
+    except (TypeError, ValueError, RuntimeError) as exc:
+        raise ImageReadError(f"{name}: could not convert the {type(obj).__name__} to a numpy "
+                             f"array ({exc})") from exc
+
+
 def as_rgb_uint8(array: np.ndarray | Image.Image, name: str = "array") -> np.ndarray:
-    """Convert a user's numpy array (or PIL image) to a new uint8 RGB (H, W, 3) array.
+    """Convert a user's numpy array (or PIL image, or torch tensor) to a new uint8 RGB (H, W, 3)
+    array.
 
     Same rules as files: HxW/HxWx1 replicated, HxWx4 drops alpha; uint16 / 257, bool -> 0/255,
     floats must be finite and in [0, 1]. Other dtypes, shapes or objects raise ImageReadError.
@@ -132,10 +158,12 @@ def as_rgb_uint8(array: np.ndarray | Image.Image, name: str = "array") -> np.nda
         if img.width == 0 or img.height == 0:  # as read_image refuses such a file
             raise ImageReadError(f"{name}: image has zero size ({img.width}x{img.height})")
         return _pil_to_rgb(img, name)
+    if is_array_like(array):  # a torch tensor (CPU or GPU) converts like its numpy array
+        array = array_like_to_numpy(array, name)
     if not isinstance(array, np.ndarray):
         raise ImageReadError(
             f"{name}: expected a numpy array or PIL image, got {type(array).__name__} "
-            "(convert with np.asarray(...) or tensor.numpy() first)"
+            "(convert with np.asarray(...) first)"
         )
     if array.ndim == 0:  # np.asarray(None), np.asarray(3): not an image, name what it held
         value = array.item()

@@ -350,6 +350,22 @@ def _anchor(name: str) -> str:
     return "cat-" + "".join(ch if ch.isalnum() else "-" for ch in name)
 
 
+def category_anchors(names: list[str]) -> dict[str, str]:
+    """A unique HTML id per category: ``cat-`` and the name with non-alphanumerics as ``-``, and
+    a ``-2``, ``-3``, ... suffix where two names would give the same id ("a b" and "a-b"), so
+    every nav link jumps to its own section."""
+    taken: set[str] = set()
+    out: dict[str, str] = {}
+    for name in names:
+        base = anchor = _anchor(name)
+        k = 2
+        while anchor in taken:
+            anchor, k = f"{base}-{k}", k + 1
+        taken.add(anchor)
+        out[name] = anchor
+    return out
+
+
 def fit_choice_lines(dets: dict, per_model: bool) -> list[str]:
     """One line per distinct model: what its fit chose from the data, named by category when
     the categories have their own models (``per_model``)."""
@@ -412,7 +428,8 @@ def write_test_report(out_dir: str | Path, detector, per_category: dict[str, dic
                         for k, v, d in tiles)
     nav = ["<a href='#metrics'>metrics</a>", "<a href='#curves'>curves</a>",
            "<a href='#defects'>per defect type</a>"]
-    nav += [f"<a href='#{_anchor(n)}'>{html.escape(n)}</a>" for n in details]
+    anchors = category_anchors(list(details))
+    nav += [f"<a href='#{anchors[n]}'>{html.escape(n)}</a>" for n in details]
     parts = [
         "<div class='wrap'>",
         f"<h1>{html.escape(title)}</h1>",
@@ -452,7 +469,7 @@ def write_test_report(out_dir: str | Path, detector, per_category: dict[str, dic
                    f"{c['fp'] + c['tn']} false alarms</span>")
         opened = " open" if len(cases) <= 3 or n == 0 else ""
         parts += [
-            f"<details id='{_anchor(name)}'{opened}><summary>{summary}</summary>",
+            f"<details id='{anchors[name]}'{opened}><summary>{summary}</summary>",
             "<h3>Good images scored highest</h3>", case_cards(det, d, idx["fp"], "good"),
             "<h3>Defective images scored lowest</h3>", case_cards(det, d, idx["fn"], "defect"),
             "<h3>Clearest detections</h3>", case_cards(det, d, idx["best"], "defect"),

@@ -298,10 +298,14 @@ def create_app(detector: Any, config: ServeConfig | None = None,
                                        f"the server failed on this request ({type(exc).__name__}: "
                                        f"{exc}); it keeps running"), status_code=500)
 
-    @app.get("/", response_class=HTMLResponse, include_in_schema=False)
+    # HEAD is answered wherever GET is (``curl -I``, uptime probes); the server sends the
+    # headers only. The API's HEAD routes stay out of the OpenAPI schema (one operation each).
+    @app.api_route("/", methods=["GET", "HEAD"], response_class=HTMLResponse,
+                   include_in_schema=False)
     async def index() -> HTMLResponse:
         return HTMLResponse(INDEX_HTML)
 
+    @app.head(f"{API_PREFIX}/health", include_in_schema=False)
     @app.get(f"{API_PREFIX}/health", summary="Liveness and queue state")
     async def health() -> dict:
         return {"status": "ok", "model_loaded": True, "pending": queue.pending,
@@ -309,6 +313,7 @@ def create_app(detector: Any, config: ServeConfig | None = None,
                 "uptime_s": round(time.time() - stats["started"], 1),
                 **{k: stats[k] for k in ("requests", "images", "rejected", "errors")}}
 
+    @app.head(f"{API_PREFIX}/model", include_in_schema=False)
     @app.get(f"{API_PREFIX}/model", summary="The served model: method, backbone, threshold, size")
     async def model() -> dict:
         return {**info, "limits": asdict(cfg)}

@@ -16,3 +16,10 @@ class ServeConfig:
     max_pending: int = 8
     overlay_max_side: int = 1024
     batch_size: int = 4
+
+    def __post_init__(self) -> None:
+        """Refuse limits below 1 when the config is made (from Python too, not only the CLI):
+        0 files, bytes or pending requests would give a server that refuses every request."""
+        for name, value in vars(self).items():
+            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+                raise ValueError(f"ServeConfig.{name} must be an integer >= 1, got {value!r}")

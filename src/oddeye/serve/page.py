@@ -37,7 +37,7 @@ font-weight:600}
 #file-input{position:absolute;width:1px;height:1px;opacity:0}
 #status{min-height:22px;margin:12px 2px 0;color:var(--muted);font-size:14px}
 #error{display:none;margin-top:12px;border:1px solid #f3b4ae;background:var(--bad-bg);color:var(--bad);
-border-radius:8px;padding:10px 14px;font-size:14px}
+border-radius:8px;padding:10px 14px;font-size:14px;white-space:pre-line}
 #result{display:none;margin-top:16px}
 .head{display:flex;align-items:center;gap:14px;flex-wrap:wrap}
 #verdict{font-weight:700;font-size:18px;letter-spacing:.6px;border-radius:8px;padding:6px 16px}
