@@ -411,7 +411,57 @@ def report(tasks: Sequence[Task], results: dict, methods: Sequence[str],
     return "\n".join(parts)
 
 
-def run(data_root: str | Path = "../shared/data/adbench", seeds: int = 3,
+def default_root() -> Path:
+    """The suite's data folder: ``$ODDEYE_SHARED_DATA/adbench``, else ``../shared/data/adbench``
+    (the same shared root as the detection suite, ``detection_suite.shared_root``)."""
+    from oddeye.bench.detection_suite import shared_root
+
+    return shared_root() / "adbench"
+
+
+def data_files(data: str | Path | Sequence[str | Path] | None = None) -> list[Path]:
+    """The ``.npz`` files the suite runs on: every one under each folder of ``data`` and each
+    ``.npz`` file named (``None``: ``default_root()``). Raises a one-line ``DataError`` for a
+    missing path, saying where it looked and how to point elsewhere, and for two files of the
+    same name (the suite names data sets by file name, so one would hide the other)."""
+    from oddeye.errors import DataError
+    from oddeye.semisup.protocol import find_npz
+
+    if data is None:
+        root = default_root()
+        if not root.is_dir():
+            env = os.environ.get("ODDEYE_SHARED_DATA")
+            where = (f"ODDEYE_SHARED_DATA={env}" if env else
+                     f"ODDEYE_SHARED_DATA is unset, so ../shared/data relative to {Path.cwd()}")
+            raise DataError(f"adbench suite: data folder {root} not found ({where}); set "
+                            f"ODDEYE_SHARED_DATA to the folder that holds adbench/, or pass "
+                            f"--datasets with .npz files or folders of them")
+        entries: list[str | Path] = [root]
+    else:
+        entries = [data] if isinstance(data, (str, Path)) else list(data)
+    files: list[Path] = []
+    for entry in entries:
+        p = Path(entry)
+        if p.is_file() and p.suffix != ".npz":
+            raise DataError(f"adbench suite: {p} is not an .npz file")
+        if not p.exists():
+            raise DataError(f"adbench suite: {p} not found (give .npz files or folders of them)")
+        files += find_npz(p)
+    by_stem: dict[str, Path] = {}
+    unique: list[Path] = []
+    for f in files:
+        prev = by_stem.get(f.stem)
+        if prev is not None and prev.resolve() == f.resolve():
+            continue  # the same file reached twice
+        if prev is not None:
+            raise DataError(f"adbench suite: {prev} and {f} are both named {f.stem!r}; the suite "
+                            f"names data sets by file name, so rename or leave out one")
+        by_stem[f.stem] = f
+        unique.append(f)
+    return unique
+
+
+def run(data_root: str | Path | Sequence[str | Path] | None = None, seeds: int = 3,
         methods: Sequence[str] = DEEP_METHODS + UNSUP_METHODS,
         contamination_methods: Sequence[str] = ("deepsad", "devnet"),
         contamination_levels: Sequence[float] = (0.0, 0.05, 0.10),
@@ -422,14 +472,16 @@ def run(data_root: str | Path = "../shared/data/adbench", seeds: int = 3,
         write: bool = True, progress: bool = True) -> str:
     """Run the suite and write the ``adbench`` section; returns the markdown body.
 
+    ``data_root``: a folder of ``.npz`` files, one file, or a list of them (``data_files``);
+    default ``$ODDEYE_SHARED_DATA/adbench``, else ``../shared/data/adbench``.
+
     ``hparams`` maps a method name to keyword arguments for its constructor (defaults are the
     documented budgets); ``cache`` a JSON-lines file to resume an interrupted run (default: the
     ``ODDEYE_ADBENCH_CACHE`` environment variable, else none).
     """
     from oddeye.bench.results import DEFAULT_RESULTS, write_section
-    from oddeye.semisup.protocol import find_npz
 
-    files = find_npz(data_root)
+    files = data_files(data_root)
     if cache is None:
         cache = os.environ.get("ODDEYE_ADBENCH_CACHE") or None
     workers = workers or min(2, os.cpu_count() or 1)
@@ -449,7 +501,9 @@ def _cli() -> int:  # pragma: no cover - thin wrapper for `python -m oddeye.benc
     import argparse
 
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    p.add_argument("--data", default="../shared/data/adbench")
+    p.add_argument("--data", nargs="+", default=None,
+                   help=".npz files or folders (default: $ODDEYE_SHARED_DATA/adbench, else "
+                        "../shared/data/adbench)")
     p.add_argument("--seeds", type=int, default=3)
     p.add_argument("--workers", type=int, default=None)
     p.add_argument("--cache", default=None)

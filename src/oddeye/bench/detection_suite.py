@@ -27,6 +27,31 @@ def shared_root() -> Path:
     return Path(os.environ.get("ODDEYE_SHARED_DATA", "../shared/data"))
 
 
+def check_args(methods: list[str] | None, datasets: list[str] | None) -> None:
+    """Refuse unknown method names and data set folders before anything runs (``DataError``,
+    one line), so a typo does not surface as a child's traceback after the valid pairs ran."""
+    from oddeye.data.mvtec import find_categories
+    from oddeye.errors import DataError, OddeyeError
+    from oddeye.methods import available_methods
+
+    known = available_methods()
+    unknown = [m for m in methods or [] if m not in known]
+    if unknown:
+        raise DataError(f"--methods: unknown method(s) {', '.join(map(repr, unknown))} for the "
+                        f"detection suite; available: {', '.join(known)}")
+    for ds in datasets or []:
+        if ds == "synthetic" or ds in DATASETS:
+            continue  # a missing shared data set is skipped with a note, as before
+        path = Path(ds)
+        if not path.is_dir():
+            raise DataError(f"--datasets {ds}: no such folder, and not one of the named sets "
+                            f"(synthetic, {', '.join(DATASETS)})")
+        try:
+            find_categories(path, require_train=True)
+        except OddeyeError as exc:
+            raise DataError(f"--datasets {ds}: not a data set folder ({exc})") from None
+
+
 def time_inference(det, images: list, repeats: int = 3,
                    clock: Callable[[], float] = time.perf_counter) -> float:
     """Median model time per image at batch 1, in ms (decode excluded, inference_mode).
@@ -107,9 +132,31 @@ def _child(argv: list[str]) -> int:
     p.add_argument("--threads", type=int, default=2)
     p.add_argument("--json")
     a = p.parse_args(argv)
-    res = run_one(a.method, a.data, a.backbone, json.loads(a.params), a.threads)
+    from oddeye.errors import OddeyeError
+
+    try:
+        res = run_one(a.method, a.data, a.backbone, json.loads(a.params), a.threads)
+    except OddeyeError as exc:  # one line for the parent to quote, no traceback
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
     Path(a.json).write_text(json.dumps(res))
     return 0
+
+
+def _run_child(cmd: list[str], method: str, dataset: str) -> None:
+    """Run one child; its failure becomes a one-line ``OddeyeError`` naming the method and data
+    set (the child's last stderr line says why), not a CalledProcessError traceback."""
+    from oddeye.errors import OddeyeError
+
+    proc = subprocess.run(cmd, stderr=subprocess.PIPE, text=True)
+    if proc.returncode == 0:
+        sys.stderr.write(proc.stderr)  # the child's warnings, if any, as they were
+        return
+    lines = [ln.strip() for ln in (proc.stderr or "").splitlines() if ln.strip()]
+    why = lines[-1] if lines else f"exit status {proc.returncode}"
+    why = why.removeprefix("error: ")
+    raise OddeyeError(f"detection suite: {method} on {dataset} failed: {why} (rows finished "
+                      f"before it are kept in the results file)")
 
 
 def run(methods: list[str] | None = None, datasets: list[str] | None = None,
@@ -119,6 +166,7 @@ def run(methods: list[str] | None = None, datasets: list[str] | None = None,
     from oddeye.bench.results import DEFAULT_RESULTS, write_section
     from oddeye.data.synth import generate
 
+    check_args(methods, datasets)
     methods = methods or ["patchcore", "padim"]
     datasets = datasets or ["synthetic", *DATASETS]
     rows: list = []
@@ -142,7 +190,7 @@ def run(methods: list[str] | None = None, datasets: list[str] | None = None,
                 if backbone:
                     cmd += ["--backbone", backbone]
                 print(f"benchmark: {m} on {ds} ...", file=sys.stderr, flush=True)
-                subprocess.run(cmd, check=True)
+                _run_child(cmd, m, ds)
                 r = json.loads(out.read_text())
                 rows.append((m, ds, r))
                 print(f"  image AUROC {r['image_auroc']:.3f} pixel AUROC {r['pixel_auroc']:.3f} "

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import json
 import math
+import os
+import tempfile
 from pathlib import Path
 from typing import Any
 
@@ -99,11 +101,74 @@ def _clean(obj: Any) -> Any:
 
 
 def write_json(path: str | Path, payload: dict) -> Path:
-    """Write machine-readable output (NaN becomes null so every JSON parser accepts it)."""
+    """Write machine-readable output (NaN becomes null so every JSON parser accepts it).
+
+    A path that cannot be written is a one-line ``DataError``, not a traceback (commands check
+    their output paths up front with ``check_output_file``; this is the last resort).
+    """
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(json.dumps(_clean(payload), indent=2, sort_keys=False) + "\n")
+    text = json.dumps(_clean(payload), indent=2, sort_keys=False) + "\n"
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(text)
+    except OSError as exc:
+        raise DataError(f"cannot write {path}: {exc.strerror or exc}") from None
     return path
+
+
+def _nearest_existing(path: Path) -> Path:
+    """``path`` or its closest ancestor that exists (where missing folders would be created)."""
+    path = Path(os.path.abspath(path))
+    while not path.exists() and path != path.parent:
+        path = path.parent
+    return path
+
+
+def _probe_writable(folder: Path, flag: str, target: Path) -> None:
+    """Refuse ``target`` unless a file can be created in ``folder`` (its nearest existing
+    ancestor): permission bits alone miss read-only and virtual file systems such as /proc."""
+    if not folder.is_dir():
+        raise DataError(f"{flag} {target}: {folder} is a file, so no folder can be made there")
+    try:
+        with tempfile.TemporaryFile(dir=folder, prefix=".oddeye-write-check-"):
+            pass
+    except OSError as exc:
+        raise DataError(f"{flag} {target}: cannot write in {folder} "
+                        f"({exc.strerror or exc})") from None
+
+
+def check_output_file(path: str | Path, flag: str) -> Path:
+    """Check, before any work, that ``flag``'s output file ``path`` can be written.
+
+    Refused with a one-line ``DataError``: an existing folder, an existing file that cannot be
+    written, a parent that is a file or lies where nothing can be created. Creates nothing.
+    """
+    target = Path(path)
+    if str(path).strip() == "":
+        raise DataError(f"{flag}: empty file name")
+    if target.is_dir():
+        raise DataError(f"{flag} {target}: is a folder; give a file name (e.g. {target}/out.json)")
+    if target.exists():
+        if not os.access(target, os.W_OK):
+            raise DataError(f"{flag} {target}: file exists and cannot be written")
+        return target
+    _probe_writable(_nearest_existing(target.parent), flag, target)
+    return target
+
+
+def check_output_dir(path: str | Path, flag: str) -> Path:
+    """Check, before any work, that ``flag``'s output folder ``path`` can be made and written.
+
+    Refused with a one-line ``DataError``: an existing file where the folder should be, or a
+    place where nothing can be created. Creates nothing.
+    """
+    target = Path(path)
+    if str(path).strip() == "":
+        raise DataError(f"{flag}: empty folder name")
+    if target.exists() and not target.is_dir():
+        raise DataError(f"{flag} {target}: is a file, not a folder; give a folder name")
+    _probe_writable(_nearest_existing(target), flag, target)
+    return target
 
 
 def pick_shots(items: list, shots: int | None, seed: int, flag: str = "--shots",

@@ -3,9 +3,7 @@
 from __future__ import annotations
 
 import argparse
-import json
 import time
-from pathlib import Path
 
 import numpy as np
 
@@ -16,6 +14,17 @@ DESCRIPTION = (
     "labelled, standardised features, several seeds) with one detector on one .npz file or every "
     ".npz under a folder, and reports test AUROC and AUPR per data set and on average."
 )
+
+
+def _threads(raw: str) -> int:
+    """``--threads`` value: a whole number >= 0 (0 = torch's choice), checked at parse time."""
+    try:
+        value = int(raw)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a whole number, got {raw!r}") from None
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"must be >= 1 (or 0 for torch's choice), got {value}")
+    return value
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -34,7 +43,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--contamination", type=float, default=None,
                         help="share of anomalies among the unlabelled training data, e.g. 0.05 "
                              "(default: the data set's own)")
-    parser.add_argument("--threads", type=int, default=1,
+    parser.add_argument("--threads", type=_threads, default=1,
                         help="torch CPU threads (default 1: these networks are small, more threads "
                              "mostly add synchronisation cost; 0 = torch's choice)")
     parser.add_argument("--json", default=None, metavar="FILE", help="write the results as JSON")
@@ -55,10 +64,13 @@ def run(args: argparse.Namespace) -> int:
     """Evaluate, print the table, optionally write JSON; returns the exit code."""
     import torch
 
+    from oddeye.commands._common import check_output_file, write_json
     from oddeye.errors import DataError
     from oddeye.semisup import SEMISUP_METHODS
-    from oddeye.semisup.protocol import find_npz, run_dataset
+    from oddeye.semisup.protocol import dataset_names, find_npz, run_dataset
 
+    if args.json:
+        check_output_file(args.json, "--json")
     if args.seeds < 1:
         raise DataError(f"--seeds: need at least one seed, got {args.seeds}")
     if args.anoonly and not SEMISUP_METHODS[args.method].uses_labels:
@@ -66,12 +78,14 @@ def run(args: argparse.Namespace) -> int:
     if args.threads > 0:
         torch.set_num_threads(args.threads)
     files = find_npz(args.data)
+    names = dataset_names(files, args.data)
     seeds = list(range(args.seeds))
     per_dataset: dict[str, dict] = {}
     t0 = time.perf_counter()
-    for path in files:
+    for path, name in zip(files, names, strict=True):
         res = run_dataset(path, args.method, args.anoonly, seeds, args.labeled, args.contamination)
-        per_dataset[res["name"]] = res
+        res["name"] = name  # unique: same-named files in different folders keep their own row
+        per_dataset[name] = res
     mean_auroc = float(np.mean([r["auroc"] for r in per_dataset.values()]))
     mean_aupr = float(np.mean([r["aupr"] for r in per_dataset.values()]))
     label = f"{args.method}{' +AnoOnly' if args.anoonly else ''}"
@@ -83,8 +97,5 @@ def run(args: argparse.Namespace) -> int:
                "seeds": seeds, "contamination": args.contamination, "data": str(args.data),
                "mean_auroc": mean_auroc, "mean_aupr": mean_aupr,
                "seconds_total": time.perf_counter() - t0, "per_dataset": per_dataset}
-        path = Path(args.json)
-        path.parent.mkdir(parents=True, exist_ok=True)
-        path.write_text(json.dumps(out, indent=2) + "\n")
-        print(f"wrote {path}")
+        print(f"wrote {write_json(args.json, out)}")
     return 0

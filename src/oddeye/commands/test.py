@@ -7,7 +7,13 @@ import sys
 import time
 from pathlib import Path
 
-from oddeye.commands._common import add_device_flag, add_progress_flag, write_json
+from oddeye.commands._common import (
+    add_device_flag,
+    add_progress_flag,
+    check_output_dir,
+    check_output_file,
+    write_json,
+)
 
 NAME = "test"
 HELP = "evaluate a model on test splits (image/pixel AUROC, AP, F1-max, AUPRO@0.3)"
@@ -74,6 +80,10 @@ def run(args: argparse.Namespace) -> int:
     from oddeye.errors import DataError, OddeyeError
     from oddeye.evaluation import evaluate_category, format_by_type, format_table, mean_metrics
 
+    if args.json:  # output paths first: a bad one must not cost the whole evaluation
+        check_output_file(args.json, "--json")
+    if args.report:
+        check_output_dir(args.report, "--report")
     det = oddeye.load(args.model, device=args.device)
     recorded = list(det.meta_["train"].get("labelled_defects") or [])
     needs_refs = getattr(det, "needs_references", False)
@@ -132,7 +142,11 @@ def run(args: argparse.Namespace) -> int:
     if args.report and per_cat:
         from oddeye.report.html import write_test_report
 
-        path = write_test_report(args.report, det, per_cat, details)
+        try:
+            path = write_test_report(args.report, det, per_cat, details)
+        except OSError as exc:  # checked up front; this is the last resort (e.g. disk full)
+            raise DataError(f"--report {args.report}: cannot write ({exc.strerror or exc})"
+                            ) from None
         print(f"wrote report {path}")
     if not per_cat:
         raise OddeyeError(f"no test image could be scored in {len(datasets)} categor"

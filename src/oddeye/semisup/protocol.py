@@ -57,6 +57,27 @@ def find_npz(root: str | Path) -> list[Path]:
     return files
 
 
+def dataset_names(files: list[Path], root: str | Path) -> list[str]:
+    """One unique display name per file of ``find_npz(root)``: its stem, or, for stems that
+    several files share (``A/d.npz``, ``B/d.npz``), the path relative to ``root`` without the
+    suffix (``A/d``, ``B/d``), so no data set's row or JSON entry replaces another's."""
+    root = Path(root)
+    stems = [Path(f).stem for f in files]
+    names = []
+    for f, stem in zip(files, stems, strict=True):
+        if stems.count(stem) > 1:
+            try:
+                rel = Path(f).relative_to(root)
+            except ValueError:  # not under root: fall back to the full path
+                rel = Path(f)
+            stem = rel.with_suffix("").as_posix()
+        names.append(stem)
+    clash = sorted({n for n in names if names.count(n) > 1})
+    if clash:  # not expected from find_npz; refuse rather than lose a data set silently
+        raise DataError(f"{root}: several data sets would be named {clash[0]!r}; rename one")
+    return names
+
+
 def dataset_group(path: str | Path) -> str:
     """Short ADBench group of a data set: ``Classical``, ``CV`` or ``NLP`` (else its folder)."""
     from oddeye.data.adbench import dataset_group as _group
