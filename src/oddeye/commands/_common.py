@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import argparse
 import json
 import math
 import os
 import tempfile
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -229,3 +231,19 @@ def load_categories(roots: list[str], categories: list[str] | None,
         for cat, p in zip(clash, parts, strict=True):
             cat.name = "/".join(p[-depth:])
     return datasets
+
+
+def int_at_least(low: int, note: str = "") -> Callable[[str], int]:
+    """An argparse ``type`` for whole numbers >= ``low`` (``note`` explains a special value):
+    a bad count is refused while parsing, not by a traceback or an empty run later."""
+
+    def parse(text: str) -> int:
+        try:
+            value = int(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"must be a whole number, got {text!r}") from None
+        if value < low:
+            raise argparse.ArgumentTypeError(f"must be at least {low}{note}, got {value}")
+        return value
+
+    return parse

@@ -14,23 +14,13 @@ from typing import Any
 import numpy as np
 from PIL import Image
 
-from oddeye.commands._common import add_device_flag
+from oddeye.commands._common import add_device_flag, int_at_least
 
 NAME = "predict"
 HELP = "score images: overlays, masks, results.csv / results.jsonl"
 
 _UNSAFE = re.compile(r"[^\w.-]")
 
-
-def positive_int(text: str) -> int:
-    """argparse type for counts that must be at least 1 (refused while parsing, not later)."""
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"invalid int value: {text!r}") from None
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"must be >= 1, got {value}")
-    return value
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
@@ -40,7 +30,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--refs", nargs="+", metavar="REF",
                    help="reference good images, only for models that score against reference "
                         "shots (e.g. resad; see `oddeye methods`)")
-    p.add_argument("--batch-size", type=positive_int, default=4, metavar="N",
+    p.add_argument("--batch-size", type=int_at_least(1), default=4, metavar="N",
                    help="images per forward pass (default: 4)")
     add_device_flag(p)
 

@@ -7,6 +7,8 @@ import time
 
 import numpy as np
 
+from oddeye.commands._common import int_at_least
+
 NAME = "semisup"
 HELP = "evaluate a semi-supervised detector (few labelled anomalies) on .npz feature data sets"
 DESCRIPTION = (
@@ -15,16 +17,6 @@ DESCRIPTION = (
     ".npz under a folder, and reports test AUROC and AUPR per data set and on average."
 )
 
-
-def _threads(raw: str) -> int:
-    """``--threads`` value: a whole number >= 0 (0 = torch's choice), checked at parse time."""
-    try:
-        value = int(raw)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a whole number, got {raw!r}") from None
-    if value < 0:
-        raise argparse.ArgumentTypeError(f"must be >= 1 (or 0 for torch's choice), got {value}")
-    return value
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -43,7 +35,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--contamination", type=float, default=None,
                         help="share of anomalies among the unlabelled training data, e.g. 0.05 "
                              "(default: the data set's own)")
-    parser.add_argument("--threads", type=_threads, default=1,
+    parser.add_argument("--threads", type=int_at_least(0, " (0: torch's choice)"), default=1,
                         help="torch CPU threads (default 1: these networks are small, more threads "
                              "mostly add synchronisation cost; 0 = torch's choice)")
     parser.add_argument("--json", default=None, metavar="FILE", help="write the results as JSON")

@@ -8,7 +8,7 @@ import sys
 import time
 from typing import Any
 
-from oddeye.commands._common import add_device_flag
+from oddeye.commands._common import add_device_flag, int_at_least
 
 NAME = "serve"
 HELP = "serve a model over HTTP: POST /v1/predict, a web page at /, OpenAPI docs at /docs"
@@ -31,17 +31,6 @@ def port_number(text: str) -> int:
         raise argparse.ArgumentTypeError(f"must be a TCP port from 1 to 65535, got {port}")
     return port
 
-
-def positive_int(text: str) -> int:
-    """A whole number >= 1 for the service's limits, else an argparse error at parse time: 0 or
-    less would start a server that refuses every request (or fail later with a traceback)."""
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"must be a whole number, got {text!r}") from None
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"must be at least 1, got {value}")
-    return value
 
 
 def upload_mib(text: str) -> float:
@@ -68,19 +57,19 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                    help="reference good images for few-shot methods (set once at start)")
     p.add_argument("--max-upload-mb", type=upload_mib, default=d.max_upload_bytes / 1048576,
                    help=f"largest request body in MiB (default {d.max_upload_bytes // 1048576})")
-    p.add_argument("--max-files", type=positive_int, default=d.max_files,
+    p.add_argument("--max-files", type=int_at_least(1), default=d.max_files,
                    help=f"most images per request (default {d.max_files})")
-    p.add_argument("--max-pixels", type=positive_int, default=d.max_pixels,
+    p.add_argument("--max-pixels", type=int_at_least(1), default=d.max_pixels,
                    help=f"largest image in pixels, checked before decoding ({d.max_pixels})")
-    p.add_argument("--max-pending", type=positive_int, default=d.max_pending,
+    p.add_argument("--max-pending", type=int_at_least(1), default=d.max_pending,
                    help="requests in progress at once; more get 503 (default "
                         f"{d.max_pending})")
-    p.add_argument("--overlay-max-side", type=positive_int, default=d.overlay_max_side,
+    p.add_argument("--overlay-max-side", type=int_at_least(1), default=d.overlay_max_side,
                    help=f"longest side of returned overlays in px (default {d.overlay_max_side})")
-    p.add_argument("--batch-size", type=positive_int, default=d.batch_size,
+    p.add_argument("--batch-size", type=int_at_least(1), default=d.batch_size,
                    help=f"images per forward pass inside one request (default {d.batch_size})")
     add_device_flag(p)
-    p.add_argument("--threads", type=positive_int,
+    p.add_argument("--threads", type=int_at_least(1),
                    help="torch / onnxruntime threads (default: all cores)")
     p.add_argument("--log-level", default="info",
                    choices=["critical", "error", "warning", "info", "debug"])
