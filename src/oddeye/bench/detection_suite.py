@@ -44,8 +44,8 @@ def check_args(methods: list[str] | None, datasets: list[str] | None) -> None:
             continue  # a missing shared data set is skipped with a note, as before
         path = Path(ds)
         if not path.is_dir():
-            raise DataError(f"--datasets {ds}: no such folder, and not one of the named sets "
-                            f"(synthetic, {', '.join(DATASETS)})")
+            raise DataError(f"--datasets {ds}: no such folder, and not one of the detection "
+                            f"suite's named sets (synthetic, {', '.join(DATASETS)})")
         try:
             find_categories(path, require_train=True)
         except OddeyeError as exc:
