@@ -82,9 +82,28 @@ def test_old_relative_records_match_and_missing_ones_are_reported(roots, monkeyp
     cats = load_categories([str(roots[0] / "grid"), str(roots[1] / "grid")], None)
     defect = next(s.path for s in cats[0].test if s.label == 1)
     rel = str(Path("data") / defect.relative_to(roots[0]))
-    found, missing = match_excluded([rel, "data/grid/test/none/999.png"], cats)
+    found, missing, ambiguous = match_excluded([rel, "data/grid/test/none/999.png"], cats)
     assert found[cats[0].name] == {defect} and found[cats[1].name] == set()
-    assert missing == ["data/grid/test/none/999.png"]
+    assert missing == ["data/grid/test/none/999.png"] and ambiguous == []
+
+
+def test_a_short_relative_record_matching_two_categories_excludes_both_and_says_so(
+        roots, monkeypatch):
+    """A model trained with ``--data .`` inside a category records ``test/<type>/<file>``:
+    that tail names the same file in every same-shaped category. Both are left out (no
+    training image is ever scored) and the record is returned as ambiguous."""
+    from oddeye.commands._common import load_categories
+    from oddeye.commands.test import match_excluded
+
+    monkeypatch.chdir(roots[0].parent)  # a folder where the relative record does not resolve
+    cats = load_categories([str(roots[0] / "grid"), str(roots[1] / "grid")], None)
+    defect = next(s.path for s in cats[0].test if s.label == 1)
+    rel = str(defect.relative_to(roots[0] / "grid"))  # test/<type>/<file>
+    twin = roots[1] / "grid" / rel
+    assert twin.is_file()  # the two roots hold the same layout
+    found, missing, ambiguous = match_excluded([rel], cats)
+    assert found[cats[0].name] == {defect} and found[cats[1].name] == {twin}
+    assert missing == [] and ambiguous == [rel]
 
 
 @pytest.mark.filterwarnings("ignore:too few good images")

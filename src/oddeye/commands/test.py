@@ -48,18 +48,23 @@ def _path_parts(path: str) -> tuple[str, ...]:
     return parts
 
 
-def match_excluded(recorded: list[str], datasets: list) -> tuple[dict[str, set], list[str]]:
+def match_excluded(recorded: list[str], datasets: list
+                   ) -> tuple[dict[str, set], list[str], list[str]]:
     """Test images of ``datasets`` that are the recorded labelled training defects.
 
-    Returns ``({category name: set of Sample.path to leave out}, recorded paths not found)``.
+    Returns ``({category name: set of Sample.path to leave out}, recorded paths not found,
+    recorded paths whose trailing parts matched several test images)``.
     Paths are compared resolved, so ``data/grid`` and ``/abs/data/grid`` are the same images.
     Files written before the paths were stored absolute may hold relative ones (relative to the
     folder training ran in): those are resolved against the current folder first, and else
-    matched by their trailing path parts (``data/grid/test/crack/000.png``), best effort.
+    matched by their trailing path parts (``data/grid/test/crack/000.png``), best effort: a
+    short tail (a model trained with ``--data .``) can match the same-named image of several
+    categories; all of them are left out (never scoring a training image) and the path is
+    returned as ambiguous, so the caller can say so.
     """
     resolved = {str(s.path.resolve()): (cat.name, s.path) for cat in datasets for s in cat.test}
     out: dict[str, set] = {cat.name: set() for cat in datasets}
-    missing = []
+    missing, ambiguous = [], []
     for rec in recorded:
         hits = []
         key = str(Path(rec).resolve())
@@ -69,9 +74,11 @@ def match_excluded(recorded: list[str], datasets: list) -> tuple[dict[str, set],
             hits = [v for k, v in resolved.items() if Path(k).parts[-len(tail):] == tail]
         if not hits:
             missing.append(rec)
+        elif len(hits) > 1:
+            ambiguous.append(rec)
         for name, path in hits:
             out[name].add(path)
-    return out, missing
+    return out, missing, ambiguous
 
 
 def run(args: argparse.Namespace) -> int:
@@ -88,7 +95,7 @@ def run(args: argparse.Namespace) -> int:
     recorded = list(det.meta_["train"].get("labelled_defects") or [])
     needs_refs = getattr(det, "needs_references", False)
     datasets = load_categories(args.data, args.category, require_train=needs_refs)
-    exclude, not_found = match_excluded(recorded, datasets)
+    exclude, not_found, ambiguous = match_excluded(recorded, datasets)
     per_cat, details, refs_used, failed = {}, {}, {}, {}
     skipped: list[dict] = []
     t0 = time.perf_counter()
@@ -123,6 +130,10 @@ def run(args: argparse.Namespace) -> int:
         print(f"warning: {len(not_found)} of the {len(recorded)} labelled defect images the "
               f"model was trained on are not among these test images, so could not be excluded "
               f"(first: {not_found[0]})", file=sys.stderr)
+    if ambiguous:
+        print(f"warning: {len(ambiguous)} labelled defect path(s) recorded relative to the "
+              f"training folder match several test images; all of them were excluded (first: "
+              f"{ambiguous[0]})", file=sys.stderr)
     if skipped:
         print(f"warning: {len(skipped)} unreadable test file(s) skipped (listed above)",
               file=sys.stderr)
@@ -132,6 +143,7 @@ def run(args: argparse.Namespace) -> int:
               "per_category": per_cat, "model": str(args.model), "method": det.method,
               "excluded_training_defects": excluded,
               "excluded_training_defects_not_found": not_found,
+              "excluded_training_defects_ambiguous": ambiguous,
               "skipped": skipped, "failed_categories": failed,
               "fit_choices": det.fit_choices_}
     if refs_used:
