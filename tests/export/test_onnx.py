@@ -304,10 +304,12 @@ def test_parity_with_framed_input(method, params, pad, synth_root, tmp_path):
     assert np.abs(a.scores - b.scores).max() < TOL
 
 
-@pytest.mark.parametrize("variant", ["embedding=oce", "embedding=teacher", "projection=true"])
+@pytest.mark.parametrize("variant", ["embedding=oce", "embedding=teacher", "projection=true",
+                                     "stage_weights=spread"])
 def test_parity_with_rd4ad_variants(variant, synth_root, tmp_path):
-    """The ablation's variants and RD++'s projection export too: the teacher embedding's extra
-    tap and the projection layers (instance norm) are in the graph."""
+    """The ablation's variants, RD++'s projection and the stage weights export too: the teacher
+    embedding's extra tap, the projection layers (instance norm) and each stage's offset and
+    scale are in the graph."""
     from oddeye.api import Detector
     from oddeye.commands._common import parse_params
     from oddeye.data.mvtec import load_dataset

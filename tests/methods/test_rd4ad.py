@@ -21,6 +21,8 @@ from oddeye.methods.rd4ad import (
     anomaly_map,
     distillation_loss,
     projection_loss,
+    stage_maps,
+    stage_statistics,
 )
 from oddeye.preprocess import Normalize, PreprocessConfig, load_resized, to_batch
 from tests.modelfiles import older_file
@@ -639,3 +641,73 @@ def test_bad_embedding_settings_are_refused(params, match):
         method = create_method("rd4ad", **params)
         fx = FeatureExtractor("mobilenet_v2", method.layers, weights=None)
         method.build_head(fx.channels, fx.strides)
+
+
+# --------------------------------------------------------------------- stage weights
+def test_stage_statistics_are_the_pixel_mean_and_sd_of_each_stage_over_all_batches():
+    torch.manual_seed(0)
+    batches = [[torch.rand(2, 4, 4) * 3, torch.rand(2, 4, 4)] for _ in range(3)]
+    mean, sd = stage_statistics(iter(batches))
+    for i in range(2):
+        every = torch.cat([b[i].flatten() for b in batches]).double()
+        assert float(mean[i]) == pytest.approx(float(every.mean()), rel=1e-6)
+        assert float(sd[i]) == pytest.approx(float(every.std()), rel=1e-5)
+    with pytest.raises(DataError, match="at least one image"):
+        stage_statistics(iter([]))
+
+
+def test_stage_offsets_and_scales_standardise_each_stage_and_neutral_ones_change_nothing():
+    torch.manual_seed(0)
+    t = [torch.randn(2, 4, 8, 8), torch.randn(2, 6, 4, 4)]
+    s = [torch.randn(2, 4, 8, 8), torch.randn(2, 6, 4, 4)]
+    plain = anomaly_map(t, s)
+    assert torch.equal(anomaly_map(t, s, torch.zeros(2), torch.ones(2)), plain)
+    d = stage_maps(t, s)
+    off, scale = torch.tensor([0.5, 0.2]), torch.tensor([2.0, 10.0])
+    torch.testing.assert_close(anomaly_map(t, s, off, scale),
+                               (d[0] - 0.5) * 2.0 + (d[1] - 0.2) * 10.0)
+
+
+def test_spread_weights_are_the_training_maps_statistics_and_round_trip(disc, tmp_path):
+    goods = [s.path for s in disc.train[:8]]
+    common = {"size": 64, "epochs": 2, "train_batch": 4}
+    equal = Detector(method="rd4ad", stage_weights="equal", **common).fit(goods, progress=False)
+    spread = Detector(method="rd4ad", **common).fit(goods, progress=False)  # the default
+    head = spread.model_.head
+    assert torch.equal(equal.model_.head.stage_offset, torch.zeros(3))
+    assert torch.equal(equal.model_.head.stage_scale, torch.ones(3))
+    # the same training (the statistics come after it): the same student and the same stages
+    for (k, a), b in zip(equal.model_.head.state_dict().items(), head.state_dict().values(),
+                         strict=True):
+        if k == "history":  # (loss, seconds) per epoch: the losses, not the clock
+            a, b = a[:, 0], b[:, 0]
+        if not k.startswith("stage_"):
+            torch.testing.assert_close(a, b, msg=k)
+    # the statistics are those of the training images' per-stage maps under the final weights
+    x = to_batch(load_resized(goods, 64))
+    with torch.inference_mode():
+        feats = spread.model_.extractor(spread.model_.normalize(x))
+        teachers = [feats[k] for k in head.layers]
+        maps = stage_maps(head.targets(teachers), head.student(teachers))
+    mean, sd = stage_statistics(iter([maps]))
+    torch.testing.assert_close(head.stage_offset, mean, rtol=1e-4, atol=1e-6)
+    torch.testing.assert_close(head.stage_scale, 1.0 / sd, rtol=1e-4, atol=1e-6)
+    # good training pixels average ~0 per stage under the weighting, so ~0 summed
+    with torch.inference_mode():
+        assert abs(float(head(feats).mean())) < 1e-3
+    paths = [s.path for s in disc.test[:4]]
+    again = oddeye.load(spread.save(tmp_path / "spread.oddeye"))
+    assert spread.method_.stage_weights == again.method_.stage_weights == "spread"
+    np.testing.assert_array_equal(again.predict(paths).scores, spread.predict(paths).scores)
+    # a file from before the option: no parameter, no buffers -> the paper's plain sum
+    old = oddeye.load(older_file(equal.save(tmp_path / "new.oddeye"), tmp_path / "old.oddeye",
+                                 drop=["method_params.stage_weights"],
+                                 tensors=["head.stage_offset", "head.stage_scale"]))
+    assert old.method_.stage_weights == "equal"
+    np.testing.assert_array_equal(old.predict(paths).scores, equal.predict(paths).scores)
+
+
+@pytest.mark.parametrize("bad", ["z", "", None, True])
+def test_bad_stage_weights_are_refused(bad):
+    with pytest.raises(DataError, match="stage_weights"):
+        create_method("rd4ad", stage_weights=bad)

@@ -36,6 +36,12 @@ LOSSES = ("pixel", "flat")
 EMBEDDINGS = ("ocbe", "oce", "teacher")
 KINDS = ("basic", "bottleneck", "light")
 BLOCKS = ("auto", *KINDS)
+#: How the per-stage maps are combined: ``equal`` sums them as they are (the paper's map);
+#: ``spread`` (default since the nineteenth session, chosen on validation data) first
+#: standardises each stage by the mean and standard deviation of its map over the training
+#: images, so a stage whose ``1 - cos`` is large and noisy on good parts (the finest, on
+#: textured surfaces) does not outweigh the others (docs/rd4ad.md "Stage weights").
+STAGE_WEIGHTS = ("equal", "spread")
 #: Channel count from which ``block="auto"`` switches to bottleneck blocks (WideResNet-sized).
 BOTTLENECK_FROM = 512
 #: RD++'s projection training, from the authors' released code (Tien et al., CVPR 2023): the
@@ -100,17 +106,48 @@ def projection_loss(noisy: Sequence[torch.Tensor], projected_noisy: Sequence[tor
     return (PROJ_RECON * recon + PROJ_CONTRAST * contrast) / PROJ_NORM
 
 
-def anomaly_map(teachers: Sequence[torch.Tensor], students: Sequence[torch.Tensor]) -> torch.Tensor:
-    """Per-stage ``1 - cos`` maps upsampled (bilinear) to the finest stage and summed (N, h, w)."""
+def stage_maps(teachers: Sequence[torch.Tensor], students: Sequence[torch.Tensor]
+               ) -> list[torch.Tensor]:
+    """Per-stage ``1 - cos`` maps, each upsampled (bilinear) to the finest stage: (N, h, w)."""
     size = max((t.shape[-2:] for t in teachers), key=lambda s: s[0] * s[1])
-    out = None
+    out = []
     for t, s in zip(teachers, students, strict=True):
         d = cosine_distance_map(t, s)
         if d.shape[-2:] != size:
             d = F.interpolate(d.unsqueeze(1), size=size, mode="bilinear", align_corners=False)[:, 0]
+        out.append(d)
+    return out
+
+
+def anomaly_map(teachers: Sequence[torch.Tensor], students: Sequence[torch.Tensor],
+                offset: torch.Tensor | None = None, scale: torch.Tensor | None = None
+                ) -> torch.Tensor:
+    """Sum of the per-stage maps (``stage_maps``), each as ``(d - offset[i]) * scale[i]`` when
+    ``offset`` / ``scale`` (one value per stage) are given: the paper's map without them."""
+    out = None
+    for i, d in enumerate(stage_maps(teachers, students)):
+        if offset is not None and scale is not None:
+            d = (d - offset[i]) * scale[i]
         out = d if out is None else out + d
     assert out is not None
     return out
+
+
+def stage_statistics(maps: Iterator[list[torch.Tensor]]) -> tuple[torch.Tensor, torch.Tensor]:
+    """Mean and standard deviation of each stage's map over every pixel of every batch of
+    ``maps`` (lists of (N, h, w) per-stage maps), accumulated in float64."""
+    total = sq = None
+    count = 0
+    for batch in maps:
+        flat = torch.stack([m.double().flatten() for m in batch])  # (stages, pixels)
+        total = flat.sum(1) if total is None else total + flat.sum(1)
+        sq = (flat * flat).sum(1) if sq is None else sq + (flat * flat).sum(1)
+        count += flat.shape[1]
+    if total is None or sq is None or count < 2:
+        raise DataError("stage statistics need at least one image")
+    mean = total / count
+    var = (sq / count - mean * mean).clamp_min(0) * count / (count - 1)
+    return mean.float(), var.sqrt().float()
 
 
 def steps_between(fine: int, coarse: int) -> int:
@@ -330,6 +367,11 @@ class RD4ADHead(nn.Module):
                            else None)
         #: per-epoch (mean loss, seconds) of the last fit, kept in the model file for the record
         self.register_buffer("history", torch.zeros(0, 2))
+        #: each distilled stage's map enters the sum as ``(d - stage_offset) * stage_scale``:
+        #: 0 and 1 (``stage_weights="equal"``, the paper's sum, and every older file) or the
+        #: stage's mean and 1 / standard deviation over the training images (``"spread"``)
+        self.register_buffer("stage_offset", torch.zeros(self.n_targets))
+        self.register_buffer("stage_scale", torch.ones(self.n_targets))
 
     def student(self, teachers: Sequence[torch.Tensor]) -> list[torch.Tensor]:
         """The student's rebuild of every teacher stage (shallow -> deep) from the embedding.
@@ -385,7 +427,8 @@ class RD4ADHead(nn.Module):
 
     def forward(self, feats: dict[str, torch.Tensor]) -> torch.Tensor:
         teachers = [feats[k] for k in self.layers]
-        return anomaly_map(self.targets(teachers), self.student(teachers))
+        return anomaly_map(self.targets(teachers), self.student(teachers), self.stage_offset,
+                           self.stage_scale)
 
 
 # --------------------------------------------------------------------------------------------
@@ -427,7 +470,9 @@ class RD4AD(Method):
     method; ``teacher`` taps the next stage too, ``s32`` after the default taps).
     ``projection``: RD++'s multi-scale projection layers between teacher and bottleneck, trained
     beside the student on a pseudo-defective copy of every image (default off: the plain
-    method; docs/rd4ad.md "Projection layers").
+    method; docs/rd4ad.md "Projection layers"). ``stage_weights``: how the per-stage maps are
+    summed (``STAGE_WEIGHTS``; ``equal`` is the paper's map, ``spread`` the default: each
+    stage standardised on the training images first; files from before it sum plainly).
     """
 
     name = "rd4ad"
@@ -436,7 +481,7 @@ class RD4AD(Method):
     # files from before these existed trained on clean inputs only, for their `epochs` epochs
     # (and all of them decoded from the full OCBE, without a projection)
     legacy_defaults = {"pseudo": 0.0, "steps": None, "balance": False, "embedding": "ocbe",
-                       "projection": False}
+                       "projection": False, "stage_weights": "equal"}
 
     def __init__(self, backbone: str | None = None, layers: Sequence[str] | None = None,
                  epochs: int | None = None, lr: float = 0.005,
@@ -447,7 +492,7 @@ class RD4AD(Method):
                  cache_features: str | bool = "auto", cache_mb: int = 2048,
                  channels_last: bool = True, precise_bn: bool = True, pseudo: float = 0.0,
                  steps: int | None = STEPS, balance: bool = True, embedding: str = "ocbe",
-                 projection: bool = False, seed: int = 0):
+                 projection: bool = False, stage_weights: str = "spread", seed: int = 0):
         if embedding not in EMBEDDINGS:
             raise DataError(f"embedding must be one of {EMBEDDINGS}, got {embedding!r}")
         if isinstance(betas, str) or not isinstance(betas, Sequence) or len(betas) != 2:
@@ -461,6 +506,7 @@ class RD4AD(Method):
         super().__init__(backbone, layers)
         self.embedding = embedding
         self.projection = projection
+        self.stage_weights = stage_weights
         self.epochs = epochs
         self.balance = balance
         self.steps = steps
@@ -509,6 +555,9 @@ class RD4AD(Method):
             raise DataError(f"balance must be true or false, got {balance!r}")
         if not isinstance(projection, bool):
             raise DataError(f"projection must be true or false, got {projection!r}")
+        if stage_weights not in STAGE_WEIGHTS:
+            raise DataError(f"stage_weights must be one of {STAGE_WEIGHTS}, got "
+                            f"{stage_weights!r}")
         if projection and embedding == "teacher":
             raise DataError("projection feeds a trained bottleneck; embedding='teacher' has "
                             "none (use embedding='ocbe' or 'oce')")
@@ -604,6 +653,31 @@ class RD4AD(Method):
             self.recalibrate_bn(head, data)
             history[-1][1] += time.perf_counter() - t0
         head.history = torch.tensor(history, dtype=torch.float32, device=head.history.device)
+        if self.stage_weights == "spread":
+            self.fit_stage_weights(head, data)
+
+    def fit_stage_weights(self, head: RD4ADHead, data: TrainSet) -> None:
+        """Set each stage's offset and scale to its map's mean and 1 / standard deviation over
+        the training images, under the final weights (one no-gradient pass; in-sample maps sit
+        lower than those of unseen good images, but by a similar factor at every stage, which
+        is what the weighting uses: docs/rd4ad.md "Stage weights")."""
+        head.eval()
+        order = torch.arange(len(data))
+        with torch.inference_mode():
+            batches = (stage_maps(head.targets(t), head.student(t))
+                       for _, t in self._teacher_batches(head, data, order, self._use_cache(data)))
+            mean, sd = stage_statistics(batches)
+        floor = 1e-6 + 1e-3 * float(sd.max())  # a stage that never varies cannot blow up
+        head.stage_offset = mean.to(head.stage_offset.device)
+        head.stage_scale = (1.0 / sd.clamp_min(floor)).to(head.stage_scale.device)
+
+    def head_from_state(self, channels: dict[str, int], strides: dict[str, int],
+                        state: dict[str, torch.Tensor]) -> nn.Module:
+        """As the base, plus: a file from before ``stage_weights`` sums the stages as they are."""
+        if "stage_offset" not in state:
+            n = len(self._ordered(strides)) - (self.embedding == "teacher")
+            state = {**state, "stage_offset": torch.zeros(n), "stage_scale": torch.ones(n)}
+        return super().head_from_state(channels, strides, state)
 
     def _teacher_batches(self, head: RD4ADHead, data: TrainSet, order: torch.Tensor,
                          cached: bool) -> Iterator[tuple[torch.Tensor, list[torch.Tensor]]]:
