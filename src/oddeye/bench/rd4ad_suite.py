@@ -309,7 +309,10 @@ def _render(p: dict, names: list[str], per_cat: dict, uni: dict | None, speeds: 
     lines = [
         "## RD4AD (reverse distillation, one-class embedding)", "",
         f"Teacher `{p['backbone']}` taps {', '.join(p['layers'])}; student block `{p['block']}`; "
-        f"loss `{p['loss']}` (1 - cos); Adam lr {p['lr']} betas {tuple(p['betas'])}, batch "
+        f"loss `{p['loss']}` (1 - cos); stage maps summed "
+        + ("each standardised on the training images (`stage_weights=\"spread\"`)"
+           if p.get("stage_weights") == "spread" else "as they are (the paper's sum)")
+        + f"; Adam lr {p['lr']} betas {tuple(p['betas'])}, batch "
         f"{p['train_batch']}, " + (f"{p['epochs']} epochs" if p.get("epochs") is not None else
                                    f"{p['steps']} optimiser steps (rounded up to whole epochs)")
         + " fixed in advance; teacher features cached when "

@@ -5,7 +5,8 @@ teacher's stages (strided 3x3 convs bring the shallower ones down to the deepest
 one residual stage that compresses to a compact embedding at half the deepest resolution), and a
 student decoder mirrors the teacher in reverse (upsampling residual stages) to rebuild every
 tapped stage from that embedding alone. On normal images the student learns to agree with the
-teacher; where they disagree (``1 - cos`` per pixel, summed over stages) the image is anomalous.
+teacher; where they disagree (``1 - cos`` per pixel, summed over stages, by default each stage
+standardised on the training images first) the image is anomalous.
 """
 
 from __future__ import annotations
@@ -343,7 +344,8 @@ class Decoder(nn.Module):
 
 
 class RD4ADHead(nn.Module):
-    """Teacher features -> ``sum_stage 1 - cos(teacher, student)`` map at the finest stage."""
+    """Teacher features -> ``sum_stage (1 - cos(teacher, student) - offset) * scale`` map at
+    the finest stage (offset 0 and scale 1: the paper's sum)."""
 
     def __init__(self, layers: Sequence[str], channels: Sequence[int], strides: Sequence[int],
                  embed_dim: int, ocbe_blocks: int, decoder_blocks: Sequence[int],
