@@ -15,7 +15,7 @@ import numpy as np
 import torch
 
 from oddeye.bench import selection_suite
-from oddeye.bench.selection_suite import run_seeded, seed_parser
+from oddeye.bench.selection_suite import run_seeded, score_fitted, seed_parser
 
 CANDIDATES = {"equal (default, the paper's sum)": {"stage_weights": "equal"},
               "spread (each stage standardised)": {"stage_weights": "spread"}}
@@ -28,8 +28,6 @@ def score_once(method: str, params: dict, fit: list, images: list, labels: np.nd
     """``selection_suite.score_candidate`` with one ``spread`` fit per (fitting images, seed),
     scored with the weighting the candidate names."""
     from oddeye.api import Detector
-    from oddeye.metrics import evaluate
-    from oddeye.preprocess import resize_mask
 
     params = dict(params)
     weights = params.pop("stage_weights")
@@ -45,11 +43,9 @@ def score_once(method: str, params: dict, fit: list, images: list, labels: np.nd
         head.stage_offset = torch.zeros_like(stats[0])
         head.stage_scale = torch.ones_like(stats[1])
     try:
-        pred = det.predict(images)
+        res = score_fitted(det, images, labels, masks)
     finally:
         head.stage_offset, head.stage_scale = stats
-    masks = np.stack([resize_mask(np.asarray(m), det.size) for m in masks])
-    res = evaluate(pred.scores, labels, pred.maps, masks)
     res["seconds"] = time.perf_counter() - t0
     return res
 

@@ -121,6 +121,29 @@ def test_unmatched_labelled_defects_are_warned_about(roots, tmp_path, capsys):
     assert "1 of the 1 labelled defect images" in cap.err and "/nowhere/x.png" in cap.err
 
 
+
+@pytest.mark.filterwarnings("ignore:too few good images")
+def test_an_ambiguous_relative_record_is_warned_about_and_listed(roots, tmp_path, monkeypatch,
+                                                                capsys):
+    """``oddeye test`` says when an old relative record matched several test images, and the
+    JSON lists it; both matches are left out of the scores."""
+    from oddeye.api import Detector
+
+    monkeypatch.chdir(roots[0].parent)
+    grid = roots[0] / "grid"
+    defect = next(p for p in sorted((grid / "test").rglob("*.png")) if p.parent.name != "good"
+                  and (roots[1] / "grid" / p.relative_to(grid)).is_file())
+    rel = str(defect.relative_to(grid))
+    det = Detector(method="padim", size=64).fit(sorted((grid / "train" / "good").glob("*.png")),
+                                                progress=False)
+    model = det.save(tmp_path / "m.oddeye", extra={"labelled_defects": [rel]})
+    both = [str(grid), str(roots[1] / "grid")]
+    rc, res = _test_json(model, both, tmp_path / "t.json")
+    assert rc == 0 and res["excluded_training_defects_ambiguous"] == [rel]
+    assert len(res["excluded_training_defects"]) == 2
+    assert "match several test images; all of them were excluded" in capsys.readouterr().err
+
+
 # ----------------------------------------------------------------- 2: same category name twice
 
 def test_test_keeps_both_categories_of_the_same_name(roots, padim, tmp_path, capsys):

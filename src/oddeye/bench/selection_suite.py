@@ -85,19 +85,26 @@ def score_candidate(method: str, params: dict, fit: list, images: list, labels: 
     """Fit on ``fit`` and evaluate on the given images (image/pixel AUROC, AUPRO); masks of
     another size than the candidate's maps are resized to them (nearest neighbour)."""
     from oddeye.api import Detector
-    from oddeye.metrics import evaluate
-    from oddeye.preprocess import resize_mask
 
     params = dict(params)
     method = params.pop("method", method)
     holdout = params.pop("holdout", 0)  # a candidate needing held-out images says how many
     t0 = time.perf_counter()
     det = Detector(method=method, holdout=holdout, **params).fit(fit, progress=False)
-    pred = det.predict(images)
-    masks = np.stack([resize_mask(np.asarray(m), det.size) for m in masks])
-    res = evaluate(pred.scores, labels, pred.maps, masks)
+    res = score_fitted(det, images, labels, masks)
     res["seconds"] = time.perf_counter() - t0
     return res
+
+
+def score_fitted(det, images: list, labels: np.ndarray, masks: np.ndarray | list) -> dict:
+    """Image / pixel AUROC, AUPRO of a fitted detector on the validation images; masks of
+    another size than its maps are resized to them (nearest neighbour)."""
+    from oddeye.metrics import evaluate
+    from oddeye.preprocess import resize_mask
+
+    pred = det.predict(images)
+    masks = np.stack([resize_mask(np.asarray(m), det.size) for m in masks])
+    return evaluate(pred.scores, labels, pred.maps, masks)
 
 
 def run(out_path: str | Path | None = None, method: str = "patchcore",

@@ -22,7 +22,6 @@ HELP = "score images: overlays, masks, results.csv / results.jsonl"
 _UNSAFE = re.compile(r"[^\w.-]")
 
 
-
 def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--model", required=True, help="model file (.oddeye or .onnx)")
     p.add_argument("paths", nargs="+", metavar="PATH", help="image files or folders (walked)")

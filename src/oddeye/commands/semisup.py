@@ -18,7 +18,6 @@ DESCRIPTION = (
 )
 
 
-
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     """Options of ``oddeye semisup``."""
     from oddeye.semisup import SEMISUP_METHODS

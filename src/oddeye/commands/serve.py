@@ -32,7 +32,6 @@ def port_number(text: str) -> int:
     return port
 
 
-
 def upload_mib(text: str) -> float:
     """``--max-upload-mb``: a finite number of MiB of at least one byte, else an argparse error
     (0 or a negative size would refuse every upload)."""
