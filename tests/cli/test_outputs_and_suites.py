@@ -78,6 +78,15 @@ def test_semisup_threads_refused_at_parse_time(dup_root, value, capsys):
     assert "--threads" in capsys.readouterr().err
 
 
+@pytest.mark.parametrize("value", ["0", "-1", "1.5"])
+def test_semisup_seeds_refused_at_parse_time(dup_root, value, capsys):
+    with pytest.raises(SystemExit) as exc:
+        main(["semisup", "--data", str(dup_root), "--seeds", value])
+    assert exc.value.code == 2
+    err = capsys.readouterr().err
+    assert "argument --seeds" in err and "Traceback" not in err
+
+
 # -- 2. output paths, checked before any work -----------------------------------------------------
 def test_check_output_file_and_dir(tmp_path):
     new = tmp_path / "a" / "b" / "out.json"

@@ -30,7 +30,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="AnoOnly: loss on labelled anomalies only, BatchNorm before scoring")
     parser.add_argument("--labeled", type=float, default=0.1,
                         help="share of the training anomalies that are labelled (default 0.1)")
-    parser.add_argument("--seeds", type=int, default=3, help="number of seeds, 0..N-1 (default 3)")
+    parser.add_argument("--seeds", type=int_at_least(1), default=3,
+                        help="number of seeds, 0..N-1 (default 3)")
     parser.add_argument("--contamination", type=float, default=None,
                         help="share of anomalies among the unlabelled training data, e.g. 0.05 "
                              "(default: the data set's own)")
@@ -62,8 +63,6 @@ def run(args: argparse.Namespace) -> int:
 
     if args.json:
         check_output_file(args.json, "--json")
-    if args.seeds < 1:
-        raise DataError(f"--seeds: need at least one seed, got {args.seeds}")
     if args.anoonly and not SEMISUP_METHODS[args.method].uses_labels:
         raise DataError(f"--anoonly: '{args.method}' is unsupervised and has no AnoOnly variant")
     if args.threads > 0:
