@@ -31,6 +31,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from oddeye import __version__
 from oddeye.errors import ImageReadError
+from oddeye.io.modelinfo import describe_model
 from oddeye.serve.config import ServeConfig
 
 API_PREFIX = "/v1"
@@ -211,35 +212,6 @@ def overlay_png(image: np.ndarray, model_map: np.ndarray, threshold: float, scal
     Image.fromarray(overlay(image, amap, threshold, scale)).save(buf, format="PNG",
                                                                  compress_level=3)
     return base64.b64encode(buf.getvalue()).decode("ascii"), (tw, th)
-
-
-# ---------------------------------------------------------------------------- model info
-def describe_model(detector: Any, path: str | Path | None = None) -> dict[str, Any]:
-    """What ``GET /v1/model`` answers: method, backbone, versions, threshold, input size and
-    the backbone's input frame."""
-    meta = getattr(detector, "meta_", None) or {}
-    is_onnx = type(detector).__name__ == "OnnxDetector"
-    backbone = getattr(detector, "backbone", None) if is_onnx else None
-    if not backbone:
-        method_obj = getattr(detector, "method_", None)
-        backbone = getattr(method_obj, "backbone", None) or getattr(detector, "backbone", None)
-    trained = meta.get("trained_with_oddeye") if is_onnx else meta.get("oddeye_version")
-    train = meta.get("train", {}) if isinstance(meta.get("train"), dict) else {}
-    return {
-        "file": Path(path).name if path else None,
-        "format": "onnx" if is_onnx else "oddeye",
-        "method": detector.method,
-        "backbone": backbone,
-        "input_size": int(detector.size),
-        "input_frame": int(getattr(detector, "pad_", 0) or 0),
-        "threshold": float(detector.threshold_),
-        "score_scale": float(detector.score_scale_),
-        "threshold_info": dict(getattr(detector, "threshold_info_", {}) or {}),
-        "categories": list(getattr(detector, "categories_", []) or []),
-        "n_train_images": train.get("n_images"),
-        "model_version": trained or __version__,
-        "server_version": __version__,
-    }
 
 
 # ----------------------------------------------------------------------------- the app
