@@ -43,6 +43,15 @@ def test_info_names_a_legacy_value_as_a_change(synth_root, tmp_path, capsys):
     blocks = capsys.readouterr().out.split("\n\n")
     assert "stage_weights" not in blocks[0]
     assert 'stage_weights=equal' in blocks[1]
+    assert "references" not in blocks[0]
+
+
+def test_info_says_a_model_needs_references(synth_root, tmp_path, capsys):
+    model = fitted_model("resad", synth_root, tmp_path)
+    out_json = tmp_path / "info.json"
+    assert main(["info", str(model), "--json", str(out_json)]) == 0
+    assert "given at test time" in capsys.readouterr().out
+    assert json.loads(out_json.read_text())[str(model)]["needs_references"] is True
 
 
 def test_info_on_an_onnx_export(patchcore_file, tmp_path, capsys):

@@ -110,6 +110,7 @@ def model_details(detector: Any, path: str | Path) -> dict[str, Any]:
             "n_labelled_defects": len(labelled),
             "labelled_defects": labelled,
         },
+        "needs_references": bool(getattr(detector, "needs_references", False)),
         "n_references": n_refs,
         "fit_choices": choices,
     }
@@ -150,8 +151,11 @@ def format_details(d: dict[str, Any]) -> str:
     s = d["scoring"]
     rows.append(("scoring", f"image score {s['reduce']} of the {s['score_from']} map, "
                             f"Gaussian sigma {s['sigma']}"))
-    if d["n_references"]:
-        rows.append(("references", f"{d['n_references']} good images"))
+    if d["needs_references"]:
+        rows.append(("references", "scores against good images of the part given at test "
+                                   "time (--refs / set_references)"))
+    elif d["n_references"]:
+        rows.append(("references", f"{d['n_references']} good images, inside the model"))
     if d["fit_choices"]:
         rows.append(("fit chose", d["fit_choices"]))
     width = max(len(k) for k, _ in rows)
