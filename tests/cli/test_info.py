@@ -69,6 +69,18 @@ def test_info_on_an_onnx_export(patchcore_file, tmp_path, capsys):
     assert d["threshold"] == pytest.approx(det.threshold_)
     assert d["method_params"] == json.loads(json.dumps(det.method_.get_params()))
     assert "onnx model" in capsys.readouterr().out
+    # an entry inference never reads, damaged: described without it, not a traceback
+    import onnx
+
+    model = onnx.load(str(onnx_path))
+    for entry in model.metadata_props:
+        if entry.key in ("layers", "method_params"):
+            entry.value = "{not json"
+    damaged = tmp_path / "damaged.onnx"
+    onnx.save(model, str(damaged))
+    assert main(["info", str(damaged), "--json", str(out_json)]) == 0
+    d = json.loads(out_json.read_text())[str(damaged)]
+    assert d["layers"] == [] and d["method_params"] == {} and d["method"] == "patchcore"
 
 
 def test_info_reports_bad_files_and_describes_the_rest(patchcore_file, tmp_path, capsys):

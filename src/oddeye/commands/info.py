@@ -43,8 +43,8 @@ def run(args: argparse.Namespace) -> int:
     if args.json:
         check_output_file(args.json, "--json")
     out: dict[str, dict] = {}
-    failed = 0
-    for i, path in enumerate(args.models):
+    failed = printed = 0
+    for path in args.models:
         try:
             details = model_details(load_any(path), path)
         except OddeyeError as exc:
@@ -53,7 +53,8 @@ def run(args: argparse.Namespace) -> int:
             print(f"oddeye info: error: {exc}", file=sys.stderr)
             continue
         out[path] = details
-        print(("\n" if i else "") + format_details(details))
+        print(("\n" if printed else "") + format_details(details))
+        printed += 1
     if args.json:
         write_json(args.json, out)
     return 2 if failed else 0

@@ -46,16 +46,22 @@ def describe_model(detector: Any, path: str | Path | None = None) -> dict[str, A
     }
 
 
+def _onnx_entry(meta: dict[str, str], key: str, kind: type, default: Any) -> Any:
+    """An ONNX metadata string read as JSON of type ``kind``; ``default`` when it is absent or
+    damaged (describing a model must not fail on an entry inference never reads)."""
+    try:
+        value = json.loads(meta.get(key, "null"))
+    except ValueError:
+        return default
+    return value if isinstance(value, kind) and not isinstance(value, bool) else default
+
+
 def method_params_of(detector: Any) -> dict[str, Any]:
     """The method's hyper-parameters as the file stores them (an ONNX export keeps them as a
     JSON string in its metadata; {} when it is unreadable or absent)."""
     if not _is_onnx(detector):
         return dict(detector.method_.get_params())
-    try:
-        params = json.loads((getattr(detector, "meta_", None) or {}).get("method_params", "{}"))
-    except ValueError:
-        return {}
-    return params if isinstance(params, dict) else {}
+    return _onnx_entry(getattr(detector, "meta_", None) or {}, "method_params", dict, {})
 
 
 def non_defaults(method: str, params: dict[str, Any]) -> dict[str, Any]:
@@ -78,11 +84,11 @@ def model_details(detector: Any, path: str | Path) -> dict[str, Any]:
     meta = getattr(detector, "meta_", None) or {}
     params = method_params_of(detector)
     if _is_onnx(detector):
-        layers = json.loads(meta.get("layers", "[]"))
+        layers = _onnx_entry(meta, "layers", list, [])
         train: dict[str, Any] = {}
-        scoring = {"sigma": float(meta.get("sigma", "nan")), "reduce": meta.get("reduce"),
-                   "score_from": meta.get("score_from")}
-        n_refs = int(meta.get("n_references", 0) or 0)
+        scoring = {"sigma": _onnx_entry(meta, "sigma", float | int, None),
+                   "reduce": meta.get("reduce"), "score_from": meta.get("score_from")}
+        n_refs = _onnx_entry(meta, "n_references", int, 0)
         choices = ""
     else:
         layers = list(detector.method_.layers)
@@ -93,6 +99,7 @@ def model_details(detector: Any, path: str | Path) -> dict[str, Any]:
         n_refs = int(getattr(detector, "n_references_", 0) or 0)
         choices = detector.fit_choices_
     labelled = train.get("labelled_defects") or []
+    info.pop("server_version")  # a file's description, not a server's
     return {
         **info,
         "file": str(path),
