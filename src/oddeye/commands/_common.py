@@ -247,3 +247,15 @@ def int_at_least(low: int, note: str = "") -> Callable[[str], int]:
         return value
 
     return parse
+
+
+def open_model(path: str, device: str = "auto", threads: int | None = None) -> Any:
+    """A ``.onnx`` export through onnxruntime (``threads`` intra-op threads) or a ``.oddeye``
+    file onto ``device``: the one place the commands choose the loader by the file's suffix."""
+    if path.endswith(".onnx"):
+        from oddeye.export.onnx import OnnxDetector
+
+        return OnnxDetector(path, threads=threads)
+    import oddeye
+
+    return oddeye.load(path, device=device)

@@ -23,20 +23,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                    help="also write the descriptions as JSON: {path: details or {error}}")
 
 
-def load_any(path: str):
-    """A loaded model of either kind, on the CPU (no GPU is needed to describe it)."""
-    if str(path).lower().endswith(".onnx"):
-        from oddeye.export.onnx import OnnxDetector
-
-        return OnnxDetector(path)
-    import oddeye
-
-    return oddeye.load(path, device="cpu")
-
-
 def run(args: argparse.Namespace) -> int:
     """Describe every model; exit status 2 when any could not be read."""
-    from oddeye.commands._common import check_output_file, write_json
+    from oddeye.commands._common import check_output_file, open_model, write_json
     from oddeye.errors import OddeyeError
     from oddeye.io.modelinfo import format_details, model_details
 
@@ -46,7 +35,8 @@ def run(args: argparse.Namespace) -> int:
     failed = printed = 0
     for path in args.models:
         try:
-            details = model_details(load_any(path), path)
+            # on the CPU: describing a model needs no GPU
+            details = model_details(open_model(path, device="cpu"), path)
         except OddeyeError as exc:
             failed += 1
             out[path] = {"error": str(exc)}

@@ -97,18 +97,13 @@ def load_detector(path: str, refs: list[str] | None = None, threads: int | None 
     references (``check_refs``), and warm it up."""
     import numpy as np
 
-    if path.endswith(".onnx"):
-        from oddeye.export.onnx import OnnxDetector
+    from oddeye.commands._common import open_model
 
-        det = OnnxDetector(path, threads=threads)
-    else:
+    if threads and not path.endswith(".onnx"):
         import torch
 
-        import oddeye
-
-        if threads:
-            torch.set_num_threads(threads)
-        det = oddeye.load(path, device=device)
+        torch.set_num_threads(threads)
+    det = open_model(path, device=device, threads=threads)
     check_refs(det, path, refs)
     if getattr(det, "needs_references", False):
         from oddeye.commands.predict import gather

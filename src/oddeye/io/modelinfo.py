@@ -67,11 +67,12 @@ def method_params_of(detector: Any) -> dict[str, Any]:
 def non_defaults(method: str, params: dict[str, Any]) -> dict[str, Any]:
     """The parameters of ``params`` whose value differs from the method's default in this
     version of oddeye ({} for a method this version does not know)."""
+    from oddeye.errors import OddeyeError
     from oddeye.methods import get_method
 
     try:
         defaults = get_method(method)().get_params()
-    except Exception:  # an unknown method name or one that cannot be built without arguments
+    except OddeyeError:  # a method this version does not know
         return {}
     return {k: v for k, v in params.items() if k in defaults and defaults[k] != v}
 
