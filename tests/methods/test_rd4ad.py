@@ -7,6 +7,7 @@ import copy
 import numpy as np
 import pytest
 import torch
+from torch.optim.optimizer import register_optimizer_step_post_hook
 
 import oddeye
 from oddeye.api import Detector
@@ -18,7 +19,9 @@ from oddeye.methods import TrainSet, available_methods, create_method
 from oddeye.methods.rd4ad import (
     PROJ_LR,
     RD4ADHead,
+    TailAverage,
     anomaly_map,
+    averaging_start,
     distillation_loss,
     projection_loss,
     stage_maps,
@@ -711,3 +714,70 @@ def test_spread_weights_are_the_training_maps_statistics_and_round_trip(disc, tm
 def test_bad_stage_weights_are_refused(bad):
     with pytest.raises(DataError, match="stage_weights"):
         create_method("rd4ad", stage_weights=bad)
+
+
+# ------------------------------------------------------------------ weight averaging
+def test_averaging_start_counts_the_tail_share_of_the_steps():
+    assert [averaging_start(100, a) for a in (0.0, 0.5, 0.75, 0.999)] == [1, 51, 76, 100]
+    assert averaging_start(3, 0.9) == 3  # at least the last step counts
+
+
+def test_tail_average_is_the_plain_mean_of_the_updates():
+    w = torch.zeros(3)
+    avg = TailAverage([w])
+    for v in (1.0, 2.0, 6.0):
+        w.fill_(v)
+        avg.update()
+    avg.apply()
+    torch.testing.assert_close(w, torch.full((3,), 3.0))
+
+
+def test_averaged_fit_keeps_the_mean_of_the_tail_weights(disc):
+    """Same seed, same trajectory: the averaged fit's weights are the mean of the plain fit's
+    weights after each counted step (3 epochs x 2 steps, from step 4 on), BN then recomputed."""
+    data, fx = _small_set(disc, 8)
+    plain = create_method("rd4ad", epochs=3, train_batch=4, precise_bn=True)
+    snaps: list[list[torch.Tensor]] = []
+    head = plain.build_head(fx.channels, fx.strides)
+    params = list(head.parameters())
+    hook = register_optimizer_step_post_hook(
+        lambda *_: snaps.append([p.detach().clone() for p in params]))
+    try:
+        plain.fit_head(head, data)
+    finally:
+        hook.remove()
+    assert len(snaps) == 6
+    averaged = create_method("rd4ad", epochs=3, train_batch=4, average_from=0.5)
+    avg_head = averaged.build_head(fx.channels, fx.strides)
+    averaged.fit_head(avg_head, data)
+    torch.testing.assert_close(avg_head.history[:, 0], head.history[:, 0])  # same trajectory
+    moved = 0
+    for i, p in enumerate(avg_head.parameters()):
+        want = torch.stack([s[i] for s in snaps[3:]]).mean(0)
+        torch.testing.assert_close(p.detach(), want, rtol=1e-5, atol=1e-6)
+        moved += not torch.allclose(p.detach(), snaps[-1][i])
+    assert moved  # the average is not simply the last step's weights
+    # BatchNorm statistics belong to the averaged weights: a fresh precise-BN pass changes none
+    bns = [m for m in avg_head.modules() if isinstance(m, torch.nn.BatchNorm2d)]
+    before = [m.running_mean.clone() for m in bns]
+    averaged.recalibrate_bn(avg_head, data)
+    for b, m in zip(before, bns, strict=True):
+        torch.testing.assert_close(m.running_mean, b)
+
+
+def test_averaging_is_off_by_default_and_older_files_load_without_it(fitted, disc, tmp_path):
+    det, _ = fitted
+    assert det.method_.average_from is None
+    paths = [s.path for s in disc.test[:3]]
+    old = oddeye.load(older_file(det.save(tmp_path / "new.oddeye"), tmp_path / "old.oddeye",
+                                 drop=["method_params.average_from"]))
+    assert old.method_.average_from is None
+    np.testing.assert_array_equal(old.predict(paths).scores, det.predict(paths).scores)
+
+
+@pytest.mark.parametrize("params", [{"average_from": 1.0}, {"average_from": -0.1},
+                                    {"average_from": "0.5"},
+                                    {"average_from": 0.5, "precise_bn": False}])
+def test_bad_averaging_settings_are_refused(params):
+    with pytest.raises(DataError, match="average_from"):
+        create_method("rd4ad", **params)

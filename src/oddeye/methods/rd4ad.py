@@ -161,6 +161,38 @@ def steps_between(fine: int, coarse: int) -> int:
     return steps
 
 
+def averaging_start(total_steps: int, average_from: float) -> int:
+    """The first optimiser step (1-based) whose weights enter the tail average: every step
+    after the first ``average_from`` share of ``total_steps`` (at least the last one)."""
+    return min(int(total_steps), int(math.floor(float(average_from) * int(total_steps))) + 1)
+
+
+class TailAverage:
+    """Uniform running mean of a list of tensors (stochastic weight averaging, Izmailov et al.
+    2018): ``update`` after each step that counts, ``apply`` copies the mean into the tensors."""
+
+    def __init__(self, params: Sequence[torch.Tensor]):
+        self.params = list(params)
+        self.mean = [p.detach().clone() for p in self.params]
+        self.count = 0
+
+    def update(self) -> None:
+        self.count += 1
+        with torch.no_grad():
+            for m, p in zip(self.mean, self.params, strict=True):
+                if self.count == 1:
+                    m.copy_(p)
+                else:
+                    m.add_(p.detach() - m, alpha=1.0 / self.count)
+
+    def apply(self) -> None:
+        if not self.count:
+            raise RuntimeError("TailAverage.apply before any update")
+        with torch.no_grad():
+            for m, p in zip(self.mean, self.params, strict=True):
+                p.copy_(m)
+
+
 # --------------------------------------------------------------------------------------------
 # building blocks
 # --------------------------------------------------------------------------------------------
@@ -475,6 +507,10 @@ class RD4AD(Method):
     method; docs/rd4ad.md "Projection layers"). ``stage_weights``: how the per-stage maps are
     summed (``STAGE_WEIGHTS``; ``equal`` is the paper's map, ``spread`` the default: each
     stage standardised on the training images first; files from before it sum plainly).
+    ``average_from``: a share in [0, 1) of the fit's optimiser steps after which the trained
+    weights are averaged, step by step, and the average is what the fit keeps (stochastic
+    weight averaging; its BatchNorm statistics are recomputed by the precise-BN pass, which it
+    therefore needs); None (default) keeps the last step's weights, as the paper does.
     """
 
     name = "rd4ad"
@@ -483,7 +519,7 @@ class RD4AD(Method):
     # files from before these existed trained on clean inputs only, for their `epochs` epochs
     # (and all of them decoded from the full OCBE, without a projection)
     legacy_defaults = {"pseudo": 0.0, "steps": None, "balance": False, "embedding": "ocbe",
-                       "projection": False, "stage_weights": "equal"}
+                       "projection": False, "stage_weights": "equal", "average_from": None}
 
     def __init__(self, backbone: str | None = None, layers: Sequence[str] | None = None,
                  epochs: int | None = None, lr: float = 0.005,
@@ -494,7 +530,8 @@ class RD4AD(Method):
                  cache_features: str | bool = "auto", cache_mb: int = 2048,
                  channels_last: bool = True, precise_bn: bool = True, pseudo: float = 0.0,
                  steps: int | None = STEPS, balance: bool = True, embedding: str = "ocbe",
-                 projection: bool = False, stage_weights: str = "spread", seed: int = 0):
+                 projection: bool = False, stage_weights: str = "spread",
+                 average_from: float | None = None, seed: int = 0):
         if embedding not in EMBEDDINGS:
             raise DataError(f"embedding must be one of {EMBEDDINGS}, got {embedding!r}")
         if isinstance(betas, str) or not isinstance(betas, Sequence) or len(betas) != 2:
@@ -509,6 +546,7 @@ class RD4AD(Method):
         self.embedding = embedding
         self.projection = projection
         self.stage_weights = stage_weights
+        self.average_from = average_from
         self.epochs = epochs
         self.balance = balance
         self.steps = steps
@@ -560,6 +598,11 @@ class RD4AD(Method):
         if stage_weights not in STAGE_WEIGHTS:
             raise DataError(f"stage_weights must be one of {STAGE_WEIGHTS}, got "
                             f"{stage_weights!r}")
+        check_number("average_from", average_from, low=0, high=1, high_open=True,
+                     none_ok=True)
+        if average_from is not None and not precise_bn:
+            raise DataError("average_from needs precise_bn=True: averaged weights need their "
+                            "BatchNorm statistics recomputed")
         if projection and embedding == "teacher":
             raise DataError("projection feeds a trained bottleneck; embedding='teacher' has "
                             "none (use embedding='ocbe' or 'oce')")
@@ -746,7 +789,9 @@ class RD4AD(Method):
 
         The first epoch's seconds include computing the cached teacher features (once per fit).
         The head is in train mode while the generator runs and back in eval mode (contiguous
-        memory) whenever it yields, so a caller may evaluate it between epochs.
+        memory) whenever it yields, so a caller may evaluate it between epochs. With
+        ``average_from`` the last yield comes with the averaged weights (BatchNorm statistics
+        still those of training: ``recalibrate_bn`` replaces them).
         """
         if len(data) == 0:
             raise DataError("RD4AD got no training images")
@@ -766,7 +811,13 @@ class RD4AD(Method):
         rng = (np.random.default_rng(self.seed) if self.pseudo or head.projection is not None
                else None)
         taps_checked = not proj
-        for epoch in range(int(epochs or self._epochs(data))):
+        n_epochs = int(epochs or self._epochs(data))
+        per_epoch = -(-len(data) // max(1, int(self.train_batch)))
+        average = TailAverage(head.parameters()) if self.average_from is not None else None
+        first = (averaging_start(n_epochs * per_epoch, self.average_from)
+                 if average is not None else 0)
+        step = 0
+        for epoch in range(n_epochs):
             head.to(memory_format=mem).train()
             t0 = time.perf_counter()
             total = 0.0
@@ -779,7 +830,12 @@ class RD4AD(Method):
                 opt.zero_grad(set_to_none=True)
                 loss.backward()
                 opt.step()
+                step += 1
+                if average is not None and step >= first:
+                    average.update()
                 total += float(loss.detach()) * teachers[0].shape[0]
+            if average is not None and epoch == n_epochs - 1:
+                average.apply()  # BatchNorm statistics: recalibrate_bn, after the last epoch
             seconds = time.perf_counter() - t0 + (t_cache if epoch == 0 else 0.0)
             head.to(memory_format=torch.contiguous_format).eval()
             yield total / len(data), seconds
