@@ -3,9 +3,10 @@
 from __future__ import annotations
 
 import numpy as np
+import pytest
 import torch
 
-from oddeye.methods.padim import Padim
+from oddeye.methods.padim import Padim, ledoit_wolf
 from tests.methods.fakes import FeatureBatches
 
 
@@ -45,3 +46,58 @@ def test_fitted_state_is_laid_out_as_a_loaded_file_is():
                                    {k: v.clone() for k, v in head.state_dict().items()})
     x = {"a": torch.randn(2, 4, 3, 3, generator=g)}
     assert torch.equal(head(x), again(x))
+
+
+def test_ledoit_wolf_from_streaming_sums_matches_scikit_learn():
+    from sklearn.covariance import ledoit_wolf as sk_ledoit_wolf
+
+    g = torch.Generator().manual_seed(1)
+    x = torch.randn(3, 40, 6, generator=g, dtype=torch.float64)  # (L, n, d): 3 locations
+    x[1] = x[1] * torch.linspace(0.1, 5, 6, dtype=torch.float64) + 3.0  # uneven scales, offset
+    x[2, :, 1] = x[2, :, 0] * 2  # a rank-deficient location
+    sq = (x * x).sum(-1, keepdim=True)
+    shrunk, s = ledoit_wolf(x.sum(1), x.transpose(1, 2) @ x, (sq * sq).sum((1, 2)),
+                            (sq * x).sum(1), 40)
+    for loc in range(3):
+        want, want_s = sk_ledoit_wolf(x[loc].numpy())
+        np.testing.assert_allclose(shrunk[loc].numpy(), want, rtol=1e-9, atol=1e-12)
+        assert abs(float(s[loc]) - want_s) < 1e-9
+    assert 0 < float(s.min()) and float(s.max()) < 1
+
+
+def test_ledoit_wolf_padim_scores_with_the_shrunk_covariance():
+    from sklearn.covariance import ledoit_wolf as sk_ledoit_wolf
+
+    g = torch.Generator().manual_seed(0)
+    method = Padim(layers=["a"], n_features=4, eps=0.01, covariance="ledoit_wolf")
+    head = method.build_head({"a": 4}, {"a": 4})
+    train = [{"a": torch.randn(5, 4, 3, 3, generator=g)} for _ in range(2)]
+    method.fit_head(head, FeatureBatches(train))
+    test = {"a": torch.randn(2, 4, 3, 3, generator=g)}
+    got = head(test).numpy()
+    x = torch.cat([f["a"] for f in train]).double().numpy()
+    for i, j in [(0, 0), (2, 1)]:
+        s = x[:, :, i, j]
+        cov = sk_ledoit_wolf(s)[0] + 0.01 * np.eye(4)
+        d = test["a"][:, :, i, j].double().numpy() - s.mean(0)
+        want = np.sqrt(np.einsum("nd,de,ne->n", d, np.linalg.inv(cov), d))
+        np.testing.assert_allclose(got[:, i, j], want, rtol=1e-4)
+    plain = Padim(layers=["a"], n_features=4, eps=0.01)
+    plain_head = plain.build_head({"a": 4}, {"a": 4})
+    plain.fit_head(plain_head, FeatureBatches(train))
+    assert not np.allclose(plain_head(test).numpy(), got)  # the option changes the scores
+
+
+@pytest.mark.filterwarnings("ignore:too few good images")
+def test_padim_files_from_before_the_covariance_option_load_as_the_sample_covariance(tmp_path):
+    import oddeye
+    from oddeye.api import Detector
+    from tests.modelfiles import older_file
+
+    rng = np.random.default_rng(0)
+    imgs = [rng.integers(0, 255, (64, 64, 3), dtype=np.uint8) for _ in range(6)]
+    det = Detector(method="padim", size=64, holdout=0).fit(imgs, progress=False)
+    old = oddeye.load(older_file(det.save(tmp_path / "new.oddeye"), tmp_path / "old.oddeye",
+                                 drop=["method_params.covariance"]))
+    assert old.method_.covariance == "sample"
+    np.testing.assert_array_equal(old.predict(imgs[:2]).scores, det.predict(imgs[:2]).scores)

@@ -134,6 +134,7 @@ def test_postprocess_refuses_an_unknown_score_reduction_when_built():
     ("padim", dict(n_features="abc"), r"n_features must be an integer >= 1, got 'abc'"),
     ("padim", dict(n_features=0), r"n_features .* got 0"),
     ("padim", dict(eps=float("nan")), r"eps must be a finite number >= 0, got nan"),
+    ("padim", dict(covariance="lw"), r"covariance must be one of .*got .lw."),
     ("anoonly-head", dict(gate="sometimes"), r"gate must be one of \('cv', 'max', 'off'\)"),
     ("anoonly-head", dict(lr=0), r"lr must be a finite number > 0, got 0"),
     ("anoonly-head", dict(steps=-1), r"steps must be an integer >= 0, got -1"),

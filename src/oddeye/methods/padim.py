@@ -3,7 +3,9 @@
 Stages are upsampled (nearest) to the finest one and concatenated; a seeded random subset of
 ``n_features`` channels is kept; each location gets a mean and a regularised covariance
 (``+ eps * I``) estimated in float64 from streaming sums, and the test score is the Mahalanobis
-distance to that location's Gaussian.
+distance to that location's Gaussian. ``covariance="ledoit_wolf"`` shrinks each location's
+covariance towards a scaled identity by the Ledoit-Wolf intensity first (an option: with a
+hundred channels and a few hundred images the sample covariance is noisy).
 """
 
 from __future__ import annotations
@@ -15,7 +17,39 @@ import torch.nn.functional as F
 from torch import nn
 
 from oddeye.methods import register
-from oddeye.methods.base import Method, TrainSet, check_layers, check_number
+from oddeye.methods.base import Method, TrainSet, check_choice, check_layers, check_number
+
+#: How each location's covariance is estimated: ``sample`` (the paper's unbiased sample
+#: covariance) or ``ledoit_wolf`` (shrunk towards ``tr(S) / d * I`` by the Ledoit-Wolf intensity,
+#: Ledoit & Wolf 2004, as scikit-learn's ``LedoitWolf`` computes it); ``eps * I`` is added to both.
+COVARIANCES = ("sample", "ledoit_wolf")
+
+
+def ledoit_wolf(s1: torch.Tensor, s2: torch.Tensor, s4: torch.Tensor, r: torch.Tensor,
+                n: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """Ledoit-Wolf shrunk covariances and their intensities from streaming sums over ``n``
+    samples per location: ``s1 = sum x`` (L, d), ``s2 = sum x x^T`` (L, d, d), ``s4 = sum |x|^4``
+    (L,) and ``r = sum |x|^2 x`` (L, d), all of uncentred ``x``. Returns ``((L, d, d), (L,))``:
+    ``(1 - s) S + s mu I`` with ``S`` the maximum-likelihood covariance, ``mu = tr(S) / d``."""
+    d = s1.shape[-1]
+    mean = s1 / n
+    scatter = s2 - n * mean.unsqueeze(2) * mean.unsqueeze(1)
+    cov = scatter / n
+    m2 = (mean * mean).sum(-1)  # |mean|^2
+    quad = torch.einsum("ld,lde,le->l", mean, s2, mean)  # sum (x . mean)^2
+    trace_s2 = torch.diagonal(s2, dim1=-2, dim2=-1).sum(-1)  # sum |x|^2
+    # sum |x - mean|^4, expanded into the uncentred sums
+    fourth = (s4 + 4 * quad - 3 * n * m2 * m2 - 4 * (r * mean).sum(-1) + 2 * m2 * trace_s2)
+    mu = torch.diagonal(cov, dim1=-2, dim2=-1).sum(-1) / d
+    frob = (cov * cov).sum((-2, -1))  # |S|_F^2
+    beta = (fourth / n - frob) / (d * n)
+    delta = (frob - d * mu * mu) / d
+    beta = torch.minimum(beta, delta)
+    shrink = torch.where(delta > 0, beta / delta.clamp_min(torch.finfo(delta.dtype).tiny),
+                         torch.zeros_like(delta)).clamp(0, 1)
+    eye = torch.eye(d, dtype=cov.dtype, device=cov.device)
+    shrunk = (1 - shrink)[:, None, None] * cov + (shrink * mu)[:, None, None] * eye
+    return shrunk, shrink
 
 
 class PadimHead(nn.Module):
@@ -46,16 +80,19 @@ class PadimHead(nn.Module):
 
 @register
 class Padim(Method):
-    """PaDiM with a seeded random channel subset."""
+    """PaDiM with a seeded random channel subset; ``covariance`` as ``COVARIANCES`` says."""
 
     name = "padim"
     default_layers = ("s4", "s8", "s16")
+    legacy_defaults = {"covariance": "sample"}  # files from before the option
 
     def __init__(self, backbone: str | None = None, layers: Sequence[str] | None = None,
-                 n_features: int = 100, eps: float = 0.01, seed: int = 0):
+                 n_features: int = 100, eps: float = 0.01, covariance: str = "sample",
+                 seed: int = 0):
         super().__init__(backbone, layers)
         self.n_features = n_features
         self.eps = eps
+        self.covariance = covariance
         self.seed = seed
 
     def check_params(self) -> None:
@@ -63,6 +100,7 @@ class Padim(Method):
         so a fit fails before any image is decoded."""
         check_number("n_features", self.n_features, low=1, integer=True)
         check_number("eps", self.eps, low=0)
+        check_choice("covariance", self.covariance, COVARIANCES)
         check_number("seed", self.seed, low=0, integer=True)
 
     def build_head(self, channels: dict[str, int], strides: dict[str, int]) -> nn.Module:
@@ -76,7 +114,8 @@ class Padim(Method):
 
     def fit_head(self, head: nn.Module, data: TrainSet) -> None:
         assert isinstance(head, PadimHead)
-        s1 = s2 = None
+        shrink = self.covariance == "ledoit_wolf"
+        s1 = s2 = s4 = r = None
         n = 0
         for feats in data.iter_features(desc="padim features"):
             e = head.embed(feats).double().flatten(2).permute(2, 0, 1)  # (L, B, d)
@@ -84,13 +123,22 @@ class Padim(Method):
             b2 = torch.bmm(e.transpose(1, 2), e)
             s1 = b1 if s1 is None else s1 + b1
             s2 = b2 if s2 is None else s2 + b2
+            if shrink:  # the fourth moments Ledoit-Wolf's intensity needs
+                sq = (e * e).sum(-1, keepdim=True)  # (L, B, 1)
+                b4, br = (sq * sq).sum((1, 2)), (sq * e).sum(1)
+                s4 = b4 if s4 is None else s4 + b4
+                r = br if r is None else r + br
             n += e.shape[1]
         if n < 2:
             from oddeye.errors import DataError
 
             raise DataError("PaDiM needs at least 2 training images to estimate covariances")
         mean = s1 / n
-        cov = (s2 - n * mean.unsqueeze(2) * mean.unsqueeze(1)) / (n - 1)
+        if shrink:
+            cov, intensity = ledoit_wolf(s1, s2, s4, r, n)
+            head.shrinkage = intensity.float()  # kept for inspection, not saved
+        else:
+            cov = (s2 - n * mean.unsqueeze(2) * mean.unsqueeze(1)) / (n - 1)
         cov += self.eps * torch.eye(cov.shape[-1], dtype=cov.dtype, device=cov.device)
         head.mean = mean.float()
         # contiguous, as a loaded file is: linalg.inv returns column-major matrices, and the
