@@ -27,3 +27,12 @@ def test_command_line_names_what_a_user_would_type(monkeypatch):
     assert results.command_line() == "oddeye benchmark --suite detection"
     monkeypatch.setattr(sys, "argv", ["-c"])
     assert results.command_line().startswith("python -c ")
+
+
+def test_machine_line_names_the_processor_and_torchs_cpu_kernels():
+    import torch
+
+    line = results.machine_line()
+    assert results.cpu_name() in line
+    assert f"torch kernels {torch.backends.cpu.get_cpu_capability()}" in line
+    assert results.cpu_name().strip() and "\n" not in line

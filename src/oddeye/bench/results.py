@@ -21,8 +21,24 @@ _HEADER = (
 )
 
 
+def cpu_name() -> str:
+    """The processor's model name from /proc/cpuinfo (Linux), else ``platform.processor()``,
+    else ``"CPU"``."""
+    try:
+        with open("/proc/cpuinfo", encoding="utf-8", errors="replace") as f:
+            for line in f:
+                if line.startswith("model name"):
+                    return " ".join(line.partition(":")[2].split()) or "CPU"
+    except OSError:
+        pass
+    return platform.processor() or "CPU"
+
+
 def machine_line() -> str:
-    """One line describing the machine and load, for the record."""
+    """One line describing the machine and load, for the record. It names the processor and
+    the instruction set torch's CPU kernels use (AVX2, AVX512, ...): fits that are
+    bit-reproducible on one machine diverge on another whose kernels round differently
+    (docs/rd4ad.md), so rows are only comparable bit for bit where these match."""
     try:
         load = os.getloadavg()
         load_s = f"load {load[0]:.2f}/{load[1]:.2f}/{load[2]:.2f}"
@@ -32,8 +48,10 @@ def machine_line() -> str:
 
     gpus = ([torch.cuda.get_device_name(i) for i in range(torch.cuda.device_count())]
             if torch.cuda.is_available() else [])
+    kernels = torch.backends.cpu.get_cpu_capability()
     return (
-        f"{platform.machine()}, {os.cpu_count()} CPUs, Python {platform.python_version()}, "
+        f"{platform.machine()}, {os.cpu_count()} CPUs ({cpu_name()}, torch kernels {kernels}), "
+        f"Python {platform.python_version()}, "
         f"torch {torch.__version__} ({torch.get_num_threads()} threads), "
         + (f"GPU {', '.join(gpus)}, " if gpus else "") + load_s
     )
