@@ -1,10 +1,12 @@
 """Validation-only check (no test split used) of RD4AD with stochastic weight averaging over the
 last quarter of the fit's optimiser steps (``average_from=0.75``; BatchNorm statistics then
-recomputed by the precise-BN pass), against today's default. Its baseline is the ``spread`` row
-of section ``selection-rd4ad-stage-weights`` (``-seed<S>``): the same code path when averaging
-is off, and fits are bit-reproducible on this machine type, so only the candidate is fitted
-here. Writes section ``selection-rd4ad-average`` (``-seed<S>`` with ``--seed S`` other than 0).
-Run: ``.venv/bin/python benchmarks/rd4ad_average_selection.py [--seed S]``.
+recomputed by the precise-BN pass), against today's default. Only the candidate is fitted here:
+its first baseline was the ``spread`` row of section ``selection-rd4ad-stage-weights`` (the
+same code path when averaging is off), but fits do not reproduce bit for bit on another
+machine, so the default was refitted beside it (``rd4ad_average_baseline.py``, section
+``selection-rd4ad-average-baseline``). Writes section ``selection-rd4ad-average``
+(``-seed<S>`` with ``--seed S`` other than 0). Run: ``.venv/bin/python
+benchmarks/rd4ad_average_selection.py [--seed S]``.
 """
 
 from oddeye.bench.selection_suite import run_seeded, seed_parser

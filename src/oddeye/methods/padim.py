@@ -80,7 +80,11 @@ class PadimHead(nn.Module):
 
 @register
 class Padim(Method):
-    """PaDiM with a seeded random channel subset; ``covariance`` as ``COVARIANCES`` says."""
+    """PaDiM with a seeded random channel subset.
+
+    ``covariance``: ``sample`` (default, the paper's) or ``ledoit_wolf`` (each location's
+    covariance shrunk towards a scaled identity first; an option that lost on validation
+    data, docs/methods.md "PaDiM")."""
 
     name = "padim"
     default_layers = ("s4", "s8", "s16")
