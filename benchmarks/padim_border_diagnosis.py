@@ -1,6 +1,8 @@
 """Diagnosis only, on a test split (nothing is chosen from it): where PaDiM's pixel AUROC is
 lost. Prints the pixel AUROC of the whole maps, of the maps without their outer ring of 8 / 16 /
-32 px (and the share of defect pixels inside that ring), and per defect type.
+32 px (and the share of defect pixels inside that ring), per defect type, and how high the maps
+run in the 32-px ring and inside it on the later ``validation/good`` images (where the set has
+them) and on the test split's good and defective images (medians over images).
 Run: ``PYTHONPATH=src .venv/bin/python benchmarks/padim_border_diagnosis.py [DATA_DIR]``
 (default: the shared tire set).
 """
@@ -36,6 +38,17 @@ def main(root: str) -> None:
     for kind in sorted({s.defect_type for s in cat.test} - {"good"}):
         idx = np.array([s.defect_type in (kind, "good") for s in cat.test])
         print(f"{kind}: {roc_auc_score(masks[idx].ravel(), maps[idx].ravel()):.3f}")
+    inner = np.zeros((size, size), bool)
+    inner[32:-32, 32:-32] = True
+    labels = np.array([s.label for s in cat.test])
+    groups = {"test good": maps[labels == 0], "test defective": maps[labels == 1]}
+    if cat.validation:
+        groups = {"validation/good": det.predict([s.path for s in cat.validation]).maps,
+                  **groups}
+    for name, m in groups.items():
+        print(f"{name} ({len(m)}): median ring max {np.median(m[:, ~inner].max(1)):.2f}, "
+              f"inner max {np.median(m[:, inner].max(1)):.2f}, "
+              f"ring pixel {np.median(m[:, ~inner]):.2f}")
 
 
 if __name__ == "__main__":
