@@ -1,15 +1,17 @@
-"""Diagnosis only, on a test split (nothing is chosen from it): where PaDiM's pixel AUROC is
-lost. Prints the pixel AUROC of the whole maps, of the maps without their outer ring of 8 / 16 /
-32 px (and the share of defect pixels inside that ring), per defect type, and how high the maps
-run in the 32-px ring and inside it on the later ``validation/good`` images (where the set has
-them) and on the test split's good and defective images (medians over images).
-Run: ``PYTHONPATH=src .venv/bin/python benchmarks/padim_border_diagnosis.py [DATA_DIR]``
-(default: the shared tire set).
+"""Diagnosis only, on a test split (nothing is chosen from it): what the outer ring of the maps
+contributes. For each method (default PaDiM) fitted with its defaults on ``train/good``: pixel
+AUROC of the whole maps and without their outer ring of 8 / 16 / 32 px (with the share of
+defect pixels inside that ring), per defect type; image AUROC from the largest map value in
+the 32-px ring alone and inside it alone; and how high the maps run in the ring and inside it
+on the later ``validation/good`` images (where the set has them) and on the test split's good
+and defective images (medians over images).
+Run: ``PYTHONPATH=src .venv/bin/python benchmarks/border_diagnosis.py [--data DIR]
+[--methods padim patchcore]`` (default data: the shared tire set).
 """
 
 from __future__ import annotations
 
-import sys
+import argparse
 
 import numpy as np
 from PIL import Image
@@ -20,16 +22,19 @@ from oddeye.bench.detection_suite import DATASETS, shared_root
 from oddeye.data.mvtec import load_dataset, load_sample_mask
 from oddeye.preprocess import resize_mask
 
+RING = 32
 
-def main(root: str) -> None:
+
+def diagnose(root: str, method: str) -> None:
     cat = load_dataset(root)[0]
-    det = Detector(method="padim").fit([s.path for s in cat.train], progress=False)
+    det = Detector(method=method).fit([s.path for s in cat.train], progress=False)
     maps = det.predict([s.path for s in cat.test]).maps
     size = maps.shape[-1]
     masks = np.stack([resize_mask(load_sample_mask(s, Image.open(s.path).size[::-1]), size)
                       for s in cat.test]) > 0
-    print(f"pixel AUROC, whole maps: {roc_auc_score(masks.ravel(), maps.ravel()):.3f}")
-    for ring in (8, 16, 32):
+    print(f"== {method}: pixel AUROC, whole maps: "
+          f"{roc_auc_score(masks.ravel(), maps.ravel()):.3f}")
+    for ring in (8, 16, RING):
         inner = np.zeros((size, size), bool)
         inner[ring:-ring, ring:-ring] = True
         sel = np.broadcast_to(inner, masks.shape)
@@ -39,8 +44,11 @@ def main(root: str) -> None:
         idx = np.array([s.defect_type in (kind, "good") for s in cat.test])
         print(f"{kind}: {roc_auc_score(masks[idx].ravel(), maps[idx].ravel()):.3f}")
     inner = np.zeros((size, size), bool)
-    inner[32:-32, 32:-32] = True
+    inner[RING:-RING, RING:-RING] = True
     labels = np.array([s.label for s in cat.test])
+    print(f"image AUROC from the {RING}-px ring's max alone: "
+          f"{roc_auc_score(labels, maps[:, ~inner].max(1)):.3f}, from the inside's max alone: "
+          f"{roc_auc_score(labels, maps[:, inner].max(1)):.3f}")
     groups = {"test good": maps[labels == 0], "test defective": maps[labels == 1]}
     if cat.validation:
         groups = {"validation/good": det.predict([s.path for s in cat.validation]).maps,
@@ -52,4 +60,9 @@ def main(root: str) -> None:
 
 
 if __name__ == "__main__":
-    main(sys.argv[1] if len(sys.argv) > 1 else str(shared_root() / DATASETS["tire"]))
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--data", default=str(shared_root() / DATASETS["tire"]))
+    ap.add_argument("--methods", nargs="+", default=["padim"])
+    args = ap.parse_args()
+    for name in args.methods:
+        diagnose(args.data, name)
