@@ -6,12 +6,14 @@ the 32-px ring alone and inside it alone; and how high the maps run in the ring 
 on the later ``validation/good`` images (where the set has them) and on the test split's good
 and defective images (medians over images).
 Run: ``PYTHONPATH=src .venv/bin/python benchmarks/border_diagnosis.py [--data DIR]
-[--methods padim patchcore]`` (default data: the shared tire set).
+[--methods padim patchcore] [--params '{"pad": 0}']`` (default data: the shared tire set;
+``--params``: Detector parameters for every method).
 """
 
 from __future__ import annotations
 
 import argparse
+import json
 
 import numpy as np
 from PIL import Image
@@ -25,14 +27,14 @@ from oddeye.preprocess import resize_mask
 RING = 32
 
 
-def diagnose(root: str, method: str) -> None:
+def diagnose(root: str, method: str, params: dict) -> None:
     cat = load_dataset(root)[0]
-    det = Detector(method=method).fit([s.path for s in cat.train], progress=False)
+    det = Detector(method=method, **params).fit([s.path for s in cat.train], progress=False)
     maps = det.predict([s.path for s in cat.test]).maps
     size = maps.shape[-1]
     masks = np.stack([resize_mask(load_sample_mask(s, Image.open(s.path).size[::-1]), size)
                       for s in cat.test]) > 0
-    print(f"== {method}: pixel AUROC, whole maps: "
+    print(f"== {method} {json.dumps(params) if params else ''}: pixel AUROC, whole maps: "
           f"{roc_auc_score(masks.ravel(), maps.ravel()):.3f}")
     for ring in (8, 16, RING):
         inner = np.zeros((size, size), bool)
@@ -63,6 +65,7 @@ if __name__ == "__main__":
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--data", default=str(shared_root() / DATASETS["tire"]))
     ap.add_argument("--methods", nargs="+", default=["padim"])
+    ap.add_argument("--params", type=json.loads, default={})
     args = ap.parse_args()
     for name in args.methods:
-        diagnose(args.data, name)
+        diagnose(args.data, name, args.params)
