@@ -81,6 +81,11 @@ def test_info_on_an_onnx_export(patchcore_file, tmp_path, capsys):
     assert main(["info", str(damaged), "--json", str(out_json)]) == 0
     d = json.loads(out_json.read_text())[str(damaged)]
     assert d["layers"] == [] and d["method_params"] == {} and d["method"] == "patchcore"
+    # the suffix in any case is an ONNX export (as every command reads it)
+    upper = tmp_path / "M.ONNX"
+    upper.write_bytes(onnx_path.read_bytes())
+    assert main(["info", str(upper), "--json", str(out_json)]) == 0
+    assert json.loads(out_json.read_text())[str(upper)]["format"] == "onnx"
 
 
 def test_info_reports_bad_files_and_describes_the_rest(patchcore_file, tmp_path, capsys):

@@ -249,10 +249,15 @@ def int_at_least(low: int, note: str = "") -> Callable[[str], int]:
     return parse
 
 
+def is_onnx_path(path: str) -> bool:
+    """True for an ONNX export's file name (``.onnx``, any case)."""
+    return str(path).lower().endswith(".onnx")
+
+
 def open_model(path: str, device: str = "auto", threads: int | None = None) -> Any:
     """A ``.onnx`` export through onnxruntime (``threads`` intra-op threads) or a ``.oddeye``
     file onto ``device``: the one place the commands choose the loader by the file's suffix."""
-    if path.endswith(".onnx"):
+    if is_onnx_path(path):
         from oddeye.export.onnx import OnnxDetector
 
         return OnnxDetector(path, threads=threads)

@@ -100,10 +100,10 @@ def prepare_out(out: Path) -> None:
 def load_detector(args: argparse.Namespace) -> Any:
     """The model of ``--model`` with its references set; ``--refs`` is refused for a model
     that does not use them (silently ignoring them would score without what the user gave)."""
-    from oddeye.commands._common import open_model
+    from oddeye.commands._common import is_onnx_path, open_model
     from oddeye.errors import OddeyeError
 
-    onnx = args.model.endswith(".onnx")
+    onnx = is_onnx_path(args.model)
     det = open_model(args.model, device=args.device)
     if getattr(det, "needs_references", False):
         if not args.refs:

@@ -97,9 +97,9 @@ def load_detector(path: str, refs: list[str] | None = None, threads: int | None 
     references (``check_refs``), and warm it up."""
     import numpy as np
 
-    from oddeye.commands._common import open_model
+    from oddeye.commands._common import is_onnx_path, open_model
 
-    if threads and not path.endswith(".onnx"):
+    if threads and not is_onnx_path(path):
         import torch
 
         torch.set_num_threads(threads)
