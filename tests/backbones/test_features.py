@@ -231,3 +231,72 @@ def test_uncropped_extractor_hands_on_the_framed_taps(image_batch) -> None:
 def test_pad_must_be_whole_pixels_divisible_by_every_stride(pad) -> None:
     with pytest.raises(BackboneError, match="pad must be"):
         FeatureExtractor("mobilenet_v2", ["s8", "s16"], weights=None, pad=pad)
+
+
+# ------------------------------------------------------------------------- expanded taps
+def _inner_expansions(name: str, net) -> dict:
+    """Modules of ``net`` whose outputs are the expanded taps, and a post-op to apply."""
+    relu6 = torch.nn.functional.relu6
+    if name == "mobilenet_v2":
+        f = net.features
+        return {"s2x": (f[2].conv[0], None), "s4x": (f[4].conv[0], None),
+                "s8x": (f[7].conv[0], None), "s16x": (f[14].conv[0], None),
+                "s32x": (f[18], None)}
+    ends = {f"s{stride}": i for i, _, stride in net._stage_ends}
+    out = {f"{t}x": (net._blocks[ends[t] + 1]._bn0, relu6) for t in ("s2", "s4", "s8", "s16")}
+    return {**out, "s32x": (net._bn1, relu6)}
+
+
+@pytest.mark.parametrize("name", ["mobilenet_v2", "efficientnet_lite0"])
+def test_expanded_taps_are_the_networks_own_activations(name, image_batch) -> None:
+    """Each ``<tap>x`` equals the activation the whole network computes after the next block's
+    1x1 expansion, folded or not, with the shapes ``feature_info`` reports."""
+    from oddeye.backbones import feature_info
+
+    net = create_backbone(name, "auto").eval()
+    seen: dict[str, torch.Tensor] = {}
+    for tap, (module, post) in _inner_expansions(name, net).items():
+        module.register_forward_hook(
+            lambda m, i, o, tap=tap, post=post: seen.__setitem__(tap, post(o) if post else o))
+    taps = [f"{t}x" for t in STRIDE_TAPS]
+    folded = FeatureExtractor(name, taps)
+    plain = FeatureExtractor(name, taps, fold_bn=False)
+    with torch.inference_mode():
+        net(folded.renorm(image_batch))
+        a, b = folded(image_batch), plain(image_batch)
+    info = feature_info(name)
+    for tap in taps:
+        channels, stride = info[tap]
+        assert folded.channels[tap] == channels and folded.strides[tap] == stride
+        assert stride == info[tap[:-1]][1] and channels > info[tap[:-1]][0]
+        assert a[tap].shape == (1, channels, 256 // stride, 256 // stride)
+        torch.testing.assert_close(b[tap], seen[tap], rtol=1e-4, atol=1e-4)  # NHWC kernels
+        torch.testing.assert_close(a[tap], seen[tap], rtol=1e-3, atol=1e-4)
+        assert float(a[tap].min()) >= 0  # post-ReLU6, unlike the signed stride taps
+
+
+def test_expanded_taps_cut_no_deeper_than_their_stride_tap_and_keep_old_state_keys() -> None:
+    with torch.device("meta"):
+        both = FeatureExtractor("mobilenet_v2", ["s8", "s8x"], weights=None)
+        plain = FeatureExtractor("mobilenet_v2", ["s8"], weights=None)
+    # s8x's expansion belongs to the first s16 block, which the cut after s8 leaves out: it
+    # travels as its own copy; extractors without expanded taps keep their keys (model files)
+    assert len(both.stages) == len(plain.stages) == 3
+    assert set(both.state_dict()) - set(plain.state_dict()) == {
+        k for k in both.state_dict() if k.startswith("expansions.s8x.")}
+    assert not any(k.startswith("expansions") for k in plain.state_dict())
+
+
+def test_expanded_taps_crop_the_frame_like_their_stride_tap(image_batch) -> None:
+    framed = FeatureExtractor("mobilenet_v2", ["s8", "s8x"], pad=32)
+    with torch.inference_mode():
+        feats = framed(image_batch)
+    assert feats["s8x"].shape[-2:] == feats["s8"].shape[-2:] == (32, 32)
+
+
+def test_unknown_tap_names_list_the_expanded_ones_and_resnets_have_none() -> None:
+    with pytest.raises(BackboneError, match="s8x"):
+        FeatureExtractor("mobilenet_v2", ["s9"], weights=None)
+    with pytest.raises(BackboneError, match="unknown feature layer 's8x'"):
+        with torch.device("meta"):
+            FeatureExtractor("resnet18", ["s8x"], weights=None)

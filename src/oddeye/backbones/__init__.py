@@ -8,7 +8,7 @@
 from __future__ import annotations
 
 from . import efficientnet, mobilenet, resnet  # noqa: F401  (register the families)
-from .base import IMAGENET_MEAN, IMAGENET_STD, STRIDE_TAPS, Backbone, Stage
+from .base import IMAGENET_MEAN, IMAGENET_STD, STRIDE_TAPS, Backbone, Expansion, Stage
 from .features import DEFAULT_BATCH, FeatureExtractor, feature_info
 from .fold import count_batchnorm, fold_batchnorm
 from .registry import BackboneError, available_backbones, create_backbone
@@ -28,6 +28,7 @@ __all__ = [
     "WEIGHT_FILES",
     "Backbone",
     "BackboneError",
+    "Expansion",
     "FeatureExtractor",
     "Stage",
     "WeightsFileError",

@@ -23,6 +23,18 @@ class Stage:
     stride: int
 
 
+@dataclass(frozen=True)
+class Expansion:
+    """Tap ``name`` (``<base>x``): stride tap ``base`` through the next block's expansion (1x1
+    conv, BatchNorm, activation), the wide post-activation features an inverted-residual network
+    computes from its narrow linear-bottleneck output."""
+
+    name: str
+    base: str
+    module: nn.Module
+    channels: int
+
+
 class Backbone(nn.Module):
     """A classifier network that can also be cut into consecutive feature stages.
 
@@ -40,3 +52,8 @@ class Backbone(nn.Module):
     def feature_stages(self) -> list[Stage]:
         """The network up to its last feature block as consecutive stages, one per stride tap."""
         raise NotImplementedError
+
+    def expansions(self) -> list[Expansion]:
+        """Expanded taps (inverted-residual networks only; none by default). The modules are
+        the network's own layers, so BatchNorm folded in the network is folded in them."""
+        return []

@@ -15,7 +15,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .base import Backbone, Stage
+from .base import Backbone, Expansion, Stage
 from .registry import register_backbone
 
 _BN_EPS = 1e-3
@@ -131,6 +131,20 @@ class EfficientNetLite(Backbone):
             stages.append(Stage(f"s{stride}", nn.Sequential(*parts), channels, stride))
             start = end + 1
         return stages
+
+    def expansions(self) -> list[Expansion]:
+        """``s2x`` .. ``s16x``: the expansion (1x1 conv + BN + ReLU6) of the block after each
+        stride tap; ``s32x``: the 1x1 head conv (1280). Built from the current layers, so take
+        them after any BatchNorm folding (which replaces the BN layers)."""
+        out = []
+        ends = {f"s{stride}": index for index, _, stride in self._stage_ends}
+        for stage in self.feature_stages()[:4]:
+            nxt = self._blocks[ends[stage.name] + 1]
+            out.append(Expansion(f"{stage.name}x", stage.name,
+                                 nn.Sequential(nxt._expand_conv, nxt._bn0, nxt._act),
+                                 nxt._expand_conv.out_channels))
+        head = nn.Sequential(self._conv_head, self._bn1, self._act)
+        return out + [Expansion("s32x", "s32", head, self._conv_head.out_channels)]
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """ImageNet logits (N, 1000) for input normalised as (pixel - 127) / 128."""

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import copy
 import os
 from collections.abc import Sequence
 
@@ -35,23 +36,26 @@ class InputRenorm(nn.Module):
 
 
 def canonical_tap(backbone: Backbone, layer: str) -> str:
-    """The stride name (``s2``..``s32``) that ``layer`` refers to on ``backbone``."""
+    """The tap name (``s2``..``s32``, or an expanded ``s8x``...) that ``layer`` refers to."""
     name = backbone.tap_aliases.get(layer, layer)
-    if name not in STRIDE_TAPS:
-        known = list(STRIDE_TAPS) + list(backbone.tap_aliases)
+    expanded = [e.name for e in backbone.expansions()]
+    if name not in STRIDE_TAPS and name not in expanded:
+        known = list(STRIDE_TAPS) + expanded + list(backbone.tap_aliases)
         raise BackboneError(f"unknown feature layer {layer!r} for {type(backbone).__name__}; "
                             f"use one of {', '.join(known)}")
     return name
 
 
 def feature_info(backbone: str) -> dict[str, tuple[int, int]]:
-    """{tap name: (channels, stride)} of a backbone, aliases included, without loading weights.
+    """{tap name: (channels, stride)} of a backbone, aliases and expanded taps included, without
+    loading weights.
 
     Built on the meta device, so it costs no memory; for heads that only need the shapes.
     """
     with torch.device("meta"):
         net = build_backbone(backbone)
     info = {s.name: (s.channels, s.stride) for s in net.feature_stages()}
+    info.update({e.name: (e.channels, info[e.base][1]) for e in net.expansions()})
     info.update({alias: info[tap] for alias, tap in net.tap_aliases.items()})
     return info
 
@@ -88,14 +92,24 @@ class FeatureExtractor(nn.Module):
             fold_batchnorm(net)
         stages = net.feature_stages()
         order = [s.name for s in stages]
-        last = max(order.index(t) for t in taps.values())
+        # an expanded tap is its stride tap through a copy of the next block's expansion
+        # (copied: that block may lie past the cut, or inside a stage it would share tensors with)
+        expansions = {e.name: e for e in net.expansions() if e.name in taps.values()}
+        base = {layer: expansions[t].base if t in expansions else t for layer, t in taps.items()}
+        last = max(order.index(t) for t in base.values())
         self.backbone_name = backbone
         self.layers: tuple[str, ...] = tuple(dict.fromkeys(layers))
         self.folded = fold_bn
         self.stages = nn.ModuleList(s.module for s in stages[:last + 1])
-        self._stage_of = {layer: order.index(tap) for layer, tap in taps.items()}
+        self._stage_of = {layer: order.index(tap) for layer, tap in base.items()}
         self._stage_stride = [s.stride for s in stages[:last + 1]]
-        self.channels: dict[str, int] = {k: stages[i].channels for k, i in self._stage_of.items()}
+        #: layer -> expansion module, for the expanded taps among ``layers`` (empty otherwise,
+        #: so files of stride taps keep their state keys)
+        self.expansions = nn.ModuleDict({layer: copy.deepcopy(expansions[t].module)
+                                         for layer, t in taps.items() if t in expansions})
+        self.channels: dict[str, int] = {k: (expansions[taps[k]].channels if k in self.expansions
+                                             else stages[i].channels)
+                                         for k, i in self._stage_of.items()}
         self.strides: dict[str, int] = {k: stages[i].stride for k, i in self._stage_of.items()}
         if not isinstance(pad, int) or isinstance(pad, bool) or pad < 0 or any(
                 pad % s for s in self.strides.values()):
@@ -109,6 +123,7 @@ class FeatureExtractor(nn.Module):
         self.channels_last = channels_last
         if channels_last:
             self.stages.to(memory_format=torch.channels_last)
+            self.expansions.to(memory_format=torch.channels_last)
         self.requires_grad_(False)
         super().train(False)
 
@@ -136,6 +151,9 @@ class FeatureExtractor(nn.Module):
             x = stage(x)
             outputs[index] = x
         wanted = {self._stage_of[layer] for layer in self.layers}
-        outputs = {i: self._crop(t, self._stage_stride[i]).contiguous()
+        outputs = {i: self._crop(t, self._stage_stride[i])
                    for i, t in outputs.items() if i in wanted}
-        return {layer: outputs[self._stage_of[layer]] for layer in self.layers}
+        # 1x1 expansions commute with the crop: expanding the cropped tap is cheaper
+        return {layer: (self.expansions[layer](outputs[self._stage_of[layer]])
+                        if layer in self.expansions else outputs[self._stage_of[layer]]
+                        ).contiguous() for layer in self.layers}

@@ -9,7 +9,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from .base import Backbone, Stage
+from .base import Backbone, Expansion, Stage
 from .registry import register_backbone
 
 # (expansion t, output channels c, repeats n, first stride s) of the published architecture.
@@ -96,6 +96,14 @@ class MobileNetV2(Backbone):
             Stage("s16", f[7:14], 96, 16),
             Stage("s32", f[14:18], 320, 32),
         ]
+
+    def expansions(self) -> list[Expansion]:
+        """``s2x`` .. ``s16x``: the expansion (1x1 conv + BN + ReLU6, 6x wider) of the block after
+        each stride tap (96, 144, 192, 576 channels); ``s32x``: the 1x1 head conv (1280)."""
+        f = self.features
+        out = [Expansion(f"{s.name}x", s.name, f[i].conv[0], f[i].conv[0][0].out_channels)
+               for s, i in zip(self.feature_stages()[:4], (2, 4, 7, 14), strict=True)]
+        return out + [Expansion("s32x", "s32", f[18], 1280)]
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """ImageNet logits (N, 1000) for ImageNet-normalised (N, 3, H, W) input."""
