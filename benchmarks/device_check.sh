@@ -12,7 +12,12 @@
 # $OUT/device_check.tgz; tabulate the RD4AD runs here with
 #   benchmarks/rd4ad_seeds.py --cached-only --work DIR --datasets deeppcb --seeds 0 1 2 \
 #       --threads 2 --param device=cuda [--param pseudo=0.5] --section ...
-# Usage: benchmarks/device_check.sh [tests|bench|detection|rdpp|all]   (detection: step 1, the
+# selection: a validation-only selection script's candidates on the GPU (SEL_SCRIPT, candidate
+# names in SEL_ONLY separated by '|', seeds in SEL_SEEDS, default "0 1"), one process per
+# candidate and seed, from the sets file .devcarry/sel_sets.npz (built here by the same script
+# with --sets; the data folders need not travel); device tests beside them; each process
+# writes its section to $W/sel-<i>-<seed>.md and its per-set lines to its log.
+# Usage: benchmarks/device_check.sh [tests|bench|detection|rdpp|selection|all]   (detection: step 1, the
 # suite alone, then step 3, 5-7 minutes; rdpp: RD4AD on deeppcb, seeds 0-2, defaults and
 # projection=true, six fits side by side, with step 1 beside them, 5-7 minutes; separate calls
 # keep a failing test cheap)
@@ -38,6 +43,19 @@ if [ "$STEP" = rdpp ]; then
     done
   done
 fi
+if [ "$STEP" = selection ]; then
+  t_sel=$(date +%s)
+  IFS='|' read -r -a names <<< "${SEL_ONLY:?name the candidates}"
+  i=0
+  for name in "${names[@]}"; do
+    for s in ${SEL_SEEDS:-0 1}; do
+      OMP_NUM_THREADS=2 timeout "${SEL_LIMIT:-480}" $PY "$SEL_SCRIPT" --seed "$s" --device cuda \
+        --sets .devcarry/sel_sets.npz --only "$name" --out "$W/sel-$i-$s.md" \
+        > "$W/sel-$i-$s.log" 2>&1 &
+    done
+    i=$((i + 1))
+  done
+fi
 if [ "$STEP" != bench ]; then
   t0=$(date +%s)
   timeout 200 $PY -m pytest -q -p no:cacheprovider -rfEs tests/test_device.py \
@@ -46,6 +64,12 @@ if [ "$STEP" != bench ]; then
   cat "$W/test_device.log"
 fi
 if [ "$STEP" = tests ]; then tar czf "$OUT/device_check.tgz" -C "$OUT" work; exit 0; fi
+if [ "$STEP" = selection ]; then
+  wait
+  echo "selection done $(( $(date +%s) - t_sel )) s" >> "$W/steps.log"
+  tar czf "$OUT/device_check.tgz" -C "$OUT" work
+  exit 0
+fi
 if [ "$STEP" = rdpp ]; then
   wait
   echo "rd4ad fits done $(( $(date +%s) - t_rd )) s" >> "$W/steps.log"

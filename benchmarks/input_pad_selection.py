@@ -6,7 +6,7 @@ border"), for PatchCore and PaDiM. Writes section ``selection-input-pad`` (``-an
 ``.venv/bin/python benchmarks/input_pad_selection.py [--seed S] [--placement anywhere]``.
 """
 
-from oddeye.bench.selection_suite import run_seeded, seed_parser
+from oddeye.bench.selection_suite import run_seeded, seed_kwargs, seed_parser
 
 CANDIDATES = {
     "patchcore, pad 0": {"pad": 0},
@@ -19,4 +19,4 @@ CANDIDATES = {
 if __name__ == "__main__":
     args = seed_parser(__doc__).parse_args()
     run_seeded("patchcore", "selection-input-pad", CANDIDATES, args.seed, args.placement,
-               kinds=args.kinds, max_fit=args.max_fit)
+               **seed_kwargs(args))

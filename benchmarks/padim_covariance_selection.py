@@ -5,11 +5,11 @@ are fitted in the same run. Writes section ``selection-padim-covariance`` (``-se
 [--seed S]``.
 """
 
-from oddeye.bench.selection_suite import run_seeded, seed_parser
+from oddeye.bench.selection_suite import run_seeded, seed_kwargs, seed_parser
 
 if __name__ == "__main__":
     args = seed_parser(__doc__).parse_args()
     run_seeded("padim", "selection-padim-covariance",
                {"sample covariance (default, the paper's)": {"covariance": "sample"},
                 "Ledoit-Wolf shrinkage": {"covariance": "ledoit_wolf"}},
-               args.seed, args.placement, kinds=args.kinds, max_fit=args.max_fit)
+               args.seed, args.placement, **seed_kwargs(args))

@@ -7,7 +7,7 @@ Writes section ``selection-patchcore-backbone`` (``-seed<S>``, ``-anywhere`` as 
 script). Run: ``.venv/bin/python benchmarks/patchcore_backbone_selection.py [--seed S]``.
 """
 
-from oddeye.bench.selection_suite import run_seeded, seed_parser
+from oddeye.bench.selection_suite import run_seeded, seed_kwargs, seed_parser
 
 CANDIDATES = {
     "mobilenet_v2 s8+s16 (default)": {},
@@ -19,4 +19,4 @@ CANDIDATES = {
 if __name__ == "__main__":
     args = seed_parser(__doc__).parse_args()
     run_seeded("patchcore", "selection-patchcore-backbone", CANDIDATES, args.seed,
-               args.placement, kinds=args.kinds, max_fit=args.max_fit)
+               args.placement, **seed_kwargs(args))

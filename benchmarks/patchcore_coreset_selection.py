@@ -8,7 +8,7 @@ section ``selection-patchcore-coreset`` (``-full``, ``-seed<S>``, as every selec
 Run: ``.venv/bin/python benchmarks/patchcore_coreset_selection.py --max-fit 0 [--seed S]``.
 """
 
-from oddeye.bench.selection_suite import run_seeded, seed_parser
+from oddeye.bench.selection_suite import run_seeded, seed_kwargs, seed_parser
 
 CANDIDATES = {
     "independent chunks (default)": {},
@@ -18,4 +18,4 @@ CANDIDATES = {
 if __name__ == "__main__":
     args = seed_parser(__doc__).parse_args()
     run_seeded("patchcore", "selection-patchcore-coreset", CANDIDATES, args.seed, args.placement,
-               kinds=args.kinds, max_fit=args.max_fit)
+               **seed_kwargs(args))

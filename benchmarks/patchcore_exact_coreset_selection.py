@@ -9,7 +9,7 @@ CPU (seconds on a GPU). Writes section ``selection-patchcore-exact-coreset`` (``
 --max-fit 0 [--seed S]``.
 """
 
-from oddeye.bench.selection_suite import run_seeded, seed_parser
+from oddeye.bench.selection_suite import run_seeded, seed_kwargs, seed_parser
 
 CANDIDATES = {
     "independent chunks (default)": {},
@@ -19,4 +19,4 @@ CANDIDATES = {
 if __name__ == "__main__":
     args = seed_parser(__doc__).parse_args()
     run_seeded("patchcore", "selection-patchcore-exact-coreset", CANDIDATES, args.seed,
-               args.placement, kinds=args.kinds, max_fit=args.max_fit)
+               args.placement, **seed_kwargs(args))

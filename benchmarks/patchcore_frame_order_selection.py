@@ -9,7 +9,7 @@ script). Run: ``.venv/bin/python benchmarks/patchcore_frame_order_selection.py [
 [--placement anywhere]``.
 """
 
-from oddeye.bench.selection_suite import run_seeded, seed_parser
+from oddeye.bench.selection_suite import run_seeded, seed_kwargs, seed_parser
 
 CANDIDATES = {
     "patchcore, pad 16, taps cropped": {"pad": 16, "frame_crop": "taps"},
@@ -20,4 +20,4 @@ CANDIDATES = {
 if __name__ == "__main__":
     args = seed_parser(__doc__).parse_args()
     run_seeded("patchcore", "selection-frame-order", CANDIDATES, args.seed, args.placement,
-               kinds=args.kinds, max_fit=args.max_fit)
+               **seed_kwargs(args))

@@ -7,7 +7,7 @@ every selection script).
 Run: ``.venv/bin/python benchmarks/patchcore_grid_selection.py [--seed S]``.
 """
 
-from oddeye.bench.selection_suite import run_seeded, seed_parser
+from oddeye.bench.selection_suite import run_seeded, seed_kwargs, seed_parser
 
 CANDIDATES = {
     "grid first (s8 cells, default)": {},
@@ -17,4 +17,4 @@ CANDIDATES = {
 if __name__ == "__main__":
     args = seed_parser(__doc__).parse_args()
     run_seeded("patchcore", "selection-patchcore-grid", CANDIDATES, args.seed, args.placement,
-               kinds=args.kinds, max_fit=args.max_fit)
+               **seed_kwargs(args))

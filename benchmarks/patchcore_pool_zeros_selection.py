@@ -11,7 +11,7 @@ every selection script). Run: ``.venv/bin/python benchmarks/patchcore_pool_zeros
 [--seed S] [--placement anywhere]``.
 """
 
-from oddeye.bench.selection_suite import run_seeded, seed_parser
+from oddeye.bench.selection_suite import run_seeded, seed_kwargs, seed_parser
 
 CANDIDATES = {
     "patchcore, no frame": {"pad": 0},
@@ -22,4 +22,4 @@ CANDIDATES = {
 if __name__ == "__main__":
     args = seed_parser(__doc__).parse_args()
     run_seeded("patchcore", "selection-pool-zeros", CANDIDATES, args.seed, args.placement,
-               kinds=args.kinds, max_fit=args.max_fit)
+               **seed_kwargs(args))

@@ -9,10 +9,10 @@ machine, so the default was refitted beside it (``rd4ad_average_baseline.py``, s
 benchmarks/rd4ad_average_selection.py [--seed S]``.
 """
 
-from oddeye.bench.selection_suite import run_seeded, seed_parser
+from oddeye.bench.selection_suite import run_seeded, seed_kwargs, seed_parser
 
 if __name__ == "__main__":
     args = seed_parser(__doc__).parse_args()
     run_seeded("rd4ad", "selection-rd4ad-average",
                {"weights averaged over the last 25% of steps": {"average_from": 0.75}},
-               args.seed, args.placement, kinds=args.kinds, max_fit=args.max_fit)
+               args.seed, args.placement, **seed_kwargs(args))

@@ -10,7 +10,7 @@ with pseudo-defects placed anywhere; tire's later ``validation/good``). Writes s
 ``.venv/bin/python benchmarks/rd4ad_embedding_ablation.py [--seed S] [--placement inner]``.
 """
 
-from oddeye.bench.selection_suite import run_seeded, seed_parser
+from oddeye.bench.selection_suite import run_seeded, seed_kwargs, seed_parser
 
 CANDIDATES = {
     "ocbe: fusion + trainable stage (the method)": {"embedding": "ocbe"},
@@ -23,5 +23,4 @@ if __name__ == "__main__":
     ap.set_defaults(placement="anywhere")
     args = ap.parse_args()
     run_seeded("rd4ad", "rd4ad-ablation-embedding", CANDIDATES, args.seed, args.placement,
-               title="RD4AD ablation: what the student decodes from", kinds=args.kinds,
-               max_fit=args.max_fit)
+               title="RD4AD ablation: what the student decodes from", **seed_kwargs(args))

@@ -8,11 +8,11 @@ same comparison with another initialisation and batch order; docs/rd4ad.md). Run
 the 60 epochs the sections ran, the default then, so a rerun reproduces them).
 """
 
-from oddeye.bench.selection_suite import run_seeded, seed_parser
+from oddeye.bench.selection_suite import run_seeded, seed_kwargs, seed_parser
 
 if __name__ == "__main__":
     args = seed_parser(__doc__).parse_args()
     run_seeded("rd4ad", "selection-rd4ad-layers",
                {"s4 s8 s16 (default)": {"epochs": 60},
                 "s8 s16 s32": {"layers": ["s8", "s16", "s32"], "epochs": 60}},
-               args.seed, args.placement, kinds=args.kinds, max_fit=args.max_fit)
+               args.seed, args.placement, **seed_kwargs(args))

@@ -7,11 +7,11 @@ Writes section ``selection-rd4ad-light-taps`` (``-seed<S>`` with ``--seed S`` ot
 ``.venv/bin/python benchmarks/rd4ad_light_taps_selection.py [--seed S]``.
 """
 
-from oddeye.bench.selection_suite import run_seeded, seed_parser
+from oddeye.bench.selection_suite import run_seeded, seed_kwargs, seed_parser
 
 if __name__ == "__main__":
     args = seed_parser(__doc__).parse_args()
     run_seeded("rd4ad", "selection-rd4ad-light-taps",
                {"s8 s16 s32, light blocks, 2500 steps": {"layers": ["s8", "s16", "s32"],
                                                          "block": "light"}},
-               args.seed, args.placement, kinds=args.kinds, max_fit=args.max_fit)
+               args.seed, args.placement, **seed_kwargs(args))

@@ -6,9 +6,9 @@ so only the candidate is fitted here. Writes section ``selection-rd4ad-pad`` (``
 ``--seed S`` other than 0). Run: ``.venv/bin/python benchmarks/rd4ad_pad_selection.py [--seed S]``.
 """
 
-from oddeye.bench.selection_suite import run_seeded, seed_parser
+from oddeye.bench.selection_suite import run_seeded, seed_kwargs, seed_parser
 
 if __name__ == "__main__":
     args = seed_parser(__doc__).parse_args()
     run_seeded("rd4ad", "selection-rd4ad-pad", {"pad 16, 2500 steps": {"pad": 16}},
-               args.seed, args.placement, kinds=args.kinds, max_fit=args.max_fit)
+               args.seed, args.placement, **seed_kwargs(args))

@@ -15,7 +15,7 @@ import numpy as np
 import torch
 
 from oddeye.bench import selection_suite
-from oddeye.bench.selection_suite import run_seeded, score_fitted, seed_parser
+from oddeye.bench.selection_suite import run_seeded, score_fitted, seed_kwargs, seed_parser
 
 CANDIDATES = {"equal (default, the paper's sum)": {"stage_weights": "equal"},
               "spread (each stage standardised)": {"stage_weights": "spread"}}
@@ -54,4 +54,4 @@ if __name__ == "__main__":
     args = seed_parser(__doc__).parse_args()
     selection_suite.score_candidate = score_once
     run_seeded("rd4ad", "selection-rd4ad-stage-weights", CANDIDATES, args.seed, args.placement,
-               kinds=args.kinds, max_fit=args.max_fit)
+               **seed_kwargs(args))

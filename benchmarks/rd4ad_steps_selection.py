@@ -9,7 +9,7 @@ good images with pseudo-defects; tire's later ``validation/good``). Writes secti
 ``.venv/bin/python benchmarks/rd4ad_steps_selection.py [--seed S]``.
 """
 
-from oddeye.bench.selection_suite import run_seeded, seed_parser
+from oddeye.bench.selection_suite import run_seeded, seed_kwargs, seed_parser
 
 if __name__ == "__main__":
     ap = seed_parser(__doc__)
@@ -18,4 +18,4 @@ if __name__ == "__main__":
     # spelled out: the default changed from 60 epochs to 2500 steps after the first runs
     run_seeded("rd4ad", "selection-rd4ad-steps",
                {"60 epochs": {"epochs": 60}, f"{args.steps} steps": {"steps": args.steps}},
-               args.seed, args.placement, kinds=args.kinds, max_fit=args.max_fit)
+               args.seed, args.placement, **seed_kwargs(args))

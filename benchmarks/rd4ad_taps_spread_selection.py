@@ -9,7 +9,7 @@ bit-reproducible, so only the candidate is fitted here. Writes section
 ``.venv/bin/python benchmarks/rd4ad_taps_spread_selection.py [--seed S]``.
 """
 
-from oddeye.bench.selection_suite import run_seeded, seed_parser
+from oddeye.bench.selection_suite import run_seeded, seed_kwargs, seed_parser
 
 if __name__ == "__main__":
     args = seed_parser(__doc__).parse_args()
@@ -17,4 +17,4 @@ if __name__ == "__main__":
                {"s8 s16 s32, light blocks, spread": {"layers": ["s8", "s16", "s32"],
                                                      "block": "light",
                                                      "stage_weights": "spread"}},
-               args.seed, args.placement, kinds=args.kinds, max_fit=args.max_fit)
+               args.seed, args.placement, **seed_kwargs(args))

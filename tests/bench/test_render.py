@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 
+import numpy as np
 import pytest
 
 from oddeye.bench import detection_suite, rd4ad_suite
@@ -255,3 +256,47 @@ def test_rd4ad_seeds_reuses_seed_0_only_when_fitted_under_the_current_defaults(t
         rc = mod.main(["--seeds", "1", "--datasets", "deeppcb", "--work", str(tmp_path / "w"),
                        "--reuse", str(old), "--out", str(out), "--cached-only"])
         assert (rc == 0 and "0.700 / 0.900 / 0.600" in out.read_text()) == reused
+
+
+def test_only_and_device_reach_the_suite_and_name_the_section(monkeypatch):
+    from oddeye.bench import selection_suite
+
+    calls = []
+    monkeypatch.setattr(selection_suite, "run", lambda **kw: calls.append(kw) or "")
+    args = selection_suite.seed_parser("x").parse_args(
+        ["--only", "b", "--device", "cuda:1", "--sets", "s.npz", "--out", "o.md", "--seed", "2"])
+    selection_suite.run_seeded("rd4ad", "selection-x", {"a": {}, "b": {"steps": 5}}, args.seed,
+                               args.placement, **selection_suite.seed_kwargs(args))
+    (call,) = calls
+    assert call["section"] == "selection-x-cuda1-seed2"
+    assert call["candidates"] == {"b": {"steps": 5, "device": "cuda:1", "seed": 2}}
+    assert (call["sets_file"], call["out_path"]) == ("s.npz", "o.md")
+    with pytest.raises(SystemExit, match="unknown candidate"):
+        selection_suite.run_seeded("rd4ad", "selection-x", {"a": {}}, 0, only=["z"])
+
+
+def test_saved_sets_give_back_the_same_pixels_and_refuse_other_settings(tmp_path):
+    from PIL import Image
+
+    from oddeye.bench.selection_suite import load_sets, save_sets
+
+    rng = np.random.default_rng(0)
+    files = []
+    for i in range(2):  # a fitting image that is not 256 px: saved resized, as a fit sees it
+        Image.fromarray(rng.integers(0, 255, (40, 60, 3), dtype=np.uint8)).save(
+            tmp_path / f"{i}.png")
+        files.append(tmp_path / f"{i}.png")
+    imgs = [rng.integers(0, 255, (256, 256, 3), dtype=np.uint8) for _ in range(3)]
+    masks = np.zeros((3, 256, 256), np.uint8)
+    sets = {"a (pseudo)": (files, imgs, np.array([0, 1, 1]), masks)}
+    save_sets(tmp_path / "s.npz", sets, "settings A")
+    got = load_sets(tmp_path / "s.npz", "settings A")
+    fit, g_imgs, y, ms = got["a (pseudo)"]
+    from oddeye.preprocess import load_resized
+
+    np.testing.assert_array_equal(np.stack(fit), np.stack(load_resized(files, 256)))
+    np.testing.assert_array_equal(np.stack(g_imgs), np.stack(imgs))
+    np.testing.assert_array_equal(y, [0, 1, 1])
+    np.testing.assert_array_equal(ms, masks)
+    with pytest.raises(ValueError, match="settings A"):
+        load_sets(tmp_path / "s.npz", "settings B")

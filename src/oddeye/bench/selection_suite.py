@@ -107,11 +107,74 @@ def score_fitted(det, images: list, labels: np.ndarray, masks: np.ndarray | list
     return evaluate(pred.scores, labels, pred.maps, masks)
 
 
+def save_sets(path: str | Path, sets: dict[str, tuple], settings: str = "") -> None:
+    """Write built validation sets (fitting images decoded and resized to 256, the evaluation
+    arrays as they are) to one compressed ``.npz``, to rerun them where the data is absent (a
+    lent GPU machine): the resize of a 256-px image is the identity, so fits see the same
+    pixels as from the files. ``settings``: how they were built, checked by ``load_sets``."""
+    from oddeye.preprocess import load_resized
+
+    arrays: dict[str, np.ndarray] = {"names": np.array(list(sets)),
+                                     "settings": np.array(settings)}
+    for i, (fit, imgs, y, ms) in enumerate(sets.values()):
+        arrays[f"fit{i}"] = np.stack(load_resized(fit, 256))
+        arrays[f"imgs{i}"] = np.stack(imgs)
+        arrays[f"y{i}"] = np.asarray(y)
+        arrays[f"ms{i}"] = np.stack(ms)
+    np.savez_compressed(path, **arrays)
+
+
+def load_sets(path: str | Path, settings: str = "") -> dict[str, tuple]:
+    """The sets ``save_sets`` wrote: {name: (fitting images, eval images, labels, masks)}; a
+    ``ValueError`` when they were built with other ``settings``."""
+    with np.load(path) as z:
+        if str(z["settings"]) != settings:
+            raise ValueError(f"{path} holds sets built with {z['settings']}, not {settings}: "
+                             f"remove it or name another file")
+        return {str(name): (list(z[f"fit{i}"]), list(z[f"imgs{i}"]), z[f"y{i}"], z[f"ms{i}"])
+                for i, name in enumerate(z["names"])}
+
+
+def build_sets(tmp: str | Path, datasets: Sequence[str],
+               synthetic: Sequence[str] = ("noise", "nut"), native: bool = False,
+               kinds: tuple[str, ...] | None = None, placement: str = "inner",
+               max_fit: int | None = 100) -> dict[str, tuple]:
+    """{set name: (fitting images, eval images, labels, masks)}: the synthetic classes
+    (generated under ``tmp``, which must outlive the fits) and every real set of ``datasets``
+    present under the shared data folder (``validation_split``); ``run`` says what the
+    arguments mean."""
+    from oddeye.bench.detection_suite import DATASETS, shared_root
+    from oddeye.data.mvtec import load_dataset, load_sample_mask
+    from oddeye.data.synth import generate
+    from oddeye.preprocess import load_resized, resize_mask
+
+    sets: dict[str, tuple] = {}
+    root = generate(Path(tmp) / "s", seed=1, classes=list(synthetic), n_train=30,
+                    n_test_good=6, n_test_defect=2)
+    for cat in load_dataset(root):
+        test = cat.test
+        imgs = load_resized([s.path for s in test], 256)
+        ms = np.stack([resize_mask(load_sample_mask(s, (256, 256)), 256) for s in test])
+        sets[f"synthetic/{cat.name}"] = ([s.path for s in cat.train], imgs,
+                                         np.array([s.label for s in test]), ms)
+    for ds in datasets:
+        path = shared_root() / DATASETS[ds]
+        if path.exists():
+            cat = load_dataset(path)[0]
+            later = [s.path for s in cat.validation]
+            name = f"{ds} ({'validation/good' if later else 'pseudo'})"
+            sets[name] = validation_split([s.path for s in cat.train], None if native else 256,
+                                          later=later, kinds=kinds, placement=placement,
+                                          max_fit=max_fit)
+    return sets
+
+
 def run(out_path: str | Path | None = None, method: str = "patchcore",
         candidates: dict[str, dict] | None = None, datasets: list[str] | None = None,
         synthetic: tuple[str, ...] = ("noise", "nut"), section: str | None = None,
         native: bool = False, kinds: tuple[str, ...] | None = None,
-        placement: str = "inner", title: str | None = None, max_fit: int | None = 100) -> str:
+        placement: str = "inner", title: str | None = None, max_fit: int | None = 100,
+        sets_file: str | Path | None = None) -> str:
     """Score each candidate on validation-only data and write the section
     ``section`` (default ``selection-<method>``). ``native``: real validation images at their
     own resolution (for candidates of different input sizes), else resized to 256. ``kinds``:
@@ -119,37 +182,27 @@ def run(out_path: str | Path | None = None, method: str = "patchcore",
     where they may sit (``inner``, off the border, or ``anywhere``); ``title``: the section's
     heading when the rows are not candidates for a default (e.g. an ablation); ``max_fit``: the
     real sets' fitting images at most (``None``: all of ``train/good`` not validated on; the
-    bank's coverage, hence a coreset's approximation, depends on it)."""
-    from oddeye.bench.detection_suite import DATASETS, shared_root
+    bank's coverage, hence a coreset's approximation, depends on it). ``sets_file``: load the
+    sets from this ``.npz`` when it exists (built by an earlier run with the same settings:
+    the data folders are then not read), else build them and save them there."""
+    from oddeye.bench.detection_suite import DATASETS
     from oddeye.bench.results import DEFAULT_RESULTS, write_section
-    from oddeye.data.mvtec import load_dataset
-    from oddeye.data.synth import generate
-    from oddeye.preprocess import load_resized, resize_mask
 
     candidates = candidates or CANDIDATES
     datasets = datasets or list(DATASETS)
-    sets: dict[str, tuple] = {}
+    saved = sets_file is not None and Path(sets_file).exists()
+    if sets_file is not None and native:
+        raise ValueError("a sets file holds 256-px images: not with native=True")
+    settings = json.dumps({"datasets": list(datasets), "synthetic": list(synthetic),
+                           "kinds": list(kinds or []), "placement": placement,
+                           "max_fit": max_fit})
     with tempfile.TemporaryDirectory() as tmp:
-        root = generate(Path(tmp) / "s", seed=1, classes=list(synthetic), n_train=30,
-                        n_test_good=6, n_test_defect=2)
-        for cat in load_dataset(root):
-            test = cat.test
-            imgs = load_resized([s.path for s in test], 256)
-            from oddeye.data.mvtec import load_sample_mask
-
-            ms = np.stack([resize_mask(load_sample_mask(s, (256, 256)), 256) for s in test])
-            sets[f"synthetic/{cat.name}"] = ([s.path for s in cat.train], imgs,
-                                             np.array([s.label for s in test]), ms)
-        for ds in datasets:
-            path = shared_root() / DATASETS[ds]
-            if path.exists():
-                cat = load_dataset(path)[0]
-                later = [s.path for s in cat.validation]
-                name = f"{ds} ({'validation/good' if later else 'pseudo'})"
-                sets[name] = validation_split([s.path for s in cat.train],
-                                              None if native else 256, later=later,
-                                              kinds=kinds, placement=placement,
-                                              max_fit=max_fit)
+        if saved:
+            sets = load_sets(sets_file, settings)
+        else:
+            sets = build_sets(tmp, datasets, synthetic, native, kinds, placement, max_fit)
+            if sets_file is not None:
+                save_sets(sets_file, sets, settings)
         results: dict[str, dict[str, dict]] = {}
         for name, params in candidates.items():
             results[name] = {}
@@ -192,7 +245,22 @@ def seed_parser(doc: str | None) -> argparse.ArgumentParser:
                     help="real sets: fit on at most N images of train/good (default 100, as "
                          "every run before the eighteenth session); 0 = all not validated on, "
                          "which names the section -full")
+    ap.add_argument("--sets", metavar="FILE.npz", default=None,
+                    help="load the validation sets from FILE when it exists, else build and "
+                         "save them there (to rerun them where the data is absent)")
+    ap.add_argument("--only", nargs="+", metavar="NAME", default=None,
+                    help="run only these candidates (as named in the script)")
+    ap.add_argument("--device", default=None,
+                    help="fit and score every candidate on this device (e.g. cuda)")
+    ap.add_argument("--out", metavar="FILE.md", default=None,
+                    help="results file to write the section to (default benchmarks/RESULTS.md)")
     return ap
+
+
+def seed_kwargs(args: argparse.Namespace) -> dict:
+    """``run_seeded``'s keyword arguments from a ``seed_parser`` command line."""
+    return {"kinds": args.kinds, "max_fit": args.max_fit, "sets_file": args.sets,
+            "only": args.only, "device": args.device, "out_path": args.out}
 
 
 def kinds_suffix(kinds: Sequence[str] | None) -> str:
@@ -209,10 +277,22 @@ def kinds_suffix(kinds: Sequence[str] | None) -> str:
 
 def run_seeded(method: str, section: str, candidates: dict[str, dict], seed: int,
                placement: str = "inner", title: str | None = None,
-               kinds: Sequence[str] | None = None, max_fit: int | None = 100) -> str:
+               kinds: Sequence[str] | None = None, max_fit: int | None = 100,
+               sets_file: str | None = None, only: Sequence[str] | None = None,
+               device: str | None = None, out_path: str | None = None) -> str:
     """``run`` with ``seeded`` candidates and section (``-anywhere`` appended to the section
     name for pseudo-defects placed anywhere, ``kinds_suffix`` for other kinds, ``-full`` when
-    fitting on every training image: ``max_fit`` 0 or None, ``-fit<N>`` for another cap)."""
+    fitting on every training image: ``max_fit`` 0 or None, ``-fit<N>`` for another cap).
+    ``only`` keeps those candidates; ``device`` fits them there (``-<device>`` in the section
+    name, so GPU rows never replace CPU ones)."""
+    if only:
+        unknown = sorted(set(only) - set(candidates))
+        if unknown:
+            raise SystemExit(f"unknown candidate(s) {unknown}; known: {sorted(candidates)}")
+        candidates = {k: v for k, v in candidates.items() if k in only}
+    if device:
+        candidates = {k: {**v, "device": device} for k, v in candidates.items()}
+        section = f"{section}-{device.replace(':', '')}"
     cands, name = seeded(candidates, section, seed)
     max_fit = max_fit or None
     suffix = ((f"-{placement}" if placement != "inner" else "") + kinds_suffix(kinds)
@@ -220,8 +300,9 @@ def run_seeded(method: str, section: str, candidates: dict[str, dict], seed: int
     if suffix:
         base, _, tail = name.partition("-seed")
         name = f"{base}{suffix}" + (f"-seed{tail}" if tail else "")
-    return run(method=method, section=name, candidates=cands, placement=placement, title=title,
-               kinds=tuple(kinds) if kinds else None, max_fit=max_fit)
+    return run(out_path=out_path, method=method, section=name, candidates=cands,
+               placement=placement, title=title, kinds=tuple(kinds) if kinds else None,
+               max_fit=max_fit, sets_file=sets_file)
 
 
 def render(method: str, section: str | None, candidates: dict[str, dict],
