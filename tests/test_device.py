@@ -134,9 +134,9 @@ def _spearman(a: np.ndarray, b: np.ndarray) -> float:
 
 
 #: every method, PatchCore's s16 patch grid, RD4AD's ablation variant with a frozen teacher
-#: embedding and its RD++ projection layers ("name:key=value")
+#: embedding, its RD++ projection layers and its expanded targets ("name:key=value")
 METHODS = ["patchcore", "patchcore:grid=last", "padim", "rd4ad", "rd4ad:embedding=teacher",
-           "rd4ad:projection=true", "resad", "anoonly-head"]
+           "rd4ad:projection=true", "rd4ad:expanded_targets=true", "resad", "anoonly-head"]
 
 
 @needs_cuda

@@ -781,3 +781,68 @@ def test_averaging_is_off_by_default_and_older_files_load_without_it(fitted, dis
 def test_bad_averaging_settings_are_refused(params):
     with pytest.raises(DataError, match="average_from"):
         create_method("rd4ad", **params)
+
+
+# -------------------------------------------------------------------- expanded targets
+def test_expanded_targets_rebuild_the_expansions_from_the_stride_taps_alone():
+    method = create_method("rd4ad", expanded_targets=True)
+    assert method.layers == ("s4", "s8", "s16", "s4x", "s8x", "s16x")
+    fx = FeatureExtractor("mobilenet_v2", method.layers, weights=None)
+    head = method.build_head(fx.channels, fx.strides).eval()
+    assert head.layers == ["s4", "s8", "s16", "s4x", "s8x", "s16x"]
+    torch.manual_seed(0)
+    feats = {k: torch.randn(2, fx.channels[k], 64 // fx.strides[k], 64 // fx.strides[k])
+             for k in fx.layers}
+    teachers = [feats[k] for k in head.layers]
+    with torch.no_grad():
+        student = head.student(teachers)
+        # the bottleneck reads the stride taps only: other targets leave the student unchanged
+        other = head.student(teachers[:3] + [torch.randn_like(t) for t in teachers[3:]])
+        moved = head.student([torch.randn_like(t) for t in teachers[:3]] + teachers[3:])
+    assert [tuple(s.shape) for s in student] == [tuple(t.shape) for t in teachers[3:]]
+    assert [s.shape[1] for s in student] == [144, 192, 576]
+    for a, b, c in zip(student, other, moved, strict=True):
+        torch.testing.assert_close(a, b, rtol=0, atol=0)
+        assert not torch.allclose(a, c)
+    assert head.targets(teachers) == teachers[3:]
+    assert head(feats).shape == (2, 16, 16)
+    plain = create_method("rd4ad")  # the default: no output convs, the taps are the targets
+    plain_head = plain.build_head(*_shapes(plain.layers))
+    assert plain_head.decoder.outputs is None and plain_head.targets(teachers[:3]) == teachers[:3]
+
+
+def _shapes(layers):
+    fx = FeatureExtractor("mobilenet_v2", layers, weights=None)
+    return fx.channels, fx.strides
+
+
+def test_expanded_targets_train_round_trip_and_older_files_load_without_them(fitted, disc,
+                                                                              tmp_path):
+    paths = [s.path for s in disc.train[:8]]
+    det = Detector(method="rd4ad", size=64, epochs=3, train_batch=4,
+                   expanded_targets=True).fit(paths, progress=False)
+    hist = det.model_.head.history
+    assert float(hist[-1, 0]) < float(hist[0, 0])
+    assert any(k.startswith("decoder.outputs.") for k in det.model_.head.state_dict())
+    again = oddeye.load(det.save(tmp_path / "exp.oddeye"))
+    assert again.method_.expanded_targets is True
+    test = [s.path for s in disc.test[:3]]
+    np.testing.assert_array_equal(again.predict(test).scores, det.predict(test).scores)
+    plain, _ = fitted
+    assert plain.method_.expanded_targets is False
+    old = oddeye.load(older_file(plain.save(tmp_path / "new.oddeye"), tmp_path / "old.oddeye",
+                                 drop=["method_params.expanded_targets"]))
+    assert old.method_.expanded_targets is False
+    np.testing.assert_array_equal(old.predict(test).scores, plain.predict(test).scores)
+
+
+@pytest.mark.parametrize("params,match", [
+    ({"expanded_targets": "yes"}, "expanded_targets"),
+    ({"expanded_targets": True, "projection": True}, "expanded_targets works with"),
+    ({"expanded_targets": True, "embedding": "teacher"}, "expanded_targets works with"),
+    ({"expanded_targets": True, "layers": ["s4", "s8", "s16", "s8x"]}, r"add \['s4x', 's16x'\]"),
+])
+def test_bad_expanded_target_settings_are_refused(params, match):
+    with pytest.raises(DataError, match=match):
+        method = create_method("rd4ad", **params)
+        method.build_head(*_shapes(method.layers))

@@ -355,7 +355,8 @@ class Decoder(nn.Module):
     """Student: upsampling residual stages from the embedding back to every tapped stage."""
 
     def __init__(self, channels: Sequence[int], strides: Sequence[int], embed_dim: int,
-                 n_blocks: Sequence[int], kinds: Sequence[str], expand: int = 2):
+                 n_blocks: Sequence[int], kinds: Sequence[str], expand: int = 2,
+                 out_channels: Sequence[int] | None = None):
         super().__init__()
         stages, cin, s_in = [], embed_dim, strides[-1] * 2
         # deep -> shallow
@@ -364,6 +365,12 @@ class Decoder(nn.Module):
             stages.append(Stage(cin, c, n_blocks[j], kinds[j], up=up, expand=expand))
             cin, s_in = c, s
         self.stages = nn.ModuleList(stages)
+        #: per stage (deep -> shallow) a 1x1 conv to ``out_channels`` when the student rebuilds
+        #: wider targets than the stage's own width (``expanded_targets``); ``None``: the
+        #: stages' outputs are the rebuilds (the paper's decoder, every older file)
+        self.outputs = (nn.ModuleList(nn.Conv2d(c, t, 1) for c, t in
+                                      zip(reversed(channels), reversed(out_channels), strict=True))
+                        if out_channels is not None else None)
 
     def forward(self, z: torch.Tensor) -> list[torch.Tensor]:
         """Student features, shallow -> deep (the teacher's order)."""
@@ -371,7 +378,7 @@ class Decoder(nn.Module):
         x = z
         for i, st in enumerate(self.stages):
             x = st(F.relu(x) if i else x)
-            outs.append(x)
+            outs.append(x if self.outputs is None else self.outputs[i](x))
         return outs[::-1]
 
 
@@ -382,19 +389,28 @@ class RD4ADHead(nn.Module):
     def __init__(self, layers: Sequence[str], channels: Sequence[int], strides: Sequence[int],
                  embed_dim: int, ocbe_blocks: int, decoder_blocks: Sequence[int],
                  kinds: Sequence[str], expand: int = 2, embedding: str = "ocbe",
-                 embed_layer: str | None = None, projection: bool = False):
+                 embed_layer: str | None = None, projection: bool = False,
+                 target_layers: Sequence[str] | None = None,
+                 target_channels: Sequence[int] | None = None):
         super().__init__()
         #: every teacher tap the head reads: the distilled stages, then (``embedding="teacher"``)
-        #: the tap that is the embedding
-        self.layers = list(layers) + ([embed_layer] if embed_layer else [])
-        #: how many of ``layers`` the student rebuilds (the distilled stages)
+        #: the tap that is the embedding, then (``expanded_targets``) the taps the student
+        #: rebuilds instead of the distilled stages themselves, one per stage
+        self.layers = (list(layers) + ([embed_layer] if embed_layer else [])
+                       + list(target_layers or []))
+        #: how many of ``layers`` the bottleneck reads
+        self.n_inputs = len(layers) + bool(embed_layer)
+        #: how many stages the student rebuilds (the distilled stages)
         self.n_targets = len(layers)
+        #: whether the rebuilt taps are separate from the bottleneck's (``expanded_targets``)
+        self.separate_targets = bool(target_layers)
         if embedding == "teacher":
             self.ocbe: nn.Module = TeacherEmbedding()
         else:
             self.ocbe = OCBE(channels, strides, embed_dim, ocbe_blocks, kinds[0], expand,
                              fuse=embedding == "ocbe")
-        self.decoder = Decoder(channels, strides, embed_dim, decoder_blocks, kinds, expand)
+        self.decoder = Decoder(channels, strides, embed_dim, decoder_blocks, kinds, expand,
+                               target_channels if target_layers else None)
         #: RD++'s multi-scale projection between teacher and bottleneck (``None``: the plain
         #: method); the student rebuilds the raw teacher stages from the projected ones
         self.projection = (nn.ModuleList(Projection(c) for c in channels) if projection
@@ -419,7 +435,7 @@ class RD4ADHead(nn.Module):
         dict never leave it stale. A tracer (ONNX export) gets the module as defined: its
         parameters are graph values there, and ONNX Runtime fuses BatchNorm itself.
         """
-        projected = self.project(teachers)
+        projected = self.project(self.inputs(teachers))
         if self.training or torch.is_grad_enabled() or torch.jit.is_tracing():
             return self.decode(projected)
         ocbe, decoder = self._folded_student()
@@ -455,8 +471,15 @@ class RD4ADHead(nn.Module):
             self.__dict__["_folded"] = cached
         return cached[2], cached[3]
 
+    def inputs(self, teachers: Sequence[torch.Tensor]) -> list[torch.Tensor]:
+        """The taps the bottleneck reads (all but separate targets)."""
+        return list(teachers[:self.n_inputs])
+
     def targets(self, teachers: Sequence[torch.Tensor]) -> list[torch.Tensor]:
-        """The distilled stages among the head's teacher taps (all but an embedding tap)."""
+        """What the student rebuilds, shallow -> deep: the distilled stages (all taps but an
+        embedding tap), or their separate targets (``expanded_targets``)."""
+        if self.separate_targets:
+            return list(teachers[self.n_inputs:])
         return list(teachers[:self.n_targets])
 
     def forward(self, feats: dict[str, torch.Tensor]) -> torch.Tensor:
@@ -480,6 +503,11 @@ STEPS = 2500
 #: With ``embedding="teacher"`` and no ``layers``: the default taps, then the next stage (the
 #: frozen teacher's own compression of the deepest distilled tap, as the paper's "Pre").
 TEACHER_EMBEDDING_TAP = "s32"
+
+
+def expanded_name(tap: str) -> str:
+    """The expanded tap of stride tap ``tap`` (``oddeye.backbones.Expansion``: s8 -> s8x)."""
+    return f"{tap}x"
 
 
 @register
@@ -511,6 +539,11 @@ class RD4AD(Method):
     weights are averaged, step by step, and the average is what the fit keeps (stochastic
     weight averaging; its BatchNorm statistics are recomputed by the precise-BN pass, which it
     therefore needs); None (default) keeps the last step's weights, as the paper does.
+    ``expanded_targets``: the bottleneck reads the distilled taps as always, but the student
+    rebuilds each tap's expansion (``s8`` -> ``s8x``: the next block's 1x1 expansion + ReLU6 of
+    an inverted-residual teacher, 6x wider, non-negative like the paper's ResNet features)
+    through one 1x1 conv after each decoder stage; ``layers`` then name both (the default
+    ``s4 s8 s16 s4x s8x s16x``). Off by default (docs/rd4ad.md "Expanded targets").
     """
 
     name = "rd4ad"
@@ -519,7 +552,8 @@ class RD4AD(Method):
     # files from before these existed trained on clean inputs only, for their `epochs` epochs
     # (and all of them decoded from the full OCBE, without a projection)
     legacy_defaults = {"pseudo": 0.0, "steps": None, "balance": False, "embedding": "ocbe",
-                       "projection": False, "stage_weights": "equal", "average_from": None}
+                       "projection": False, "stage_weights": "equal", "average_from": None,
+                       "expanded_targets": False}
 
     def __init__(self, backbone: str | None = None, layers: Sequence[str] | None = None,
                  epochs: int | None = None, lr: float = 0.005,
@@ -531,7 +565,8 @@ class RD4AD(Method):
                  channels_last: bool = True, precise_bn: bool = True, pseudo: float = 0.0,
                  steps: int | None = STEPS, balance: bool = True, embedding: str = "ocbe",
                  projection: bool = False, stage_weights: str = "spread",
-                 average_from: float | None = None, seed: int = 0):
+                 average_from: float | None = None, expanded_targets: bool = False,
+                 seed: int = 0):
         if embedding not in EMBEDDINGS:
             raise DataError(f"embedding must be one of {EMBEDDINGS}, got {embedding!r}")
         if isinstance(betas, str) or not isinstance(betas, Sequence) or len(betas) != 2:
@@ -542,7 +577,10 @@ class RD4AD(Method):
                             f"{decoder_blocks!r}")
         if embedding == "teacher" and not layers:  # the distilled taps, then the next stage
             layers = (*self.default_layers, TEACHER_EMBEDDING_TAP)
+        if expanded_targets is True and not layers:  # the distilled taps, then their expansions
+            layers = (*self.default_layers, *(expanded_name(t) for t in self.default_layers))
         super().__init__(backbone, layers)
+        self.expanded_targets = expanded_targets
         self.embedding = embedding
         self.projection = projection
         self.stage_weights = stage_weights
@@ -603,6 +641,11 @@ class RD4AD(Method):
         if average_from is not None and not precise_bn:
             raise DataError("average_from needs precise_bn=True: averaged weights need their "
                             "BatchNorm statistics recomputed")
+        check_flag("expanded_targets", expanded_targets)
+        if expanded_targets and (projection or embedding == "teacher"):
+            raise DataError("expanded_targets works with embedding='ocbe' or 'oce' and without "
+                            "projection (their paths assume the rebuilt taps are the "
+                            "bottleneck's)")
         if projection and embedding == "teacher":
             raise DataError("projection feeds a trained bottleneck; embedding='teacher' has "
                             "none (use embedding='ocbe' or 'oce')")
@@ -611,6 +654,8 @@ class RD4AD(Method):
     def _ordered(self, strides: dict[str, int]) -> list[str]:
         """Tapped layers from fine to coarse; duplicates or equal strides are an error."""
         layers = sorted(dict.fromkeys(self.layers), key=lambda k: strides[k])
+        if self.expanded_targets:
+            layers = [k for k in layers if k not in self._expanded_of(layers)]
         need = 3 if self.embedding == "teacher" else 2
         if len(layers) < need or len({strides[k] for k in layers}) != len(layers):
             raise DataError(f"RD4AD needs >= {need} layers of distinct strides"
@@ -621,6 +666,22 @@ class RD4AD(Method):
                             f"twice the stride of the deepest distilled one, got "
                             f"{ {k: strides[k] for k in layers} }")
         return layers
+
+    def _expanded_of(self, layers: Sequence[str]) -> dict[str, str]:
+        """{expanded tap: its stride tap} among ``layers`` (``expanded_name``)."""
+        return {expanded_name(k): k for k in layers if expanded_name(k) in layers}
+
+    def _targets(self, layers: Sequence[str]) -> list[str] | None:
+        """With ``expanded_targets``: the expansion of every distilled tap (``layers``, ordered),
+        which must be among the method's layers; else None."""
+        if not self.expanded_targets:
+            return None
+        targets = [expanded_name(k) for k in layers]
+        missing = [t for t in targets if t not in self.layers]
+        if missing:
+            raise DataError(f"expanded_targets needs every distilled tap's expansion among the "
+                            f"layers: add {missing} (got {list(self.layers)})")
+        return targets
 
     def build_head(self, channels: dict[str, int], strides: dict[str, int]) -> nn.Module:
         check_layers(self.layers, channels)
@@ -646,10 +707,12 @@ class RD4AD(Method):
             embed = channels[embed_layer]
         else:
             embed = int(self.embed_dim or 2 * chans[-1])
+        targets = self._targets(layers)
         with torch.random.fork_rng(devices=[]):
             torch.manual_seed(self.seed)
             head = RD4ADHead(layers, chans, strd, embed, n_ocbe, n_dec, kinds, int(self.expand),
-                             self.embedding, embed_layer, self.projection)
+                             self.embedding, embed_layer, self.projection, targets,
+                             [channels[k] for k in targets] if targets else None)
         return head
 
     # ---------------------------------------------------------------- training
