@@ -324,3 +324,24 @@ def test_parity_with_rd4ad_variants(variant, synth_root, tmp_path):
     a, b = det.predict(images), onnx_det.predict(images)
     assert np.abs(a.maps - b.maps).max() < TOL
     assert np.abs(a.scores - b.scores).max() < TOL
+
+
+@pytest.mark.parametrize("method,params", [
+    ("rd4ad", {"epochs": 1, "train_batch": 4, "expanded_targets": True}),
+    ("patchcore", {"layers": ["s8x", "s16x"]}),
+])
+def test_expanded_taps_export_with_parity(method, params, synth_root, tmp_path):
+    """Models that read MobileNetV2's expanded taps (a copied expansion layer in the extractor)
+    export like the others: same maps and scores from the ONNX graph."""
+    from oddeye.api import Detector
+    from oddeye.data.mvtec import load_dataset
+    from oddeye.export.onnx import OnnxDetector, export_onnx
+
+    cat = next(c for c in load_dataset(synth_root) if c.name == "disc")
+    det = Detector(method=method, size=64, **params).fit([s.path for s in cat.train[:8]],
+                                                        progress=False)
+    onnx_det = OnnxDetector(export_onnx(det, tmp_path / "m.onnx"))
+    images = [s.path for s in cat.test[:4]]
+    a, b = det.predict(images), onnx_det.predict(images)
+    assert np.abs(a.maps - b.maps).max() < TOL
+    assert np.abs(a.scores - b.scores).max() < TOL
