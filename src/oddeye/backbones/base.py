@@ -54,6 +54,7 @@ class Backbone(nn.Module):
         raise NotImplementedError
 
     def expansions(self) -> list[Expansion]:
-        """Expanded taps (inverted-residual networks only; none by default). The modules are
-        the network's own layers, so BatchNorm folded in the network is folded in them."""
+        """Expanded taps (inverted-residual networks only; none by default), built from the
+        network's current layers: take them after any BatchNorm folding, which replaces BN
+        layers (``FeatureExtractor`` does, and copies them)."""
         return []
