@@ -15,8 +15,9 @@
 # selection: a validation-only selection script's candidates on the GPU (SEL_SCRIPT, candidate
 # names in SEL_ONLY separated by '|', seeds in SEL_SEEDS, default "0 1"), one process per
 # candidate and seed, from the sets file .devcarry/sel_sets.npz (built here by the same script
-# with --sets; the data folders need not travel); device tests beside them; each process
-# writes its section to $W/sel-<i>-<seed>.md and its per-set lines to its log.
+# with --sets; the data folders need not travel); each process writes its section to
+# $W/sel-<i>-<seed>.md and its per-set lines to its log. No device tests beside them: run
+# beside six fits they hit their limit after 15 tests (twenty-second session); use `tests`.
 # Usage: benchmarks/device_check.sh [tests|bench|detection|rdpp|selection|all]   (detection: step 1, the
 # suite alone, then step 3, 5-7 minutes; rdpp: RD4AD on deeppcb, seeds 0-2, defaults and
 # projection=true, six fits side by side, with step 1 beside them, 5-7 minutes; separate calls
@@ -56,7 +57,7 @@ if [ "$STEP" = selection ]; then
     i=$((i + 1))
   done
 fi
-if [ "$STEP" != bench ]; then
+if [ "$STEP" != bench ] && [ "$STEP" != selection ]; then
   t0=$(date +%s)
   timeout 200 $PY -m pytest -q -p no:cacheprovider -rfEs tests/test_device.py \
     tests/backbones/test_reference_models.py > "$W/test_device.log" 2>&1
