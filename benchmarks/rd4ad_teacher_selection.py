@@ -4,7 +4,9 @@ the other backbone with offline weights, each with its own ``s4 s8 s16`` taps. T
 made in the fourth session on the synthetic test split at 20 epochs (docs/rd4ad.md, "Default
 teacher"), before the defaults of today existed. Writes section ``selection-rd4ad-teacher``
 (``-seed<S>`` with ``--seed S``). Run: ``.venv/bin/python benchmarks/rd4ad_teacher_selection.py
-[--seed S] [--only NAME]``.
+[--seed S] [--only NAME]``. The twenty-third session's real-sets check on fresh validation
+draws: ``--seed S --split-seed S --real-only`` for S = 1, 2 (section
+``selection-rd4ad-teacher-split<S>-real-seed<S>``).
 """
 
 from oddeye.bench.selection_suite import run_seeded, seed_kwargs, seed_parser

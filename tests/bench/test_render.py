@@ -300,3 +300,43 @@ def test_saved_sets_give_back_the_same_pixels_and_refuse_other_settings(tmp_path
     np.testing.assert_array_equal(ms, masks)
     with pytest.raises(ValueError, match="settings A"):
         load_sets(tmp_path / "s.npz", "settings B")
+
+
+def test_split_seed_and_real_only_reach_the_suite_and_name_the_section(monkeypatch):
+    from oddeye.bench import selection_suite
+
+    calls = []
+    monkeypatch.setattr(selection_suite, "run", lambda **kw: calls.append(kw) or "")
+    args = selection_suite.seed_parser("x").parse_args(
+        ["--seed", "1", "--split-seed", "1", "--real-only"])
+    selection_suite.run_seeded("rd4ad", "selection-x", {"a": {}}, args.seed, args.placement,
+                               **selection_suite.seed_kwargs(args))
+    selection_suite.run_seeded("rd4ad", "selection-x", {"a": {}}, 0)
+    new, old = calls
+    assert new["section"] == "selection-x-split1-real-seed1"
+    assert new["split_seed"] == 1 and new["synthetic"] == ()
+    assert old["section"] == "selection-x" and old["split_seed"] == 0 and "synthetic" not in old
+
+
+def test_build_sets_draws_other_validation_images_with_another_split_seed(tmp_path, monkeypatch):
+    """A real set held out with another seed validates on other good images; ``synthetic=()``
+    generates no class."""
+    from PIL import Image
+
+    from oddeye.bench import detection_suite, selection_suite
+
+    rng = np.random.default_rng(0)
+    good = tmp_path / "data" / "tire" / "train" / "good"
+    good.mkdir(parents=True)
+    for i in range(30):
+        Image.fromarray(rng.integers(0, 255, (32, 32, 3), dtype=np.uint8)).save(good / f"{i}.png")
+    (tmp_path / "data" / "tire" / "test" / "good").mkdir(parents=True)
+    Image.fromarray(rng.integers(0, 255, (32, 32, 3), dtype=np.uint8)).save(
+        tmp_path / "data" / "tire" / "test" / "good" / "0.png")
+    monkeypatch.setattr(detection_suite, "shared_root", lambda: tmp_path / "data")
+    monkeypatch.setattr(detection_suite, "DATASETS", {"tire": "tire"})
+    a = selection_suite.build_sets(tmp_path / "t", ["tire"], synthetic=())
+    b = selection_suite.build_sets(tmp_path / "t", ["tire"], synthetic=(), split_seed=1)
+    assert list(a) == list(b) == ["tire (pseudo)"]
+    assert set(a["tire (pseudo)"][0]) != set(b["tire (pseudo)"][0])
+    assert not (tmp_path / "t" / "s").exists()

@@ -138,11 +138,11 @@ def load_sets(path: str | Path, settings: str = "") -> dict[str, tuple]:
 def build_sets(tmp: str | Path, datasets: Sequence[str],
                synthetic: Sequence[str] = ("noise", "nut"), native: bool = False,
                kinds: tuple[str, ...] | None = None, placement: str = "inner",
-               max_fit: int | None = 100) -> dict[str, tuple]:
+               max_fit: int | None = 100, split_seed: int = 0) -> dict[str, tuple]:
     """{set name: (fitting images, eval images, labels, masks)}: the synthetic classes
-    (generated under ``tmp``, which must outlive the fits) and every real set of ``datasets``
-    present under the shared data folder (``validation_split``); ``run`` says what the
-    arguments mean."""
+    (generated under ``tmp``, which must outlive the fits; none when ``synthetic`` is empty)
+    and every real set of ``datasets`` present under the shared data folder
+    (``validation_split`` with seed ``split_seed``); ``run`` says what the arguments mean."""
     from oddeye.bench.detection_suite import DATASETS, shared_root
     from oddeye.data.mvtec import load_dataset, load_sample_mask
     from oddeye.data.synth import generate
@@ -150,8 +150,8 @@ def build_sets(tmp: str | Path, datasets: Sequence[str],
 
     sets: dict[str, tuple] = {}
     root = generate(Path(tmp) / "s", seed=1, classes=list(synthetic), n_train=30,
-                    n_test_good=6, n_test_defect=2)
-    for cat in load_dataset(root):
+                    n_test_good=6, n_test_defect=2) if synthetic else None
+    for cat in load_dataset(root) if root else []:
         test = cat.test
         imgs = load_resized([s.path for s in test], 256)
         ms = np.stack([resize_mask(load_sample_mask(s, (256, 256)), 256) for s in test])
@@ -164,8 +164,8 @@ def build_sets(tmp: str | Path, datasets: Sequence[str],
             later = [s.path for s in cat.validation]
             name = f"{ds} ({'validation/good' if later else 'pseudo'})"
             sets[name] = validation_split([s.path for s in cat.train], None if native else 256,
-                                          later=later, kinds=kinds, placement=placement,
-                                          max_fit=max_fit)
+                                          seed=split_seed, later=later, kinds=kinds,
+                                          placement=placement, max_fit=max_fit)
     return sets
 
 
@@ -174,7 +174,7 @@ def run(out_path: str | Path | None = None, method: str = "patchcore",
         synthetic: tuple[str, ...] = ("noise", "nut"), section: str | None = None,
         native: bool = False, kinds: tuple[str, ...] | None = None,
         placement: str = "inner", title: str | None = None, max_fit: int | None = 100,
-        sets_file: str | Path | None = None) -> str:
+        sets_file: str | Path | None = None, split_seed: int = 0) -> str:
     """Score each candidate on validation-only data and write the section
     ``section`` (default ``selection-<method>``). ``native``: real validation images at their
     own resolution (for candidates of different input sizes), else resized to 256. ``kinds``:
@@ -184,7 +184,9 @@ def run(out_path: str | Path | None = None, method: str = "patchcore",
     real sets' fitting images at most (``None``: all of ``train/good`` not validated on; the
     bank's coverage, hence a coreset's approximation, depends on it). ``sets_file``: load the
     sets from this ``.npz`` when it exists (built by an earlier run with the same settings:
-    the data folders are then not read), else build them and save them there."""
+    the data folders are then not read), else build them and save them there. ``split_seed``:
+    which good images are held out for validation and which pseudo-defects they get (0, the
+    draw of every run before the twenty-third session)."""
     from oddeye.bench.detection_suite import DATASETS
     from oddeye.bench.results import DEFAULT_RESULTS, write_section
 
@@ -195,12 +197,14 @@ def run(out_path: str | Path | None = None, method: str = "patchcore",
         raise ValueError("a sets file holds 256-px images: not with native=True")
     settings = json.dumps({"datasets": list(datasets), "synthetic": list(synthetic),
                            "kinds": list(kinds or []), "placement": placement,
-                           "max_fit": max_fit})
+                           "max_fit": max_fit,
+                           **({"split_seed": split_seed} if split_seed else {})})
     with tempfile.TemporaryDirectory() as tmp:
         if saved:
             sets = load_sets(sets_file, settings)
         else:
-            sets = build_sets(tmp, datasets, synthetic, native, kinds, placement, max_fit)
+            sets = build_sets(tmp, datasets, synthetic, native, kinds, placement, max_fit,
+                              split_seed)
             if sets_file is not None:
                 save_sets(sets_file, sets, settings)
         results: dict[str, dict[str, dict]] = {}
@@ -213,7 +217,7 @@ def run(out_path: str | Path | None = None, method: str = "patchcore",
                       f"px {r['pixel_auroc']:.3f} {r['seconds']:.0f}s", file=sys.stderr,
                       flush=True)
     body = render(method, section, candidates, results, synthetic, native, kinds, placement,
-                  title, max_fit)
+                  title, max_fit, split_seed)
     write_section(section or f"selection-{method}", body, out_path or DEFAULT_RESULTS)
     return body
 
@@ -248,6 +252,12 @@ def seed_parser(doc: str | None) -> argparse.ArgumentParser:
     ap.add_argument("--sets", metavar="FILE.npz", default=None,
                     help="load the validation sets from FILE when it exists, else build and "
                          "save them there (to rerun them where the data is absent)")
+    ap.add_argument("--split-seed", type=int, default=0, metavar="S",
+                    help="draw the real sets' validation images and pseudo-defects with seed S "
+                         "(default 0, as every run before the twenty-third session; another "
+                         "names the section -split<S>)")
+    ap.add_argument("--real-only", action="store_true",
+                    help="leave the synthetic classes out (names the section -real)")
     ap.add_argument("--only", nargs="+", metavar="NAME", default=None,
                     help="run only these candidates (as named in the script)")
     ap.add_argument("--device", default=None,
@@ -260,7 +270,8 @@ def seed_parser(doc: str | None) -> argparse.ArgumentParser:
 def seed_kwargs(args: argparse.Namespace) -> dict:
     """``run_seeded``'s keyword arguments from a ``seed_parser`` command line."""
     return {"kinds": args.kinds, "max_fit": args.max_fit, "sets_file": args.sets,
-            "only": args.only, "device": args.device, "out_path": args.out}
+            "only": args.only, "device": args.device, "out_path": args.out,
+            "split_seed": args.split_seed, "real_only": args.real_only}
 
 
 def kinds_suffix(kinds: Sequence[str] | None) -> str:
@@ -279,7 +290,8 @@ def run_seeded(method: str, section: str, candidates: dict[str, dict], seed: int
                placement: str = "inner", title: str | None = None,
                kinds: Sequence[str] | None = None, max_fit: int | None = 100,
                sets_file: str | None = None, only: Sequence[str] | None = None,
-               device: str | None = None, out_path: str | None = None) -> str:
+               device: str | None = None, out_path: str | None = None, split_seed: int = 0,
+               real_only: bool = False) -> str:
     """``run`` with ``seeded`` candidates and section (``-anywhere`` appended to the section
     name for pseudo-defects placed anywhere, ``kinds_suffix`` for other kinds, ``-full`` when
     fitting on every training image: ``max_fit`` 0 or None, ``-fit<N>`` for another cap).
@@ -296,19 +308,21 @@ def run_seeded(method: str, section: str, candidates: dict[str, dict], seed: int
     cands, name = seeded(candidates, section, seed)
     max_fit = max_fit or None
     suffix = ((f"-{placement}" if placement != "inner" else "") + kinds_suffix(kinds)
-              + ("" if max_fit == 100 else "-full" if max_fit is None else f"-fit{max_fit}"))
+              + ("" if max_fit == 100 else "-full" if max_fit is None else f"-fit{max_fit}")
+              + (f"-split{split_seed}" if split_seed else "") + ("-real" if real_only else ""))
     if suffix:
         base, _, tail = name.partition("-seed")
         name = f"{base}{suffix}" + (f"-seed{tail}" if tail else "")
     return run(out_path=out_path, method=method, section=name, candidates=cands,
                placement=placement, title=title, kinds=tuple(kinds) if kinds else None,
-               max_fit=max_fit, sets_file=sets_file)
+               max_fit=max_fit, sets_file=sets_file, split_seed=split_seed,
+               **({"synthetic": ()} if real_only else {}))
 
 
 def render(method: str, section: str | None, candidates: dict[str, dict],
            results: dict[str, dict[str, dict]], synthetic: tuple[str, ...], native: bool,
            kinds: tuple[str, ...] | None, placement: str = "inner",
-           title: str | None = None, max_fit: int | None = 100) -> str:
+           title: str | None = None, max_fit: int | None = 100, split_seed: int = 0) -> str:
     """The section's markdown: one row per candidate (``results[candidate][set]`` holds the
     metrics and ``seconds`` of one fit), the means over sets, and the best candidate."""
     set_names = list(next(iter(results.values())))
@@ -329,8 +343,11 @@ def render(method: str, section: str | None, candidates: dict[str, dict],
              "else the other 20% of `train/good`; each validation image plus two "
              f"pseudo-anomalous copies ({kind_text} at severity {SEVERITY}, kinds in turn; "
              + ("placed anywhere, border included; " if placement == "anywhere" else "")
-             + "`oddeye.data.pseudo`). Synthetic: "
-             f"`oddeye synth --seed 1` classes {', '.join(synthetic)} (not the demo/test seed). "
+             + "`oddeye.data.pseudo`"
+             + (f"; validation images and pseudo-defects drawn with seed {split_seed}"
+                if split_seed else "") + "). "
+             + (f"Synthetic: `oddeye synth --seed 1` classes {', '.join(synthetic)} (not the "
+                "demo/test seed). " if synthetic else "No synthetic classes. ")
              + ("Real validation images and their pseudo-defects at the images' own resolution, "
                 "resized by each candidate; pixel metrics at each candidate's size. "
                 if native else "")
