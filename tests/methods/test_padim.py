@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 import torch
 
-from oddeye.methods.padim import Padim, ledoit_wolf
+from oddeye.methods.padim import Padim, diagonal_shrinkage, ledoit_wolf
 from tests.methods.fakes import FeatureBatches
 
 
@@ -86,6 +86,53 @@ def test_ledoit_wolf_padim_scores_with_the_shrunk_covariance():
     plain_head = plain.build_head({"a": 4}, {"a": 4})
     plain.fit_head(plain_head, FeatureBatches(train))
     assert not np.allclose(plain_head(test).numpy(), got)  # the option changes the scores
+
+
+def _diagonal_target_by_hand(x: np.ndarray) -> tuple[np.ndarray, float]:
+    """Schafer & Strimmer's target D, written from the paper's definitions with centred data."""
+    n = x.shape[0]
+    xc = x - x.mean(0)
+    w = xc[:, :, None] * xc[:, None, :]  # (n, d, d) centred products
+    cov = w.sum(0) / (n - 1)
+    var = n / (n - 1) ** 3 * ((w - w.mean(0)) ** 2).sum(0)
+    off = ~np.eye(x.shape[1], dtype=bool)
+    lam = min(1.0, max(0.0, var[off].sum() / (cov[off] ** 2).sum()))
+    return np.where(off, (1 - lam) * cov, cov), lam
+
+
+def test_diagonal_shrinkage_from_streaming_sums_matches_the_centred_definition():
+    g = torch.Generator().manual_seed(2)
+    x = torch.randn(3, 30, 5, generator=g, dtype=torch.float64)  # (L, n, d)
+    x[1] = x[1] * torch.linspace(0.1, 5, 5, dtype=torch.float64) + 3.0  # uneven scales, offset
+    x[2, :, 1] = x[2, :, 0] * 2 + 0.1 * x[2, :, 1]  # two strongly correlated channels
+    x2 = x * x
+    shrunk, lam = diagonal_shrinkage(x.sum(1), x.transpose(1, 2) @ x, x2.transpose(1, 2) @ x2,
+                                     x2.transpose(1, 2) @ x, 30)
+    for loc in range(3):
+        want, want_lam = _diagonal_target_by_hand(x[loc].numpy())
+        np.testing.assert_allclose(shrunk[loc].numpy(), want, rtol=1e-8, atol=1e-10)
+        assert abs(float(lam[loc]) - want_lam) < 1e-9
+    # variances kept; the correlated location shrinks least, independent noise most
+    np.testing.assert_allclose(torch.diagonal(shrunk, dim1=1, dim2=2).numpy(),
+                               np.stack([np.var(x[k].numpy(), 0, ddof=1) for k in range(3)]))
+    assert float(lam[2]) < float(lam[0]) and 0 < float(lam.min()) and float(lam.max()) <= 1
+
+
+def test_diagonal_shrinkage_padim_scores_with_the_shrunk_covariance():
+    g = torch.Generator().manual_seed(0)
+    method = Padim(layers=["a"], n_features=4, eps=0.01, covariance="diagonal_shrinkage")
+    head = method.build_head({"a": 4}, {"a": 4})
+    train = [{"a": torch.randn(6, 4, 3, 3, generator=g)} for _ in range(2)]
+    method.fit_head(head, FeatureBatches(train))
+    test = {"a": torch.randn(2, 4, 3, 3, generator=g)}
+    got = head(test).numpy()
+    x = torch.cat([f["a"] for f in train]).double().numpy()
+    for i, j in [(0, 0), (2, 1)]:
+        s = x[:, :, i, j]
+        cov = _diagonal_target_by_hand(s)[0] + 0.01 * np.eye(4)
+        d = test["a"][:, :, i, j].double().numpy() - s.mean(0)
+        want = np.sqrt(np.einsum("nd,de,ne->n", d, np.linalg.inv(cov), d))
+        np.testing.assert_allclose(got[:, i, j], want, rtol=1e-4)
 
 
 @pytest.mark.filterwarnings("ignore:too few good images")

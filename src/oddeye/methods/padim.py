@@ -4,8 +4,9 @@ Stages are upsampled (nearest) to the finest one and concatenated; a seeded rand
 ``n_features`` channels is kept; each location gets a mean and a regularised covariance
 (``+ eps * I``) estimated in float64 from streaming sums, and the test score is the Mahalanobis
 distance to that location's Gaussian. ``covariance="ledoit_wolf"`` shrinks each location's
-covariance towards a scaled identity by the Ledoit-Wolf intensity first (an option: with a
-hundred channels and a few hundred images the sample covariance is noisy).
+covariance towards a scaled identity by the Ledoit-Wolf intensity first, and
+``covariance="diagonal_shrinkage"`` shrinks only the covariances between channels (options:
+with a hundred channels and a few hundred images the sample covariance is noisy).
 """
 
 from __future__ import annotations
@@ -20,9 +21,11 @@ from oddeye.methods import register
 from oddeye.methods.base import Method, TrainSet, check_choice, check_layers, check_number
 
 #: How each location's covariance is estimated: ``sample`` (the paper's unbiased sample
-#: covariance) or ``ledoit_wolf`` (shrunk towards ``tr(S) / d * I`` by the Ledoit-Wolf intensity,
-#: Ledoit & Wolf 2004, as scikit-learn's ``LedoitWolf`` computes it); ``eps * I`` is added to both.
-COVARIANCES = ("sample", "ledoit_wolf")
+#: covariance), ``ledoit_wolf`` (shrunk towards ``tr(S) / d * I`` by the Ledoit-Wolf intensity,
+#: Ledoit & Wolf 2004, as scikit-learn's ``LedoitWolf`` computes it) or ``diagonal_shrinkage``
+#: (covariances between channels shrunk towards 0, each channel's variance kept: Schafer &
+#: Strimmer 2005, target D); ``eps * I`` is added to each.
+COVARIANCES = ("sample", "ledoit_wolf", "diagonal_shrinkage")
 
 
 def ledoit_wolf(s1: torch.Tensor, s2: torch.Tensor, s4: torch.Tensor, r: torch.Tensor,
@@ -50,6 +53,32 @@ def ledoit_wolf(s1: torch.Tensor, s2: torch.Tensor, s4: torch.Tensor, r: torch.T
     eye = torch.eye(d, dtype=cov.dtype, device=cov.device)
     shrunk = (1 - shrink)[:, None, None] * cov + (shrink * mu)[:, None, None] * eye
     return shrunk, shrink
+
+
+def diagonal_shrinkage(s1: torch.Tensor, s2: torch.Tensor, a: torch.Tensor, b: torch.Tensor,
+                       n: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """Covariances shrunk towards their own diagonal and the intensities, from streaming sums
+    over ``n`` samples per location of uncentred ``x``: ``s1 = sum x`` (L, d), ``s2 = sum x x^T``,
+    ``a = sum x^2 (x^2)^T`` and ``b = sum x^2 x^T`` (L, d, d). Off-diagonal entries of the
+    unbiased sample covariance ``S`` are scaled by ``1 - lambda``,
+    ``lambda = sum_{i != j} Var(s_ij) / sum_{i != j} s_ij^2`` clamped to [0, 1], with
+    ``Var(s_ij) = n / (n - 1)^3 sum_k (w_kij - mean_k w_kij)^2``, ``w_kij`` the centred products
+    (Schafer & Strimmer 2005, target D)."""
+    m = s1 / n  # (L, d)
+    q = torch.diagonal(s2, dim1=-2, dim2=-1)  # sum x_i^2
+    mi, mj = m.unsqueeze(2), m.unsqueeze(1)
+    # sum_k (x_i - m_i)^2 (x_j - m_j)^2, expanded into the uncentred sums
+    w2 = (a - 2 * mj * b - 2 * mi * b.transpose(1, 2) + mj * mj * q.unsqueeze(2)
+          + mi * mi * q.unsqueeze(1) + 4 * mi * mj * s2 - 2 * mi * mj * mj * s1.unsqueeze(2)
+          - 2 * mi * mi * mj * s1.unsqueeze(1) + n * mi * mi * mj * mj)
+    scatter = s2 - n * mi * mj  # sum_k w_kij
+    cov = scatter / (n - 1)
+    var = n / (n - 1) ** 3 * (w2 - scatter * scatter / n).clamp_min(0)
+    off = 1 - torch.eye(cov.shape[-1], dtype=cov.dtype, device=cov.device)
+    num, den = (var * off).sum((-2, -1)), (cov * cov * off).sum((-2, -1))
+    lam = torch.where(den > 0, num / den.clamp_min(torch.finfo(den.dtype).tiny),
+                      torch.zeros_like(den)).clamp(0, 1)
+    return cov * (1 - lam[:, None, None] * off), lam
 
 
 class PadimHead(nn.Module):
@@ -82,9 +111,10 @@ class PadimHead(nn.Module):
 class Padim(Method):
     """PaDiM with a seeded random channel subset.
 
-    ``covariance``: ``sample`` (default, the paper's) or ``ledoit_wolf`` (each location's
+    ``covariance``: ``sample`` (default, the paper's), ``ledoit_wolf`` (each location's
     covariance shrunk towards a scaled identity first; an option that lost on validation
-    data, docs/methods.md "PaDiM")."""
+    data, docs/methods.md "PaDiM") or ``diagonal_shrinkage`` (only the covariances between
+    channels shrunk, ``diagonal_shrinkage``)."""
 
     name = "padim"
     default_layers = ("s4", "s8", "s16")
@@ -119,6 +149,7 @@ class Padim(Method):
     def fit_head(self, head: nn.Module, data: TrainSet) -> None:
         assert isinstance(head, PadimHead)
         shrink = self.covariance == "ledoit_wolf"
+        diag = self.covariance == "diagonal_shrinkage"
         s1 = s2 = s4 = r = None
         n = 0
         for feats in data.iter_features(desc="padim features"):
@@ -132,6 +163,11 @@ class Padim(Method):
                 b4, br = (sq * sq).sum((1, 2)), (sq * e).sum(1)
                 s4 = b4 if s4 is None else s4 + b4
                 r = br if r is None else r + br
+            if diag:  # the fourth moments of each channel pair the intensity needs
+                e2 = e * e
+                b4, br = torch.bmm(e2.transpose(1, 2), e2), torch.bmm(e2.transpose(1, 2), e)
+                s4 = b4 if s4 is None else s4 + b4
+                r = br if r is None else r + br
             n += e.shape[1]
         if n < 2:
             from oddeye.errors import DataError
@@ -141,6 +177,9 @@ class Padim(Method):
         if shrink:
             cov, intensity = ledoit_wolf(s1, s2, s4, r, n)
             head.shrinkage = intensity.float()  # kept for inspection, not saved
+        elif diag:
+            cov, intensity = diagonal_shrinkage(s1, s2, s4, r, n)
+            head.shrinkage = intensity.float()
         else:
             cov = (s2 - n * mean.unsqueeze(2) * mean.unsqueeze(1)) / (n - 1)
         cov += self.eps * torch.eye(cov.shape[-1], dtype=cov.dtype, device=cov.device)
