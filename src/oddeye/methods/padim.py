@@ -177,9 +177,12 @@ class Padim(Method):
         if shrink:
             cov, intensity = ledoit_wolf(s1, s2, s4, r, n)
             head.shrinkage = intensity.float()  # kept for inspection, not saved
-        elif diag:
-            cov, intensity = diagonal_shrinkage(s1, s2, s4, r, n)
-            head.shrinkage = intensity.float()
+        elif diag:  # a slice of locations at a time: the expansion's temporaries stay small
+            parts = [diagonal_shrinkage(s1[i:i + 256], s2[i:i + 256], s4[i:i + 256],
+                                        r[i:i + 256], n) for i in range(0, s1.shape[0], 256)]
+            cov = torch.cat([c for c, _ in parts])
+            head.shrinkage = torch.cat([x for _, x in parts]).float()
+            del parts, s4, r
         else:
             cov = (s2 - n * mean.unsqueeze(2) * mean.unsqueeze(1)) / (n - 1)
         cov += self.eps * torch.eye(cov.shape[-1], dtype=cov.dtype, device=cov.device)
