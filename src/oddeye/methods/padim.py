@@ -114,7 +114,8 @@ class Padim(Method):
     ``covariance``: ``sample`` (default, the paper's), ``ledoit_wolf`` (each location's
     covariance shrunk towards a scaled identity first; an option that lost on validation
     data, docs/methods.md "PaDiM") or ``diagonal_shrinkage`` (only the covariances between
-    channels shrunk, ``diagonal_shrinkage``)."""
+    channels shrunk, each channel's own variance kept; an option that tied on validation
+    data)."""
 
     name = "padim"
     default_layers = ("s4", "s8", "s16")
