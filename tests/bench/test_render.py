@@ -340,3 +340,17 @@ def test_build_sets_draws_other_validation_images_with_another_split_seed(tmp_pa
     assert list(a) == list(b) == ["tire (pseudo)"]
     assert set(a["tire (pseudo)"][0]) != set(b["tire (pseudo)"][0])
     assert not (tmp_path / "t" / "s").exists()
+
+
+def test_rd4ad_section_names_the_teacher_given_as_a_detector_setting(tmp_path, monkeypatch):
+    """``--param backbone=efficientnet_lite0`` reaches the fits through the Detector; the
+    section's text must name that teacher, not the method's default."""
+    cat = {**METRICS, "s_per_epoch": 2.0, "epochs": 40, "fit_seconds": 90.0,
+           "ms_per_image_b1": 30.0, "n_train": 10}
+    monkeypatch.setattr(rd4ad_suite, "spawn_part", lambda tmp, tag, args, reused=None: {
+        "per_category": {"tire": dict(cat)}, "peak_rss_mb": 500.0})
+    monkeypatch.setattr(rd4ad_suite, "shared_root", lambda: tmp_path)
+    (tmp_path / rd4ad_suite.DATASETS["tire"]).mkdir(parents=True)
+    body = rd4ad_suite.run(tmp_path / "R.md", ["tire"], {"backbone": "efficientnet_lite0"},
+                           unified=False, speed=False)
+    assert "Teacher `efficientnet_lite0` taps s4, s8, s16" in body

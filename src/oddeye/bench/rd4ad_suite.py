@@ -238,7 +238,10 @@ def run(out_path: str | Path | None = None, datasets: list[str] | None = None,
     names = [d for d in (datasets or list(DATASETS)) if (shared_root() / DATASETS[d]).exists()]
     params = dict(params or {})
     det_keys = set(inspect.signature(Detector.__init__).parameters)
-    method = create_method("rd4ad", **{k: v for k, v in params.items() if k not in det_keys})
+    # for the section's text: the method's parameters and the teacher, which the Detector
+    # takes (``--param backbone=...`` was rendered as the default teacher before)
+    method = create_method("rd4ad", **{k: v for k, v in params.items()
+                                       if k not in det_keys or k == "backbone"})
     per_cat: dict[str, dict] = {}
     state: dict = {"uni": None, "speeds": [], "reused": []}
     t_start = time.perf_counter()
