@@ -44,4 +44,15 @@ def test_a_missing_shared_set_is_skipped_not_an_error(tmp_path, monkeypatch):
     assert "| tire |" not in body
 
 
+def test_another_seed_names_its_own_section(tmp_path, monkeypatch):
+    """A seed-1 run must not replace the seed-0 section (``--seed`` without ``--section``)."""
+    monkeypatch.setenv("ODDEYE_SHARED_DATA", str(tmp_path / "nothing"))
+    out = tmp_path / "R.md"
+    anoonly_image_suite.run(out, ks=(2,), datasets=["tire"], seed=1)
+    anoonly_image_suite.run(out, ks=(2,), datasets=["tire"])
+    text = out.read_text()
+    assert "<!-- section:anoonly-image-seed1 -->" in text and "Seed 1;" in text
+    assert "<!-- section:anoonly-image -->" in text and "Seed 0;" in text
+
+
 pytestmark = pytest.mark.filterwarnings("ignore::UserWarning")

@@ -77,6 +77,7 @@ def test_help_names_the_suites_that_read_each_option():
       "params": {"max_bank": None}, "section": "d1"}),
     ("detection", [], {}),
     ("anoonly-image", [], {}),
+    ("anoonly-image", ["--seed", "1"], {"seed": 1}),
 ])
 def test_each_option_reaches_the_suites_keyword(suite, extra, expected, tmp_path, monkeypatch):
     calls = _record(monkeypatch, suite)
@@ -112,6 +113,7 @@ def test_shared_datasets_and_params_reach_every_reader(tmp_path, monkeypatch):
     ("selection", ["--param", "k=1"]), ("onnx", ["--param", "k=1"]),
     ("onnx", ["--datasets", "tire"]), ("anoonly-image", ["--methods", "patchcore"]),
     ("anoonly-image", ["--backbone", "resnet18"]), ("coreset", ["--section", "x"]),
+    ("detection", ["--seed", "1"]), ("adbench", ["--seed", "1"]),
 ])
 def test_an_option_no_chosen_suite_reads_is_refused(suite, extra, tmp_path, monkeypatch, capsys):
     calls = _record(monkeypatch, suite)

@@ -28,10 +28,13 @@ def _position_text(det) -> str:
 
 def run(out_path: str | Path | None = None, ks: tuple[int, ...] = (5, 10), seed: int = 0,
         datasets: list[str] | None = None, params: dict | None = None,
-        section: str = "anoonly-image") -> str:
-    """Write section ``section`` of RESULTS.md and return it. ``params``: method parameters
-    given to PatchCore and both heads alike (e.g. ``{"grid": "last"}``), named in the text."""
+        section: str | None = None) -> str:
+    """Write section ``section`` of RESULTS.md and return it (default ``anoonly-image``, with
+    ``-seed<S>`` for a seed other than 0). ``params``: method parameters given to PatchCore and
+    both heads alike (e.g. ``{"grid": "last"}``), named in the text. ``seed`` draws the labelled
+    defects and seeds the heads (PatchCore keeps its own default)."""
     params = dict(params or {})
+    section = section or "anoonly-image" + (f"-seed{seed}" if seed else "")
     from oddeye.api import Detector
     from oddeye.bench.detection_suite import DATASETS, shared_root
     from oddeye.bench.results import DEFAULT_RESULTS, write_section

@@ -17,7 +17,8 @@ SUITE_FLAGS: dict[str, dict[str, str]] = {
     "detection": {"--methods": "methods", "--datasets": "datasets", "--backbone": "backbone",
                   "--param": "params", "--section": "section"},
     "adbench": {"--datasets": "data_root"},
-    "anoonly-image": {"--datasets": "datasets", "--param": "params", "--section": "section"},
+    "anoonly-image": {"--datasets": "datasets", "--param": "params", "--section": "section",
+                      "--seed": "seed"},
     "rd4ad": {"--datasets": "datasets", "--param": "params"},
     "selection": {"--datasets": "datasets", "--section": "section"},
     "onnx": {"--methods": "methods", "--section": "section"},
@@ -32,7 +33,7 @@ DATASETS_MEANING: dict[str, str] = {
     "adbench": ".npz data",
 }
 
-FLAGS = ("--methods", "--datasets", "--backbone", "--param", "--section")
+FLAGS = ("--methods", "--datasets", "--backbone", "--param", "--section", "--seed")
 
 
 def readers(flag: str) -> list[str]:
@@ -63,6 +64,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--section",
                    help=f"read by: {_for('--section')}; results section name (default: the "
                         "suite's own; one such suite at a time)")
+    p.add_argument("--seed", type=int,
+                   help=f"read by: {_for('--seed')}; which labelled defects are drawn and the "
+                        "heads' seed (default 0; another names the section -seed<S>)")
     p.add_argument("--out", help="results file (default benchmarks/RESULTS.md)")
 
 
