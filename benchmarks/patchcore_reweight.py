@@ -30,6 +30,7 @@ from oddeye.api import Detector
 from oddeye.bench.detection_suite import DATASETS
 from oddeye.bench.results import write_section
 from oddeye.bench.selection_suite import build_sets
+from oddeye.methods.neighbours import nearest_distance
 from oddeye.metrics.functional import auroc
 from oddeye.preprocess import to_batch
 
@@ -57,8 +58,9 @@ def farthest_patches(det: Detector, images: list) -> tuple[torch.Tensor, torch.T
             x = to_batch(images[s:s + 8])
             emb = head.embed(model.extractor(model.normalize(x)))
             n, d, h, w = emb.shape
-            q = head.to_search_space(emb.permute(0, 2, 3, 1).reshape(-1, d)).view(n, h * w, -1)
-            dist = torch.cdist(q, head.bank.expand(n, -1, -1)).amin(2)  # (n, h*w)
+            q = head.to_search_space(emb.permute(0, 2, 3, 1).reshape(-1, d))
+            dist = nearest_distance(q, head.bank, head.bank_sq).view(n, h * w)
+            q = q.view(n, h * w, -1)
             best = dist.argmax(1)
             s_all.append(dist[torch.arange(n), best])
             m_all.append(q[torch.arange(n), best])

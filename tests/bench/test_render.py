@@ -147,13 +147,9 @@ def test_resad_render_reports_the_real_classes_on_their_own():
 
 def _seeds_script(tmp_path, monkeypatch):
     """benchmarks/rd4ad_seeds.py as a module, with a shared-data folder holding an empty deeppcb."""
-    import importlib.util
-    from pathlib import Path
+    from tests.bench.scripts import load_script
 
-    script = Path(__file__).resolve().parents[2] / "benchmarks" / "rd4ad_seeds.py"
-    spec = importlib.util.spec_from_file_location("rd4ad_seeds", script)
-    mod = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(mod)
+    mod = load_script("rd4ad_seeds")
     (tmp_path / "data" / "deeppcb").mkdir(parents=True)
     monkeypatch.setenv("ODDEYE_SHARED_DATA", str(tmp_path / "data"))
     return mod

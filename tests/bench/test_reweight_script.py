@@ -3,23 +3,18 @@ bank, and its farthest patch is the one the fitted model scores."""
 
 from __future__ import annotations
 
-import importlib.util
 import math
-from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
 
-SCRIPT = Path(__file__).resolve().parents[2] / "benchmarks" / "patchcore_reweight.py"
+from tests.bench.scripts import load_script
 
 
 @pytest.fixture()
 def script():
-    spec = importlib.util.spec_from_file_location("patchcore_reweight", SCRIPT)
-    mod = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(mod)
-    return mod
+    return load_script("patchcore_reweight")
 
 
 def test_factor_is_one_minus_the_nearest_share_of_the_softmax(script):

@@ -3,24 +3,17 @@
 
 from __future__ import annotations
 
-import importlib.util
-from pathlib import Path
-
 import pytest
 import torch
 
 from oddeye.bench.selection_suite import score_fitted, validation_split
+from tests.bench.scripts import load_script
 from tests.data.test_pseudo import _random_pngs
-
-SCRIPT = Path(__file__).resolve().parents[2] / "benchmarks" / "rd4ad_stage_weights_selection.py"
 
 
 @pytest.fixture()
 def script():
-    spec = importlib.util.spec_from_file_location("rd4ad_stage_weights_selection", SCRIPT)
-    mod = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(mod)
-    return mod
+    return load_script("rd4ad_stage_weights_selection")
 
 
 def test_one_fit_scores_equal_exactly_as_the_plain_sum_model(script, tmp_path):

@@ -65,23 +65,31 @@ def test_ledoit_wolf_from_streaming_sums_matches_scikit_learn():
     assert 0 < float(s.min()) and float(s.max()) < 1
 
 
-def test_ledoit_wolf_padim_scores_with_the_shrunk_covariance():
-    from sklearn.covariance import ledoit_wolf as sk_ledoit_wolf
-
+def _scores_against(covariance: str, batch: int, cov_of) -> tuple[list, dict, np.ndarray]:
+    """Fit a 4-channel PaDiM with ``covariance`` on two random batches and check its scores at
+    two locations against the Mahalanobis distance under ``cov_of(samples)`` (eps included);
+    returns (train batches, test features, scores)."""
     g = torch.Generator().manual_seed(0)
-    method = Padim(layers=["a"], n_features=4, eps=0.01, covariance="ledoit_wolf")
+    method = Padim(layers=["a"], n_features=4, eps=0.01, covariance=covariance)
     head = method.build_head({"a": 4}, {"a": 4})
-    train = [{"a": torch.randn(5, 4, 3, 3, generator=g)} for _ in range(2)]
+    train = [{"a": torch.randn(batch, 4, 3, 3, generator=g)} for _ in range(2)]
     method.fit_head(head, FeatureBatches(train))
     test = {"a": torch.randn(2, 4, 3, 3, generator=g)}
     got = head(test).numpy()
     x = torch.cat([f["a"] for f in train]).double().numpy()
     for i, j in [(0, 0), (2, 1)]:
         s = x[:, :, i, j]
-        cov = sk_ledoit_wolf(s)[0] + 0.01 * np.eye(4)
         d = test["a"][:, :, i, j].double().numpy() - s.mean(0)
-        want = np.sqrt(np.einsum("nd,de,ne->n", d, np.linalg.inv(cov), d))
+        want = np.sqrt(np.einsum("nd,de,ne->n", d, np.linalg.inv(cov_of(s)), d))
         np.testing.assert_allclose(got[:, i, j], want, rtol=1e-4)
+    return train, test, got
+
+
+def test_ledoit_wolf_padim_scores_with_the_shrunk_covariance():
+    from sklearn.covariance import ledoit_wolf as sk_ledoit_wolf
+
+    train, test, got = _scores_against(
+        "ledoit_wolf", 5, lambda s: sk_ledoit_wolf(s)[0] + 0.01 * np.eye(4))
     plain = Padim(layers=["a"], n_features=4, eps=0.01)
     plain_head = plain.build_head({"a": 4}, {"a": 4})
     plain.fit_head(plain_head, FeatureBatches(train))
@@ -119,20 +127,8 @@ def test_diagonal_shrinkage_from_streaming_sums_matches_the_centred_definition()
 
 
 def test_diagonal_shrinkage_padim_scores_with_the_shrunk_covariance():
-    g = torch.Generator().manual_seed(0)
-    method = Padim(layers=["a"], n_features=4, eps=0.01, covariance="diagonal_shrinkage")
-    head = method.build_head({"a": 4}, {"a": 4})
-    train = [{"a": torch.randn(6, 4, 3, 3, generator=g)} for _ in range(2)]
-    method.fit_head(head, FeatureBatches(train))
-    test = {"a": torch.randn(2, 4, 3, 3, generator=g)}
-    got = head(test).numpy()
-    x = torch.cat([f["a"] for f in train]).double().numpy()
-    for i, j in [(0, 0), (2, 1)]:
-        s = x[:, :, i, j]
-        cov = _diagonal_target_by_hand(s)[0] + 0.01 * np.eye(4)
-        d = test["a"][:, :, i, j].double().numpy() - s.mean(0)
-        want = np.sqrt(np.einsum("nd,de,ne->n", d, np.linalg.inv(cov), d))
-        np.testing.assert_allclose(got[:, i, j], want, rtol=1e-4)
+    _scores_against("diagonal_shrinkage", 6,
+                    lambda s: _diagonal_target_by_hand(s)[0] + 0.01 * np.eye(4))
 
 
 @pytest.mark.filterwarnings("ignore:too few good images")
