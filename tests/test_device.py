@@ -133,10 +133,13 @@ def _spearman(a: np.ndarray, b: np.ndarray) -> float:
     return float(spearmanr(a, b)[0])
 
 
-#: every method, PatchCore's s16 patch grid, RD4AD's ablation variant with a frozen teacher
-#: embedding, its RD++ projection layers and its expanded targets ("name:key=value")
-METHODS = ["patchcore", "patchcore:grid=last", "padim", "rd4ad", "rd4ad:embedding=teacher",
-           "rd4ad:projection=true", "rd4ad:expanded_targets=true", "resad", "anoonly-head"]
+#: every method, PatchCore's s16 patch grid and expanded taps, PaDiM's two shrunk covariances,
+#: RD4AD's ablation variant with a frozen teacher embedding, its RD++ projection layers, its
+#: expanded targets and its weight averaging ("name:key=value")
+METHODS = ["patchcore", "patchcore:grid=last", 'patchcore:layers=["s8x","s16x"]', "padim",
+           "padim:covariance=ledoit_wolf", "padim:covariance=diagonal_shrinkage", "rd4ad",
+           "rd4ad:embedding=teacher", "rd4ad:projection=true", "rd4ad:expanded_targets=true",
+           "rd4ad:average_from=0.5", "resad", "anoonly-head"]
 
 
 @needs_cuda
