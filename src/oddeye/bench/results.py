@@ -12,6 +12,9 @@ import platform
 import re
 import shlex
 import sys
+from collections.abc import Iterator
+from contextlib import contextmanager
+from contextvars import ContextVar
 from pathlib import Path
 
 DEFAULT_RESULTS = Path("benchmarks") / "RESULTS.md"
@@ -57,8 +60,25 @@ def machine_line() -> str:
     )
 
 
+#: What ``command_line`` reports instead of ``sys.argv`` while set (``recorded_command``)
+_COMMAND: ContextVar[str | None] = ContextVar("oddeye_results_command", default=None)
+
+
+@contextmanager
+def recorded_command(text: str) -> Iterator[None]:
+    """Record ``text`` as the command of every section written inside the block: for commands
+    whose options do not all show in ``sys.argv`` (``oddeye benchmark --config FILE``)."""
+    token = _COMMAND.set(text)
+    try:
+        yield
+    finally:
+        _COMMAND.reset(token)
+
+
 def command_line() -> str:
     """The command that is running now, as a user would type it."""
+    if _COMMAND.get() is not None:
+        return _COMMAND.get()
     argv = list(sys.argv)
     if argv[:1] == ["-c"]:  # `python -c` keeps no trace of its code: say so, not just "-c"
         return "python -c ... (an inline call of a suite; the docs quote it)"

@@ -18,7 +18,7 @@ from oddeye.errors import DataError
 _PY_CONSTANTS: dict[str, Any] = {"None": None, "True": True, "False": False}
 
 
-def _parse_value(raw: str) -> Any:
+def parse_value(raw: str) -> Any:
     """One ``--param`` value: Python constants, then JSON, else the string as written."""
     if raw.strip() in _PY_CONSTANTS:
         return _PY_CONSTANTS[raw.strip()]
@@ -47,7 +47,7 @@ def parse_params(items: list[str] | None,
         if flag is not None:
             raise DataError(f"--param {key}=... is set with the option {flag}, not --param "
                             f"(e.g. {flag} {raw.strip() or 'VALUE'})")
-        out[key] = _parse_value(raw)
+        out[key] = parse_value(raw)
     return out
 
 
@@ -81,7 +81,7 @@ def coerce_list_params(method: str, params: dict[str, Any]) -> dict[str, Any]:
         if name not in seq_names or value is None or isinstance(value, (list, tuple)):
             continue
         if isinstance(value, str):
-            out[name] = [_parse_value(v.strip()) for v in value.split(",") if v.strip()]
+            out[name] = [parse_value(v.strip()) for v in value.split(",") if v.strip()]
         else:
             out[name] = [value]
     return out

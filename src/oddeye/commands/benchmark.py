@@ -4,8 +4,12 @@ from __future__ import annotations
 
 import argparse
 import importlib
+import json
+import shlex
+from pathlib import Path
+from typing import Any
 
-from oddeye.commands._common import check_output_file, parse_params
+from oddeye.commands._common import check_output_file, parse_params, parse_value
 
 NAME = "benchmark"
 HELP = "run benchmark suites and write benchmarks/RESULTS.md"
@@ -35,6 +39,13 @@ DATASETS_MEANING: dict[str, str] = {
 
 FLAGS = ("--methods", "--datasets", "--backbone", "--param", "--section", "--seed")
 
+#: The keys a ``--config`` file may hold: each stands for the option of the same name
+#: (``params`` for the repeated ``--param``); what kind of value each takes.
+CONFIG_KEYS: dict[str, str] = {
+    "suite": "names", "methods": "names", "datasets": "names", "backbone": "name",
+    "params": "table", "section": "name", "seed": "integer", "out": "name",
+}
+
 
 def readers(flag: str) -> list[str]:
     """The suites that read ``flag``, in table order."""
@@ -48,7 +59,11 @@ def _for(flag: str) -> str:
 def add_arguments(p: argparse.ArgumentParser) -> None:
     from oddeye.bench import SUITES
 
-    p.add_argument("--suite", nargs="+", default=["detection"], choices=sorted(SUITES),
+    p.add_argument("--config", metavar="FILE",
+                   help="a TOML or JSON file of options (keys: "
+                        f"{', '.join(CONFIG_KEYS)}); an option also given as a flag takes the "
+                        "flag's value, --param entries override its params key by key")
+    p.add_argument("--suite", nargs="+", choices=sorted(SUITES),
                    help="suites to run (default: detection)")
     p.add_argument("--methods", nargs="+",
                    help=f"read by: {_for('--methods')}; methods to fit (default patchcore padim; "
@@ -173,13 +188,139 @@ def suite_kwargs(suite: str, options: dict[str, object], out: str | None = None)
     return kwargs
 
 
-def run(args: argparse.Namespace) -> int:
-    """Check every option up front, then run the suites in the order given."""
-    from oddeye.bench import SUITES
+def _read_config(path: Path) -> Any:
+    """The parsed content of a ``--config`` file (TOML by default, JSON for ``.json``)."""
+    from oddeye.errors import DataError
 
-    options = check_args(args)
-    for suite in dict.fromkeys(args.suite):
-        mod_name, fn_name = SUITES[suite].split(":")
-        fn = getattr(importlib.import_module(mod_name), fn_name)
-        print(fn(**suite_kwargs(suite, options, args.out)))
+    try:
+        raw = path.read_bytes()
+    except FileNotFoundError:
+        raise DataError(f"--config {path}: no such file") from None
+    except OSError as exc:
+        raise DataError(f"--config {path}: cannot read it ({exc.strerror or exc})") from None
+    if path.suffix.lower() == ".json":
+        try:
+            return json.loads(raw)
+        except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+            raise DataError(f"--config {path}: not valid JSON ({exc})") from None
+    try:
+        import tomllib
+    except ModuleNotFoundError:  # Python 3.10
+        try:
+            import tomli as tomllib
+        except ModuleNotFoundError:
+            raise DataError(f"--config {path}: reading TOML needs Python 3.11 or the tomli "
+                            "package; or write the options as JSON (a .json file)") from None
+    try:
+        return tomllib.loads(raw.decode("utf-8"))
+    except (UnicodeDecodeError, tomllib.TOMLDecodeError) as exc:
+        raise DataError(f"--config {path}: not valid TOML ({exc})") from None
+
+
+def load_config(path: str | Path) -> dict[str, Any]:
+    """The options of a ``--config`` file, checked key by key: names (a string or a list of
+    strings), a name, an integer seed, and ``params`` as a table of hyper-parameters. Errors
+    name the file and the key."""
+    from oddeye.bench import SUITES
+    from oddeye.errors import DataError
+
+    path = Path(path)
+    data = _read_config(path)
+    if not isinstance(data, dict):
+        raise DataError(f"--config {path}: expected a table of options (keys: "
+                        f"{', '.join(CONFIG_KEYS)}), got a {type(data).__name__}")
+    out: dict[str, Any] = {}
+    for key, value in data.items():
+        kind = CONFIG_KEYS.get(key)
+        where = f"--config {path}: {key}"
+        if kind is None:
+            hint = " (the key is params)" if key in ("param", "parameters") else ""
+            raise DataError(f"--config {path}: unknown key {key!r}{hint}; known keys: "
+                            f"{', '.join(CONFIG_KEYS)}")
+        if kind == "names":
+            value = [value] if isinstance(value, str) else value
+            if (not isinstance(value, list) or not value
+                    or not all(isinstance(v, str) and v for v in value)):
+                raise DataError(f"{where} must be a name or a non-empty list of names")
+            if key == "suite":
+                unknown = [v for v in value if v not in SUITES]
+                if unknown:
+                    raise DataError(f"{where}: unknown suite(s) {', '.join(map(repr, unknown))}; "
+                                    f"available: {', '.join(sorted(SUITES))}")
+        elif kind == "name" and (not isinstance(value, str) or not value):
+            raise DataError(f"{where} must be a non-empty string")
+        elif kind == "integer" and (isinstance(value, bool) or not isinstance(value, int)):
+            raise DataError(f"{where} must be an integer")
+        elif kind == "table":
+            if not isinstance(value, dict):
+                raise DataError(f"{where} must be a table of hyper-parameters (key = value)")
+            for name, v in value.items():
+                try:
+                    json.dumps(v)
+                except (TypeError, ValueError):
+                    raise DataError(f"{where}.{name}: a {type(v).__name__} is not a "
+                                    "hyper-parameter value (numbers, strings, booleans, "
+                                    "lists and tables are)") from None
+        out[key] = value
+    return out
+
+
+def _param_text(value: Any) -> str:
+    """``value`` as ``--param`` would take it: a string as typed where that reads back as the
+    same string (``grid=last``), anything else as JSON (``max_bank=20000``, ``pad=null``)."""
+    if isinstance(value, str) and parse_value(value) == value:
+        return value
+    return json.dumps(value)
+
+
+def apply_config(args: argparse.Namespace) -> None:
+    """Fill the options not given as flags from ``--config`` (if any); ``--suite`` defaults to
+    detection. Config ``params`` come before the ``--param`` flags, so a flag wins per key."""
+    config = load_config(args.config) if args.config else {}
+    for key in ("suite", "methods", "datasets", "backbone", "section", "seed", "out"):
+        if getattr(args, key) is None and key in config:
+            setattr(args, key, config[key])
+    if "params" in config:
+        args.param = ([f"{k}={_param_text(v)}" for k, v in config["params"].items()]
+                      + list(args.param or [])) or None
+    if args.suite is None:
+        args.suite = ["detection"]
+
+
+def equivalent_command(args: argparse.Namespace) -> str:
+    """The flags-only command that runs what ``args`` (config applied) runs, for the record."""
+    parts = ["oddeye", "benchmark", "--suite", *args.suite]
+    for flag in ("--methods", "--datasets"):
+        parts += [flag, *getattr(args, flag[2:])] if getattr(args, flag[2:]) else []
+    for flag in ("--backbone", "--section", "--seed", "--out"):
+        value = getattr(args, flag[2:])
+        parts += [flag, str(value)] if value is not None else []
+    for item in args.param or []:
+        parts += ["--param", item]
+    return " ".join(shlex.quote(p) for p in parts)
+
+
+def run(args: argparse.Namespace) -> int:
+    """Read ``--config``, check every option up front, then run the suites in the order given.
+    With a config file the results record the equivalent flags, so a section says what ran."""
+    from contextlib import nullcontext
+
+    from oddeye.bench import SUITES
+    from oddeye.bench.results import recorded_command
+    from oddeye.errors import DataError
+
+    apply_config(args)
+    try:
+        options = check_args(args)
+    except DataError as exc:
+        if not args.config:
+            raise
+        raise DataError(f"{exc} (options read from --config {args.config})") from None
+    record = (recorded_command(f"{equivalent_command(args)}  # from --config {args.config}")
+              if args.config else nullcontext())
+    with record:
+        for suite in dict.fromkeys(args.suite):
+            mod_name, fn_name = SUITES[suite].split(":")
+            fn = getattr(importlib.import_module(mod_name), fn_name)
+            print(fn(**suite_kwargs(suite, options, args.out)))
     return 0
