@@ -161,6 +161,14 @@ def f1_optimal_threshold(scores: np.ndarray, labels: np.ndarray) -> float:
     return float((s[k] + s[k + 1]) / 2) if k + 1 < len(s) else float(s[k] - 1e-12)
 
 
+def _check_both_labels(y: np.ndarray) -> None:
+    """A ``DataError`` unless ``y`` holds good (0) and defective (1) labels both."""
+    if set(np.unique(y).tolist()) != {0, 1}:
+        raise DataError("calibrate needs both good (0) and defective (1) images, got only "
+                        f"{'good' if y.size and y[0] == 0 else 'defective'} ones"
+                        if y.size else "calibrate got no images")
+
+
 def _first_keys(keys: list[str], prefix: str, first: int = 3) -> str:
     """``'extractor.a', 'extractor.b' and 5 more``: a key list that stays one short line."""
     shown = ", ".join(repr(prefix + k) for k in keys[:first])
@@ -408,19 +416,29 @@ class Detector(PredictorMixin):
         self._check_fitted()
         images = image_list(images)
         y = np.asarray(label_list(labels, len(images)), dtype=int)
-        if set(np.unique(y).tolist()) != {0, 1}:
-            raise DataError("calibrate needs both good (0) and defective (1) images, got only "
-                            f"{'good' if y.size and y[0] == 0 else 'defective'} ones"
-                            if y.size else "calibrate got no images")
-        s = self.decision_function(images)
+        _check_both_labels(y)
+        return self.calibrate_scores(self.decision_function(images), y)
+
+    def calibrate_scores(self, scores: np.ndarray, labels: np.ndarray) -> Detector:
+        """``calibrate`` from this model's raw scores of a labelled set (``oddeye calibrate``
+        scores its images in batches itself): the F1-optimal threshold, and the good images'
+        score spread as the normalised score's scale."""
+        self._check_fitted()
+        s = np.asarray(scores, dtype=np.float64)
+        y = np.asarray(labels, dtype=int)
+        if s.shape != y.shape:
+            raise DataError(f"calibrate: {s.size} scores for {y.size} labels")
+        _check_both_labels(y)
         if not np.isfinite(s).all():
             raise DataError(f"calibrate: {int((~np.isfinite(s)).sum())} of {len(s)} scores are "
                             "NaN or infinite; the threshold was not changed")
         self.threshold_ = f1_optimal_threshold(s, y)
         good = s[y == 0]
         self.score_scale_ = float(np.std(good)) or self.score_scale_
+        n_good = int(good.size)
         self.threshold_info_ = {"rule": "F1-optimal on a labelled set",
-                                "source": f"{len(y)} images"}
+                                "source": f"{len(y)} images ({n_good} good, "
+                                          f"{len(y) - n_good} defective)"}
         return self
 
     @property

@@ -212,7 +212,9 @@ def test_fit_and_calibrate_accept_generators(grid, fitted):
     assert with_val.threshold_info_["source"] == "4 validation images"
     test = grid.test
     det.calibrate((s.path for s in test), (s.label for s in test))
-    assert det.threshold_info_["source"] == f"{len(test)} images"
+    n_bad = sum(s.label for s in test)
+    assert det.threshold_info_["source"] == (f"{len(test)} images ({len(test) - n_bad} good, "
+                                             f"{n_bad} defective)")
 
 
 @pytest.mark.parametrize("item, type_name", [(None, "NoneType"), (3, "int"), (b"x", "bytes"),
