@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import argparse
-import sys
 from pathlib import Path
 from typing import Any
 
@@ -76,20 +75,13 @@ def score_labelled(det: Any, files: list[Path], labels: list[int], batch_size: i
                    ) -> tuple[np.ndarray, np.ndarray, list[dict[str, str]]]:
     """Raw scores and labels of every readable file, decoded and scored a batch at a time
     (memory bounded by the batch); unreadable files are reported on stderr and skipped."""
-    from oddeye.errors import OddeyeError
-    from oddeye.io.images import read_image
+    from oddeye.commands.predict import decode_or_skip
 
     scores, kept, errors = [], [], []
     for start in range(0, len(files), batch_size):
-        images = []
-        for f, y in zip(files[start:start + batch_size], labels[start:start + batch_size],
-                        strict=True):
-            try:
-                images.append(read_image(f))
-                kept.append(y)
-            except OddeyeError as exc:
-                errors.append({"path": str(f), "error": str(exc)})
-                print(f"skipped: {exc}", file=sys.stderr)
+        images, ok, failed = decode_or_skip(files[start:start + batch_size])
+        errors += failed
+        kept += [labels[start + k] for k in ok]
         if images:
             scores += [p.scores for p in det.iter_predict(images, batch_size)]
     flat = np.concatenate(scores) if scores else np.zeros(0)

@@ -77,6 +77,24 @@ def out_names(paths: Sequence[Path]) -> list[str]:
     return names
 
 
+def decode_or_skip(files: Sequence[Path]) -> tuple[list[np.ndarray], list[int], list[dict]]:
+    """Decode ``files``: the images, the positions of those that decoded, and for the others
+    ``{"path", "error"}``, each also reported on stderr as ``skipped: ...`` (one bad file must
+    not stop the rest from being scored)."""
+    from oddeye.errors import OddeyeError
+    from oddeye.io.images import read_image
+
+    images, kept, errors = [], [], []
+    for k, f in enumerate(files):
+        try:
+            images.append(read_image(f))
+            kept.append(k)
+        except OddeyeError as exc:
+            errors.append({"path": str(f), "error": str(exc)})
+            print(f"skipped: {exc}", file=sys.stderr)
+    return images, kept, errors
+
+
 def check_out(out: Path) -> None:
     """Refuse an ``--out`` that is a file before any work (mkdir would raise a traceback)."""
     from oddeye.errors import DataError
@@ -119,8 +137,8 @@ def load_detector(args: argparse.Namespace) -> Any:
 
 
 def run(args: argparse.Namespace) -> int:
-    from oddeye.errors import DataError, OddeyeError
-    from oddeye.io.images import IMAGE_EXTENSIONS, read_image
+    from oddeye.errors import DataError
+    from oddeye.io.images import IMAGE_EXTENSIONS
     from oddeye.report.overlay import overlay
 
     if args.batch_size < 1:  # callers that build the namespace themselves (demo, scripts)
@@ -136,15 +154,9 @@ def run(args: argparse.Namespace) -> int:
     names = out_names(files)
     rows, errors = [], []
     for start in range(0, len(files), args.batch_size):
-        batch, images = [], []
-        for j in range(start, min(start + args.batch_size, len(files))):
-            f = files[j]
-            try:
-                images.append(read_image(f))
-                batch.append(j)
-            except OddeyeError as exc:
-                errors.append({"path": str(f), "error": str(exc)})
-                print(f"skipped: {exc}", file=sys.stderr)
+        images, kept, failed = decode_or_skip(files[start:start + args.batch_size])
+        errors += failed
+        batch = [start + k for k in kept]
         if not batch:
             continue
         pred = det.predict(images)
