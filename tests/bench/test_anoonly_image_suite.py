@@ -15,6 +15,7 @@ def test_parameters_reach_patchcore_and_both_heads_and_name_the_section(tmp_path
     monkeypatch.setenv("ODDEYE_SHARED_DATA", str(root))
     monkeypatch.setattr(detection_suite, "DATASETS", {"deeppcb": "disc"})
     made: list[dict] = []
+    fitted: list[list] = []
 
     class Spy(oddeye.api.Detector):
         def __init__(self, **kw):
@@ -23,12 +24,21 @@ def test_parameters_reach_patchcore_and_both_heads_and_name_the_section(tmp_path
                 kw.update(steps=3, gate="max")
             super().__init__(**kw)
 
+        def fit(self, images, **kw):
+            labels = kw.get("labels") or [0] * len(images)
+            fitted.append([p for p, y in zip(images, labels, strict=True) if y == 0])
+            return super().fit(images, **kw)
+
     monkeypatch.setattr(oddeye.api, "Detector", Spy)
     out = tmp_path / "RESULTS.md"
     body = anoonly_image_suite.run(out, ks=(2,), datasets=["deeppcb"],
-                                   params={"size": 64, "grid": "last"}, section="head-grid")
+                                   params={"size": 64, "grid": "last"}, section="head-grid",
+                                   seed=4)
     assert [k["method"] for k in made] == ["patchcore", "anoonly-head", "anoonly-head"]
     assert all(k["size"] == 64 and k["grid"] == "last" for k in made)
+    # paired: PatchCore has the heads' seed and fits on their good images, none held out
+    assert all(k["seed"] == 4 for k in made) and made[0]["holdout"] == 0
+    assert fitted[0] == fitted[1] == fitted[2] and len(fitted[0]) == 16
     text = out.read_text()
     assert "<!-- section:head-grid -->" in text and body in text
     assert 'parameters {"size": 64, "grid": "last"} for all' in body
