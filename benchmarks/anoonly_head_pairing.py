@@ -5,8 +5,8 @@ Usage: ``python benchmarks/anoonly_head_pairing.py SEED K [DATASET]`` (default t
 labelled defects the ``anoonly-image`` suite draws with SEED:
 
 * PatchCore's image AUROC on the reduced test split for seed 0 and SEED, each with the set's
-  ``validation/good`` for the threshold (every good image fitted) and without it (its default
-  10% hold-out);
+  ``validation/good`` for the threshold (every good image fitted; where the set has one) and
+  without it (its default 10% hold-out);
 * the head (AnoOnly loss, seed SEED) against its own PatchCore prior (the same model with the
   learned term left out): image AUROC of each, how many good and defective images the learned
   term lifts, and where the lifted maxima sit.
@@ -37,7 +37,7 @@ def patchcore_draws(cat, seed: int, exclude: set) -> None:
     goods = [s.path for s in cat.train]
     val = [s.path for s in cat.validation] or None
     for pseed in dict.fromkeys((0, seed)):
-        for v in (val, None):
+        for v in ([val, None] if val else [None]):
             pc = Detector(method="patchcore", seed=pseed).fit(goods, validation=v,
                                                               progress=False)
             r = evaluate_category(pc, cat, progress=False, exclude=exclude)
