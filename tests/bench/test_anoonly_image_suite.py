@@ -48,6 +48,16 @@ def test_parameters_reach_patchcore_and_both_heads_and_name_the_section(tmp_path
         assert all(0.0 <= float(v) <= 1.0 for v in cell.split(" / "))
 
 
+@pytest.mark.parametrize("key", ["seed", "holdout"])
+def test_params_the_suite_sets_itself_are_refused(key, tmp_path):
+    from oddeye.errors import DataError
+
+    with pytest.raises(DataError, match=f"--param {key}: set by the anoonly-image suite"):
+        anoonly_image_suite.run(tmp_path / "R.md", ks=(2,), datasets=["tire"],
+                                params={key: 1})
+    assert not (tmp_path / "R.md").exists()
+
+
 def test_a_missing_shared_set_is_skipped_not_an_error(tmp_path, monkeypatch):
     monkeypatch.setenv("ODDEYE_SHARED_DATA", str(tmp_path / "nothing"))
     body = anoonly_image_suite.run(tmp_path / "R.md", ks=(2,), datasets=["tire"])

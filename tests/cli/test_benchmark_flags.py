@@ -189,3 +189,14 @@ def test_bad_param_refused_before_any_suite(tmp_path, monkeypatch, capsys):
                  str(tmp_path / "R.md")]) == 2
     assert "--param expects key=value" in _one_error_line(capsys.readouterr().err)
     assert calls == []
+
+
+def test_a_param_the_image_suite_sets_itself_is_refused_before_any_suite(tmp_path, monkeypatch,
+                                                                          capsys):
+    calls = _record(monkeypatch, "metrics", "anoonly-image")
+    assert main(["benchmark", "--suite", "metrics", "anoonly-image", "--param", "holdout=0.2",
+                 "--out", str(tmp_path / "R.md")]) == 2
+    assert "--param holdout: set by the anoonly-image suite" in _one_error_line(
+        capsys.readouterr().err)
+    assert calls == []
+

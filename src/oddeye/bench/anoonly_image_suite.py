@@ -30,6 +30,18 @@ def _position_text(det) -> str:
     return f"{float(head.position):g}" if getattr(head, "has_position", False) else "-"
 
 
+def check_params(params: dict | None) -> None:
+    """Refuse parameters the suite sets itself: the seed (``--seed``) and the hold-out (none, so
+    PatchCore fits exactly the heads' good images)."""
+    fixed = sorted({"seed", "holdout"} & set(params or {}))
+    if fixed:
+        from oddeye.errors import DataError
+
+        raise DataError(f"--param {', '.join(fixed)}: set by the anoonly-image suite itself "
+                        "(the seed with --seed; no hold-out, so PatchCore fits the heads' "
+                        "images)")
+
+
 def run(out_path: str | Path | None = None, ks: tuple[int, ...] = (5, 10), seed: int = 0,
         datasets: list[str] | None = None, params: dict | None = None,
         section: str | None = None) -> str:
@@ -38,6 +50,7 @@ def run(out_path: str | Path | None = None, ks: tuple[int, ...] = (5, 10), seed:
     both heads alike (e.g. ``{"grid": "last"}``), named in the text. ``seed`` draws the labelled
     defects and seeds the heads (PatchCore keeps its own default)."""
     params = dict(params or {})
+    check_params(params)
     section = section or "anoonly-image" + (f"-seed{seed}" if seed else "")
     from oddeye.api import Detector
     from oddeye.bench.detection_suite import DATASETS, shared_root

@@ -171,6 +171,10 @@ def check_args(args: argparse.Namespace) -> dict[str, object]:
         from oddeye.bench.adbench_suite import data_files
 
         data_files(args.datasets)
+    if "anoonly-image" in suites:
+        from oddeye.bench.anoonly_image_suite import check_params
+
+        check_params(options.get("--param"))
     check_datasets(suites, args.datasets)
     check_methods(suites, args.methods)
     check_output_file(args.out or DEFAULT_RESULTS, "--out")
