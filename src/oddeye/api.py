@@ -263,6 +263,13 @@ class Detector(PredictorMixin):
         check_number("pad", self.pad, low=0, integer=True, none_ok=True)
         check_number("seed", self.seed, low=0, integer=True)
 
+    def check_params(self) -> None:
+        """Every hyper-parameter check ``fit`` makes before it decodes an image (the
+        Detector's own and its method's), without fitting: for callers that refuse a bad
+        setting up front (``oddeye benchmark``), a one-line error naming the parameter."""
+        self._check_params()
+        self._method()
+
     def _method(self) -> Method:
         params = dict(self.method_params)
         if self.backbone:

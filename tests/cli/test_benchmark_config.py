@@ -65,11 +65,11 @@ def test_flags_override_the_config_and_params_merge_key_by_key(tmp_path, monkeyp
     calls = _record(monkeypatch, "detection")
     out = str(tmp_path / "R.md")
     config = _write(tmp_path, DETECTION_TOML)
-    assert main(["benchmark", "--config", config, "--methods", "padim", "--param", "grid=first",
-                 "--out", out]) == 0
+    assert main(["benchmark", "--config", config, "--backbone", "mobilenet_v2", "--param",
+                 "grid=first", "--out", out]) == 0
     assert calls == [("detection", {
-        "out_path": out, "methods": ["padim"], "datasets": ["synthetic", "tire"],
-        "backbone": "resnet18", "params": {"max_bank": 20000, "grid": "first"},
+        "out_path": out, "methods": ["patchcore"], "datasets": ["synthetic", "tire"],
+        "backbone": "mobilenet_v2", "params": {"max_bank": 20000, "grid": "first"},
         "section": "d1"})]
 
 

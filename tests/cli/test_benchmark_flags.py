@@ -61,8 +61,9 @@ def test_help_names_the_suites_that_read_each_option():
 # -- forwarding ------------------------------------------------------------------------------------
 @pytest.mark.parametrize("suite,extra,expected", [
     ("anoonly-image",
-     ["--datasets", "tire", "deeppcb", "--param", "grid=last", "--param", "k=3", "--section", "a1"],
-     {"datasets": ["tire", "deeppcb"], "params": {"grid": "last", "k": 3}, "section": "a1"}),
+     ["--datasets", "tire", "deeppcb", "--param", "grid=last", "--param", "pad=32", "--section",
+      "a1"],
+     {"datasets": ["tire", "deeppcb"], "params": {"grid": "last", "pad": 32}, "section": "a1"}),
     ("rd4ad", ["--datasets", "magnetic_tile", "--param", "epochs=2"],
      {"datasets": ["magnetic_tile"], "params": {"epochs": 2}}),
     ("onnx", ["--methods", "patchcore", "--section", "o1"],
@@ -198,5 +199,23 @@ def test_a_param_the_image_suite_sets_itself_is_refused_before_any_suite(tmp_pat
                  "--out", str(tmp_path / "R.md")]) == 2
     assert "--param holdout: set by the anoonly-image suite" in _one_error_line(
         capsys.readouterr().err)
+    assert calls == []
+
+
+@pytest.mark.parametrize("suites,extra,words", [
+    (["metrics", "detection"], ["--param", "nosuch=1"], ["'nosuch'", "detection suite fits"]),
+    (["detection"], ["--methods", "padim", "--param", "max_bank=100"], ["'max_bank'", "padim"]),
+    (["rd4ad"], ["--param", "epochs=-1"], ["epochs", "rd4ad suite fits rd4ad"]),
+    # the suite hands its settings to PatchCore and both heads: a head-only one breaks PatchCore
+    (["anoonly-image"], ["--param", "gate=max"], ["'gate'", "suite fits patchcore"]),
+    (["detection"], ["--param", "size=8"], ["size", "patchcore"]),
+])
+def test_a_bad_hyper_parameter_is_refused_before_any_suite(suites, extra, words, tmp_path,
+                                                           monkeypatch, capsys):
+    calls = _record(monkeypatch, *suites)
+    assert main(["benchmark", "--suite", *suites, *extra, "--out", str(tmp_path / "R.md")]) == 2
+    line = _one_error_line(capsys.readouterr().err)
+    for word in words:
+        assert word in line, (word, line)
     assert calls == []
 

@@ -245,3 +245,14 @@ def test_as_rgb_uint8_names_what_a_zero_dim_array_held():
         as_rgb_uint8(np.asarray(None), name="images[0]")
     with pytest.raises(ImageReadError, match=r"got int \(7\)"):
         as_rgb_uint8(np.asarray(7), name="x")
+
+
+def test_check_params_runs_the_fit_checks_without_fitting():
+    """``Detector.check_params``: the Detector's and its method's checks, no image needed."""
+    from oddeye.errors import OddeyeError
+
+    Detector(method="patchcore", max_bank=100, size=128).check_params()
+    with pytest.raises(DataError, match="size"):
+        Detector(method="patchcore", size=8).check_params()
+    with pytest.raises(OddeyeError, match="'max_bank'"):
+        Detector(method="padim", max_bank=100).check_params()

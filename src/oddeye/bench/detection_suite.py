@@ -20,6 +20,8 @@ from collections.abc import Callable
 from pathlib import Path
 
 DATASETS = {"tire": "mvtec3d_tire", "magnetic_tile": "magnetic_tile", "deeppcb": "deeppcb"}
+#: the methods the suite fits when ``--methods`` is not given
+DEFAULT_METHODS = ["patchcore", "padim"]
 
 
 def shared_root() -> Path:
@@ -167,7 +169,7 @@ def run(methods: list[str] | None = None, datasets: list[str] | None = None,
     from oddeye.data.synth import generate
 
     check_args(methods, datasets)
-    methods = methods or ["patchcore", "padim"]
+    methods = methods or DEFAULT_METHODS
     datasets = datasets or ["synthetic", *DATASETS]
     rows: list = []
     body = _table(rows, backbone, params, threads, section)

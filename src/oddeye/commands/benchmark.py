@@ -133,6 +133,41 @@ def check_datasets(suites: list[str], datasets: list[str] | None) -> None:
                                 f"the named sets {', '.join(DATASETS)})")
 
 
+#: The methods a suite fits with the ``--param`` settings (detection: ``--methods``)
+PARAM_METHODS: dict[str, list[str]] = {"anoonly-image": ["patchcore", "anoonly-head"],
+                                       "rd4ad": ["rd4ad"]}
+
+
+def check_suite_params(suites: list[str], options: dict[str, object]) -> None:
+    """Build each Detector a chosen suite would fit with the ``--param`` (and ``--backbone``)
+    settings and run its checks, so a name a method does not take, or a value the Detector's
+    or the method's checks refuse, stops the command before any suite runs, not inside a
+    suite after earlier ones took their time. (Values a method checks only when it builds its
+    head, such as PatchCore's ``grid``, still fail in the suite, with its one-line error.)"""
+    from oddeye.api import Detector
+    from oddeye.errors import DataError, OddeyeError
+
+    params = dict(options.get("--param") or {})
+    for suite in suites:
+        if "--param" not in SUITE_FLAGS.get(suite, {}) or not params:
+            continue
+        extra: dict[str, object] = {}
+        if suite == "detection":
+            from oddeye.bench.detection_suite import DEFAULT_METHODS
+
+            methods = list(options.get("--methods") or DEFAULT_METHODS)
+            if options.get("--backbone"):
+                extra["backbone"] = options["--backbone"]
+        else:
+            methods = PARAM_METHODS[suite]
+        for method in methods:
+            try:
+                Detector(method=method, **extra, **params).check_params()
+            except (OddeyeError, TypeError) as exc:
+                raise DataError(f"--param: {exc} (the {suite} suite fits {method} with "
+                                "these settings)") from None
+
+
 def check_methods(suites: list[str], methods: list[str] | None) -> None:
     """Refuse ``--methods`` names the onnx suite cannot fit and export (detection checks its
     own)."""
@@ -177,6 +212,7 @@ def check_args(args: argparse.Namespace) -> dict[str, object]:
         check_params(options.get("--param"))
     check_datasets(suites, args.datasets)
     check_methods(suites, args.methods)
+    check_suite_params(suites, options)
     check_output_file(args.out or DEFAULT_RESULTS, "--out")
     return options
 
