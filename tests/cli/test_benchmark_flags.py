@@ -47,6 +47,11 @@ def test_table_keywords_are_parameters_of_the_run_functions():
             assert keyword in params, (suite, flag, keyword)
 
 
+def test_every_param_reader_names_the_methods_it_fits():
+    readers = set(benchmark.readers("--param"))
+    assert readers - {"detection"} == set(benchmark.PARAM_METHODS)
+
+
 def test_every_datasets_reader_has_a_meaning():
     assert set(benchmark.DATASETS_MEANING) == set(benchmark.readers("--datasets"))
 
