@@ -29,6 +29,14 @@ grid = "last"
 """
 
 
+def _detection_call(out: str, **changed) -> tuple[str, dict]:
+    """The detection suite's recorded call for ``DETECTION_TOML``, with ``changed`` keys."""
+    kwargs = {"out_path": out, "methods": ["patchcore"], "datasets": ["synthetic", "tire"],
+              "backbone": "resnet18", "params": {"max_bank": 20000, "grid": "last"},
+              "section": "d1"}
+    return "detection", {**kwargs, **changed}
+
+
 def _write(tmp_path, text: str, name: str = "bench.toml"):
     path = tmp_path / name
     path.write_text(text)
@@ -44,10 +52,7 @@ def test_a_toml_config_reaches_the_suite_as_the_flags_would(tmp_path, monkeypatc
     assert main(["benchmark", "--suite", "detection", "--methods", "patchcore", "--datasets",
                  "synthetic", "tire", "--backbone", "resnet18", "--section", "d1", "--param",
                  "max_bank=20000", "--param", "grid=last", "--out", out]) == 0
-    assert calls == flags == [("detection", {
-        "out_path": out, "methods": ["patchcore"], "datasets": ["synthetic", "tire"],
-        "backbone": "resnet18", "params": {"max_bank": 20000, "grid": "last"},
-        "section": "d1"})]
+    assert calls == flags == [_detection_call(out)]
 
 
 def test_a_json_config_and_a_single_name_for_a_list(tmp_path, monkeypatch):
@@ -67,10 +72,8 @@ def test_flags_override_the_config_and_params_merge_key_by_key(tmp_path, monkeyp
     config = _write(tmp_path, DETECTION_TOML)
     assert main(["benchmark", "--config", config, "--backbone", "mobilenet_v2", "--param",
                  "grid=first", "--out", out]) == 0
-    assert calls == [("detection", {
-        "out_path": out, "methods": ["patchcore"], "datasets": ["synthetic", "tire"],
-        "backbone": "mobilenet_v2", "params": {"max_bank": 20000, "grid": "first"},
-        "section": "d1"})]
+    assert calls == [_detection_call(out, backbone="mobilenet_v2",
+                                     params={"max_bank": 20000, "grid": "first"})]
 
 
 def test_a_config_without_suite_runs_the_default_suite(tmp_path, monkeypatch):

@@ -11,8 +11,8 @@ import pytest
 import oddeye
 from oddeye.api import f1_optimal_threshold
 from oddeye.cli import main
-from oddeye.commands.calibrate import confusion
 from oddeye.data.mvtec import load_dataset
+from oddeye.metrics import precision_recall_f1
 
 
 @pytest.fixture(scope="module")
@@ -61,7 +61,8 @@ def test_calibrate_writes_the_f1_optimal_threshold_and_keeps_everything_else(
     d = json.loads(report.read_text())
     assert d["after"]["threshold"] == pytest.approx(after.threshold_)
     assert d["before"]["threshold"] == pytest.approx(before.threshold_)
-    assert d["after"]["f1"] == pytest.approx(confusion(scores, y, after.threshold_)["f1"])
+    assert d["after"]["f1"] == pytest.approx(
+        precision_recall_f1(scores, y, after.threshold_)["f1"])
     assert d["after"]["f1"] >= d["before"]["f1"]  # F1-optimal on these very images
     assert d["n_good"] == len(good) and d["n_defective"] == len(bad) and d["skipped"] == []
     assert f"{after.threshold_:.6g}" in text and str(out) in text
@@ -168,8 +169,24 @@ def test_api_calibrate_scores_checks_its_inputs(trained):
     assert det.threshold_ == pytest.approx(3.5)
 
 
-def test_confusion_counts():
-    s = np.array([0.1, 0.4, 0.6, 0.9])
-    y = np.array([0, 1, 0, 1])
-    assert confusion(s, y, 0.5) == {"f1": 0.5, "precision": 0.5, "recall": 0.5}
-    assert confusion(s, y, 1.0) == {"f1": 0.0, "precision": 0.0, "recall": 0.0}
+def test_a_reference_shot_model_is_calibrated_for_its_refs_and_keeps_them(
+        synth_root, surface_models, labelled, tmp_path, capsys):
+    """ResAD scores against reference shots: ``--refs`` sets them before scoring, and the
+    written file holds them (a reload without new references scores as calibrated)."""
+    from tests.export.models import fitted_model
+
+    good, bad = labelled
+    model = fitted_model("resad", synth_root, surface_models)
+    refs = sorted((synth_root / "grid" / "train" / "good").iterdir())[4:6]
+    out = tmp_path / "resad-cal.oddeye"
+    assert main(["calibrate", "--model", str(model), "--good", *map(str, good[:3]),
+                 "--defective", *map(str, bad[:3]), "--refs", *map(str, refs),
+                 "--out", str(out)]) == 0
+    det = oddeye.load(model)
+    det.set_references(refs)
+    again = oddeye.load(out)
+    np.testing.assert_allclose(again.decision_function(good[:3] + bad[:3]),
+                               det.decision_function(good[:3] + bad[:3]), rtol=1e-5, atol=1e-6)
+    assert main(["calibrate", "--model", str(model), "--good", str(good[0]), "--defective",
+                 str(bad[0]), "--out", str(tmp_path / "x.oddeye")]) == 2
+    assert "needs --refs" in _error(capsys)

@@ -8,8 +8,16 @@ import numpy as np
 import pytest
 from sklearn.metrics import average_precision_score, roc_auc_score
 
+from oddeye.api import f1_optimal_threshold
 from oddeye.errors import DataError
-from oddeye.metrics import aupro, auroc, average_precision, f1_max, pro_curve
+from oddeye.metrics import (
+    aupro,
+    auroc,
+    average_precision,
+    f1_max,
+    precision_recall_f1,
+    pro_curve,
+)
 from tests.metrics.reference import blob_data, sklearn_f1max, slow_aupro, slow_pro_points
 
 
@@ -168,3 +176,23 @@ def test_partial_sort_aupro_equals_full_curve(quantise):
     for limit in (1e-4, 0.01, 0.1, 0.3, 0.5, 0.999, 1.0):
         assert aupro(maps, masks, fpr_limit=limit) == pytest.approx(
             curves.table_aupro(full, limit), abs=1e-12), limit
+
+
+def test_precision_recall_f1_counts():
+    s = np.array([0.1, 0.4, 0.6, 0.9])
+    y = np.array([0, 1, 0, 1])
+    assert precision_recall_f1(s, y, 0.5) == {"f1": 0.5, "precision": 0.5, "recall": 0.5}
+    assert precision_recall_f1(s, y, 1.0) == {"f1": 0.0, "precision": 0.0, "recall": 0.0}
+
+
+@pytest.mark.parametrize("seed", range(6))
+def test_f1_at_the_f1_optimal_threshold_is_f1_max(seed):
+    scores, labels = _random_case(seed)
+    at = precision_recall_f1(scores, labels, f1_optimal_threshold(scores, labels))
+    assert at["f1"] == pytest.approx(f1_max(scores, labels))
+
+
+def test_precision_recall_f1_refuses_mismatched_inputs():
+    with pytest.raises(DataError, match="3 entries but labels has 2"):
+        precision_recall_f1([0.1, 0.2, 0.3], [0, 1], 0.2)
+

@@ -59,18 +59,6 @@ def check_disjoint(good: list[Path], defective: list[Path]) -> None:
                         "one label")
 
 
-def confusion(scores: np.ndarray, labels: np.ndarray, threshold: float) -> dict[str, float]:
-    """F1, precision and recall of ``score > threshold`` against ``labels`` (1 = defective)."""
-    pred = scores > threshold
-    tp = int(np.sum(pred & (labels == 1)))
-    fp = int(np.sum(pred & (labels == 0)))
-    fn = int(np.sum(~pred & (labels == 1)))
-    precision = tp / (tp + fp) if tp + fp else 0.0
-    recall = tp / (tp + fn) if tp + fn else 0.0
-    f1 = 2 * tp / (2 * tp + fp + fn) if tp else 0.0
-    return {"f1": f1, "precision": precision, "recall": recall}
-
-
 def score_labelled(det: Any, files: list[Path], labels: list[int], batch_size: int
                    ) -> tuple[np.ndarray, np.ndarray, list[dict[str, str]]]:
     """Raw scores and labels of every readable file, decoded and scored a batch at a time
@@ -93,6 +81,7 @@ def run(args: argparse.Namespace) -> int:
     from oddeye.commands._common import check_output_file, is_onnx_path, write_json
     from oddeye.commands.predict import gather, load_detector
     from oddeye.errors import DataError
+    from oddeye.metrics import precision_recall_f1
 
     if is_onnx_path(args.model):
         raise DataError(f"--model {args.model}: {ONNX_NOTE}")
@@ -116,8 +105,8 @@ def run(args: argparse.Namespace) -> int:
                             "the threshold was not changed")
     before = {"threshold": float(det.threshold_), **det.threshold_info_}
     det.calibrate_scores(scores, y)
-    after = confusion(scores, y, det.threshold_)
-    old = confusion(scores, y, before["threshold"])
+    after = precision_recall_f1(scores, y, det.threshold_)
+    old = precision_recall_f1(scores, y, before["threshold"])
     path = det.save(args.out, extra=_train_extra(det))
     report: dict[str, Any] = {
         "model": str(args.model), "out": str(path), "n_good": int(np.sum(y == 0)),

@@ -5,7 +5,14 @@ dict batch by batch. Pure numpy/scipy maths, no I/O. Protocol and error bounds: 
 """
 
 from oddeye.metrics.evaluate import METRIC_KEYS, MetricAccumulator, evaluate
-from oddeye.metrics.functional import aupro, auroc, average_precision, f1_max, pro_curve
+from oddeye.metrics.functional import (
+    aupro,
+    auroc,
+    average_precision,
+    f1_max,
+    precision_recall_f1,
+    pro_curve,
+)
 
 __all__ = [
     "METRIC_KEYS",
@@ -15,5 +22,6 @@ __all__ = [
     "average_precision",
     "evaluate",
     "f1_max",
+    "precision_recall_f1",
     "pro_curve",
 ]

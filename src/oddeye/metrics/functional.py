@@ -84,6 +84,21 @@ def f1_max(scores: Any, labels: Any) -> float:
     return math.nan if warn_single_class(t, "f1_max") else curves.table_f1_max(t)
 
 
+def precision_recall_f1(scores: Any, labels: Any, threshold: float) -> dict[str, float]:
+    """Precision, recall and F1 of the decision ``score > threshold`` (1 = anomalous): what a
+    model with that threshold flags, as ``oddeye calibrate`` reports it before and after.
+    Zero where a ratio has nothing to count (no flagged or no anomalous sample)."""
+    s = as_scores(np.ravel(to_numpy(scores, "scores")), "scores", 1)
+    y = as_binary(np.ravel(to_numpy(labels, "labels")), "labels", 1)
+    if s.shape != y.shape:
+        raise DataError(f"scores has {s.size} entries but labels has {y.size}")
+    pred = s > threshold
+    tp, fp, fn = int(np.sum(pred & y)), int(np.sum(pred & ~y)), int(np.sum(~pred & y))
+    return {"f1": 2 * tp / (2 * tp + fp + fn) if tp else 0.0,
+            "precision": tp / (tp + fp) if tp + fp else 0.0,
+            "recall": tp / (tp + fn) if tp + fn else 0.0}
+
+
 def _maps_masks(anomaly_maps: Any, masks: Any) -> tuple[np.ndarray, np.ndarray]:
     maps = to_numpy(anomaly_maps, "anomaly_maps")
     gt = to_numpy(masks, "masks")
