@@ -64,9 +64,9 @@ def head_against_prior(cat, seed: int, chosen: list) -> None:
     with torch.inference_mode():
         for i in range(0, len(test), 8):
             x = to_batch(load_resized([s.path for s in test[i:i + 8]], det.size))
-            emb = head.embed(m.extractor(m.normalize(x)))
-            prior.append(head._distance(emb, head.bank, head.bank_sq)[:, 0].numpy())
-            added.append(head.added(head._inputs_of(emb)).numpy())
+            p, a = head.terms(m.extractor(m.normalize(x)))
+            prior.append(p.numpy())
+            added.append(a.numpy())
     total = np.concatenate(prior) + np.concatenate(added)
     n, h, w = total.shape
     s_prior = np.concatenate(prior).reshape(n, -1).max(1)

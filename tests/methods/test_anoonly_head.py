@@ -156,6 +156,9 @@ def test_gate_adds_only_the_learned_term_above_its_floor(disc_labelled):
             learned = h.learned(h._inputs_of(emb))
             want = prior + ((learned - h.learned_floor).clamp_min(0) if on else learned)
             torch.testing.assert_close(h(feats), want)
+            p, a = h.terms(feats)  # the two terms a diagnosis reads, summing to the map
+            torch.testing.assert_close(p, prior)
+            torch.testing.assert_close(p + a, h(feats))
         if on:  # the maximum over good patches of a term centred near 0 on them
             assert float(h.gate_quantile) == 1.0 and float(h.learned_floor) > 0
 

@@ -177,6 +177,16 @@ class AnoOnlyPatchHead(nn.Module):
         the same way; the prior's is twice as dense)."""
         return x[:, -1] + self.learned(x) if self.distance_prior else self.learned(x)
 
+    def terms(self, feats: dict[str, torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:
+        """(prior, added), each (N, h, w): PatchCore's standardised distance to the full bank
+        (zeros without ``distance_prior``) and what the learned term adds; their sum is the
+        score map. Separate so a diagnosis can say what the labels changed."""
+        emb = self.embed(feats)
+        added = self.added(self._inputs_of(emb))
+        if not self.distance_prior:
+            return torch.zeros_like(added), added
+        return self._distance(emb, self.bank, self.bank_sq)[:, 0], added
+
     def forward(self, feats: dict[str, torch.Tensor]) -> torch.Tensor:
         emb = self.embed(feats)
         x = self._inputs_of(emb)
