@@ -268,7 +268,7 @@ class Detector(PredictorMixin):
         Detector's own and its method's), without fitting: for callers that refuse a bad
         setting up front (``oddeye benchmark``), a one-line error naming the parameter."""
         self._check_params()
-        self._method()
+        self._method().check_params()
 
     def _method(self) -> Method:
         params = dict(self.method_params)
@@ -298,6 +298,7 @@ class Detector(PredictorMixin):
         t0 = time.perf_counter()
         dev = resolve_device(self.device)
         method = self._method()
+        method.check_params()  # before the backbone's weights are read
         cats = list(categories) if categories is not None else None
         n = len(images)
         labels = check_labels(n, labels, masks, method)

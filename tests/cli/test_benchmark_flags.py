@@ -214,6 +214,9 @@ def test_a_param_the_image_suite_sets_itself_is_refused_before_any_suite(tmp_pat
     # the suite hands its settings to PatchCore and both heads: a head-only one breaks PatchCore
     (["anoonly-image"], ["--param", "gate=max"], ["'gate'", "suite fits patchcore"]),
     (["detection"], ["--param", "size=8"], ["size", "patchcore"]),
+    # values a method used to check only when it built its head, after the backbone
+    (["metrics", "detection"], ["--param", "grid=middle"], ["grid", "detection suite fits"]),
+    (["anoonly-image"], ["--param", "kernel=0"], ["kernel", "suite fits patchcore"]),
 ])
 def test_a_bad_hyper_parameter_is_refused_before_any_suite(suites, extra, words, tmp_path,
                                                            monkeypatch, capsys):

@@ -288,7 +288,7 @@ def test_frame_is_cut_after_the_aggregation_and_older_files_keep_the_taps_order(
                                  drop=["method_params.frame_crop"]))
     assert old.method_.frame_crop == "taps" and old.model_.extractor.crop
     np.testing.assert_array_equal(old.predict(paths).scores, taps.predict(paths).scores)
-    with pytest.raises(DataError, match="frame_crop must be one of aggregated, taps"):
+    with pytest.raises(DataError, match="frame_crop must be one of .*aggregated.*taps"):
         # refused before any image is read: the missing file is never reached
         Detector(method=method, size=128, frame_crop="image", **params).fit(
             [tmp_path / "missing.png"] * len(train), progress=False, **extra)

@@ -120,7 +120,7 @@ def test_postprocess_refuses_an_unknown_score_reduction_when_built():
 
 
 # ----------------------------------------------------------------- the methods' parameters
-@pytest.mark.parametrize("method, params, match", [
+BAD_METHOD_PARAMS = [
     ("patchcore", dict(coreset_ratio="abc"), r"coreset_ratio must be a finite number in \(0, 1\]"
                                              r", got 'abc'"),
     ("patchcore", dict(coreset_ratio=0), r"coreset_ratio .* got 0"),
@@ -131,6 +131,11 @@ def test_postprocess_refuses_an_unknown_score_reduction_when_built():
     ("patchcore", dict(chunk_size=0), r"chunk_size .* got 0"),
     ("patchcore", dict(equal_layers="yes"), r"equal_layers must be true or false, got 'yes'"),
     ("patchcore", dict(position=-1), r"position must be 'auto' or a finite number >= 0"),
+    ("patchcore", dict(grid="middle"), r"grid must be 'first', 'last' or one of the layers"),
+    ("patchcore", dict(frame_crop="image"), r"frame_crop must be one of \('aggregated', 'taps'"),
+    ("patchcore", dict(pool_zeros="no"), r"pool_zeros must be true or false, got 'no'"),
+    ("patchcore", dict(image_neighbours=-2), r"image_neighbours must be an integer >= 0"),
+    ("patchcore", dict(image_neighbours=3, search_dim=32), r"cannot be combined with search_dim"),
     ("padim", dict(n_features="abc"), r"n_features must be an integer >= 1, got 'abc'"),
     ("padim", dict(n_features=0), r"n_features .* got 0"),
     ("padim", dict(eps=float("nan")), r"eps must be a finite number >= 0, got nan"),
@@ -141,6 +146,9 @@ def test_postprocess_refuses_an_unknown_score_reduction_when_built():
     ("anoonly-head", dict(hidden=0), r"hidden .* got 0"),
     ("anoonly-head", dict(coreset_ratio="abc"), r"coreset_ratio .* got 'abc'"),
     ("anoonly-head", dict(anoonly="no"), r"anoonly must be true or false"),
+    ("anoonly-head", dict(grid="s4"), r"grid must be 'first', 'last' or one of the layers"),
+    ("anoonly-head", dict(position="x"), r"position must be 'auto' or a finite number >= 0"),
+    ("anoonly-head", dict(frame_crop=3), r"frame_crop must be one of"),
     ("rd4ad", dict(lr=-0.1), r"lr must be a finite number > 0, got -0.1"),
     ("rd4ad", dict(betas=[0.5]), r"betas must be two numbers in \[0, 1\)"),
     ("rd4ad", dict(betas=[0.5, 1.0]), r"betas\[1\] must be a finite number in \[0, 1\)"),
@@ -160,17 +168,26 @@ def test_postprocess_refuses_an_unknown_score_reduction_when_built():
     ("resad", dict(lr="fast"), r"lr .* got 'fast'"),
     ("resad", dict(max_size=-1), r"max_size must be None or an integer >= 0, got -1"),
     ("resad", dict(sign_split="no"), r"sign_split must be true or false"),
-])
+]
+
+
+@pytest.mark.parametrize("method, params, match", BAD_METHOD_PARAMS)
 def test_bad_method_parameter_is_refused_before_decoding(method, params, match):
     with pytest.raises(DataError, match=match):
         Detector(method=method, size=64, weights=None, **params).fit(MISSING, progress=False)
 
 
+@pytest.mark.parametrize("method, params, match", BAD_METHOD_PARAMS)
+def test_bad_method_parameter_is_refused_by_check_params(method, params, match):
+    """What ``oddeye benchmark`` asks before any suite runs: every value a fit would refuse,
+    without a backbone or an image."""
+    with pytest.raises(DataError, match=match):
+        Detector(method=method, weights=None, **params).check_params()
+
+
 @pytest.mark.parametrize("method", available_methods())
 def test_every_method_default_passes_its_checks(method):
-    m = create_method(method)
-    if hasattr(m, "check_params"):
-        m.check_params()
+    create_method(method).check_params()
 
 
 @pytest.mark.parametrize("method, params", [
@@ -181,9 +198,7 @@ def test_every_method_default_passes_its_checks(method):
     ("resad", dict(max_size=None, train_shots=[1, 2], radius=0, warmup_epochs=0)),
 ])
 def test_valid_method_parameters_are_accepted(method, params):
-    m = create_method(method, **params)
-    if hasattr(m, "check_params"):
-        m.check_params()
+    create_method(method, **params).check_params()
 
 
 # ---------------------------------------------------------------------------- calibrate

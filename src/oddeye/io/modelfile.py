@@ -195,9 +195,7 @@ def _problem(meta: dict[str, Any], tensors: Mapping[str, torch.Tensor]) -> str |
     cls = get_method(name)
     try:
         method = cls(**{**getattr(cls, "legacy_defaults", {}), **meta["method_params"]})
-        check = getattr(method, "check_params", None)  # value checks, where a method has them
-        if callable(check):
-            check()
+        method.check_params()
     except Exception as exc:  # TypeError, ValueError, DataError: a parameter it cannot take
         why = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
         return f"bad method parameters for {name!r} ({why})"

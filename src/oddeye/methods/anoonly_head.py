@@ -75,6 +75,7 @@ from oddeye.methods.base import (
 from oddeye.methods.coreset import coreset_indices
 from oddeye.methods.neighbours import nearest_distance
 from oddeye.methods.patchcore import (
+    FRAME_CROPS,
     PatchCore,
     aggregate,
     bank_size,
@@ -261,6 +262,9 @@ class AnoOnlyHead(Method):
         check_flag("distance_prior", self.distance_prior)
         check_flag("equal_layers", self.equal_layers)
         check_choice("gate", self.gate, GATES)
+        grid_tap(self.layers, self.grid)
+        initial_position(self.position)
+        check_choice("frame_crop", self.frame_crop, FRAME_CROPS)
         check_number("seed", self.seed, low=0, integer=True)
 
     def build_head(self, channels: dict[str, int], strides: dict[str, int]) -> nn.Module:

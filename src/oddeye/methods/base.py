@@ -107,6 +107,13 @@ class Method(ABC):
         self.backbone = backbone or self.default_backbone
         self.layers = tuple(layers) if layers else tuple(self.default_layers)
 
+    def check_params(self) -> None:
+        """Check the hyper-parameters' values (a ``DataError`` naming the first bad one) without
+        the backbone: ``Detector.fit`` and ``oddeye benchmark`` call it before any image is
+        decoded, a model file's loader before it builds anything. Default: nothing to check
+        beyond what the constructor did."""
+        return None
+
     def get_params(self) -> dict[str, Any]:
         """Hyper-parameters as a JSON-able dict (constructor arguments, scikit-learn style)."""
         params = {}

@@ -21,6 +21,7 @@ from oddeye.methods import register
 from oddeye.methods.base import (
     Method,
     TrainSet,
+    check_choice,
     check_flag,
     check_layers,
     check_number,
@@ -423,10 +424,21 @@ class PatchCore(Method):
         self.seed = seed
 
     def check_params(self) -> None:
-        """Types and ranges of the numeric and true/false hyper-parameters (a ``DataError``
-        naming the first bad one), so a fit fails before any image is decoded. ``search_dim``
-        needs the embedding width: ``fit_head`` checks it."""
+        """Types, ranges and choices of the hyper-parameters (a ``DataError`` naming the first
+        bad one), so a fit fails before any image is decoded. ``search_dim`` needs the
+        embedding width, ``layers`` the backbone: ``fit_head`` and ``build_head`` check them."""
         check_number("kernel", self.kernel, low=1, integer=True)
+        grid_tap(self.layers, self.grid)
+        check_choice("frame_crop", self.frame_crop, FRAME_CROPS)
+        initial_position(self.position)
+        k = self.image_neighbours
+        if isinstance(k, bool) or not isinstance(k, int) or k < 0:
+            raise DataError(f"image_neighbours must be an integer >= 0 (0 = one pooled bank), "
+                            f"got {k!r}")
+        check_flag("pool_zeros", self.pool_zeros)
+        if k and self.search_dim is not None:
+            raise DataError("image_neighbours searches every patch of the neighbour images "
+                            "exactly; it cannot be combined with search_dim")
         check_flag("equal_layers", self.equal_layers)
         check_number("coreset_ratio", self.coreset_ratio, low=0, high=1, low_open=True)
         check_number("max_bank", self.max_bank, low=1, integer=True, none_ok=True)
@@ -438,18 +450,9 @@ class PatchCore(Method):
     def build_head(self, channels: dict[str, int], strides: dict[str, int]) -> nn.Module:
         check_layers(self.layers, channels)
         self.check_params()
-        k = self.image_neighbours
-        if isinstance(k, bool) or not isinstance(k, int) or k < 0:
-            raise DataError(f"image_neighbours must be an integer >= 0 (0 = one pooled bank), "
-                            f"got {k!r}")
-        if not isinstance(self.pool_zeros, bool):
-            raise DataError(f"pool_zeros must be true or false, got {self.pool_zeros!r}")
-        if k and self.search_dim is not None:
-            raise DataError("image_neighbours searches every patch of the neighbour images "
-                            "exactly; it cannot be combined with search_dim")
         return PatchCoreHead(self.layers, sum(channels[c] for c in self.layers), self.kernel,
-                             self.equal_layers, initial_position(self.position), k,
-                             self.pool_zeros, self.grid)
+                             self.equal_layers, initial_position(self.position),
+                             self.image_neighbours, self.pool_zeros, self.grid)
 
     def frame_head(self, head: nn.Module, strides: dict[str, int], pad: int) -> bool:
         """The frame is cut after the aggregation unless ``frame_crop="taps"``."""
