@@ -350,19 +350,16 @@ class Detector(PredictorMixin):
         self.map_norm_ = 0
         if norm:
             good_scores = self._fit_map_norm(good_x)
-        else:
-            if good_x is not None:
-                good_scores = self._scores_of_batch(good_x)
-            else:
-                good_scores = self._scores_of_batch(x[train_idx])
-                source = f"{len(train_idx)} training images (biased low: too few to hold out)"
-                if labels is None:
-                    warnings.warn("too few good images to hold out; the threshold is estimated "
-                                  "from training scores and may be too low", UserWarning,
-                                  stacklevel=2)
-        if labels is not None:
+        elif good_x is not None:
+            good_scores = self._scores_of_batch(good_x)
+        elif labels is not None:  # a labelled fit holds nothing out: its good training images
             good_scores = self._scores_of_batch(x[train_idx][data.labels == 0])
             source = f"{len(good_scores)} good training images (biased low)"
+        else:
+            good_scores = self._scores_of_batch(x[train_idx])
+            source = f"{len(train_idx)} training images (biased low: too few to hold out)"
+            warnings.warn("too few good images to hold out; the threshold is estimated "
+                          "from training scores and may be too low", UserWarning, stacklevel=2)
         self._set_unsupervised_threshold(good_scores, source)
         self.fit_seconds_ = time.perf_counter() - t0
         return self

@@ -217,3 +217,18 @@ def test_file_from_before_the_grid_loads_with_the_finest_and_a_bad_grid_is_refus
     np.testing.assert_array_equal(old.predict(test).scores, plain.predict(test).scores)
     with pytest.raises(DataError, match="grid must be 'first', 'last' or one of the layers"):
         Detector(method="anoonly-head", size=128, steps=5, grid="s4").fit(paths, **fit)
+
+
+def test_validation_images_set_a_labelled_fits_threshold(disc_labelled):
+    """A labelled fit holds no image out; given good validation images, its threshold comes
+    from them (mean + 3 std of their scores), not from the good training images it fitted."""
+    cat, paths, fit = disc_labelled
+    val = [s.path for s in cat.test if s.label == 0][:4]
+    plain = Detector(method="anoonly-head", size=128, steps=5, gate="max").fit(paths, **fit)
+    assert plain.threshold_info_["source"].endswith("good training images (biased low)")
+    det = Detector(method="anoonly-head", size=128, steps=5, gate="max").fit(
+        paths, validation=val, **fit)
+    assert det.threshold_info_["source"] == "4 validation images"
+    s = det.decision_function(val)
+    assert det.threshold_ == pytest.approx(s.mean() + 3 * s.std(), rel=1e-5)
+    np.testing.assert_array_equal(det.decision_function(val), plain.decision_function(val))
