@@ -47,7 +47,10 @@ from oddeye.preprocess import (
 __all__ = ["AnomalyModel", "Detector", "Prediction", "f1_optimal_threshold"]
 
 #: Constructor arguments that say where a detector runs, not what it computes: never saved.
-RUNTIME_PARAMS = ("device",)
+RUNTIME_PARAMS = ("device", "weights")
+#: The Detector's own constructor arguments (every other keyword is the method's).
+DETECTOR_PARAMS = ("method", "backbone", "size", "sigma", "score", "weights", "batch_size",
+                   "holdout", "threshold_sigmas", "map_norm", "pad", "seed", "device")
 #: Fewest good images per-position map statistics are estimated from (``map_norm``).
 MIN_NORM_IMAGES = 10
 MAP_NORMS = (None, "position")
@@ -271,12 +274,14 @@ class Detector(PredictorMixin):
         self._method().check_params()
 
     def _method(self) -> Method:
+        # numpy scalars (a grid's np.int64) as Python numbers: torch seeds and JSON need them
         params = dict(self.method_params)
         if self.backbone:
             params["backbone"] = self.backbone
         if "seed" in inspect.signature(get_method(self.method).__init__).parameters:
             params["seed"] = self.seed  # one seed for the holdout draw and the method
-        return create_method(self.method, **params)
+        return create_method(self.method, **{k: v.item() if isinstance(v, np.generic) else v
+                                             for k, v in params.items()})
 
     def fit(self, images: Iterable[ImageLike], *, validation: Iterable[ImageLike] | None = None,
             categories: Iterable[str] | None = None, labels: Iterable[int] | None = None,
@@ -462,6 +467,7 @@ class Detector(PredictorMixin):
     def set_references(self, images: Sequence[ImageLike], progress: bool = False) -> Detector:
         """Hand the model k good images of the class to inspect; no optimisation step is taken."""
         self._check_fitted()
+        images = image_list(images, "references", single_array=False)
         if len(images) == 0:
             raise DataError("set_references needs at least one reference image")
         x = to_batch(load_resized(list(images), self.size))
@@ -496,9 +502,11 @@ class Detector(PredictorMixin):
 
     def iter_predict(self, images: Sequence[ImageLike], batch_size: int | None = None,
                      progress: bool = False) -> Iterator[Prediction]:
-        """Predict in batches (bounded memory); yields one ``Prediction`` per batch."""
+        """Predict in batches (bounded memory); yields one ``Prediction`` per batch. ``images``
+        as ``predict`` takes them (one array of at most 3 dimensions is one image)."""
         self._check_fitted()
         check_batch_size(batch_size)
+        images = image_list(images)
         bs = batch_size or self.batch_size
         bar = tqdm(total=len(images), desc="predict", unit="img", disable=not progress, leave=False)
         for s in range(0, len(images), bs):
@@ -515,13 +523,24 @@ class Detector(PredictorMixin):
         bar.close()
 
     # ------------------------------------------------------------ persistence
-    def get_params(self) -> dict[str, Any]:
-        """Constructor arguments (scikit-learn style)."""
-        p = {k: getattr(self, k) for k in ("method", "backbone", "size", "sigma", "score",
-                                           "batch_size", "holdout", "threshold_sigmas",
-                                           "map_norm", "pad", "seed", "device")}
+    def get_params(self, deep: bool = True) -> dict[str, Any]:
+        """Constructor arguments, the method's included (scikit-learn's contract, so
+        ``sklearn.base.clone`` and grid searches work; ``deep`` changes nothing: no
+        sub-estimators)."""
+        p = {k: getattr(self, k) for k in DETECTOR_PARAMS}
         p.update(self.method_params)
         return p
+
+    def set_params(self, **params: Any) -> Detector:
+        """Set constructor arguments (a method's hyper-parameter by its name, as in the
+        constructor); returns self. Takes effect at the next ``fit``; a fitted model is not
+        changed. Values are checked by ``fit`` / ``check_params``."""
+        for key, value in params.items():
+            if key in DETECTOR_PARAMS:
+                setattr(self, key, value)
+            else:
+                self.method_params[key] = value
+        return self
 
     def save(self, path: str | Path, extra: dict[str, Any] | None = None) -> Path:
         """Write the fitted detector (backbone included) to one ``.oddeye`` file."""

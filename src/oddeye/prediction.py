@@ -77,12 +77,18 @@ def check_image_item(item: Any, name: str) -> None:
 def image_list(images: Any, what: str = "images", single_array: bool = True) -> list:
     """``images`` as a list, read once (any iterable: a generator too), each item checked by
     ``check_image_item`` before anything is decoded. One path or PIL image is one image; so is
-    one array of at most 3 dimensions when ``single_array`` (``predict``), while ``fit`` keeps
-    treating an array as a stack of images. A torch tensor (or other array-like) is first
-    converted with ``array_like_to_numpy`` and then behaves exactly as that numpy array: iterated
-    as it is, a tensor of one image would be scored row by row as many images."""
+    one array of at most 3 dimensions when ``single_array`` (``predict``), while ``fit`` takes
+    an array as a stack of images ((N, H, W) or (N, H, W, C)) and refuses one that looks like a
+    single image ((H, W) or (H, W, 3 / 4)), which iterated would be H one-pixel-wide strips. A
+    torch tensor (or other array-like) is first converted with ``array_like_to_numpy`` and
+    then behaves exactly as that numpy array."""
     if is_array_like(images):
         images = array_like_to_numpy(images, what)
+    if (not single_array and isinstance(images, np.ndarray) and images.dtype != object
+            and (images.ndim <= 2 or (images.ndim == 3 and images.shape[-1] in (3, 4)))):
+        raise DataError(f"{what} is one {tuple(images.shape)} array, which reads as a single "
+                        f"image here; this takes several images: give a list of images or a "
+                        f"stack of shape (N, H, W) or (N, H, W, C)")
     if isinstance(images, (str, Path, Image.Image)) or (
             single_array and isinstance(images, np.ndarray) and images.ndim <= 3
             and images.dtype != object):

@@ -271,3 +271,50 @@ def test_check_params_runs_the_fit_checks_without_fitting():
         Detector(method="patchcore", size=8).check_params()
     with pytest.raises(OddeyeError, match="'max_bank'"):
         Detector(method="padim", max_bank=100).check_params()
+
+
+def test_one_image_array_is_refused_where_several_images_are_expected(fitted, grid):
+    """``fit``, ``validation`` and references take several images; one (H, W, 3) or (H, W)
+    array used to be iterated into H one-pixel strips and fitted without a word. ``predict`` and
+    ``iter_predict`` take it as one image."""
+    img = np.zeros((64, 64, 3), np.uint8)
+    for bad in (img, img[..., 0], img[..., :1].repeat(4, -1)):
+        with pytest.raises(DataError, match=r"images is one \(64, 64, \d\) array|images is one "
+                                             r"\(64, 64\) array"):
+            Detector(**FAST).fit(bad, progress=False)
+    with pytest.raises(DataError, match=r"validation is one \(64, 64, 3\) array"):
+        Detector(**FAST).fit(MISSING, validation=img, progress=False)
+    assert len(fitted.predict(img).scores) == 1
+    assert sum(len(p.scores) for p in fitted.iter_predict(img)) == 1
+    assert len(fitted.predict(np.stack([img] * 3)).scores) == 3  # (N, H, W, 3): N images
+
+
+def test_numpy_scalar_parameters_fit_and_save(grid, tmp_path):
+    """Hyper-parameters from a numpy grid (np.int64, np.float32) pass the checks, fit (the
+    method's seed reaches torch as an int) and save; the file holds Python numbers."""
+    import oddeye
+
+    paths = [s.path for s in grid.train[:10]]
+    det = Detector(size=np.int64(64), sigma=np.float32(4.0), batch_size=np.int64(2),
+                   seed=np.int64(1), position=0.0, max_bank=np.int64(500)).fit(paths,
+                                                                                progress=False)
+    again = oddeye.load(det.save(tmp_path / "np.oddeye"))
+    assert again.size == 64 and type(again.size) is int and again.method_.max_bank == 500
+    np.testing.assert_array_equal(again.predict(paths[:2]).scores, det.predict(paths[:2]).scores)
+
+
+def test_detector_follows_scikit_learns_parameter_contract(grid):
+    """get_params(deep) / set_params / sklearn.base.clone: an unfitted copy with the same
+    constructor arguments, the method's and the weights included."""
+    from sklearn.base import clone
+
+    det = Detector(method="padim", size=64, weights=None, n_features=20, seed=3)
+    params = det.get_params(deep=True)
+    assert params["weights"] is None and params["n_features"] == 20 and params["seed"] == 3
+    twin = clone(det)
+    assert twin is not det and twin.get_params() == params
+    assert twin.set_params(n_features=30, size=96) is twin
+    assert twin.method_params == {"n_features": 30} and twin.size == 96
+    assert det.get_params()["n_features"] == 20  # the original is untouched
+    fitted = clone(Detector(**FAST)).fit([s.path for s in grid.train[:10]], progress=False)
+    assert not hasattr(clone(fitted), "model_")  # a clone is unfitted

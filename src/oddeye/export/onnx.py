@@ -25,7 +25,7 @@ from torch import nn
 from oddeye import __version__
 from oddeye.device import module_device
 from oddeye.errors import ModelFileError, OddeyeError
-from oddeye.prediction import PredictorMixin
+from oddeye.prediction import PredictorMixin, check_batch_size, image_list
 
 #: Value of the ``oddeye_format`` metadata key written by this version of the exporter.
 FORMAT_VERSION = "1"
@@ -329,9 +329,12 @@ class OnnxDetector(PredictorMixin):
 
     def iter_predict(self, images: Sequence, batch_size: int | None = None,
                      progress: bool = False) -> Iterator:
-        """Predict in batches (bounded memory); yields one ``Prediction`` per batch."""
+        """Predict in batches (bounded memory); yields one ``Prediction`` per batch. ``images``
+        as ``predict`` takes them (one array of at most 3 dimensions is one image)."""
         from oddeye.preprocess import load_rgb, resize_uint8
 
+        check_batch_size(batch_size)
+        images = image_list(images)
         bs = batch_size or self.batch_size
         for s in range(0, len(images), bs):
             raw = [load_rgb(it, name=f"images[{s + i}]") for i, it in enumerate(images[s:s + bs])]

@@ -56,6 +56,15 @@ def _new_temp(path: Path) -> Path:
     raise FileExistsError(f"no free temporary name next to {path}")
 
 
+def _numpy_scalar(value: Any) -> Any:
+    """JSON for a numpy scalar hyper-parameter (``np.int64(256)`` from a grid): its Python
+    number; anything else is still refused."""
+    item = getattr(value, "item", None)
+    if type(value).__module__ == "numpy" and callable(item) and getattr(value, "ndim", 1) == 0:
+        return item()
+    raise TypeError(f"Object of type {type(value).__name__} is not JSON serializable")
+
+
 def save_model(path: str | Path, meta: dict[str, Any], tensors: dict[str, torch.Tensor]) -> Path:
     """Write ``meta`` (JSON-able) and ``tensors`` atomically to ``path``.
 
@@ -65,7 +74,7 @@ def save_model(path: str | Path, meta: dict[str, Any], tensors: dict[str, torch.
     """
     path = Path(path)
     try:
-        meta_json = json.dumps(meta, sort_keys=True)
+        meta_json = json.dumps(meta, sort_keys=True, default=_numpy_scalar)
     except (TypeError, ValueError) as exc:
         raise ModelFileError(f"model metadata is not JSON-serialisable: {exc}") from exc
     if path.is_dir():

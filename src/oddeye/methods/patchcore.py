@@ -238,9 +238,7 @@ def bank_size(n_patches: int, ratio: float, max_bank: int | None) -> int:
     """Memory-bank size: ``ratio`` of the patches (at least 1), capped at ``max_bank`` if given."""
     if not 0 < ratio <= 1:
         raise DataError(f"coreset_ratio must be in (0, 1], got {ratio!r}")
-    if max_bank is not None and (isinstance(max_bank, bool) or not isinstance(max_bank, int)
-                                 or max_bank < 1):
-        raise DataError(f"max_bank must be None or an integer >= 1, got {max_bank!r}")
+    check_number("max_bank", max_bank, low=1, integer=True, none_ok=True)
     n = max(1, round(ratio * n_patches))
     return min(n, max_bank) if max_bank is not None else n
 
