@@ -152,3 +152,39 @@ def test_bad_inputs_raise_data_error(method):
     det.fit(X, y)
     with pytest.raises(DataError, match="features"):
         det.decision_function(X[:, :3])
+
+
+@pytest.mark.parametrize("method, params, match", [
+    ("deepsad", dict(eta=float("nan")), r"eta must be a finite number > 0, got nan"),
+    ("deepsad", dict(batch_size=0), r"batch_size must be an integer >= 2, got 0"),
+    ("deepsad", dict(hidden=(10, 0)), r"hidden must be a sequence of layer widths >= 1"),
+    ("deepsad", dict(pretrain="yes"), r"pretrain must be true or false"),
+    ("devnet", dict(lr=-1.0), r"lr must be a finite number > 0, got -1.0"),
+    ("devnet", dict(random_state=-1), r"random_state must be None, an integer in \[0, 2\*\*32\)"),
+    ("prenet", dict(n_refs=0), r"n_refs must be an integer >= 1, got 0"),
+    ("prenet", dict(batch_size=3), r"batch_size must be an integer >= 4, got 3"),
+    ("feawad", dict(ae_steps=-1), r"ae_steps must be an integer >= 0, got -1"),
+    ("feawad", dict(rec_loss=1), r"rec_loss must be true or false"),
+    ("knn", dict(n_neighbors=0), r"n_neighbors must be an integer >= 1, got 0"),
+    ("iforest", dict(n_estimators=2.5), r"n_estimators must be an integer >= 1"),
+    ("knn", dict(contamination=0.5), r"contamination must be a finite number in \(0, 0.5\)"),
+])
+def test_bad_hyperparameters_are_named_before_the_data_is_read(method, params, match):
+    """A value that used to fit a NaN model (eta=nan, n_refs=0) or fail deep in torch
+    (batch_size=0, lr=-1) is a DataError naming it, before X is looked at (here X holds NaN)."""
+    X = np.full((20, 3), np.nan)
+    y = np.r_[np.zeros(18, int), np.ones(2, int)]
+    with pytest.raises(DataError, match=match):
+        create_detector(method, **params).fit(X, y)
+
+
+def test_references_compute_in_float64_and_torch_detectors_refuse_what_float32_cannot_hold():
+    """kNN / Isolation Forest keep the features' precision (rows 1 apart at an offset of 1e8
+    stay apart); a torch detector refuses values float32 cannot hold instead of calling them
+    NaN or infinite."""
+    X = 1e8 + np.arange(60, dtype=np.float64)[:, None] * np.ones((1, 2))
+    knn = create_detector("knn", n_neighbors=1).fit(X)
+    assert (knn.decision_scores_ > 0).all()
+    y = np.r_[np.zeros(55, int), np.ones(5, int)]
+    with pytest.raises(DataError, match=r"X: values up to 1e\+39 exceed float32's range"):
+        create_detector("devnet", **FAST["devnet"]).fit(np.full((60, 2), 1e39) * (X > 0), y)

@@ -9,7 +9,9 @@ scores where higher means more anomalous; ``predict(X)`` thresholds them with ``
 from __future__ import annotations
 
 import contextlib
+import numbers
 from collections.abc import Iterator
+from typing import Any
 
 import numpy as np
 import torch
@@ -17,14 +19,29 @@ from sklearn.base import BaseEstimator
 from torch import nn
 
 from oddeye.errors import DataError
+from oddeye.methods.base import check_flag, check_number
+
+#: ``BaseDetector.param_checks`` rule of a true/false hyper-parameter.
+FLAG = "flag"
+#: Rules shared by the torch detectors' training settings.
+POSITIVE_INT = {"low": 1, "integer": True}
+POSITIVE = {"low": 0, "low_open": True}
+NON_NEGATIVE = {"low": 0}
+NON_NEGATIVE_INT = {"low": 0, "integer": True}
+FINITE: dict[str, Any] = {}
+#: Batches hold both kinds of sample and go through BatchNorm in training: at least 2.
+BATCH = {"low": 2, "integer": True}
 
 _SCORE_CHUNK = 4096
 
 
-def check_features(X, name: str = "X", n_features: int | None = None) -> np.ndarray:
-    """``X`` as a finite float32 ``(n, d)`` array; a ``DataError`` naming ``name`` otherwise."""
+def check_features(X, name: str = "X", n_features: int | None = None,
+                   dtype: type = np.float32) -> np.ndarray:
+    """``X`` as a finite ``(n, d)`` array of ``dtype`` (float32: what the torch detectors compute
+    in; float64 for the scikit-learn ones); a ``DataError`` naming ``name`` otherwise, also for
+    finite values that ``dtype`` cannot hold."""
     try:
-        arr = np.asarray(X, dtype=np.float32)
+        arr = np.asarray(X, dtype=np.float64)
     except (TypeError, ValueError) as exc:
         raise DataError(f"{name}: cannot be read as a numeric array ({exc})") from exc
     if arr.ndim != 2:
@@ -37,7 +54,11 @@ def check_features(X, name: str = "X", n_features: int | None = None) -> np.ndar
     if n_features is not None and arr.shape[1] != n_features:
         raise DataError(f"{name}: has {arr.shape[1]} features, the detector was fitted on "
                         f"{n_features}")
-    return arr
+    big = np.finfo(dtype).max
+    if np.abs(arr).max() > big:
+        raise DataError(f"{name}: values up to {np.abs(arr).max():.3g} exceed {np.dtype(dtype)}'s "
+                        f"range ({big:.3g}) this detector computes in; standardise the features")
+    return arr.astype(dtype, copy=False)
 
 
 def check_labels(y, n: int, name: str = "y", require_anomaly: bool = True) -> np.ndarray:
@@ -101,6 +122,12 @@ class BaseDetector(BaseEstimator):
     """
 
     uses_labels: bool = True
+    #: What ``X`` is computed in (the torch detectors: float32; they expect standardised
+    #: features, as the protocol gives them).
+    dtype: type = np.float32
+    #: Value checks of the subclass's hyper-parameters: name -> ``check_number`` keywords, or
+    #: ``FLAG`` for a true/false one; run by ``fit`` before any data is touched.
+    param_checks: dict[str, Any] = {}
 
     # -- subclass hooks -------------------------------------------------------------------------
     def _fit(self, X: np.ndarray, y: np.ndarray, rng: np.random.Generator) -> None:
@@ -114,22 +141,34 @@ class BaseDetector(BaseEstimator):
         return self._score(X)
 
     def _check_params(self) -> None:
-        """Validate hyper-parameters; subclasses extend it."""
-        c = getattr(self, "contamination", 0.1)
-        if not 0.0 < float(c) < 0.5:
-            raise DataError(f"contamination: must be in (0, 0.5), got {c}")
+        """Validate hyper-parameters (``param_checks``, contamination, random_state): a
+        ``DataError`` naming the first bad one; subclasses extend it."""
+        check_number("contamination", getattr(self, "contamination", 0.1), low=0, high=0.5,
+                     low_open=True, high_open=True)
+        rs = getattr(self, "random_state", None)
+        if rs is not None and not isinstance(rs, (np.random.Generator, np.random.RandomState)):
+            if isinstance(rs, bool) or not isinstance(rs, numbers.Integral) \
+                    or not 0 <= rs < 2**32:
+                raise DataError(f"random_state must be None, an integer in [0, 2**32) or a "
+                                f"numpy Generator, got {rs!r}")
+        for name, rule in self.param_checks.items():
+            value = getattr(self, name)
+            if rule == FLAG:
+                check_flag(name, value)
+            else:
+                check_number(name, value, **rule)
 
     # -- public API ------------------------------------------------------------------------------
     def fit(self, X, y=None):
         """Learn from ``X`` and ``y`` (1 = labelled anomaly, 0 = unlabelled); returns self."""
-        X = check_features(X, "X")
+        self._check_params()
+        X = check_features(X, "X", dtype=self.dtype)
         if y is None:
             if self.uses_labels:
                 raise DataError("y: labels are required (1 = labelled anomaly, 0 = unlabelled)")
             y = np.zeros(X.shape[0], dtype=np.int64)
         else:
             y = check_labels(y, X.shape[0], "y", require_anomaly=self.uses_labels)
-        self._check_params()
         seed = resolve_seed(getattr(self, "random_state", None))
         rng = np.random.default_rng(seed)
         self.n_features_in_ = int(X.shape[1])
@@ -145,7 +184,7 @@ class BaseDetector(BaseEstimator):
         """Anomaly scores of ``X`` (higher = more anomalous), float64 ``(n,)``."""
         if not hasattr(self, "n_features_in_"):
             raise DataError(f"{type(self).__name__}: call fit(X, y) before scoring")
-        X = check_features(X, "X", self.n_features_in_)
+        X = check_features(X, "X", self.n_features_in_, self.dtype)
         return self._score(X)
 
     def predict(self, X) -> np.ndarray:

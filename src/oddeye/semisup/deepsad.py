@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import numbers
 from collections.abc import Sequence
 
 import numpy as np
@@ -9,7 +10,16 @@ import torch
 from torch import nn
 
 from oddeye.errors import DataError
-from oddeye.semisup.base import TorchDetector, zero_loss
+from oddeye.semisup.base import (
+    BATCH,
+    FLAG,
+    NON_NEGATIVE,
+    NON_NEGATIVE_INT,
+    POSITIVE,
+    POSITIVE_INT,
+    TorchDetector,
+    zero_loss,
+)
 
 _EPS = 1e-6
 
@@ -121,10 +131,19 @@ class DeepSAD(TorchDetector):
         self.contamination = contamination
         self.random_state = random_state
 
+    param_checks = {"anoonly": FLAG, "rep_dim": POSITIVE_INT, "eta": POSITIVE,
+                    "pretrain": FLAG, "ae_epochs": NON_NEGATIVE_INT, "epochs": POSITIVE_INT,
+                    "batch_size": BATCH,
+                    "max_batches_per_epoch": POSITIVE_INT, "lr": POSITIVE,
+                    "weight_decay": NON_NEGATIVE}
+
     def _check_params(self) -> None:
         super()._check_params()
-        if self.eta <= 0:
-            raise DataError(f"eta: must be positive, got {self.eta}")
+        hidden = self.hidden
+        if isinstance(hidden, (str, bytes)) or not hasattr(hidden, "__iter__") or any(
+                isinstance(h, bool) or not isinstance(h, numbers.Integral) or h < 1
+                for h in hidden):
+            raise DataError(f"hidden must be a sequence of layer widths >= 1, got {hidden!r}")
 
     def _batches(self, rng: np.random.Generator, y: np.ndarray):
         """Shuffled mini-batches of one epoch.

@@ -6,7 +6,17 @@ import numpy as np
 import torch
 from torch import nn
 
-from oddeye.semisup.base import TorchDetector, balanced_batches, glorot_init, zero_loss
+from oddeye.semisup.base import (
+    BATCH,
+    FLAG,
+    NON_NEGATIVE,
+    POSITIVE,
+    POSITIVE_INT,
+    TorchDetector,
+    balanced_batches,
+    glorot_init,
+    zero_loss,
+)
 
 
 def deviation_loss(scores: torch.Tensor, y: torch.Tensor, ref_mean: float, ref_std: float,
@@ -60,6 +70,10 @@ class DevNet(TorchDetector):
        remaining term without the hinge (``margin - dev``); here the hinge of DevNet is kept so
        that the remaining term is literally the paper's anomaly term.
     """
+
+    param_checks = {"anoonly": FLAG, "hidden": POSITIVE_INT, "epochs": POSITIVE_INT,
+                    "batches_per_epoch": POSITIVE_INT, "batch_size": BATCH, "lr": POSITIVE,
+                    "l2": NON_NEGATIVE, "margin": POSITIVE, "n_ref": POSITIVE_INT}
 
     def __init__(self, anoonly: bool = False, hidden: int = 20, epochs: int = 20,
                  batches_per_epoch: int = 10, batch_size: int = 512, lr: float = 1e-3,

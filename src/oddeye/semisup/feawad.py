@@ -6,7 +6,17 @@ import numpy as np
 import torch
 from torch import nn
 
-from oddeye.semisup.base import TorchDetector, balanced_batches, glorot_init, zero_loss
+from oddeye.semisup.base import (
+    BATCH,
+    FLAG,
+    NON_NEGATIVE_INT,
+    POSITIVE,
+    POSITIVE_INT,
+    TorchDetector,
+    balanced_batches,
+    glorot_init,
+    zero_loss,
+)
 
 
 def feawad_loss(scores: torch.Tensor, rec_err: torch.Tensor, y: torch.Tensor,
@@ -93,6 +103,10 @@ class FEAWAD(TorchDetector):
     2. a ``BatchNorm1d(33)`` sits in front of the score layer, on the last hidden layer and the
        reconstruction error; the balanced batches still carry their unlabelled half through it.
     """
+
+    param_checks = {"anoonly": FLAG, "ae_steps": NON_NEGATIVE_INT, "ae_lr": POSITIVE,
+                    "epochs": POSITIVE_INT, "batches_per_epoch": POSITIVE_INT,
+                    "batch_size": BATCH, "lr": POSITIVE, "margin": POSITIVE, "rec_loss": FLAG}
 
     def __init__(self, anoonly: bool = False, ae_steps: int = 100, ae_lr: float = 1e-3,
                  epochs: int = 10, batches_per_epoch: int = 10, batch_size: int = 128,

@@ -6,7 +6,16 @@ import numpy as np
 import torch
 from torch import nn
 
-from oddeye.semisup.base import TorchDetector, sample_indices, zero_loss
+from oddeye.semisup.base import (
+    FINITE,
+    FLAG,
+    NON_NEGATIVE,
+    POSITIVE,
+    POSITIVE_INT,
+    TorchDetector,
+    sample_indices,
+    zero_loss,
+)
 
 
 def pair_targets(kind: torch.Tensor, s_aa: float, s_au: float, s_uu: float) -> torch.Tensor:
@@ -64,6 +73,12 @@ class PReNet(TorchDetector):
     2. a ``BatchNorm1d(20)`` follows the ReLU of the shared feature layer, i.e. right before the
        relation (scoring) layer; left and right members of the pairs are normalised separately.
     """
+
+    param_checks = {"anoonly": FLAG, "hidden": POSITIVE_INT, "epochs": POSITIVE_INT,
+                    "batches_per_epoch": POSITIVE_INT,
+                    "batch_size": {"low": 4, "integer": True},  # a quarter of each pair kind
+                    "lr": POSITIVE, "weight_decay": NON_NEGATIVE, "s_aa": FINITE,
+                    "s_au": FINITE, "s_uu": FINITE, "n_refs": POSITIVE_INT}
 
     def __init__(self, anoonly: bool = False, hidden: int = 20, epochs: int = 20,
                  batches_per_epoch: int = 10, batch_size: int = 512, lr: float = 1e-3,

@@ -10,13 +10,15 @@ from sklearn.ensemble import IsolationForest
 from sklearn.neighbors import NearestNeighbors
 
 from oddeye.errors import DataError
-from oddeye.semisup.base import BaseDetector
+from oddeye.semisup.base import POSITIVE_INT, BaseDetector
 
 
 class IForestDetector(BaseDetector):
     """scikit-learn's Isolation Forest; the score is minus ``score_samples`` (higher = worse)."""
 
     uses_labels = False
+    dtype = np.float64
+    param_checks = {"n_estimators": POSITIVE_INT}
 
     def __init__(self, n_estimators: int = 100, max_samples: str | int = "auto",
                  contamination: float = 0.1, random_state: int | None = None):
@@ -37,17 +39,14 @@ class KNNDetector(BaseDetector):
     """Distance to the ``n_neighbors``-th nearest training sample (PyOD's "largest" kNN)."""
 
     uses_labels = False
+    dtype = np.float64  # distances in the features' own precision
+    param_checks = {"n_neighbors": POSITIVE_INT}
 
     def __init__(self, n_neighbors: int = 5, contamination: float = 0.1,
                  random_state: int | None = None):
         self.n_neighbors = n_neighbors
         self.contamination = contamination
         self.random_state = random_state
-
-    def _check_params(self) -> None:
-        super()._check_params()
-        if int(self.n_neighbors) < 1:
-            raise DataError(f"n_neighbors: must be at least 1, got {self.n_neighbors}")
 
     def _fit(self, X: np.ndarray, y: np.ndarray, rng: np.random.Generator) -> None:
         self.k_ = min(int(self.n_neighbors), X.shape[0] - 1)
