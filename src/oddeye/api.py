@@ -92,6 +92,26 @@ def check_labels(n: int, labels: Sequence[int] | None, masks: Sequence | None,
     return out
 
 
+def category_list(categories: Any, n: int) -> list[str] | None:
+    """``categories`` (one name per image, for unified fits) as a list, checked against the
+    images before any decoding: one string would be split into letters, a count that differs
+    would fail after decoding or name classes without an image."""
+    if categories is None:
+        return None
+    if isinstance(categories, (str, bytes)):
+        raise DataError(f"categories must be one name per image, got the single string "
+                        f"{categories!r}")
+    try:
+        out = list(categories)
+    except TypeError:
+        raise DataError(f"categories must be one name per image, got "
+                        f"{type(categories).__name__}") from None
+    if len(out) != n:
+        raise DataError(f"{len(out)} categories for {n} images: give one category name per "
+                        f"image")
+    return out
+
+
 def label_list(labels: Any, n: int) -> list[int]:
     """``labels`` as 0/1 ints, one per image (``fit``, ``calibrate``): a count mismatch or a
     value other than 0/1 is a ``DataError`` naming it."""
@@ -132,6 +152,18 @@ def prepare_masks(images: Sequence[ImageLike], masks: Sequence[Any], shapes: Seq
     return out
 
 
+def check_masks_of_good_images(images: Sequence[ImageLike], labels: Sequence[int],
+                               masks: np.ndarray) -> None:
+    """A ``DataError`` naming the first image labelled good (0) whose mask marks defect
+    pixels: the labels and the masks contradict each other, and either could be the mistake."""
+    for i, (img, lab) in enumerate(zip(images, labels, strict=True)):
+        if lab == 0 and masks[i].any():
+            name = f"mask of {img}" if isinstance(img, (str, Path)) else f"masks[{i}]"
+            raise DataError(f"{name} marks {int(masks[i].sum())} defect pixels, but its image is "
+                            f"labelled 0 (good): give it no mask (None) or an empty one, or "
+                            f"label it 1")
+
+
 def default_pad(method: Method) -> int:
     """The input frame a method gets when the Detector's ``pad`` is None: its ``default_pad``
     rounded up to a multiple of its deepest tap's stride (so deeper taps still crop exactly)."""
@@ -160,8 +192,11 @@ def f1_optimal_threshold(scores: np.ndarray, labels: np.ndarray) -> float:
     last = np.r_[np.flatnonzero(np.diff(s)), len(s) - 1]  # last index of each distinct score
     f1 = 2 * tp[last] / (tp[last] + fp[last] + y.sum())
     k = last[int(np.argmax(f1))]
-    # midway to the next lower score, so the chosen group is strictly above the threshold
-    return float((s[k] + s[k + 1]) / 2) if k + 1 < len(s) else float(s[k] - 1e-12)
+    # midway to the next lower score, so the chosen group is strictly above the threshold; at
+    # the lowest score (or where the midpoint rounds onto it) the next float below it: a fixed
+    # offset such as 1e-12 vanishes in the rounding of scores above ~1e4
+    below = np.nextafter(s[k], -np.inf)
+    return float(max((s[k] + s[k + 1]) / 2, below) if k + 1 < len(s) else below)
 
 
 def _check_both_labels(y: np.ndarray) -> None:
@@ -304,8 +339,8 @@ class Detector(PredictorMixin):
         dev = resolve_device(self.device)
         method = self._method()
         method.check_params()  # before the backbone's weights are read
-        cats = list(categories) if categories is not None else None
         n = len(images)
+        cats = category_list(categories, n)
         labels = check_labels(n, labels, masks, method)
         rng = np.random.default_rng(self.seed)
         norm = self._map_norm_applies(method, labels, validation, n)
@@ -326,6 +361,8 @@ class Detector(PredictorMixin):
         attach_frame(method, extractor, head)
         arrays, shapes = load_resized_with_shapes(images, self.size)
         mask_arr = prepare_masks(images, masks, shapes, self.size) if masks is not None else None
+        if mask_arr is not None:
+            check_masks_of_good_images(images, labels, mask_arr)
         x = to_batch(arrays)
         normalize = Normalize(PreprocessConfig().mean, PreprocessConfig().std).to(dev)
         data = TrainSet(
@@ -435,9 +472,13 @@ class Detector(PredictorMixin):
         score spread as the normalised score's scale."""
         self._check_fitted()
         s = np.asarray(scores, dtype=np.float64)
-        y = np.asarray(labels, dtype=int)
-        if s.shape != y.shape:
-            raise DataError(f"calibrate: {s.size} scores for {y.size} labels")
+        if s.ndim != 1:
+            raise DataError(f"calibrate: scores must be one number per image (1-D), got shape "
+                            f"{s.shape}")
+        y = np.asarray(labels)
+        if y.ndim != 1 or y.size != s.size:
+            raise DataError(f"calibrate: {y.size} labels of shape {y.shape} for {s.size} scores")
+        y = np.asarray(label_list(y.tolist(), s.size), dtype=int)
         _check_both_labels(y)
         if not np.isfinite(s).all():
             raise DataError(f"calibrate: {int((~np.isfinite(s)).sum())} of {len(s)} scores are "

@@ -318,3 +318,36 @@ def test_detector_follows_scikit_learns_parameter_contract(grid):
     assert det.get_params()["n_features"] == 20  # the original is untouched
     fitted = clone(Detector(**FAST)).fit([s.path for s in grid.train[:10]], progress=False)
     assert not hasattr(clone(fitted), "model_")  # a clone is unfitted
+
+
+@pytest.mark.parametrize("categories, match", [
+    (["a"], r"1 categories for 3 images"),
+    (["a", "b", "c", "d"], r"4 categories for 3 images"),
+    ("abc", r"categories must be one name per image, got the single string 'abc'"),
+    (5, r"categories must be one name per image, got int"),
+])
+def test_categories_must_match_the_images_before_decoding(categories, match):
+    with pytest.raises(DataError, match=match):
+        Detector(**FAST).fit(MISSING, categories=categories, progress=False)
+
+
+def test_a_defect_mask_on_an_image_labelled_good_is_refused():
+    """Labels and masks that contradict each other: the fit stops naming the image."""
+    ims = [np.full((64, 64, 3), 100 + i, np.uint8) for i in range(4)]
+    full = np.ones((64, 64), np.uint8)
+    with pytest.raises(DataError, match=r"masks\[1\] marks 4096 defect pixels, but its image "
+                                        r"is labelled 0"):
+        Detector(method="anoonly-head", size=64, steps=1).fit(
+            ims, labels=[0, 0, 1, 1], masks=[None, full, full, None], progress=False)
+
+
+@pytest.mark.parametrize("scores, labels, match", [
+    ([1.0, 2.0, 3.0], [0, 2, 1], r"labels\[1\] is 2"),
+    ([[1.0, 2.0]], [[0, 1]], r"scores must be one number per image \(1-D\), got shape \(1, 2\)"),
+    ([1.0, 2.0, 3.0], [0, 1], r"2 labels of shape \(2,\) for 3 scores"),
+])
+def test_calibrate_scores_names_the_problem(fitted, scores, labels, match):
+    threshold = fitted.threshold_
+    with pytest.raises(DataError, match=match):
+        fitted.calibrate_scores(np.array(scores), np.array(labels))
+    assert fitted.threshold_ == threshold

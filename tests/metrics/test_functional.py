@@ -192,6 +192,19 @@ def test_f1_at_the_f1_optimal_threshold_is_f1_max(seed):
     assert at["f1"] == pytest.approx(f1_max(scores, labels))
 
 
+@pytest.mark.parametrize("scale", [1.0, 1e5, 1e12])
+def test_f1_optimal_threshold_flags_every_image_at_any_score_scale(scale):
+    """When F1 is best with every image flagged, the lowest score must lie above the
+    threshold; a fixed offset below it (1e-12) vanished in the rounding of scores above ~1e4."""
+    scores, labels = np.array([1.0, 2.0, 3.0]) * scale, np.array([1, 0, 1])
+    t = f1_optimal_threshold(scores, labels)
+    assert t < scores.min()
+    assert precision_recall_f1(scores, labels, t)["f1"] == pytest.approx(f1_max(scores, labels))
+    close = np.array([1.0, np.nextafter(1.0, 2.0)]) * scale  # adjacent floats: no midpoint
+    t = f1_optimal_threshold(close, np.array([0, 1]))
+    assert close[0] <= t < close[1]
+
+
 def test_precision_recall_f1_refuses_mismatched_inputs():
     with pytest.raises(DataError, match="3 entries but labels has 2"):
         precision_recall_f1([0.1, 0.2, 0.3], [0, 1], 0.2)
