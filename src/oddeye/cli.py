@@ -66,6 +66,34 @@ def warning_printer(command: str) -> Callable[..., None]:
     return show
 
 
+class ClosedPipeSafe:
+    """A stdout that drops what it cannot write once its reader has gone (``oddeye test ... |
+    head``): the command still finishes and writes its ``--json`` and report files instead of
+    ending in a BrokenPipeError traceback."""
+
+    def __init__(self, stream: TextIO):
+        self._stream = stream
+        self.broken = False
+
+    def write(self, text: str) -> int:
+        if not self.broken:
+            try:
+                return self._stream.write(text)
+            except BrokenPipeError:
+                self.broken = True
+        return len(text)
+
+    def flush(self) -> None:
+        if not self.broken:
+            try:
+                self._stream.flush()
+            except BrokenPipeError:
+                self.broken = True
+
+    def __getattr__(self, name: str):
+        return getattr(self._stream, name)
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the ``oddeye`` script; returns the process exit code."""
     parser = build_parser()
@@ -73,6 +101,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     if not getattr(args, "_run", None):
         parser.print_help()
         return 2
+    stdout = sys.stdout = ClosedPipeSafe(sys.stdout)
     try:
         with warnings.catch_warnings():  # the one-line format only while a command runs
             warnings.showwarning = warning_printer(args.command)
@@ -83,6 +112,22 @@ def main(argv: Sequence[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)
         return 130
+    finally:
+        sys.stdout = stdout._stream
+        if stdout.broken:  # the interpreter's last flush at exit must not complain either
+            _silence(sys.stdout)
+
+
+def _silence(stream: TextIO) -> None:
+    """Point ``stream``'s file descriptor at the null device (a reader-less pipe)."""
+    import os
+
+    try:
+        null = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(null, stream.fileno())
+        os.close(null)
+    except (OSError, ValueError, AttributeError):  # no real descriptor (a test's capture)
+        pass
 
 
 if __name__ == "__main__":  # pragma: no cover

@@ -139,11 +139,14 @@ def _probe_writable(folder: Path, flag: str, target: Path) -> None:
                         f"({exc.strerror or exc})") from None
 
 
-def check_output_file(path: str | Path, flag: str) -> Path:
+def check_output_file(path: str | Path, flag: str,
+                      inputs: dict[str, Any] | None = None) -> Path:
     """Check, before any work, that ``flag``'s output file ``path`` can be written.
 
     Refused with a one-line ``DataError``: an existing folder, an existing file that cannot be
-    written, a parent that is a file or lies where nothing can be created. Creates nothing.
+    written, a parent that is a file or lies where nothing can be created, and the same file as
+    one of ``inputs`` ({flag or role: path}: the model or data read, another output), which the
+    write would destroy. Creates nothing.
     """
     target = Path(path)
     if str(path).strip() == "":
@@ -151,11 +154,23 @@ def check_output_file(path: str | Path, flag: str) -> Path:
     if target.is_dir():
         raise DataError(f"{flag} {target}: is a folder; give a file name (e.g. {target}/out.json)")
     if target.exists():
+        for role, other in (inputs or {}).items():
+            if other is not None and _same_file(target, Path(other)):
+                raise DataError(f"{flag} {target}: is the same file as {role} {other}; writing "
+                                f"there would destroy it: give another name")
         if not os.access(target, os.W_OK):
             raise DataError(f"{flag} {target}: file exists and cannot be written")
         return target
     _probe_writable(_nearest_existing(target.parent), flag, target)
     return target
+
+
+def _same_file(a: Path, b: Path) -> bool:
+    """Whether two existing paths are one file (links and ``..`` included)."""
+    try:
+        return os.path.samefile(a, b)
+    except OSError:  # one of them does not exist (yet)
+        return False
 
 
 def check_output_dir(path: str | Path, flag: str) -> Path:

@@ -87,9 +87,11 @@ def run(args: argparse.Namespace) -> int:
         raise DataError(f"--model {args.model}: {ONNX_NOTE}")
     if is_onnx_path(args.out) or Path(args.out).suffix.lower() != ".oddeye":
         raise DataError(f"--out {args.out}: give a .oddeye file name")
-    check_output_file(args.out, "--out")
+    check_output_file(args.out, "--out")  # may be --model itself: replaced atomically
     if args.json:
-        check_output_file(args.json, "--json")
+        check_output_file(args.json, "--json", {"--model": args.model, "--out": args.out})
+        if Path(args.json).resolve() == Path(args.out).resolve():
+            raise DataError(f"--json {args.json}: is the same file as --out; give another name")
     good, defective = gather(args.good), gather(args.defective)
     for flag, files, given in (("--good", good, args.good),
                                ("--defective", defective, args.defective)):

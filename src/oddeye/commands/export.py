@@ -51,6 +51,7 @@ def check_refs(det: Any, model: str, refs: list[str] | None) -> None:
 
 def run(args: argparse.Namespace) -> int:
     import oddeye
+    from oddeye.commands._common import check_output_file, is_onnx_path
     from oddeye.commands.predict import gather
     from oddeye.export.onnx import (
         ExportError,
@@ -61,17 +62,29 @@ def run(args: argparse.Namespace) -> int:
         export_onnx,
         random_images,
     )
+    from oddeye.preprocess import load_rgb
 
     # arguments that can only fail the export are checked before the model is loaded and traced
     check_opset(args.opset)
     check_out_path(args.out)
+    if not is_onnx_path(args.out):  # predict, info and serve tell the formats by this name
+        raise ExportError(f"--out {args.out}: give a .onnx file name")
+    check_output_file(args.out, "--out", {"--model": args.model})
     if args.batch is not None and args.batch < 1:
         raise ExportError(f"--batch must be >= 1 (omit it for a dynamic batch axis), got "
                           f"{args.batch}")
+    if not args.tolerance >= 0:
+        raise ExportError(f"--tolerance must be a number >= 0, got {args.tolerance:g}")
     det = oddeye.load(args.model, device="cpu")  # traced and compared on the CPU
     check_refs(det, args.model, args.refs)
     if args.refs:
         det.set_references(gather(args.refs))
+    images = None
+    if args.check and not args.no_check:  # decoded before the export: no file for a bad image
+        images = gather(args.check)
+        if not images:
+            raise ExportError(f"--check: no images found under {', '.join(args.check)}")
+        images = [load_rgb(p) for p in images]
     out = export_onnx(det, args.out, input_dtype=args.input_dtype, batch=args.batch,
                       opset=args.opset)
     size_mb = Path(out).stat().st_size / 1e6
@@ -80,7 +93,7 @@ def run(args: argparse.Namespace) -> int:
           f"{'batch ' + str(args.batch) if args.batch else 'dynamic batch'})")
     if args.no_check:
         return 0
-    images = gather(args.check) if args.check else random_images(2, det.size)
+    images = images or random_images(2, det.size)
     diff = compare(det, OnnxDetector(out), images)
     print(f"parity on {int(diff['n_images'])} images: max map diff {diff['max_map_diff']:.2e}, "
           f"max score diff {diff['max_score_diff']:.2e}, label flips {int(diff['label_flips'])}")

@@ -30,7 +30,8 @@ def run(args: argparse.Namespace) -> int:
     from oddeye.io.modelinfo import format_details, model_details
 
     if args.json:
-        check_output_file(args.json, "--json")
+        check_output_file(args.json, "--json",
+                          {f"model {i + 1}": m for i, m in enumerate(args.models)})
     out: dict[str, dict] = {}
     failed = printed = 0
     for path in args.models:

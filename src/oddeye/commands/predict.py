@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import csv
 import json
+import os
 import re
 import sys
 from collections.abc import Sequence
@@ -45,9 +46,20 @@ def gather(paths: list[str]) -> list[Path]:
             out += list_images(p, recursive=True)
         elif p.exists():
             out.append(p)
+        elif p.is_symlink():
+            raise DataError(f"{p} is a broken link (to {os.readlink(p)}, which does not exist)")
         else:
             raise DataError(f"{p} does not exist")
     return out
+
+
+def outside(files: list[Path], folder: Path) -> tuple[list[Path], int]:
+    """``files`` without those under ``folder`` (predict's own output folder, when it lies
+    inside a walked input folder: its overlays and masks are not new images), and how many
+    were left out."""
+    root = folder.resolve()
+    kept = [f for f in files if root not in f.resolve().parents]
+    return kept, len(files) - len(kept)
 
 
 def out_name(path: Path) -> str:
@@ -115,6 +127,31 @@ def prepare_out(out: Path) -> None:
         raise DataError(f"--out {out}: cannot create the output folders ({exc})") from None
 
 
+def clear_earlier_results(out: Path) -> int:
+    """Remove the overlays and masks an earlier ``predict`` into ``out`` wrote (those its
+    ``results.jsonl`` lists, nothing else), so the new table and the folder agree; returns how
+    many files went."""
+    listing = out / "results.jsonl"
+    if not listing.is_file():
+        return 0
+    removed = 0
+    root = out.resolve()
+    with open(listing) as fh:
+        for line in fh:
+            try:
+                row = json.loads(line)
+            except ValueError:
+                continue
+            for key in ("overlay", "mask"):
+                rel = row.get(key) if isinstance(row, dict) else None
+                f = (out / rel) if isinstance(rel, str) else None
+                # only files inside --out, as a results file written by predict names them
+                if f is not None and root in f.resolve().parents and f.is_file():
+                    f.unlink()
+                    removed += 1
+    return removed
+
+
 def load_detector(args: argparse.Namespace) -> Any:
     """The model of ``--model`` with its references set; ``--refs`` is refused for a model
     that does not use them (silently ignoring them would score without what the user gave)."""
@@ -145,12 +182,19 @@ def run(args: argparse.Namespace) -> int:
         raise DataError(f"--batch-size must be >= 1, got {args.batch_size}")
     out = Path(args.out)
     check_out(out)
-    files = gather(args.paths)
+    files, own = outside(gather(args.paths), out)
+    if own:
+        print(f"oddeye predict: left out {own} file(s) under --out {out} (results of an "
+              f"earlier run, not inputs)", file=sys.stderr)
     if not files:
         raise DataError(f"no images found under {', '.join(args.paths)} (supported: "
                         f"{', '.join(sorted(IMAGE_EXTENSIONS))})")
     det = load_detector(args)
     prepare_out(out)
+    replaced = clear_earlier_results(out)
+    if replaced:
+        print(f"oddeye predict: replaced an earlier run's results in {out} ({replaced} overlay "
+              f"and mask files removed)", file=sys.stderr)
     names = out_names(files)
     rows, errors = [], []
     for start in range(0, len(files), args.batch_size):

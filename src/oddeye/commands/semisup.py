@@ -62,7 +62,7 @@ def run(args: argparse.Namespace) -> int:
     from oddeye.semisup.protocol import dataset_names, find_npz, run_dataset
 
     if args.json:
-        check_output_file(args.json, "--json")
+        check_output_file(args.json, "--json", {"--data": args.data})
     if args.anoonly and not SEMISUP_METHODS[args.method].uses_labels:
         raise DataError(f"--anoonly: '{args.method}' is unsupervised and has no AnoOnly variant")
     if args.threads > 0:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import errno
 import math
 import sys
 import time
@@ -113,6 +114,28 @@ def load_detector(path: str, refs: list[str] | None = None, threads: int | None 
     return det
 
 
+def check_address(host: str, port: int) -> None:
+    """An ``OddeyeError`` naming the host or port when the server could not listen there (a
+    name that does not resolve, a port in use or not allowed): said in one line before the
+    model loads, not as the web server's log lines after "open http://..."."""
+    import socket
+
+    from oddeye.errors import OddeyeError
+
+    try:
+        infos = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)
+    except socket.gaierror as exc:
+        raise OddeyeError(f"--host {host}: cannot resolve it ({exc.strerror})") from None
+    family, kind, proto, _, addr = infos[0]
+    with socket.socket(family, kind, proto) as sock:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # as the server binds
+        try:
+            sock.bind(addr)
+        except OSError as exc:
+            why = "already in use" if exc.errno == errno.EADDRINUSE else exc.strerror
+            raise OddeyeError(f"cannot listen on {host} port {port}: {why}") from None
+
+
 def run(args: argparse.Namespace) -> int:
     from oddeye.errors import OddeyeError
 
@@ -127,6 +150,7 @@ def run(args: argparse.Namespace) -> int:
                           "not installed): pip install 'oddeye[serve]'") from None
     from oddeye.serve.config import ServeConfig
 
+    check_address(args.host, args.port)  # before loading a model that could not be served
     t0 = time.perf_counter()
     det = load_detector(args.model, args.refs, args.threads, args.device)
     cfg = ServeConfig(max_upload_bytes=int(args.max_upload_mb * 1048576), max_files=args.max_files,

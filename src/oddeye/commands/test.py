@@ -88,7 +88,7 @@ def run(args: argparse.Namespace) -> int:
     from oddeye.evaluation import evaluate_category, format_by_type, format_table, mean_metrics
 
     if args.json:  # output paths first: a bad one must not cost the whole evaluation
-        check_output_file(args.json, "--json")
+        check_output_file(args.json, "--json", {"--model": args.model})
     if args.report:
         check_output_dir(args.report, "--report")
     det = oddeye.load(args.model, device=args.device)
@@ -127,16 +127,18 @@ def run(args: argparse.Namespace) -> int:
     if recorded:
         print(f"note: {len(excluded)} labelled defect images used for training were excluded")
     if not_found:
-        print(f"warning: {len(not_found)} of the {len(recorded)} labelled defect images the "
-              f"model was trained on are not among these test images, so could not be excluded "
+        print(f"oddeye test: warning: {len(not_found)} of the {len(recorded)} labelled defect "
+              f"images the model was trained on are not among these test images, so could not "
+              f"be excluded "
               f"(first: {not_found[0]})", file=sys.stderr)
     if ambiguous:
-        print(f"warning: {len(ambiguous)} labelled defect path(s) recorded relative to the "
-              f"training folder match several test images; all of them were excluded (first: "
+        print(f"oddeye test: warning: {len(ambiguous)} labelled defect path(s) recorded "
+              f"relative to the training folder match several test images; all of them were "
+              f"excluded (first: "
               f"{ambiguous[0]})", file=sys.stderr)
     if skipped:
-        print(f"warning: {len(skipped)} unreadable test file(s) skipped (listed above)",
-              file=sys.stderr)
+        print(f"oddeye test: warning: {len(skipped)} unreadable test file(s) skipped (listed "
+              f"above)", file=sys.stderr)
     if det.fit_choices_:
         print(f"model: {det.fit_choices_}")
     result = {**mean_metrics(per_cat), "seconds": time.perf_counter() - t0,

@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import argparse
+import sys
 from pathlib import Path
 
 from oddeye.commands._common import (
     add_device_flag,
     add_progress_flag,
+    check_output_file,
     coerce_list_params,
     load_categories,
     parse_params,
@@ -158,15 +160,22 @@ def fit_one(args: argparse.Namespace, datasets: list, out: Path,
     return path
 
 
-def plan_outputs(out: Path, datasets: list) -> list[tuple[list, Path]]:
+def plan_outputs(out: str | Path, datasets: list) -> list[tuple[list, Path]]:
     """(categories, model file) of each fit: ``NAME.oddeye`` is one file for all categories,
     any other ``--out`` a folder with one ``<category>.oddeye`` per category. Refuses, before
-    any fit, an ``--out`` whose existing file or folder would make the save fail."""
-    if out.suffix == ".oddeye":
+    any fit, an ``--out`` whose existing file or folder would make the save fail, or that lies
+    where nothing can be written (``check_output_file`` on every model path: a fit can take
+    hours, its save must not be the first thing to fail). The suffix is matched in any case, as
+    ``calibrate`` and the loaders match it."""
+    if str(out).strip() == "":  # Path("") would be the working folder
+        raise DataError("--out: empty name; give NAME.oddeye or a folder")
+    out = Path(out)
+    if out.suffix.lower() == ".oddeye":
         if out.is_dir():
             raise DataError(f"--out {out} is an existing folder; a name ending in .oddeye is "
                             "one model file (give a folder name without .oddeye for one model "
                             "per category)")
+        check_output_file(out, "--out")
         return [(datasets, out)]
     if out.exists() and not out.is_dir():
         raise DataError(f"--out {out} is an existing file, but an --out without the .oddeye "
@@ -177,6 +186,7 @@ def plan_outputs(out: Path, datasets: list) -> list[tuple[list, Path]]:
         path = out / f"{cat.name.replace('/', '-')}.oddeye"
         if path.is_dir():
             raise DataError(f"{path} is an existing folder; cannot save the model there")
+        check_output_file(path, "--out")
         jobs.append(([cat], path))
     return jobs
 
@@ -184,9 +194,13 @@ def plan_outputs(out: Path, datasets: list) -> list[tuple[list, Path]]:
 def run(args: argparse.Namespace) -> int:
     params = method_params(args)
     datasets = load_categories(args.data, args.category)
-    jobs = plan_outputs(Path(args.out), datasets)
+    jobs = plan_outputs(args.out, datasets)
     for group, _ in jobs:  # --shots and --labeled-defects checked for every category first
         collect(args, group)
+    for _, path in jobs:  # said before the fits, not after an hour of them
+        if path.exists():
+            print(f"oddeye train: {path} exists and will be replaced when its fit ends",
+                  file=sys.stderr)
     for group, path in jobs:
         path.parent.mkdir(parents=True, exist_ok=True)
         fit_one(args, group, path, params)

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import os
 import struct
+import warnings
 from collections.abc import Iterable
 from pathlib import Path
 
@@ -228,6 +229,8 @@ def _open_loaded(path: str | os.PathLike) -> tuple[Image.Image, Path]:
     """Open, fully decode and orient an image file; every failure becomes an ImageReadError."""
     p = Path(path)
     if not p.exists():
+        if p.is_symlink():
+            raise ImageReadError(f"{p}: broken link (to {os.readlink(p)}, which does not exist)")
         raise ImageReadError(f"{p}: file not found")
     if p.is_dir():
         raise ImageReadError(f"{p}: is a directory, not an image file")
@@ -238,9 +241,18 @@ def _open_loaded(path: str | os.PathLike) -> tuple[Image.Image, Path]:
     if size == 0:
         raise ImageReadError(f"{p}: file is empty (0 bytes)")
     try:
-        with Image.open(p) as opened:
-            opened.load()  # force the full decode so truncated/corrupt data fails here
-            img = ImageOps.exif_transpose(opened) or opened.copy()
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always", Image.DecompressionBombWarning)
+            with Image.open(p) as opened:
+                opened.load()  # force the full decode so truncated/corrupt data fails here
+                img = ImageOps.exif_transpose(opened) or opened.copy()
+        for w in caught:  # Pillow's size warning does not say which file: say it
+            text = str(w.message)
+            if issubclass(w.category, Image.DecompressionBombWarning):
+                text = (f"{p}: {img.width}x{img.height} = {img.width * img.height / 1e6:.0f} "
+                        f"million pixels, past Pillow's safety limit; decoded anyway, at a "
+                        f"large memory cost")
+            warnings.warn(text, w.category, stacklevel=2)
     except UnidentifiedImageError as exc:
         dims = _png_header_size(p)
         if dims is not None and 0 in dims:
@@ -352,11 +364,13 @@ def as_mask(values: np.ndarray, name: str = "mask") -> np.ndarray:
 
 
 def is_image_file(path: Path) -> bool:
-    """True for a regular, non-hidden file whose extension is one of IMAGE_EXTENSIONS."""
+    """True for a regular, non-hidden file whose extension is one of IMAGE_EXTENSIONS, or a
+    broken link with such a name: it is listed so that reading it reports it (a folder walk
+    must not drop an image without a word)."""
     return (
         not path.name.startswith(".")
         and path.suffix.lower() in IMAGE_EXTENSIONS
-        and path.is_file()
+        and (path.is_file() or (path.is_symlink() and not path.exists()))
     )
 
 

@@ -56,6 +56,16 @@ def _new_temp(path: Path) -> Path:
     raise FileExistsError(f"no free temporary name next to {path}")
 
 
+def _first_sentence(text: str, limit: int = 160) -> str:
+    """A library message's first line, cut at a sentence or clause end before ``limit``
+    characters (torch's zip errors run on), with "..." where it was cut."""
+    line = text.strip().splitlines()[0] if text.strip() else "no detail"
+    if len(line) <= limit:
+        return line
+    cut = max(line.rfind(". ", 0, limit), line.rfind(": ", 0, limit), line.rfind(", ", 0, limit))
+    return line[:cut if cut > 0 else limit].rstrip(" .,:") + "..."
+
+
 def _numpy_scalar(value: Any) -> Any:
     """JSON for a numpy scalar hyper-parameter (``np.int64(256)`` from a grid): its Python
     number; anything else is still refused."""
@@ -130,7 +140,7 @@ def load_model(path: str | Path) -> tuple[dict[str, Any], dict[str, torch.Tensor
     except Exception as exc:  # torch raises many types for truncated/corrupt archives
         raise ModelFileError(
             f"{path} is corrupt or truncated and cannot be read ({type(exc).__name__}: "
-            f"{str(exc).splitlines()[0][:200] if str(exc) else 'no detail'})"
+            f"{_first_sentence(str(exc))})"
         ) from None
     if not isinstance(payload, dict) or payload.get("magic") != MAGIC:
         raise ModelFileError(f"{path} is a torch file but not an oddeye model file")
@@ -181,7 +191,7 @@ def _is_number(v: Any) -> bool:
 def _problem(meta: dict[str, Any], tensors: Mapping[str, torch.Tensor]) -> str | None:
     """What is wrong with a detector file's metadata and tensors, in a few words; None if
     nothing is. Checks structure and value types only (what ``Detector.load`` relies on)."""
-    from oddeye.methods import available_methods, get_method
+    from oddeye.methods import available_methods, get_method, method_param_names
     from oddeye.postprocess import PostProcess, image_score
 
     missing = [s for s in ("method", *DETECTOR_SECTIONS) if s not in meta]
@@ -202,6 +212,12 @@ def _problem(meta: dict[str, Any], tensors: Mapping[str, torch.Tensor]) -> str |
                 f"(it has {', '.join(available_methods())}); the file was written by oddeye "
                 f"{written}: load it with that version or a newer one")
     cls = get_method(name)
+    unknown = sorted(set(meta["method_params"]) - set(method_param_names(cls)))
+    if unknown:
+        written = meta.get("oddeye_version") or meta.get("library_version") or "?"
+        return (f"its {name} model has parameter(s) {', '.join(map(repr, unknown))} that this "
+                f"oddeye {__version__} does not know; the file was written by oddeye {written}: "
+                f"load it with that version or a newer one")
     try:
         method = cls(**{**getattr(cls, "legacy_defaults", {}), **meta["method_params"]})
         method.check_params()

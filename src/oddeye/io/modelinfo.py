@@ -139,7 +139,8 @@ def format_details(d: dict[str, Any]) -> str:
                                 + " (others at today's defaults)") if changed
                  else "today's defaults"))
     t = d["train"]
-    what = f"{t['n_images']} images" if t["n_images"] is not None else "not recorded"
+    what = (f"{t['n_images']} images" if t["n_images"] is not None
+            else "an unrecorded number of images")
     if d["categories"]:
         what += " of " + ", ".join(d["categories"])
     if t["fit_seconds"] is not None:

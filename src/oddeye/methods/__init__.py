@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import importlib
+import inspect
 import pkgutil
 
 from oddeye.errors import OddeyeError
@@ -48,9 +49,27 @@ def get_method(name: str) -> type[Method]:
         raise OddeyeError(f"unknown method {name!r}; available: {known}") from None
 
 
+def method_param_names(cls: type[Method]) -> list[str]:
+    """The hyper-parameters a method's constructor takes (its own and its bases')."""
+    names: list[str] = []
+    for klass in cls.__mro__:
+        if "__init__" in vars(klass) and klass is not object:
+            for pname, par in inspect.signature(klass.__init__).parameters.items():
+                if pname != "self" and par.kind not in (par.VAR_KEYWORD, par.VAR_POSITIONAL) \
+                        and pname not in names:
+                    names.append(pname)
+    return names
+
+
 def create_method(name: str, **params) -> Method:
-    """Instantiate a registered method with hyper-parameters."""
+    """Instantiate a registered method with hyper-parameters; an unknown name is refused
+    listing the ones the method takes."""
     cls = get_method(name)
+    known = method_param_names(cls)
+    unknown = [k for k in params if k not in known]
+    if unknown:
+        raise OddeyeError(f"bad hyper-parameters for method {name!r}: it has no "
+                          f"{', '.join(map(repr, unknown))} (it takes {', '.join(known)})")
     try:
         return cls(**params)
     except TypeError as exc:

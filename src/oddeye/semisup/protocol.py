@@ -162,8 +162,10 @@ def make_split(X, y, seed: int, labeled: float = 0.1, contamination: float | Non
                name: str = "data") -> Split:
     """Apply the protocol (module docstring) to one data set for one seed."""
     if not 0.0 < labeled <= 1.0:
+        why = ("; without a labelled anomaly there is nothing to learn from" if labeled <= 0
+               else "")
         raise DataError(f"labeled: the labelled share of training anomalies must be in (0, 1], "
-                        f"got {labeled}; without a labelled anomaly there is nothing to learn from")
+                        f"got {labeled}{why}")
     X, y = check_dataset(X, y, name)
     rng = np.random.default_rng(seed)
     keep = stratified_subsample(y, max_samples, rng)
