@@ -195,8 +195,11 @@ def f1_optimal_threshold(scores: np.ndarray, labels: np.ndarray) -> float:
     # midway to the next lower score, so the chosen group is strictly above the threshold; at
     # the lowest score (or where the midpoint rounds onto it) the next float below it: a fixed
     # offset such as 1e-12 vanishes in the rounding of scores above ~1e4
-    below = np.nextafter(s[k], -np.inf)
-    return float(max((s[k] + s[k + 1]) / 2, below) if k + 1 < len(s) else below)
+    below = float(np.nextafter(s[k], -np.inf))
+    if k + 1 == len(s):
+        return below
+    mid = float((s[k] + s[k + 1]) / 2)
+    return mid if mid < s[k] else below
 
 
 def _check_both_labels(y: np.ndarray) -> None:

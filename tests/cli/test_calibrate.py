@@ -158,7 +158,7 @@ def test_api_calibrate_scores_checks_its_inputs(trained):
 
     det = oddeye.load(trained)
     thr = det.threshold_
-    with pytest.raises(DataError, match="3 scores for 2 labels"):
+    with pytest.raises(DataError, match=r"2 labels of shape \(2,\) for 3 scores"):
         det.calibrate_scores(np.array([1.0, 2.0, 3.0]), np.array([0, 1]))
     with pytest.raises(DataError, match="only good"):
         det.calibrate_scores(np.array([1.0, 2.0]), np.array([0, 0]))

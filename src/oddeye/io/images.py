@@ -241,18 +241,16 @@ def _open_loaded(path: str | os.PathLike) -> tuple[Image.Image, Path]:
     if size == 0:
         raise ImageReadError(f"{p}: file is empty (0 bytes)")
     try:
-        with warnings.catch_warnings(record=True) as caught:
-            warnings.simplefilter("always", Image.DecompressionBombWarning)
-            with Image.open(p) as opened:
-                opened.load()  # force the full decode so truncated/corrupt data fails here
-                img = ImageOps.exif_transpose(opened) or opened.copy()
-        for w in caught:  # Pillow's size warning does not say which file: say it
-            text = str(w.message)
-            if issubclass(w.category, Image.DecompressionBombWarning):
-                text = (f"{p}: {img.width}x{img.height} = {img.width * img.height / 1e6:.0f} "
-                        f"million pixels, past Pillow's safety limit; decoded anyway, at a "
-                        f"large memory cost")
-            warnings.warn(text, w.category, stacklevel=2)
+        with Image.open(p) as opened:
+            big = Image.MAX_IMAGE_PIXELS and opened.width * opened.height > Image.MAX_IMAGE_PIXELS
+            if big:  # Pillow has just warned without naming the file (no catch_warnings here:
+                # it is not thread-safe, and the server decodes in threads)
+                warnings.warn(f"{p}: {opened.width}x{opened.height} = "
+                              f"{opened.width * opened.height / 1e6:.0f} million pixels, past "
+                              f"Pillow's safety limit; decoded anyway, at a large memory cost",
+                              Image.DecompressionBombWarning, stacklevel=2)
+            opened.load()  # force the full decode so truncated/corrupt data fails here
+            img = ImageOps.exif_transpose(opened) or opened.copy()
     except UnidentifiedImageError as exc:
         dims = _png_header_size(p)
         if dims is not None and 0 in dims:
