@@ -61,6 +61,15 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                    help=f"most images per request (default {d.max_files})")
     p.add_argument("--max-pixels", type=int_at_least(1), default=d.max_pixels,
                    help=f"largest image in pixels, checked before decoding ({d.max_pixels})")
+    p.add_argument("--max-request-pixels", type=int_at_least(1), default=d.max_request_pixels,
+                   help=f"all images of one request together, in pixels, checked before "
+                        f"decoding ({d.max_request_pixels})")
+    p.add_argument("--body-timeout", type=int_at_least(1), default=d.body_timeout_s,
+                   metavar="S", help=f"seconds an upload may take to arrive; slower ones get "
+                                     f"408 (default {d.body_timeout_s})")
+    p.add_argument("--max-connections", type=int_at_least(1), default=64,
+                   help="open connections at once, uploads in progress included; more get "
+                        "503 (default 64)")
     p.add_argument("--max-pending", type=int_at_least(1), default=d.max_pending,
                    help="requests in progress at once; more get 503 (default "
                         f"{d.max_pending})")
@@ -142,7 +151,7 @@ def run(args: argparse.Namespace) -> int:
     try:
         import uvicorn
 
-        from oddeye.serve.app import create_app
+        from oddeye.serve.app import SameOriginMiddleware, create_app
     except ModuleNotFoundError as exc:
         if (exc.name or "").startswith("oddeye"):
             raise  # our own module: a bug, not a missing extra
@@ -155,9 +164,16 @@ def run(args: argparse.Namespace) -> int:
     det = load_detector(args.model, args.refs, args.threads, args.device)
     cfg = ServeConfig(max_upload_bytes=int(args.max_upload_mb * 1048576), max_files=args.max_files,
                       max_pixels=args.max_pixels, max_pending=args.max_pending,
+                      max_request_pixels=args.max_request_pixels,
+                      body_timeout_s=args.body_timeout,
                       overlay_max_side=args.overlay_max_side, batch_size=args.batch_size)
-    app = create_app(det, cfg, model_path=args.model)
+    # bound to a loopback address, only requests addressed to one are answered (no DNS
+    # rebinding); bound to a public address, the operator decides who reaches it
+    app = create_app(det, cfg, model_path=args.model,
+                     loopback_only=SameOriginMiddleware._hostname(args.host)
+                     in SameOriginMiddleware.LOOPBACK)
     print(f"loaded {det.method} from {args.model} in {time.perf_counter() - t0:.1f} s; "
           f"open http://{args.host}:{args.port}/ (API docs at /docs)", file=sys.stderr, flush=True)
-    uvicorn.run(app, host=args.host, port=args.port, log_level=args.log_level, workers=1)
+    uvicorn.run(app, host=args.host, port=args.port, log_level=args.log_level, workers=1,
+                limit_concurrency=args.max_connections)
     return 0

@@ -175,9 +175,11 @@ def curves_png(details: dict[str, dict], thresholds: dict[str, float] | float | 
 
     n = len(details)
     fig, axes = plt.subplots(n, 3, figsize=(13, 3.4 * n), squeeze=False)
-    for row, (name, d) in enumerate(details.items()):
+    for row, (category, d) in enumerate(details.items()):
+        # matplotlib reads $...$ in a title as a formula: a category name is shown as written
+        name = category.replace("$", r"\$")
         y, s = np.asarray(d["labels"]).astype(int), np.asarray(d["scores"], dtype=float)
-        thr = thresholds.get(name) if isinstance(thresholds, dict) else thresholds
+        thr = thresholds.get(category) if isinstance(thresholds, dict) else thresholds
         ax_roc, ax_pr, ax_h = axes[row]
         if len(np.unique(y)) == 2:
             fpr, tpr, _ = roc_curve(y, s)

@@ -113,17 +113,69 @@ class BodyTooLarge(ApiError):
                          f"({limit / 1048576:.1f} MiB); send fewer or smaller images")
 
 
+class SameOriginMiddleware:
+    """Refuse what a web page of another site could make a browser send: with
+    ``loopback_only`` (a server bound to 127.0.0.1 / localhost) a Host header that is not a
+    loopback name (DNS rebinding), and always a non-GET request whose Origin is not the server
+    itself (a cross-site form POST needs no CORS preflight). 403 JSON errors."""
+
+    LOOPBACK = frozenset({"localhost", "127.0.0.1", "::1"})
+
+    def __init__(self, app: Callable, loopback_only: bool = False):
+        self.app, self.loopback_only = app, loopback_only
+
+    @staticmethod
+    def _hostname(netloc: str) -> str:
+        if netloc.startswith("["):  # [::1]:8000
+            return netloc[1:netloc.find("]")].lower()
+        return netloc.rsplit(":", 1)[0].lower() if netloc.count(":") == 1 else netloc.lower()
+
+    async def __call__(self, scope: dict, receive: Callable, send: Callable) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        from urllib.parse import urlsplit
+
+        headers = {k.decode("latin-1").lower(): v.decode("latin-1")
+                   for k, v in scope.get("headers", [])}
+        host = headers.get("host", "")
+        problem = None
+        if self.loopback_only and self._hostname(host) not in self.LOOPBACK:
+            problem = ("host_not_allowed", f"this server answers requests to its loopback "
+                       f"address only, not to Host {host!r}")
+        origin = headers.get("origin")
+        if problem is None and origin is not None and scope.get("method") not in ("GET", "HEAD"):
+            if origin == "null" or urlsplit(origin).netloc.lower() != host.lower():
+                problem = ("cross_origin", f"requests from another site ({origin}) are refused")
+        if problem is None:
+            await self.app(scope, receive, send)
+            return
+        resp = JSONResponse(error_body(403, *problem), status_code=403)
+        await send({"type": "http.response.start", "status": 403, "headers": resp.raw_headers})
+        await send({"type": "http.response.body", "body": resp.body})
+
+
+class BodyTimeout(ApiError):
+    """The request body did not arrive within ``body_timeout_s``."""
+
+    def __init__(self, seconds: float):
+        super().__init__(408, "upload_timeout",
+                         f"the request body did not arrive within {seconds:g} s")
+
+
 class BodyLimitMiddleware:
     """Pure ASGI middleware: refuse bodies above ``max_bytes`` by header, or while they stream."""
 
-    def __init__(self, app: Callable, max_bytes: int):
+    def __init__(self, app: Callable, max_bytes: int, timeout_s: float | None = None):
         self.app, self.max_bytes = app, int(max_bytes)
+        self.timeout_s = timeout_s
 
-    async def _refuse(self, send: Callable) -> None:
-        exc = BodyTooLarge(self.max_bytes)
-        resp = JSONResponse(error_body(413, exc.code, exc.message), status_code=413,
-                            headers={"Connection": "close"})
-        await send({"type": "http.response.start", "status": 413, "headers": resp.raw_headers})
+    async def _refuse(self, send: Callable, exc: ApiError | None = None) -> None:
+        exc = exc or BodyTooLarge(self.max_bytes)
+        resp = JSONResponse(error_body(exc.status_code, exc.code, exc.message),
+                            status_code=exc.status_code, headers={"Connection": "close"})
+        await send({"type": "http.response.start", "status": exc.status_code,
+                    "headers": resp.raw_headers})
         await send({"type": "http.response.body", "body": resp.body})
 
     async def __call__(self, scope: dict, receive: Callable, send: Callable) -> None:
@@ -141,10 +193,18 @@ class BodyLimitMiddleware:
                     return
         seen = 0
         started = False
+        deadline = None if self.timeout_s is None else time.monotonic() + self.timeout_s
 
         async def limited_receive() -> dict:
             nonlocal seen
-            message = await receive()
+            if deadline is None:
+                message = await receive()
+            else:
+                try:
+                    message = await asyncio.wait_for(receive(),
+                                                     max(0.0, deadline - time.monotonic()))
+                except asyncio.TimeoutError:
+                    raise BodyTimeout(self.timeout_s) from None
             if message["type"] == "http.request":
                 seen += len(message.get("body", b""))
                 if seen > self.max_bytes:
@@ -159,25 +219,44 @@ class BodyLimitMiddleware:
 
         try:
             await self.app(scope, limited_receive, tracking_send)
-        except BodyTooLarge:
+        except (BodyTooLarge, BodyTimeout) as exc:
             if not started:
-                await self._refuse(send)
+                await self._refuse(send, exc)
 
 
 # ------------------------------------------------------------------------------ decoding
-def decode_upload(data: bytes, filename: str, max_pixels: int) -> np.ndarray:
-    """Decode uploaded bytes by content with ``oddeye.io.images.read_image``; errors name it."""
+#: Pillow formats an upload may be in (the documented ones): every other decoder Pillow has
+#: (SGI, PCX, TGA, ICO, ...) stays out of reach of network input.
+UPLOAD_FORMATS = ("PNG", "JPEG", "BMP", "TIFF", "WEBP")
+
+
+def upload_size(data: bytes, filename: str) -> tuple[int, int]:
+    """(width, height) from the header of an upload in an accepted format, decoding nothing;
+    (0, 0) when the header cannot be read (``read_image`` then says why). A readable image of
+    another format is a 415 naming it."""
     from PIL import Image
 
+    try:
+        with Image.open(io.BytesIO(data), formats=UPLOAD_FORMATS) as probe:
+            return probe.size
+    except Exception:  # noqa: BLE001 - any unreadable header: checked below
+        pass
+    try:
+        with Image.open(io.BytesIO(data)) as other:
+            kind = other.format
+    except Exception:  # noqa: BLE001 - not an image at all: read_image names the problem
+        return 0, 0
+    raise ApiError(415, "unsupported_image", f"{filename}: {kind} images are not accepted "
+                   f"(send {', '.join(UPLOAD_FORMATS)})", filename)
+
+
+def decode_upload(data: bytes, filename: str, max_pixels: int) -> np.ndarray:
+    """Decode uploaded bytes by content with ``oddeye.io.images.read_image``; errors name it."""
     from oddeye.io.images import read_image
 
     if not data:
         raise ApiError(400, "empty_file", f"{filename}: the uploaded file is empty", filename)
-    try:
-        with Image.open(io.BytesIO(data)) as probe:  # header only: refuse huge images undecoded
-            w, h = probe.size
-    except Exception:  # unreadable headers are reported by read_image below
-        w = h = 0
+    w, h = upload_size(data, filename)  # header only: refuse huge images undecoded
     if w * h > max_pixels:
         raise ApiError(413, "image_too_large", f"{filename}: {w}x{h} pixels is more than the "
                        f"limit of {max_pixels} pixels", filename)
@@ -191,6 +270,23 @@ def decode_upload(data: bytes, filename: str, max_pixels: int) -> np.ndarray:
         raise ApiError(415, "unsupported_image", message, filename) from None
     finally:
         os.unlink(tmp)
+
+
+def shrink(image: np.ndarray, size: int, max_side: int
+           ) -> tuple[tuple[int, int], np.ndarray, np.ndarray]:
+    """((h, w), the model's input (size x size, as ``predict`` resizes it), the image capped to
+    ``max_side`` for its overlay): only these are kept while the request waits, not the full
+    decoded image (a 40-megapixel photo is 120 MB)."""
+    from PIL import Image
+
+    from oddeye.preprocess import resize_uint8
+
+    h, w = image.shape[:2]
+    f = min(1.0, max_side / max(h, w))
+    th, tw = max(1, round(h * f)), max(1, round(w * f))
+    capped = image if (th, tw) == (h, w) else np.asarray(
+        Image.fromarray(image).resize((tw, th), Image.BILINEAR))
+    return (h, w), resize_uint8(image, size), capped
 
 
 def overlay_png(image: np.ndarray, model_map: np.ndarray, threshold: float, scale: float,
@@ -216,8 +312,10 @@ def overlay_png(image: np.ndarray, model_map: np.ndarray, threshold: float, scal
 
 # ----------------------------------------------------------------------------- the app
 def create_app(detector: Any, config: ServeConfig | None = None,
-               model_path: str | Path | None = None) -> FastAPI:
-    """A FastAPI app serving ``detector`` (loaded once by the caller) with the given limits."""
+               model_path: str | Path | None = None, loopback_only: bool = False) -> FastAPI:
+    """A FastAPI app serving ``detector`` (loaded once by the caller) with the given limits;
+    ``loopback_only``: answer only requests addressed to a loopback host name (the server is
+    bound to one), which shuts out DNS rebinding."""
     from oddeye.serve.page import INDEX_HTML
 
     cfg = config or ServeConfig()
@@ -241,7 +339,9 @@ def create_app(detector: Any, config: ServeConfig | None = None,
     )
     app.state.detector, app.state.config, app.state.queue = detector, cfg, queue
     app.state.stats = stats
-    app.add_middleware(BodyLimitMiddleware, max_bytes=cfg.max_upload_bytes)
+    app.add_middleware(BodyLimitMiddleware, max_bytes=cfg.max_upload_bytes,
+                       timeout_s=cfg.body_timeout_s)
+    app.add_middleware(SameOriginMiddleware, loopback_only=loopback_only)  # outermost
 
     @app.exception_handler(StarletteHTTPException)
     async def _http_error(request: Request, exc: StarletteHTTPException) -> JSONResponse:
@@ -321,18 +421,27 @@ def create_app(detector: Any, config: ServeConfig | None = None,
             stats["requests"] += 1
             names = [f.filename or f"file{i}" for i, f in enumerate(file)]
             blobs = [await f.read() for f in file]
-            images = await run_in_threadpool(
-                lambda: [decode_upload(b, n, cfg.max_pixels) for b, n in zip(blobs, names,
-                                                                             strict=True)])
+            total = sum(w * h for w, h in (upload_size(b, n) for b, n in zip(blobs, names,
+                                                                            strict=True)))
+            if total > cfg.max_request_pixels:
+                raise ApiError(413, "request_too_large", f"the {len(blobs)} images hold {total} "
+                               f"pixels together, more than the limit of "
+                               f"{cfg.max_request_pixels} per request; send fewer or smaller "
+                               f"images")
+            uploads = await run_in_threadpool(
+                lambda: [shrink(decode_upload(b, n, cfg.max_pixels), detector.size,
+                                cfg.overlay_max_side)
+                         for b, n in zip(blobs, names, strict=True)])
+            sizes = [u[0] for u in uploads]
             t1 = time.perf_counter()
-            pred, model_s = await queue.run(infer, images)
+            pred, model_s = await queue.run(infer, [u[1] for u in uploads])
             t2 = time.perf_counter()
             thr, scale = float(detector.threshold_), float(detector.score_scale_)
 
             def render() -> list[dict]:
                 out = []
                 for i, name in enumerate(names):
-                    h, w = images[i].shape[:2]
+                    h, w = sizes[i]
                     item = {"filename": name, "width": w, "height": h,
                             "score": float(pred.scores[i]),
                             "normalized_score": float(pred.normalized_scores[i]),
@@ -340,7 +449,7 @@ def create_app(detector: Any, config: ServeConfig | None = None,
                             "verdict": "defective" if pred.labels[i] else "good",
                             "threshold": thr}
                     if overlay:
-                        png, size = overlay_png(images[i], pred.maps[i], thr, scale,
+                        png, size = overlay_png(uploads[i][2], pred.maps[i], thr, scale,
                                                 cfg.overlay_max_side)
                         item["overlay_png_base64"] = png
                         item["overlay_size"] = list(size)

@@ -13,7 +13,12 @@ class ServeConfig:
     max_upload_bytes: int = 20 * 1024 * 1024
     max_files: int = 16
     max_pixels: int = 40_000_000
+    #: all images of one request together: a small PNG can decode to 100 MB, so bytes and
+    #: files alone do not bound a request's memory
+    max_request_pixels: int = 100_000_000
     max_pending: int = 8
+    #: seconds a request body may take to arrive (a trickled upload holds a connection)
+    body_timeout_s: int = 60
     overlay_max_side: int = 1024
     batch_size: int = 4
 

@@ -1,0 +1,103 @@
+"""Limits found missing by a web audit (twenty-fifth session): pixels per request, accepted
+formats, requests a foreign web page could send, uploads that never finish; and a report whose
+category name matplotlib would read as a formula."""
+
+from __future__ import annotations
+
+import asyncio
+import io
+
+import numpy as np
+import pytest
+from PIL import Image
+
+pytest.importorskip("fastapi")
+pytest.importorskip("httpx")
+
+from fastapi.testclient import TestClient  # noqa: E402
+
+from oddeye.serve.app import BodyLimitMiddleware, ServeConfig, create_app  # noqa: E402
+from tests.serve.test_app import StubDetector, png_bytes  # noqa: E402
+
+
+def _encoded(fmt: str, size=(16, 16)) -> bytes:
+    buf = io.BytesIO()
+    Image.fromarray(np.full((size[1], size[0], 3), 90, np.uint8)).save(buf, format=fmt)
+    return buf.getvalue()
+
+
+def test_pixels_of_all_images_together_are_limited_before_decoding():
+    cfg = ServeConfig(max_request_pixels=2000, max_pixels=1500)
+    with TestClient(create_app(StubDetector(), cfg)) as c:
+        one = png_bytes(100, size=(40, 30))  # 1200 px: each under max_pixels
+        ok = c.post("/v1/predict", files=[("file", ("a.png", one, "image/png"))])
+        assert ok.status_code == 200
+        r = c.post("/v1/predict", files=[("file", (f"{i}.png", one, "image/png"))
+                                         for i in range(2)])
+        assert r.status_code == 413
+        err = r.json()["error"]
+        assert err["code"] == "request_too_large" and "2400 pixels" in err["message"]
+
+
+def test_results_are_those_of_the_full_image_though_only_small_copies_are_kept():
+    """The service keeps the model-size input and the overlay-size copy, not the decoded
+    image: scores and sizes are those of the original."""
+    with TestClient(create_app(StubDetector(), ServeConfig(overlay_max_side=20))) as c:
+        r = c.post("/v1/predict", files=[("file", ("a.png", png_bytes(200, size=(400, 300)),
+                                                    "image/png"))]).json()["results"][0]
+    assert (r["width"], r["height"]) == (400, 300) and r["overlay_size"] == [20, 15]
+    assert r["score"] == pytest.approx(200 / 255, abs=1e-3)
+
+
+@pytest.mark.parametrize("fmt", ["TGA", "PCX", "SGI"])
+def test_only_the_documented_formats_are_decoded(fmt):
+    with TestClient(create_app(StubDetector(), ServeConfig())) as c:
+        r = c.post("/v1/predict", files=[("file", ("x.img", _encoded(fmt), "image/x"))])
+        assert r.status_code == 415
+        assert f"{fmt} images are not accepted" in r.json()["error"]["message"]
+        for ok in ("PNG", "JPEG", "BMP", "TIFF", "WEBP"):
+            assert c.post("/v1/predict", files=[("file", ("y", _encoded(ok), "image/x"))]
+                          ).status_code == 200, ok
+
+
+def test_a_loopback_server_answers_loopback_hosts_and_its_own_origin_only():
+    app = create_app(StubDetector(), ServeConfig(), loopback_only=True)
+    with TestClient(app, base_url="http://127.0.0.1:8000") as c:
+        assert c.get("/v1/health").status_code == 200
+        assert c.get("/v1/health", headers={"Host": "localhost:8000"}).status_code == 200
+        r = c.get("/v1/health", headers={"Host": "attacker.example:8000"})
+        assert r.status_code == 403 and r.json()["error"]["code"] == "host_not_allowed"
+        files = [("file", ("a.png", png_bytes(10), "image/png"))]
+        own = c.post("/v1/predict", files=files, headers={"Origin": "http://127.0.0.1:8000"})
+        assert own.status_code == 200
+        other = c.post("/v1/predict", files=files, headers={"Origin": "http://evil.example"})
+        assert other.status_code == 403 and other.json()["error"]["code"] == "cross_origin"
+    with TestClient(create_app(StubDetector(), ServeConfig()), base_url="http://10.0.0.5") as c:
+        assert c.get("/v1/health", headers={"Host": "inspect.example"}).status_code == 200
+
+
+def test_an_upload_that_does_not_arrive_in_time_gets_408():
+    async def app(scope, receive, send):  # reads the body as any endpoint would
+        while (await receive()).get("more_body"):
+            pass
+
+    async def trickle():
+        await asyncio.sleep(5)
+        return {"type": "http.request", "body": b"x", "more_body": True}
+
+    sent = []
+
+    async def send(message):
+        sent.append(message)
+
+    scope = {"type": "http", "method": "POST", "headers": []}
+    asyncio.run(BodyLimitMiddleware(app, max_bytes=1000, timeout_s=0.05)(scope, trickle, send))
+    assert sent[0]["status"] == 408 and b"upload_timeout" in sent[1]["body"]
+
+
+def test_report_shows_a_dollar_category_name_as_written():
+    from oddeye.report.html import curves_png
+
+    details = {"price $\\undefinedcmd$": {"labels": [0, 0, 1, 1], "scores": [0.1, 0.2, 0.8, 0.3]},
+               "a$b$c": {"labels": [0, 1], "scores": [0.1, 0.9]}}
+    assert curves_png(details, 0.5)  # used to raise matplotlib's ParseFatalException
