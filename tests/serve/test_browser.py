@@ -60,6 +60,7 @@ def test_page_end_to_end(patchcore_file, synth_root, tmp_path):
         "playwright.sync_api", reason="the `playwright` Python package is not installed "
         "(pip install playwright; its browser download is not needed)")
     exe = chromium_path()
+    expect = sync_api.expect
     import oddeye
     from oddeye.serve.app import create_app
     from tests.export.models import sample_images
@@ -87,14 +88,14 @@ def test_page_end_to_end(patchcore_file, synth_root, tmp_path):
             page_errors: list[str] = []
             page.on("pageerror", lambda e: page_errors.append(str(e)))
             page.goto(url)
-            page.wait_for_function("document.getElementById('model').textContent"
-                                   ".includes('patchcore')", timeout=20000)
+            # locator waits: the page's Content-Security-Policy forbids the string eval that
+            # wait_for_function polls with (the page itself never evaluates strings)
+            expect(page.locator("#model")).to_contain_text("patchcore", timeout=20000)
             assert page.locator("#empty").is_visible()
 
             # choose two files
             page.set_input_files("#file-input", [str(f) for f in files[:2]])
-            page.wait_for_function("document.querySelectorAll('#history li').length === 2",
-                                   timeout=60000)
+            expect(page.locator("#history li")).to_have_count(2, timeout=60000)
             last = 1
             verdict = page.locator("#verdict").inner_text()
             assert verdict == ("DEFECTIVE" if expected.labels[last] else "GOOD")
@@ -113,14 +114,12 @@ def test_page_end_to_end(patchcore_file, synth_root, tmp_path):
                    dt.items.add(new File([new Uint8Array(bytes)], name, {type: 'image/png'}));
                    return dt; }""", [data, files[2].name])
             page.dispatch_event("#drop", "drop", {"dataTransfer": dt})
-            page.wait_for_function("document.querySelectorAll('#history li').length === 3",
-                                   timeout=60000)
+            expect(page.locator("#history li")).to_have_count(3, timeout=60000)
             assert files[2].name in page.locator("#meta").inner_text()
 
             # a bad file: a readable error, nothing added to the list
             page.set_input_files("#file-input", str(bad))
-            page.wait_for_function("document.getElementById('error').textContent.length > 0",
-                                   timeout=30000)
+            expect(page.locator("#error")).to_contain_text("notes.png", timeout=30000)
             err = page.locator("#error")
             assert err.is_visible() and "notes.png" in err.inner_text()
             assert "not a readable image" in err.inner_text()

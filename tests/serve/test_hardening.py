@@ -101,3 +101,16 @@ def test_report_shows_a_dollar_category_name_as_written():
     details = {"price $\\undefinedcmd$": {"labels": [0, 0, 1, 1], "scores": [0.1, 0.2, 0.8, 0.3]},
                "a$b$c": {"labels": [0, 1], "scores": [0.1, 0.9]}}
     assert curves_png(details, 0.5)  # used to raise matplotlib's ParseFatalException
+
+
+def test_responses_carry_hardening_headers_and_a_text_field_gets_the_friendly_message():
+    with TestClient(create_app(StubDetector(), ServeConfig())) as c:
+        page = c.get("/")
+        assert page.headers["x-content-type-options"] == "nosniff"
+        assert "default-src 'self'" in page.headers["content-security-policy"]
+        r = c.post("/v1/predict", files=[("file", ("a.png", png_bytes(10), "image/png"))])
+        assert r.headers["cache-control"] == "no-store"
+        text = c.post("/v1/predict", data={"file": "x"})
+        assert text.status_code == 422
+        message = text.json()["error"]["message"]
+        assert message.startswith("no image received") and "<class" not in message

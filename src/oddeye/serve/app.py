@@ -155,6 +155,40 @@ class SameOriginMiddleware:
         await send({"type": "http.response.body", "body": resp.body})
 
 
+#: Defence in depth on every response: the page is self-contained (inline script and style,
+#: data:/blob: images), answers are never cached (they hold the uploaded images' results), and
+#: no browser sniffs a JSON answer that echoes a file name into HTML.
+SECURITY_HEADERS = [
+    (b"x-content-type-options", b"nosniff"),
+    (b"cache-control", b"no-store"),
+    (b"x-frame-options", b"DENY"),
+    (b"content-security-policy", b"default-src 'self'; script-src 'self' 'unsafe-inline'; "
+                                 b"style-src 'self' 'unsafe-inline'; img-src 'self' data: blob:; "
+                                 b"frame-ancestors 'none'"),
+]
+
+
+class SecurityHeadersMiddleware:
+    """Add ``SECURITY_HEADERS`` to every response (the OpenAPI viewer at /docs excepted: it
+    loads its script from a CDN, docs/serving.md)."""
+
+    def __init__(self, app: Callable):
+        self.app = app
+
+    async def __call__(self, scope: dict, receive: Callable, send: Callable) -> None:
+        if scope["type"] != "http" or scope.get("path") in ("/docs", "/redoc"):
+            await self.app(scope, receive, send)
+            return
+
+        async def with_headers(message: dict) -> None:
+            if message["type"] == "http.response.start":
+                message = {**message, "headers": [*message.get("headers", []),
+                                                  *SECURITY_HEADERS]}
+            await send(message)
+
+        await self.app(scope, receive, with_headers)
+
+
 class BodyTimeout(ApiError):
     """The request body did not arrive within ``body_timeout_s``."""
 
@@ -341,6 +375,7 @@ def create_app(detector: Any, config: ServeConfig | None = None,
     app.state.stats = stats
     app.add_middleware(BodyLimitMiddleware, max_bytes=cfg.max_upload_bytes,
                        timeout_s=cfg.body_timeout_s)
+    app.add_middleware(SecurityHeadersMiddleware)
     app.add_middleware(SameOriginMiddleware, loopback_only=loopback_only)  # outermost
 
     @app.exception_handler(StarletteHTTPException)
@@ -358,9 +393,10 @@ def create_app(detector: Any, config: ServeConfig | None = None,
             loc = ".".join(str(x) for x in err.get("loc", ()) if x != "body")
             parts.append(f"{loc or 'request'}: {err.get('msg', 'invalid')}")
         message = "; ".join(parts) or "invalid request"
-        if any(err.get("loc", ())[-1:] == ("file",) for err in exc.errors()):
+        if any("file" in err.get("loc", ()) for err in exc.errors()):  # ("body", "file", 0) too
             message = ("no image received: send multipart/form-data with one or more files in "
-                       f"the field 'file' ({message})")
+                       "the field 'file' (a file upload, not a text value; a truncated body "
+                       "reads as no file)")
         return JSONResponse(error_body(422, "invalid_request", message), status_code=422)
 
     @app.exception_handler(Exception)
