@@ -12,6 +12,7 @@ from oddeye.commands._common import (
     add_progress_flag,
     check_output_dir,
     check_output_file,
+    int_at_least,
     write_json,
 )
 
@@ -34,7 +35,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--category", nargs="+", metavar="C", help="only these categories")
     p.add_argument("--json", metavar="FILE", help="write the metrics as JSON")
     p.add_argument("--report", metavar="DIR", help="write an HTML report to DIR")
-    p.add_argument("--shots", type=int, help="reference shots for few-shot methods (e.g. resad)")
+    p.add_argument("--shots", type=int_at_least(1),
+                   help="reference shots for few-shot methods (e.g. resad; default 4); refused "
+                        "for a model that uses none")
     p.add_argument("--seed", type=int, default=0, help="seed for drawing reference shots")
     add_device_flag(p)
     add_progress_flag(p)
@@ -81,6 +84,25 @@ def match_excluded(recorded: list[str], datasets: list
     return out, missing, ambiguous
 
 
+def report_notes(excluded: list[str], skipped: list[dict], failed: dict[str, str],
+                 refs_used: dict[str, list[str]], args: argparse.Namespace) -> list[str]:
+    """What the HTML report must say besides its figures, as the console and the JSON do."""
+    notes = []
+    if excluded:
+        notes.append(f"{len(excluded)} labelled defect images the model was trained on were "
+                     f"removed from the test split: {', '.join(Path(p).name for p in excluded[:5])}"
+                     f"{', ...' if len(excluded) > 5 else ''}")
+    if skipped:
+        notes.append(f"{len(skipped)} unreadable test file(s) skipped: "
+                     f"{', '.join(Path(s['path']).name for s in skipped[:5])}"
+                     f"{', ...' if len(skipped) > 5 else ''}")
+    notes += [f"category {name} not scored: {why}" for name, why in failed.items()]
+    if refs_used:
+        notes.append(f"reference shots: {args.shots or 4} good training images per category, "
+                     f"drawn with seed {args.seed}")
+    return notes
+
+
 def run(args: argparse.Namespace) -> int:
     import oddeye
     from oddeye.commands._common import load_categories, pick_shots
@@ -94,12 +116,22 @@ def run(args: argparse.Namespace) -> int:
     det = oddeye.load(args.model, device=args.device)
     recorded = list(det.meta_["train"].get("labelled_defects") or [])
     needs_refs = getattr(det, "needs_references", False)
-    datasets = load_categories(args.data, args.category, require_train=needs_refs)
+    if not needs_refs and args.shots is not None:  # as predict refuses --refs for such a model
+        raise DataError(f"--shots: model {args.model} ({det.method}) does not use reference "
+                        f"shots; drop --shots")
+    # test-only folders are found for every model; one without train/good cannot give a
+    # reference-shot model its shots, which is reported below instead of the folder vanishing
+    datasets = load_categories(args.data, args.category, require_train=False)
     exclude, not_found, ambiguous = match_excluded(recorded, datasets)
     per_cat, details, refs_used, failed = {}, {}, {}, {}
     skipped: list[dict] = []
     t0 = time.perf_counter()
     for cat in datasets:
+        if needs_refs and not cat.train:
+            failed[cat.name] = (f"no train/good images to draw the {args.shots or 4} reference "
+                                f"shots from")
+            print(f"category {cat.name} not scored: {failed[cat.name]}", file=sys.stderr)
+            continue
         if needs_refs:
             refs = pick_shots([s.path for s in cat.train], args.shots or 4, args.seed)
             det.set_references(refs)
@@ -157,7 +189,9 @@ def run(args: argparse.Namespace) -> int:
         from oddeye.report.html import write_test_report
 
         try:
-            path = write_test_report(args.report, det, per_cat, details)
+            path = write_test_report(args.report, det, per_cat, details,
+                                     notes=report_notes(excluded, skipped, failed, refs_used,
+                                                        args))
         except OSError as exc:  # checked up front; this is the last resort (e.g. disk full)
             raise DataError(f"--report {args.report}: cannot write ({exc.strerror or exc})"
                             ) from None

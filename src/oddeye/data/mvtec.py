@@ -85,6 +85,12 @@ def _subfolders(folder: Path) -> list[Path]:
     )
 
 
+def folder_name(path: Path) -> str:
+    """A category's name: its folder's name as listed, a symbolic link's own name included (two
+    links to folders of one name stay two categories); ``.`` and ``..`` by what they resolve to."""
+    return path.resolve().name if path.name in ("", ".", "..") else path.name
+
+
 def find_categories(root: str | os.PathLike, require_train: bool = True) -> list[Path]:
     """Category folders under ``root``: the root itself if it has ``train/``, else its sub-folders
     that have one (sorted by name).
@@ -102,10 +108,17 @@ def find_categories(root: str | os.PathLike, require_train: bool = True) -> list
 
     if is_category(base):
         return [base]
-    found = [p for p in _subfolders(base) if is_category(p)]
+    subs = _subfolders(base)
+    found = [p for p in subs if is_category(p)]
     if not found:
         raise DataError(f"{base}: no category folder with a {'/ or '.join(splits)}/ sub-folder; "
                         f"{_LAYOUT_HELP}")
+    for p in subs:  # one level only: say what a deeper category folder's images do not join
+        deeper = [] if p in found else [q.name for q in _subfolders(p) if is_category(q)]
+        if deeper:
+            warnings.warn(f"{p} holds category folders ({', '.join(deeper[:3])}"
+                          f"{', ...' if len(deeper) > 3 else ''}) one level too deep; they are "
+                          f"skipped (give --data {p} to use them)", UserWarning, stacklevel=2)
     return found
 
 
@@ -142,7 +155,7 @@ def load_category(root: str | os.PathLike, name: str | None = None,
     ``train/good`` (``train`` is then empty): scoring a fitted model needs only ``test/``.
     """
     base = Path(root)
-    cat = name if name is not None else base.resolve().name
+    cat = name if name is not None else folder_name(base)
     if not base.is_dir():
         raise DataError(f"{base}: category folder not found; {_LAYOUT_HELP}")
     train_dir = base / "train" / GOOD
@@ -188,7 +201,7 @@ def load_dataset(
 ) -> list[CategoryData]:
     """Load every category under ``root`` (or the named ones, in the order given);
     ``require_train=False`` for evaluation, which needs no training images (``load_category``)."""
-    folders = {p.resolve().name: p for p in find_categories(root, require_train=require_train)}
+    folders = {folder_name(p): p for p in find_categories(root, require_train=require_train)}
     if categories is None:
         names: Iterable[str] = folders
     else:
@@ -202,6 +215,19 @@ def load_dataset(
     return [load_category(folders[n], name=n, require_train=require_train) for n in names]
 
 
+def warn_empty_mask(sample: Sample) -> None:
+    """Warn that a defect image's mask marks no pixel (its pixels then count as good), saying
+    when the file looks like a 0/1 label mask that lossy compression turned into 0..2 values."""
+    from PIL import Image
+
+    with Image.open(sample.mask_path) as im:
+        top = int(np.asarray(im).max())
+    hint = (f"; its values only reach {top}: a 0/1 label mask saved lossily (JPEG)? save masks "
+            f"as PNG" if 1 < top <= 16 else "")
+    warnings.warn(f"mask {sample.mask_path} of defect image {sample.path} marks no defect "
+                  f"pixel{hint}", UserWarning, stacklevel=3)
+
+
 def load_sample_mask(sample: Sample, shape: Iterable[int]) -> np.ndarray:
     """The uint8 {0,1} (H, W) mask of a sample: zeros for good or unmasked images; a mask whose
     size differs from ``shape`` (H, W[, C]) is a DataError naming the image and mask files."""
@@ -212,6 +238,8 @@ def load_sample_mask(sample: Sample, shape: Iterable[int]) -> np.ndarray:
     if sample.label == 0 or sample.mask_path is None:
         return np.zeros((h, w), dtype=np.uint8)
     mask = read_mask(sample.mask_path)
+    if not mask.any():
+        warn_empty_mask(sample)
     if mask.shape != (h, w):
         raise DataError(
             f"mask {sample.mask_path} is {mask.shape[1]}x{mask.shape[0]} (WxH) but its image "

@@ -12,6 +12,7 @@ import base64
 import datetime as _dt
 import html
 import io
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -383,8 +384,13 @@ def fit_choice_lines(dets: dict, per_model: bool) -> list[str]:
 
 
 def write_test_report(out_dir: str | Path, detector, per_category: dict[str, dict],
-                      details: dict[str, dict], title: str = "oddeye test report") -> Path:
+                      details: dict[str, dict], title: str = "oddeye test report",
+                      notes: Sequence[str] = ()) -> Path:
     """Write ``index.html`` with everything a reviewer needs to judge a model; returns its path.
+
+    ``notes``: lines on what the figures leave out or rest on (labelled training defects
+    removed from the test split, unreadable files skipped, the reference shots drawn), shown
+    under the title, where a reader of the shared report sees them.
 
     ``detector`` is one Detector, or a dict ``category -> Detector`` (one model per category).
     ``details[category]`` holds ``paths, scores, labels, defect_types`` (and optionally
@@ -441,6 +447,8 @@ def write_test_report(out_dir: str | Path, detector, per_category: dict[str, dic
         f"{html.escape(thr_text)}{' (' + html.escape(rule) + ')' if rule else ''}</p>",
         *[f"<p class='sub' style='font-size:13px'>{html.escape(c)}</p>"
           for c in fit_choice_lines(dets, per_model)],
+        *[f"<p class='sub' style='font-size:13px'><b>note:</b> {html.escape(n)}</p>"
+          for n in notes],
         f"<p class='sub' style='font-size:13px'>generated {stamp} by oddeye {__version__}</p>",
         f"<nav>{''.join(nav)}</nav>",
         f"<div class='tiles'>{tile_html}</div>",
