@@ -312,12 +312,12 @@ class Detector(PredictorMixin):
         self._method().check_params()
 
     def _method(self) -> Method:
-        # numpy scalars (a grid's np.int64) as Python numbers: torch seeds and JSON need them
         params = dict(self.method_params)
         if self.backbone:
             params["backbone"] = self.backbone
         if "seed" in inspect.signature(get_method(self.method).__init__).parameters:
             params["seed"] = self.seed  # one seed for the holdout draw and the method
+        # numpy scalars (a grid's np.int64) as Python numbers: torch seeds and JSON need them
         return create_method(self.method, **{k: v.item() if isinstance(v, np.generic) else v
                                              for k, v in params.items()})
 
