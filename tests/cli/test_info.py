@@ -69,6 +69,12 @@ def test_info_on_an_onnx_export(patchcore_file, tmp_path, capsys):
     assert d["threshold"] == pytest.approx(det.threshold_)
     assert d["method_params"] == json.loads(json.dumps(det.method_.get_params()))
     assert "onnx model" in capsys.readouterr().out
+    # what the export was made with, and the training record it carries over
+    assert d["onnx_input"] == {"dtype": "uint8", "batch": "dynamic"}
+    assert d["train"]["n_images"] == det.meta_["train"]["n_images"]
+    fixed = export_onnx(det, tmp_path / "f.onnx", input_dtype="float32", batch=3)
+    assert main(["info", str(fixed)]) == 0
+    assert "ONNX input  float32 (N, 3, 64, 64), batch 3" in capsys.readouterr().out
     # an entry inference never reads, damaged: described without it, not a traceback
     import onnx
 

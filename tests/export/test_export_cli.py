@@ -4,6 +4,8 @@ declares (``maps [batch, S, S]``, ``scores [batch]``)."""
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import numpy as np
 import pytest
 
@@ -155,3 +157,24 @@ def test_an_exporter_failure_is_one_export_error_line(patchcore_file, tmp_path, 
     msg = str(exc.value)
     assert "\n" not in msg and "aten::foo" in msg and f"opset {DEFAULT_OPSET}" in msg
     assert not (tmp_path / "m.onnx").exists()
+
+
+def test_an_export_that_fails_midway_keeps_the_earlier_onnx_file(patchcore_file, tmp_path,
+                                                                 monkeypatch):
+    onnx = pytest.importorskip("onnx", reason="the export needs the optional 'export' deps")
+    import oddeye
+    from oddeye.export.onnx import export_onnx
+
+    det = oddeye.load(patchcore_file, device="cpu")
+    out = export_onnx(det, tmp_path / "m.onnx")
+    before = out.read_bytes()
+
+    def full_disk(model, f):
+        Path(f).write_bytes(before[:1000])
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(onnx, "save", full_disk)
+    with pytest.raises(ExportError, match="No space left on device"):
+        export_onnx(det, out)
+    assert out.read_bytes() == before
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["m.onnx"]

@@ -249,3 +249,29 @@ def test_overwriting_keeps_the_files_permissions(tmp_path):
     save_model(p, {"method": "y"}, {"a": torch.ones(1)})
     assert stat.S_IMODE(p.stat().st_mode) == 0o640
     assert load_model(p)[0]["method"] == "y"
+
+
+def test_a_save_that_fails_midway_keeps_the_earlier_file_and_names_the_path(tmp_path,
+                                                                             monkeypatch):
+    """A full disk makes torch's zip writer raise RuntimeError, which was a raw traceback after
+    the whole fit; now a ModelFileError naming the file, the earlier model whole."""
+    import torch
+
+    from oddeye.errors import ModelFileError
+    from oddeye.io.modelfile import load_model, save_model
+
+    path = tmp_path / "m.oddeye"
+    save_model(path, {"k": 1}, {"t": torch.zeros(3)})
+    before = path.read_bytes()
+
+    def full_disk(obj, f):
+        Path(f).write_bytes(b"PK partial")
+        raise RuntimeError("[enforce fail at inline_container.cc:664] . PytorchStreamWriter "
+                           "failed writing file data/0: file write failed")
+
+    monkeypatch.setattr(torch, "save", full_disk)
+    with pytest.raises(ModelFileError, match=r"cannot save the model to .*m.oddeye: .*"
+                                             r"PytorchStreamWriter failed writing file"):
+        save_model(path, {"k": 2}, {"t": torch.ones(3)})
+    assert path.read_bytes() == before and load_model(path)[0]["k"] == 1
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["m.oddeye"]  # no temporary left

@@ -160,8 +160,9 @@ class _Graph(nn.Module):
 
 
 # ------------------------------------------------------------------------------ metadata
-def export_metadata(detector: Any, input_dtype: str) -> dict[str, str]:
-    """String key/values stored in the ONNX file: all OnnxDetector needs besides the graph."""
+def export_metadata(detector: Any, input_dtype: str, batch: int | None = None) -> dict[str, str]:
+    """String key/values stored in the ONNX file: all OnnxDetector needs besides the graph,
+    and what ``oddeye info`` describes (the training record, the input's batch)."""
     meta = getattr(detector, "meta_", None) or {}
     info = dict(getattr(detector, "threshold_info_", {}) or {})
     return {
@@ -183,6 +184,9 @@ def export_metadata(detector: Any, input_dtype: str) -> dict[str, str]:
         "categories": json.dumps(list(getattr(detector, "categories_", []) or [])),
         "n_references": str(int(getattr(detector, "n_references_", 0) or 0)),
         "input_dtype": input_dtype,
+        "batch": str(batch) if batch else "dynamic",
+        "map_norm_images": str(int(getattr(detector, "map_norm_", 0) or 0)),
+        "train": json.dumps(meta.get("train", {}) or {}, default=str),
     }
 
 
@@ -239,15 +243,17 @@ def export_onnx(detector: Any, out: str | os.PathLike, *, input_dtype: str = "ui
         model = onnx.load(str(raw))
     declare_output_shapes(model, s, batch)
     del model.metadata_props[:]
-    for key, value in export_metadata(detector, input_dtype).items():
+    for key, value in export_metadata(detector, input_dtype, batch).items():
         entry = model.metadata_props.add()
         entry.key, entry.value = key, value
     model.doc_string = (f"oddeye {detector.method} ({detector.method_.backbone}) anomaly model: "
                         f"{INPUT_NAME} {input_dtype} (N,3,{s},{s}) 0..255 RGB, resized without "
                         f"crop -> maps (N,{s},{s}), scores (N,)")
     onnx.checker.check_model(model)
-    try:
-        onnx.save(model, str(out))
+    from oddeye.io.modelfile import atomic_write
+
+    try:  # a failed write (a full disk) leaves an earlier export at ``out`` whole
+        atomic_write(out, lambda tmp: onnx.save(model, str(tmp)))
     except OSError as exc:
         raise ExportError(f"cannot write the ONNX model to {out}: {exc.strerror or exc}") from None
     return out

@@ -18,7 +18,7 @@ import math
 import os
 import secrets
 import stat
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -97,21 +97,29 @@ def save_model(path: str | Path, meta: dict[str, Any], tensors: dict[str, torch.
         "meta_json": meta_json,
         "tensors": {k: v.detach().cpu().contiguous() for k, v in tensors.items()},
     }
+    try:
+        atomic_write(path, lambda tmp: torch.save(payload, tmp))
+    except (OSError, RuntimeError) as exc:  # torch's zip writer raises RuntimeError (disk full)
+        why = (exc.strerror if isinstance(exc, OSError) else None) or _first_sentence(str(exc))
+        raise ModelFileError(f"cannot save the model to {path}: {why}") from None
+    return path
+
+
+def atomic_write(path: Path, write: Callable[[Path], Any]) -> None:
+    """Have ``write`` fill a temporary file next to ``path``, then rename it onto ``path``: a
+    failed write (a full disk) leaves the earlier file whole and no temporary behind. An
+    overwritten file keeps its permissions, as ``open()`` would."""
     tmp: Path | None = None
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
         tmp = _new_temp(path)
-        torch.save(payload, tmp)
-        if path.is_file():  # overwriting: keep the existing file's permissions, as open() would
+        write(tmp)
+        if path.is_file():
             os.chmod(tmp, stat.S_IMODE(path.stat().st_mode))
         os.replace(tmp, path)
-    except OSError as exc:
-        why = exc.strerror or str(exc)
-        raise ModelFileError(f"cannot save the model to {path}: {why}") from None
     finally:
         if tmp is not None and tmp.exists():
             tmp.unlink()
-    return path
 
 
 def load_model(path: str | Path) -> tuple[dict[str, Any], dict[str, torch.Tensor]]:

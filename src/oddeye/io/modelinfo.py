@@ -86,9 +86,10 @@ def model_details(detector: Any, path: str | Path) -> dict[str, Any]:
     params = method_params_of(detector)
     if _is_onnx(detector):
         layers = _onnx_entry(meta, "layers", list, [])
-        train: dict[str, Any] = {}
+        train: dict[str, Any] = _onnx_entry(meta, "train", dict, {})  # exports since 25th session
         scoring = {"sigma": _onnx_entry(meta, "sigma", float | int, None),
-                   "reduce": meta.get("reduce"), "score_from": meta.get("score_from")}
+                   "reduce": meta.get("reduce"), "score_from": meta.get("score_from"),
+                   "map_norm_images": _onnx_entry(meta, "map_norm_images", int, 0)}
         n_refs = _onnx_entry(meta, "n_references", int, 0)
         choices = ""
     else:
@@ -96,7 +97,8 @@ def model_details(detector: Any, path: str | Path) -> dict[str, Any]:
         train = dict(meta.get("train", {}) or {})
         post = meta.get("postprocess", {}) or {}
         scoring = {"sigma": post.get("sigma"), "reduce": post.get("reduce"),
-                   "score_from": post.get("score_from")}
+                   "score_from": post.get("score_from"),
+                   "map_norm_images": int(post.get("map_norm_images") or 0)}
         n_refs = int(getattr(detector, "n_references_", 0) or 0)
         choices = detector.fit_choices_
     labelled = train.get("labelled_defects") or []
@@ -121,6 +123,8 @@ def model_details(detector: Any, path: str | Path) -> dict[str, Any]:
         "needs_references": bool(getattr(detector, "needs_references", False)),
         "n_references": n_refs,
         "fit_choices": choices,
+        **({"onnx_input": {"dtype": meta.get("input_dtype"), "batch": meta.get("batch")}}
+           if _is_onnx(detector) else {}),
     }
 
 
@@ -159,7 +163,15 @@ def format_details(d: dict[str, Any]) -> str:
                  + f", score scale {d['score_scale']:.4g}"))
     s = d["scoring"]
     rows.append(("scoring", f"image score {s['reduce']} of the {s['score_from']} map, "
-                            f"Gaussian sigma {s['sigma']}"))
+                            f"Gaussian sigma {s['sigma']}"
+                 + (f", maps standardised per position on {s['map_norm_images']} good images "
+                    f"(map_norm)" if s.get("map_norm_images") else "")))
+    if "onnx_input" in d:
+        i = d["onnx_input"]
+        batch = i["batch"] or "not recorded (an export from before oddeye recorded it)"
+        size = d["input_size"]
+        rows.append(("ONNX input", f"{i['dtype'] or 'uint8'} (N, 3, {size}, {size}), "
+                                   f"batch {batch}"))
     if d["needs_references"]:
         rows.append(("references", "scores against good images of the part given at test "
                                    "time (--refs / set_references)"))
