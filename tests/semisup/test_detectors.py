@@ -188,3 +188,14 @@ def test_references_compute_in_float64_and_torch_detectors_refuse_what_float32_c
     y = np.r_[np.zeros(55, int), np.ones(5, int)]
     with pytest.raises(DataError, match=r"X: values up to 1e\+39 exceed float32's range"):
         create_detector("devnet", **FAST["devnet"]).fit(np.full((60, 2), 1e39) * (X > 0), y)
+
+
+def test_deepsad_capped_epochs_with_few_unlabelled_samples_fit():
+    """Labelled anomalies filling an epoch's cap left fewer unlabelled samples than a batch to
+    draw without replacement: a raw numpy ValueError."""
+    rng = np.random.default_rng(0)
+    X = rng.normal(size=(1300, 4))
+    y = np.zeros(1300, int)
+    y[:1200] = 1
+    det = DeepSAD(ae_epochs=1, epochs=1, random_state=0).fit(X, y)
+    assert np.isfinite(det.decision_function(X[:5])).all()

@@ -109,7 +109,9 @@ class DeepSAD(TorchDetector):
        samples: pushing the few anomalies out of a unit-variance code packs the normal data
        together. Because that code has zero batch mean and cannot collapse to a constant, the
        centre is the origin (no mean pass and no 0.1 adjustment are needed).
-    The autoencoder pretraining is identical in both modes (it has no anomaly term to keep).
+    The autoencoder pretraining has no anomaly term in either mode; with ``anoonly`` it trains
+    through the appended BatchNorm too (the encoder it initialises ends in it), so the pretrained
+    bottleneck is normalised and that layer's running statistics start from pretraining.
     """
 
     def __init__(self, anoonly: bool = False, hidden: Sequence[int] = (100, 20), rep_dim: int = 10,
@@ -160,7 +162,8 @@ class DeepSAD(TorchDetector):
         else:
             idx_a = np.flatnonzero(y == 1)
             idx_u = np.flatnonzero(y == 0)
-            n_u = max(cap - len(idx_a), bs)
+            # at least a batch of unlabelled samples, and never more than there are
+            n_u = min(max(cap - len(idx_a), bs), len(idx_u))
             order = rng.permutation(np.concatenate([idx_a, rng.choice(idx_u, n_u, replace=False)]))
         for start in range(0, len(order) - bs + 1, bs):
             yield order[start:start + bs]

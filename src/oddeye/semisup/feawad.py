@@ -96,7 +96,8 @@ class FEAWAD(TorchDetector):
     ``rec_loss=False`` drops the reconstruction-error terms (a diagnostic: ADBench's Keras code
     computes them on the normalised residual, a constant, so they are inert there).
 
-    ``anoonly=True`` (AnoOnly) changes exactly two things, as in the authors' code:
+    ``anoonly=True`` (AnoOnly) changes exactly two things (the authors' code keeps the BatchNorm
+    of 2. in its base FEAWAD as well; here the base is FEAWAD as its paper defines it, without):
     1. the end-to-end loss keeps only the anomaly term ``max(0, a - s) + max(0, a - e)``, averaged
        over the labelled anomalies; the ``|s| + e`` term on unlabelled samples is gone (the
        autoencoder pretraining on unlabelled data, a separate unsupervised stage, is unchanged);
