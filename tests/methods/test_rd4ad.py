@@ -846,3 +846,24 @@ def test_bad_expanded_target_settings_are_refused(params, match):
     with pytest.raises(DataError, match=match):
         method = create_method("rd4ad", **params)
         method.build_head(*_shapes(method.layers))
+
+
+def test_a_wide_teacher_gets_bottleneck_blocks_in_every_stage_and_old_files_keep_theirs():
+    """The authors' WideResNet50-2 decoder is bottlenecks throughout; ``block="auto"`` chose
+    per stage (basic blocks for the 256-channel stage) before ``uniform_blocks``, which files
+    from then load with. A MobileNetV2-sized teacher keeps basic blocks."""
+    from oddeye.methods.rd4ad import RD4AD
+
+    wide = ({"s4": 256, "s8": 512, "s16": 1024}, {"s4": 4, "s8": 8, "s16": 16})
+
+    def kinds(method, shapes):
+        head = method.build_head(*shapes)
+        return [len(st.blocks[0].body) == 8 for st in head.decoder.stages], \
+            [len(st.blocks) for st in head.decoder.stages]
+
+    assert kinds(RD4AD(backbone="wide_resnet50_2"), wide) == ([True] * 3, [3, 4, 6])
+    assert kinds(RD4AD(backbone="wide_resnet50_2", uniform_blocks=False), wide)[0] == \
+        [True, True, False]
+    assert RD4AD.legacy_defaults["uniform_blocks"] is False
+    small = ({"s8": 32, "s16": 96, "s32": 320}, {"s8": 8, "s16": 16, "s32": 32})
+    assert kinds(RD4AD(layers=["s8", "s16", "s32"]), small)[0] == [False] * 3

@@ -515,8 +515,11 @@ class RD4AD(Method):
     """Reverse distillation: OCBE + student decoder trained with Adam on ``1 - cos``.
 
     ``loss``: ``pixel`` (mean per-pixel ``1 - cos``) or ``flat`` (authors' flattened map per
-    sample). ``block``: ``auto`` uses basic blocks below 512 channels and bottleneck blocks from
-    there (WideResNet-sized teachers). ``cache_features``: ``auto`` computes the frozen teacher's
+    sample). ``block``: ``auto`` uses basic blocks for a teacher whose deepest distilled tap has
+    fewer than 512 channels and bottleneck blocks in every stage from there (WideResNet-sized,
+    the authors' ``de_wide_resnet50_2``); ``uniform_blocks=False`` (files from before it) chose
+    per stage, so a WideResNet50-2 student's 256-channel stage had basic blocks.
+    ``cache_features``: ``auto`` computes the frozen teacher's
     features once when they fit in ``cache_mb``, else per batch every epoch. ``pseudo``: share of
     each batch whose *student input* comes from a pseudo-defective copy of the image while the
     target stays the clean teacher features (RD++'s idea of teaching the student not to rebuild
@@ -553,7 +556,7 @@ class RD4AD(Method):
     # (and all of them decoded from the full OCBE, without a projection)
     legacy_defaults = {"pseudo": 0.0, "steps": None, "balance": False, "embedding": "ocbe",
                        "projection": False, "stage_weights": "equal", "average_from": None,
-                       "expanded_targets": False}
+                       "expanded_targets": False, "uniform_blocks": False}
 
     def __init__(self, backbone: str | None = None, layers: Sequence[str] | None = None,
                  epochs: int | None = None, lr: float = 0.005,
@@ -566,7 +569,7 @@ class RD4AD(Method):
                  steps: int | None = STEPS, balance: bool = True, embedding: str = "ocbe",
                  projection: bool = False, stage_weights: str = "spread",
                  average_from: float | None = None, expanded_targets: bool = False,
-                 seed: int = 0):
+                 uniform_blocks: bool = True, seed: int = 0):
         if embedding not in EMBEDDINGS:
             raise DataError(f"embedding must be one of {EMBEDDINGS}, got {embedding!r}")
         if isinstance(betas, str) or not isinstance(betas, Sequence) or len(betas) != 2:
@@ -594,6 +597,7 @@ class RD4AD(Method):
         self.loss = loss
         self.embed_dim = embed_dim
         self.block = block
+        self.uniform_blocks = uniform_blocks
         self.expand = expand
         self.ocbe_blocks = ocbe_blocks
         self.decoder_blocks = tuple(decoder_blocks) if decoder_blocks else None
@@ -642,6 +646,7 @@ class RD4AD(Method):
             raise DataError("average_from needs precise_bn=True: averaged weights need their "
                             "BatchNorm statistics recomputed")
         check_flag("expanded_targets", expanded_targets)
+        check_flag("uniform_blocks", uniform_blocks)
         if expanded_targets and (projection or embedding == "teacher"):
             raise DataError("expanded_targets works with embedding='ocbe' or 'oce' and without "
                             "projection (their paths assume the rebuilt taps are the "
@@ -689,7 +694,10 @@ class RD4AD(Method):
         embed_layer = layers.pop() if self.embedding == "teacher" else None
         chans = [channels[k] for k in layers]
         strd = [strides[k] for k in layers]
-        if self.block == "auto":
+        if self.block == "auto" and self.uniform_blocks:  # the teacher's kind, every stage
+            kind = "bottleneck" if chans[-1] >= BOTTLENECK_FROM else "basic"
+            kinds = [kind] * len(chans)
+        elif self.block == "auto":  # files from before ``uniform_blocks``: per stage
             kinds = ["bottleneck" if c >= BOTTLENECK_FROM else "basic" for c in reversed(chans)]
         else:
             kinds = [self.block] * len(chans)
