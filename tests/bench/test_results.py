@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import sys
+from pathlib import Path
+
+import pytest
 
 from oddeye.bench import results
 
@@ -36,3 +39,40 @@ def test_machine_line_names_the_processor_and_torchs_cpu_kernels():
     assert results.cpu_name() in line
     assert f"torch kernels {torch.backends.cpu.get_cpu_capability()}" in line
     assert results.cpu_name().strip() and "\n" not in line
+
+
+def _write_many(path: str, prefix: str, n: int) -> None:
+    from oddeye.bench.results import write_section
+
+    for i in range(n):
+        write_section(f"{prefix}{i}", f"body {prefix}{i}", path)
+
+
+def test_concurrent_writers_lose_no_section_and_a_failed_write_keeps_the_file(tmp_path,
+                                                                             monkeypatch):
+    """Two benchmark runs writing at once each read the file the other just wrote (a lock);
+    a write cut short leaves the earlier file whole (a temporary renamed into place)."""
+    import multiprocessing as mp
+
+    path = tmp_path / "R.md"
+    ctx = mp.get_context("fork")
+    procs = [ctx.Process(target=_write_many, args=(str(path), p, 25)) for p in "ab"]
+    for p in procs:
+        p.start()
+    for p in procs:
+        p.join(60)
+        assert p.exitcode == 0
+    text = path.read_text()
+    assert all(f"<!-- section:{p}{i} -->" in text for p in "ab" for i in range(25))
+    before = path.read_bytes()
+
+    real = Path.write_text
+
+    def cut_short(self, data, *a, **k):  # a full disk: part of the text, then the error
+        real(self, data[:40])
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(Path, "write_text", cut_short)
+    with pytest.raises(OSError):
+        results.write_section("late", "x", path)
+    assert path.read_bytes() == before

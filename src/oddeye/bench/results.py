@@ -88,10 +88,34 @@ def command_line() -> str:
     return " ".join(shlex.quote(a) for a in argv)
 
 
+@contextmanager
+def _locked(path: Path) -> Iterator[None]:
+    """Hold an exclusive lock on ``path``'s sidecar ``.<name>.lock`` (POSIX ``flock``; no lock
+    where the platform has none): two benchmark runs writing their sections at once each read
+    the file the other has just written, so neither section is lost."""
+    try:
+        import fcntl
+    except ImportError:  # pragma: no cover - not POSIX
+        yield
+        return
+    with open(path.with_name(f".{path.name}.lock"), "a") as fh:
+        fcntl.flock(fh, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(fh, fcntl.LOCK_UN)
+
+
 def write_section(name: str, body: str, path: str | Path = DEFAULT_RESULTS) -> Path:
-    """Replace (or append) section ``name`` of the results file with ``body`` plus provenance."""
+    """Replace (or append) section ``name`` of the results file with ``body`` plus provenance;
+    safe against a concurrent writer and an interrupted write (``_locked``, ``atomic_write``)."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
+    with _locked(path):
+        return _write_section(name, body, path)
+
+
+def _write_section(name: str, body: str, path: Path) -> Path:
     text = path.read_text() if path.exists() else _HEADER
     stamp = _dt.datetime.now(_dt.timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
     block = (
@@ -105,5 +129,9 @@ def write_section(name: str, body: str, path: str | Path = DEFAULT_RESULTS) -> P
         text = pattern.sub(lambda _m: block, text)
     else:
         text = text.rstrip() + "\n\n" + block + "\n"
-    path.write_text(text if text.endswith("\n") else text + "\n")
+    from oddeye.io.modelfile import atomic_write
+
+    # the results file holds every earlier section: a write cut short must not truncate it
+    data = text if text.endswith("\n") else text + "\n"
+    atomic_write(path, lambda tmp: tmp.write_text(data))
     return path
