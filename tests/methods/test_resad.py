@@ -95,6 +95,19 @@ def test_identity_flow_gives_the_standard_normal_log_density():
     torch.testing.assert_close(standard_normal_logprob(x), ref)
 
 
+def test_actnorm_initialisation_leaves_a_constant_dimension_at_scale_one():
+    """A dimension constant in the initialising data had its scale set to 1 / (0 + 1e-6): every
+    later input's value there came out a million times larger (found in a review)."""
+    x = torch.randn(50, 3, generator=torch.Generator().manual_seed(0))
+    x[:, 1] = 0.25
+    an = ActNorm(3)
+    an.init_from(x)
+    assert float(an.log_scale[1]) == 0.0
+    torch.testing.assert_close(an.log_scale[[0, 2]], -torch.log(x[:, [0, 2]].std(0) + 1e-6))
+    z, _ = an(torch.tensor([[0.0, 0.26, 0.0]]))
+    assert abs(float(z[0, 1]) - 0.01) < 1e-6
+
+
 def test_actnorm_gives_the_exact_gaussian_density_of_its_data():
     mu, sigma = torch.tensor([1.5, -2.0, 0.0]), torch.tensor([0.5, 3.0, 1.0])
     an = ActNorm(3)

@@ -48,9 +48,13 @@ class ActNorm(nn.Module):
 
     @torch.no_grad()
     def init_from(self, x: torch.Tensor, eps: float = 1e-6) -> None:
-        """Data-dependent initialisation: the output of ``x`` gets zero mean and unit variance."""
+        """Data-dependent initialisation: the output of ``x`` gets zero mean and unit variance.
+        A dimension that is constant in ``x`` (std below ``eps``) keeps scale 1: dividing by
+        ``std + eps`` would multiply it by up to 1e6 for every later input."""
+        std = x.std(dim=0)
         self.bias.copy_(-x.mean(dim=0))
-        self.log_scale.copy_(-torch.log(x.std(dim=0) + eps))
+        self.log_scale.copy_(torch.where(std < eps, torch.zeros_like(std),
+                                         -torch.log(std + eps)))
 
     def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         y = (x + self.bias) * torch.exp(self.log_scale)
