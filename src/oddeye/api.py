@@ -164,6 +164,21 @@ def check_masks_of_good_images(images: Sequence[ImageLike], labels: Sequence[int
                             f"label it 1")
 
 
+def check_size_fits_taps(size: int, method: Method) -> None:
+    """A ``DataError`` unless ``size`` is a multiple of the stride of the method's deepest tap:
+    otherwise that tap's cells cover more (or less) than the image and every map is stretched
+    onto it, up to several pixels off at the far edge (250 px at stride 8 covers 256)."""
+    from oddeye.backbones import feature_info
+
+    info = feature_info(method.backbone)
+    stride = max((info[lay][1] for lay in method.layers if lay in info), default=1)
+    if size % stride:
+        down, up = size - size % stride, size - size % stride + stride
+        raise DataError(f"size {size} is not a multiple of {stride}, the stride of the deepest "
+                        f"feature tap of {method.backbone} ({', '.join(method.layers)}): its maps "
+                        f"would be stretched onto the image; use {down or up} or {up}")
+
+
 def default_pad(method: Method) -> int:
     """The input frame a method gets when the Detector's ``pad`` is None: its ``default_pad``
     rounded up to a multiple of its deepest tap's stride (so deeper taps still crop exactly)."""
@@ -309,7 +324,9 @@ class Detector(PredictorMixin):
         Detector's own and its method's), without fitting: for callers that refuse a bad
         setting up front (``oddeye benchmark``), a one-line error naming the parameter."""
         self._check_params()
-        self._method().check_params()
+        method = self._method()
+        method.check_params()
+        check_size_fits_taps(self.size, method)
 
     def _method(self) -> Method:
         params = dict(self.method_params)
@@ -342,6 +359,7 @@ class Detector(PredictorMixin):
         dev = resolve_device(self.device)
         method = self._method()
         method.check_params()  # before the backbone's weights are read
+        check_size_fits_taps(self.size, method)
         n = len(images)
         cats = category_list(categories, n)
         labels = check_labels(n, labels, masks, method)

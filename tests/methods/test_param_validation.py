@@ -132,6 +132,7 @@ BAD_METHOD_PARAMS = [
     ("patchcore", dict(equal_layers="yes"), r"equal_layers must be true or false, got 'yes'"),
     ("patchcore", dict(position=-1), r"position must be 'auto' or a finite number >= 0"),
     ("patchcore", dict(grid="middle"), r"grid must be 'first', 'last' or one of the layers"),
+    ("patchcore", dict(kernel=2), r"kernel must be an odd number of cells .* got 2"),
     ("patchcore", dict(frame_crop="image"), r"frame_crop must be one of \('aggregated', 'taps'"),
     ("patchcore", dict(pool_zeros="no"), r"pool_zeros must be true or false, got 'no'"),
     ("patchcore", dict(image_neighbours=-2), r"image_neighbours must be an integer >= 0"),
@@ -147,6 +148,7 @@ BAD_METHOD_PARAMS = [
     ("anoonly-head", dict(coreset_ratio="abc"), r"coreset_ratio .* got 'abc'"),
     ("anoonly-head", dict(anoonly="no"), r"anoonly must be true or false"),
     ("anoonly-head", dict(grid="s4"), r"grid must be 'first', 'last' or one of the layers"),
+    ("anoonly-head", dict(kernel=4), r"kernel must be an odd number of cells"),
     ("anoonly-head", dict(position="x"), r"position must be 'auto' or a finite number >= 0"),
     ("anoonly-head", dict(frame_crop=3), r"frame_crop must be one of"),
     ("rd4ad", dict(lr=-0.1), r"lr must be a finite number > 0, got -0.1"),
@@ -351,3 +353,14 @@ def test_calibrate_scores_names_the_problem(fitted, scores, labels, match):
     with pytest.raises(DataError, match=match):
         fitted.calibrate_scores(np.array(scores), np.array(labels))
     assert fitted.threshold_ == threshold
+
+
+@pytest.mark.parametrize("method, size, stride", [("patchcore", 250, 16), ("padim", 100, 16),
+                                                  ("rd4ad", 72, 16)])
+def test_a_size_that_the_deepest_tap_does_not_divide_is_refused(method, size, stride):
+    """Its maps would cover more than the image and be stretched onto it (a review found a
+    250-px PatchCore map up to 6 px off at the far edge)."""
+    with pytest.raises(DataError, match=rf"size {size} is not a multiple of {stride}"):
+        Detector(method=method, size=size, weights=None).fit(MISSING, progress=False)
+    with pytest.raises(DataError, match=rf"size {size} is not a multiple of {stride}"):
+        Detector(method=method, size=size, weights=None).check_params()

@@ -79,6 +79,7 @@ from oddeye.methods.patchcore import (
     PatchCore,
     aggregate,
     bank_size,
+    check_odd_kernel,
     choose_position,
     cut_frame,
     frame_of,
@@ -251,6 +252,7 @@ class AnoOnlyHead(Method):
         ``DataError`` naming the first bad one), so a fit fails before any image is decoded."""
         check_flag("anoonly", self.anoonly)
         check_number("kernel", self.kernel, low=1, integer=True)
+        check_odd_kernel(self.kernel)
         check_number("hidden", self.hidden, low=1, integer=True)
         check_number("coreset_ratio", self.coreset_ratio, low=0, high=1, low_open=True)
         check_number("max_bank", self.max_bank, low=1, integer=True, none_ok=True)

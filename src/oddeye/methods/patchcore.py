@@ -30,6 +30,14 @@ from oddeye.methods.coreset import CHUNK_SIZE, PROJ_DIM, coreset_indices
 from oddeye.methods.neighbours import nearest_distance
 
 
+def check_odd_kernel(kernel: int) -> None:
+    """A ``DataError`` for an even neighbourhood: it has no centre cell, so its average map is
+    one cell larger than the tap and comes out shifted by half a cell once resized."""
+    if kernel % 2 == 0:
+        raise DataError(f"kernel must be an odd number of cells (1, 3, 5, ...), got {kernel}: an "
+                        f"even neighbourhood has no centre and shifts the map")
+
+
 def grid_tap(layers: Sequence[str], grid: str) -> str:
     """The tap whose cells are the patches (``grid``: "first", "last" or one of ``layers``)."""
     if grid == "first":
@@ -426,6 +434,7 @@ class PatchCore(Method):
         bad one), so a fit fails before any image is decoded. ``search_dim`` needs the
         embedding width, ``layers`` the backbone: ``fit_head`` and ``build_head`` check them."""
         check_number("kernel", self.kernel, low=1, integer=True)
+        check_odd_kernel(self.kernel)
         grid_tap(self.layers, self.grid)
         check_choice("frame_crop", self.frame_crop, FRAME_CROPS)
         initial_position(self.position)
