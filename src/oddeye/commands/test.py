@@ -161,13 +161,11 @@ def run(args: argparse.Namespace) -> int:
     if not_found:
         print(f"oddeye test: warning: {len(not_found)} of the {len(recorded)} labelled defect "
               f"images the model was trained on are not among these test images, so could not "
-              f"be excluded "
-              f"(first: {not_found[0]})", file=sys.stderr)
+              f"be excluded (first: {not_found[0]})", file=sys.stderr)
     if ambiguous:
         print(f"oddeye test: warning: {len(ambiguous)} labelled defect path(s) recorded "
               f"relative to the training folder match several test images; all of them were "
-              f"excluded (first: "
-              f"{ambiguous[0]})", file=sys.stderr)
+              f"excluded (first: {ambiguous[0]})", file=sys.stderr)
     if skipped:
         print(f"oddeye test: warning: {len(skipped)} unreadable test file(s) skipped (listed "
               f"above)", file=sys.stderr)
