@@ -113,3 +113,29 @@ def test_report_says_what_the_figures_leave_out(tmp_path):
     assert notes[2] == "category other not scored: no train/good images to draw the 4 " \
                        "reference shots from"
     assert notes[3] == "reference shots: 4 good training images per category, drawn with seed 3"
+
+
+def test_synth_cli_takes_comma_separated_names_and_names_a_file_in_the_way(tmp_path, capsys):
+    (tmp_path / "afile").write_text("x")
+    small = ["--size", "32", "--n-train", "1", "--n-test-good", "1", "--n-test-defect", "1"]
+    assert main(["synth", "--out", str(tmp_path / "afile" / "sub"), *small]) == 2
+    assert "afile is a file" in capsys.readouterr().err
+    assert main(["synth", "--out", str(tmp_path / "s"), "--classes", "grid,disc", "grid",
+                 *small]) == 0
+    assert "wrote synthetic classes grid, disc to" in capsys.readouterr().out
+    assert sorted(p.name for p in (tmp_path / "s").iterdir()) == ["disc", "grid"]
+
+
+def test_a_killed_runs_half_written_class_is_removed_by_the_next_run(tmp_path):
+    import subprocess
+    import sys
+
+    from oddeye.data.synth import generate
+
+    dead = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"],
+                          capture_output=True, text=True, check=True).stdout.strip()
+    stale = tmp_path / f".grid.partial-{dead}-1"
+    (stale / "train").mkdir(parents=True)
+    generate(tmp_path, seed=0, classes=["grid"], n_train=1, n_test_good=1, n_test_defect=1,
+             size=32)
+    assert not stale.exists() and (tmp_path / "grid" / "SOURCE.txt").exists()

@@ -28,11 +28,22 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                    help=f"subset of defect types: {', '.join(DEFECT_TYPES)} (default: all)")
 
 
+def names(values: list[str] | None) -> list[str] | None:
+    """``--classes`` / ``--defects`` values, comma-separated ones split (as the API takes
+    ``"grid,disc"``), repeats dropped in order."""
+    if values is None:
+        return None
+    return list(dict.fromkeys(n.strip() for v in values for n in v.split(",") if n.strip()))
+
+
 def run(args: argparse.Namespace) -> int:
+    from oddeye.commands._common import check_output_dir
     from oddeye.data.synth import CLASSES, generate
 
-    root = generate(args.out, seed=args.seed, classes=args.classes, n_train=args.n_train,
+    check_output_dir(args.out, "--out")  # a file in the way is one line, not a traceback
+    classes = names(args.classes)
+    root = generate(args.out, seed=args.seed, classes=classes, n_train=args.n_train,
                     n_test_good=args.n_test_good, n_test_defect=args.n_test_defect, size=args.size,
-                    defects=args.defects)
-    print(f"wrote synthetic classes {', '.join(args.classes or CLASSES)} to {root}")
+                    defects=names(args.defects))
+    print(f"wrote synthetic classes {', '.join(classes or CLASSES)} to {root}")
     return 0

@@ -1,6 +1,9 @@
 """Pseudo-anomalies on real good images, for validation without touching any test split.
 
-Three kinds, each with its exact mask: ``cutpaste`` (a patch of another good image pasted with a
+Three kinds, each with the mask of the region it draws (no pixel outside it changes; a pixel
+inside it may stay as it was where clipping at 0/255, a faint feathered edge or a low severity
+leaves the value unchanged, about 5% of a stain's region at severity 0.1 in a review's check):
+``cutpaste`` (a patch of another good image pasted with a
 random flip and brightness change, as in CutPaste), ``blob`` (a smooth-edged region with shifted
 intensity and colour) and ``scratch`` (a thin bright or dark polyline). A fourth, ``swap``, is
 not among the default ``KINDS``: a large region replaced by the *same place* of another good
@@ -23,6 +26,8 @@ from PIL import Image, ImageDraw
 KINDS = ("cutpaste", "blob", "scratch")
 #: where a defect may sit: ``inner`` keeps region centres in the middle 60% of each side
 #: (scratches start in the middle 70%), as every selection run before the twelfth session did;
+#: only centres and starting points are placed, so a long scratch or a large swap can still
+#: reach the border (about 6% of draws in a review's check);
 #: ``anywhere`` draws them over the whole image, border included (the region is clipped by it)
 PLACEMENTS = {"inner": ((0.2, 0.8), (0.15, 0.85)), "anywhere": ((0.0, 1.0), (0.0, 1.0))}
 #: every kind ``make_pseudo_anomaly`` knows; ``swap`` is opt-in (see the module docstring)

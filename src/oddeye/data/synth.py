@@ -764,6 +764,24 @@ def _is_complete(folder: Path, source: str, counts: tuple[int, int, int],
     return True
 
 
+def _remove_dead_partials(root: Path, name: str) -> None:
+    """Delete half-written copies of class ``name`` left by processes that no longer run (a
+    killed run's ``.<name>.partial-<pid>-<thread>`` folder), never a live process's."""
+    for tmp in root.glob(f".{name}.partial-*"):
+        try:
+            pid = int(tmp.name.rsplit(".partial-", 1)[1].split("-")[0])
+        except ValueError:
+            continue
+        if pid == os.getpid():
+            continue
+        try:
+            os.kill(pid, 0)
+        except ProcessLookupError:
+            shutil.rmtree(tmp, ignore_errors=True)
+        except PermissionError:  # another user's live process
+            continue
+
+
 def _write_class(root: Path, name: str, seed: int, size: int, counts: tuple[int, int, int],
                  kinds: tuple[str, ...]) -> None:
     """Render one class into a private hidden folder, then move it into place.
@@ -776,6 +794,7 @@ def _write_class(root: Path, name: str, seed: int, size: int, counts: tuple[int,
     source = _source_text(name, seed, size, counts, kinds)
     if _is_complete(final, source, counts, kinds):
         return
+    _remove_dead_partials(root, name)
     tmp = root / f".{name}.partial-{os.getpid()}-{threading.get_ident()}"
     try:
         for split, img_dir, count in _class_splits(tmp, counts, kinds):
