@@ -76,3 +76,20 @@ def test_concurrent_writers_lose_no_section_and_a_failed_write_keeps_the_file(tm
     with pytest.raises(OSError):
         results.write_section("late", "x", path)
     assert path.read_bytes() == before
+
+
+def test_section_names_that_would_break_their_markers_are_refused(tmp_path):
+    for bad in ("a -->", "", "-x", "a b", "x<!--"):
+        with pytest.raises(ValueError, match="section name"):
+            results.write_section(bad, "body", tmp_path / "R.md")
+    results.write_section("detection-bank.20k_v2", "ok", tmp_path / "R.md")
+
+
+def test_a_partial_detection_table_says_so():
+    from oddeye.bench.detection_suite import _table
+
+    row = ("patchcore", "synthetic", {"image_auroc": 1.0, "pixel_auroc": 1.0, "pixel_aupro": 1.0,
+                                      "image_ap": 1.0, "pixel_ap": 1.0, "fit_seconds": 1.0,
+                                      "ms_per_image": 1.0, "peak_rss_mb": 1.0})
+    assert "**Partial: 1 of 2 rows" in _table([row], None, None, 2, "detection", planned=2)
+    assert "Partial" not in _table([row, row], None, None, 2, "detection", planned=2)

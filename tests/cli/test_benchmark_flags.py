@@ -216,6 +216,14 @@ def test_a_param_the_image_suite_sets_itself_is_refused_before_any_suite(tmp_pat
     (["detection"], ["--param", "size=8"], ["size", "patchcore"]),
     # values a method used to check only when it built its head, after the backbone
     (["metrics", "detection"], ["--param", "grid=middle"], ["grid", "detection suite fits"]),
+    # a backbone checked without any --param too; a device this machine lacks; the backbone twice
+    (["metrics", "detection"], ["--backbone", "nosuchnet"], ["--backbone", "nosuchnet"]),
+    (["detection"], ["--param", "device=cuda:7"], ["device", "cuda:7"]),
+    (["detection"], ["--param", "backbone=resnet18", "--backbone", "mobilenet_v2"],
+     ["give the backbone once"]),
+    # a section name that would break its comment markers, or an empty one
+    (["detection"], ["--section", "a -->"], ["--section", "letters, digits"]),
+    (["detection"], ["--section", ""], ["--section", "letters, digits"]),
     (["anoonly-image"], ["--param", "kernel=0"], ["kernel", "suite fits patchcore"]),
 ])
 def test_a_bad_hyper_parameter_is_refused_before_any_suite(suites, extra, words, tmp_path,

@@ -169,9 +169,10 @@ def run(methods: list[str] | None = None, datasets: list[str] | None = None,
     from oddeye.data.synth import generate
 
     check_args(methods, datasets)
-    methods = methods or DEFAULT_METHODS
-    datasets = datasets or ["synthetic", *DATASETS]
+    methods = list(dict.fromkeys(methods or DEFAULT_METHODS))  # a repeat is the same fit
+    datasets = list(dict.fromkeys(datasets or ["synthetic", *DATASETS]))
     rows: list = []
+    planned = len(methods) * len(datasets)  # less the data sets found missing
     body = _table(rows, backbone, params, threads, section)
     with tempfile.TemporaryDirectory() as tmp:
         for ds in datasets:
@@ -181,6 +182,7 @@ def run(methods: list[str] | None = None, datasets: list[str] | None = None,
                 path = shared_root() / DATASETS[ds]
                 if not path.exists():
                     print(f"skip {ds}: {path} not found", file=sys.stderr)
+                    planned -= len(methods)
                     continue
             else:
                 path = Path(ds)
@@ -198,21 +200,27 @@ def run(methods: list[str] | None = None, datasets: list[str] | None = None,
                 print(f"  image AUROC {r['image_auroc']:.3f} pixel AUROC {r['pixel_auroc']:.3f} "
                       f"AUPRO {r['pixel_aupro']:.3f} fit {r['fit_seconds']:.1f}s "
                       f"{r['ms_per_image']:.1f} ms/img {r['peak_rss_mb']:.0f} MB", file=sys.stderr)
-                # rewrite the section after every row, so an interrupted run keeps what it measured
-                body = _table(rows, backbone, params, threads, section)
+                # rewrite the section after every row, so an interrupted run keeps what it
+                # measured, marked as partial until the last row
+                body = _table(rows, backbone, params, threads, section, planned)
                 write_section(section, body, out_path or DEFAULT_RESULTS)
     return body
 
 
 def _table(rows: list, backbone: str | None, params: dict | None, threads: int,
-           section: str) -> str:
-    """The markdown table of the finished (method, data set) rows."""
+           section: str, planned: int | None = None) -> str:
+    """The markdown table of the finished (method, data set) rows; while fewer than ``planned``
+    are done it says so (a run interrupted there leaves that note, not a table that looks
+    complete under the full command)."""
     lines = [f"## Detection ({section})", "",
              f"Backbone: {backbone or 'method default'}; params: {json.dumps(params or {})}; "
              f"{threads} torch threads; device {(params or {}).get('device', 'auto')}. "
              "Protocol: 256x256 no crop, ImageNet normalisation, "
              "sigma 4, image score max, raw scores. Synthetic = `oddeye synth --seed 0` (all "
-             "classes, mean over classes).", "",
+             "classes, mean over classes; its fit s is the sum over the classes).", "",
+             *([f"**Partial: {len(rows)} of {planned} rows; the run stopped (or was still "
+                f"running) when this was written.**", ""]
+               if planned is not None and len(rows) < planned else []),
              "Frame: the input frame in pixels each model used (`pad`; 0 = none).", "",
              "| method | data | frame | image AUROC | pixel AUROC | AUPRO@0.3 | image AP | "
              "pixel AP | fit s | ms/image (b=1) | peak RSS MB | bank |",

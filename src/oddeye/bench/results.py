@@ -106,9 +106,22 @@ def _locked(path: Path) -> Iterator[None]:
             fcntl.flock(fh, fcntl.LOCK_UN)
 
 
+#: What a section name may hold: it sits inside an HTML comment marker (``-->`` in a name
+#: would end it, and a name that is a prefix of another's marker text would match both).
+SECTION_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]*")
+
+
+def check_section_name(name: str) -> None:
+    """A ``ValueError`` unless ``name`` is a usable section name (``SECTION_NAME``)."""
+    if not isinstance(name, str) or not SECTION_NAME.fullmatch(name):
+        raise ValueError(f"section name {name!r}: use letters, digits, '.', '_' and '-' (not "
+                         f"starting with a sign), e.g. detection-bank-20k")
+
+
 def write_section(name: str, body: str, path: str | Path = DEFAULT_RESULTS) -> Path:
     """Replace (or append) section ``name`` of the results file with ``body`` plus provenance;
     safe against a concurrent writer and an interrupted write (``_locked``, ``atomic_write``)."""
+    check_section_name(name)
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     with _locked(path):

@@ -112,6 +112,12 @@ def check_flags(args: argparse.Namespace) -> None:
                      for m, ss in meanings.items()]
             raise DataError(f"--datasets means {' and '.join(parts)}; run them separately")
     if "--section" in given:
+        from oddeye.bench.results import check_section_name
+
+        try:
+            check_section_name(args.section)
+        except ValueError as exc:
+            raise DataError(f"--section: {exc}") from None
         takers = [s for s in suites if "--section" in SUITE_FLAGS.get(s, {})]
         if len(takers) > 1:
             raise DataError(f"--section would name the section of each of the {', '.join(takers)} "
@@ -148,8 +154,12 @@ def check_suite_params(suites: list[str], options: dict[str, object]) -> None:
     from oddeye.errors import DataError, OddeyeError
 
     params = dict(options.get("--param") or {})
+    if "backbone" in params and options.get("--backbone"):
+        raise DataError(f"--param backbone={params['backbone']} and --backbone "
+                        f"{options['--backbone']}: give the backbone once")
     for suite in suites:
-        if "--param" not in SUITE_FLAGS.get(suite, {}) or not params:
+        if "--param" not in SUITE_FLAGS.get(suite, {}) or not (params or
+                                                                options.get("--backbone")):
             continue
         extra: dict[str, object] = {}
         if suite == "detection":
@@ -162,9 +172,15 @@ def check_suite_params(suites: list[str], options: dict[str, object]) -> None:
             methods = PARAM_METHODS[suite]
         for method in methods:
             try:
-                Detector(method=method, **extra, **params).check_params()
+                det = Detector(method=method, **extra, **params)
+                det.check_params()
+                if "device" in params:  # a device this machine lacks, before any suite
+                    from oddeye.device import resolve_device
+
+                    resolve_device(det.device)
             except (OddeyeError, TypeError) as exc:
-                raise DataError(f"--param: {exc} (the {suite} suite fits {method} with "
+                flag = "--param" if params else "--backbone"
+                raise DataError(f"{flag}: {exc} (the {suite} suite fits {method} with "
                                 "these settings)") from None
 
 
