@@ -145,10 +145,10 @@ def format_table(per_category: dict[str, dict], keys: Sequence[str] = METRIC_KEY
     short = [k.replace("image_", "img_").replace("pixel_", "px_") for k in keys]
     name_w = max([8] + [len(c) for c in per_category])
     lines = [f"{'category':<{name_w}}  " + "  ".join(f"{s:>10}" for s in short) + f"  {'n':>5}"]
-    rows = dict(per_category)
-    if len(per_category) > 1:
-        rows["mean"] = mean_metrics(per_category)
-    for name, r in rows.items():
+    rows = list(per_category.items())
+    if len(per_category) > 1:  # appended, not keyed: a category may itself be named "mean"
+        rows.append(("mean", mean_metrics(per_category)))
+    for name, r in rows:
         cells = "  ".join(f"{r.get(k, float('nan')):>10.4f}" for k in keys)
         lines.append(f"{name:<{name_w}}  {cells}  {r.get('n_images', 0):>5}")
     return "\n".join(lines)

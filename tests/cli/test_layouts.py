@@ -139,3 +139,29 @@ def test_a_killed_runs_half_written_class_is_removed_by_the_next_run(tmp_path):
     generate(tmp_path, seed=0, classes=["grid"], n_train=1, n_test_good=1, n_test_defect=1,
              size=32)
     assert not stale.exists() and (tmp_path / "grid" / "SOURCE.txt").exists()
+
+
+def test_report_cards_of_a_reference_shot_model_use_each_categorys_own_shots(
+        synth_root, surface_models, tmp_path):
+    """The cards re-score their images after the evaluation loop, which leaves the last
+    category's references loaded: every category but the last was shown scored against the
+    wrong shots (found by a report audit)."""
+    import re
+
+    import oddeye
+
+    model = fitted_model("resad", synth_root, surface_models)
+    out, rep = tmp_path / "r.json", tmp_path / "rep"
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        assert main(["test", "--model", str(model), "--data", str(synth_root), "--shots", "2",
+                     "--json", str(out), "--report", str(rep), "--no-progress"]) == 0
+    refs = json.loads(out.read_text())["references"]["files"]
+    assert len(refs) == 2
+    det = oddeye.load(model)
+    right = set()
+    for cat in load_dataset(synth_root):
+        det.set_references(refs[cat.name])
+        right |= {f"{s:.4g}" for s in det.predict([s.path for s in cat.test]).scores}
+    shown = re.findall(r"score <b>([^<]+)</b>", (rep / "index.html").read_text())
+    assert shown and set(shown) <= right, set(shown) - right

@@ -109,6 +109,12 @@ def test_defect_breakdown_and_metric_table():
     html = metric_table(per, counts)
     assert "mean · total" in html and "<td>0.750</td>" in html and "<td>4/5</td>" in html
     assert "<td>10</td>" in html and "n/a" in html  # missing metrics are n/a, not a crash
+    # a category may be named "mean": it keeps its own counts, the summary row stays one row
+    per["mean"] = per.pop("a")
+    counts["mean"] = counts.pop("a")
+    html = metric_table(per, counts)
+    assert html.count("mean · total") == 1 and "<td class='t'>mean</td><td>1.000</td>" in html
+    assert "<td>1/2</td>" in html and "<td>4/5</td>" in html
 
 
 def test_ground_truth_mask_from_mvtec_layout(synth_root):

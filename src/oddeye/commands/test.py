@@ -189,7 +189,8 @@ def run(args: argparse.Namespace) -> int:
         try:
             path = write_test_report(args.report, det, per_cat, details,
                                      notes=report_notes(excluded, skipped, failed, refs_used,
-                                                        args))
+                                                        args),
+                                     references=refs_used or None)
         except OSError as exc:  # checked up front; this is the last resort (e.g. disk full)
             raise DataError(f"--report {args.report}: cannot write ({exc.strerror or exc})"
                             ) from None

@@ -135,9 +135,9 @@ def metric_table(per_category: dict[str, dict], counts: dict[str, dict] | None =
     extra = ("<th title='defective images above the threshold'>detected</th>"
              "<th title='good images above the threshold'>false alarms</th>") if counts else ""
     rows = []
-    items = list(per_category.items())
-    if len(items) > 1:
-        items.append(("mean", mean_metrics(per_category)))
+    items: list[tuple[str | None, dict]] = list(per_category.items())
+    if len(items) > 1:  # None marks the summary row: a category may be named "mean"
+        items.append((None, mean_metrics(per_category)))
     total = {"tp": 0, "fn": 0, "fp": 0, "tn": 0}
     for c in (counts or {}).values():
         for k in total:
@@ -145,7 +145,7 @@ def metric_table(per_category: dict[str, dict], counts: dict[str, dict] | None =
     for name, r in items:
         cells = "".join(f"<td>{_fmt(r.get(k))}</td>" for k in METRIC_KEYS)
         if counts:
-            c = total if name == "mean" else counts.get(name)
+            c = total if name is None else counts.get(name)
             if c is not None:
                 cells += (f"<td>{c['tp']}/{c['tp'] + c['fn']}</td>"
                           f"<td>{c['fp']}/{c['fp'] + c['tn']}</td>")
@@ -153,8 +153,8 @@ def metric_table(per_category: dict[str, dict], counts: dict[str, dict] | None =
                 cells += "<td></td><td></td>"
         ms = r.get("ms_per_image")
         cells += f"<td>{r.get('n_images', '')}</td><td>{'' if ms is None else f'{ms:.1f}'}</td>"
-        label = "mean · total" if name == "mean" and counts else name
-        cls = ' class="mean"' if name == "mean" else ""
+        label = ("mean · total" if counts else "mean") if name is None else name
+        cls = ' class="mean"' if name is None else ""
         rows.append(f"<tr{cls}><td class='t'>{html.escape(label)}</td>{cells}</tr>")
     return (f"<table><tr><th class='t'>category</th>{head}{extra}<th>images</th>"
             f"<th title='model time per image during the test'>ms/image</th></tr>"
@@ -300,14 +300,15 @@ def _short_path(p: str | Path) -> str:
     return "/".join(parts[-3:])
 
 
-def case_cards(detector, details: dict, indices: list[int], kind: str) -> str:
+def case_cards(detector, details: dict, indices: list[int], kind: str,
+               empty: str = "no images of this kind in the test split") -> str:
     """Overlay cards for images ``indices`` of one category, re-scored on the same inference path.
 
     ``kind`` is ``good`` (a flagged image is a false alarm) or ``defect`` (an unflagged one is a
     miss). The predicted region is outlined in magenta, the ground-truth mask in green.
     """
     if not indices:
-        return "<p class='note'>no images of this kind in the test split</p>"
+        return f"<p class='note'>{html.escape(empty)}</p>"
     from oddeye.io.images import read_image
     from oddeye.report.overlay import outline, overlay
 
@@ -385,12 +386,15 @@ def fit_choice_lines(dets: dict, per_model: bool) -> list[str]:
 
 def write_test_report(out_dir: str | Path, detector, per_category: dict[str, dict],
                       details: dict[str, dict], title: str = "oddeye test report",
-                      notes: Sequence[str] = ()) -> Path:
+                      notes: Sequence[str] = (),
+                      references: dict[str, Sequence] | None = None) -> Path:
     """Write ``index.html`` with everything a reviewer needs to judge a model; returns its path.
 
     ``notes``: lines on what the figures leave out or rest on (labelled training defects
     removed from the test split, unreadable files skipped, the reference shots drawn), shown
-    under the title, where a reader of the shared report sees them.
+    under the title, where a reader of the shared report sees them. ``references``: for a
+    reference-shot model, each category's shots, set again before its cards are re-scored (the
+    evaluation loop leaves the last category's loaded).
 
     ``detector`` is one Detector, or a dict ``category -> Detector`` (one model per category).
     ``details[category]`` holds ``paths, scores, labels, defect_types`` (and optionally
@@ -472,6 +476,8 @@ def write_test_report(out_dir: str | Path, detector, per_category: dict[str, dic
     cases = worst_cases(details)
     for n, (name, idx) in enumerate(cases.items()):
         d, det = details[name], dets[name]
+        if references and name in references:
+            det.set_references(list(references[name]))
         c = counts[name]
         summary = (f"{html.escape(name)} "
                    "<span class='muted' style='font-weight:400;font-size:14px'>"
@@ -482,7 +488,10 @@ def write_test_report(out_dir: str | Path, detector, per_category: dict[str, dic
             f"<details id='{anchors[name]}'{opened}><summary>{summary}</summary>",
             "<h3>Good images scored highest</h3>", case_cards(det, d, idx["fp"], "good"),
             "<h3>Defective images scored lowest</h3>", case_cards(det, d, idx["fn"], "defect"),
-            "<h3>Clearest detections</h3>", case_cards(det, d, idx["best"], "defect"),
+            "<h3>Clearest detections</h3>",
+            case_cards(det, d, idx["best"], "defect",
+                       empty=("every defective image is shown above" if idx["fn"] else
+                              "no defective images in the test split")),
             "</details>",
         ]
     parts.append("</div>")
