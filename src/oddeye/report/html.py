@@ -116,7 +116,9 @@ def threshold_counts(scores: np.ndarray, labels: np.ndarray, threshold: float) -
 
 
 def _pct(num: int, den: int) -> str:
-    return f"{100.0 * num / den:.0f}%" if den else "n/a"
+    """A share as a whole percentage, halves rounded up (1 of 8 is 13%, not round-half-even's
+    12%)."""
+    return f"{int(100 * num / den + 0.5)}%" if den else "n/a"
 
 
 def _fmt(v: Any) -> str:
