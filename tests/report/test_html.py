@@ -180,3 +180,12 @@ def test_one_detector_per_category(evaluated, patchcore_file, tmp_path):
     assert "one model and threshold per category" in text
     for d in (det, other):
         assert f"(threshold {d.threshold_:.4g})" in text
+
+
+def test_mean_tiles_say_how_many_categories_they_average():
+    from oddeye.report.html import _over
+
+    per = {"a": {"image_auroc": 0.5}, "b": {"image_auroc": float("nan")}, "c": {}}
+    assert _over(per, "image_auroc") == "mean over the 1 of 3 categories where it is defined"
+    assert _over({"a": {"image_auroc": 0.5}, "b": {"image_auroc": 0.7}}, "image_auroc") == \
+        "mean over categories"

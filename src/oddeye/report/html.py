@@ -115,6 +115,16 @@ def threshold_counts(scores: np.ndarray, labels: np.ndarray, threshold: float) -
             "fp": int((flagged & (y == 0)).sum()), "tn": int((~flagged & (y == 0)).sum())}
 
 
+def _over(per_category: dict[str, dict], key: str) -> str:
+    """What a mean tile averages: every category, or only those where ``key`` is defined (a
+    category with only good or only defective test images has no AUROC)."""
+    values = [r.get(key) for r in per_category.values()]
+    defined = [v for v in values if v is not None and v == v]  # NaN != NaN
+    if len(defined) == len(values):
+        return "mean over categories" if len(values) > 1 else "of the category"
+    return f"mean over the {len(defined)} of {len(values)} categories where it is defined"
+
+
 def _pct(num: int, den: int) -> str:
     """A share as a whole percentage, halves rounded up (1 of 8 is 13%, not round-half-even's
     12%)."""
@@ -433,9 +443,9 @@ def write_test_report(out_dir: str | Path, detector, per_category: dict[str, dic
          f"{total['tp']} of {n_def} at the model's threshold"),
         ("false alarms", _pct(total["fp"], n_good),
          f"{total['fp']} of {n_good} good images flagged"),
-        ("image AUROC", _fmt(mean.get("image_auroc")), "mean over categories"),
-        ("pixel AUROC", _fmt(mean.get("pixel_auroc")), "mean over categories"),
-        ("AUPRO@0.3", _fmt(mean.get("pixel_aupro")), "mean over categories"),
+        ("image AUROC", _fmt(mean.get("image_auroc")), _over(per_category, "image_auroc")),
+        ("pixel AUROC", _fmt(mean.get("pixel_auroc")), _over(per_category, "pixel_auroc")),
+        ("AUPRO@0.3", _fmt(mean.get("pixel_aupro")), _over(per_category, "pixel_aupro")),
     ]
     tile_html = "".join(f"<div class='tile'><div class='k'>{html.escape(k)}</div><div class='v'>"
                         f"{html.escape(v)}</div><div class='d'>{html.escape(d)}</div></div>"
