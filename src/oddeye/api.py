@@ -101,28 +101,28 @@ def category_list(categories: Any, n: int) -> list[str] | None:
     if isinstance(categories, (str, bytes)):
         raise DataError(f"categories must be one name per image, got the single string "
                         f"{categories!r}")
+    return one_per_image(categories, n, "categories", "one name per image",
+                         "give one category name per image")
+
+
+def one_per_image(values: Any, n: int, what: str, must: str, give: str) -> list:
+    """``values`` read once as a list of ``n`` entries; a ``DataError`` ("``what`` must be
+    ``must``, got <type>" or "<count> ``what`` for ``n`` images: ``give``") otherwise."""
     try:
-        out = list(categories)
+        out = list(values)
     except TypeError:
-        raise DataError(f"categories must be one name per image, got "
-                        f"{type(categories).__name__}") from None
+        raise DataError(f"{what} must be {must}, got {type(values).__name__}") from None
     if len(out) != n:
-        raise DataError(f"{len(out)} categories for {n} images: give one category name per "
-                        f"image")
+        raise DataError(f"{len(out)} {what} for {n} images: {give}")
     return out
 
 
 def label_list(labels: Any, n: int) -> list[int]:
     """``labels`` as 0/1 ints, one per image (``fit``, ``calibrate``): a count mismatch or a
     value other than 0/1 is a ``DataError`` naming it."""
-    try:
-        out = list(labels)
-    except TypeError:
-        raise DataError(f"labels must be a sequence of 0 (good) / 1 (defective), one per image, "
-                        f"got {type(labels).__name__}") from None
-    if len(out) != n:
-        raise DataError(f"{len(out)} labels for {n} images: give one label (0 good, 1 "
-                        "defective) per image")
+    out = one_per_image(labels, n, "labels",
+                        "a sequence of 0 (good) / 1 (defective), one per image",
+                        "give one label (0 good, 1 defective) per image")
     bad = [i for i, v in enumerate(out) if isinstance(v, float) or v not in (0, 1)]
     if bad:
         raise DataError(f"labels must be 0 (good) or 1 (defective); labels[{bad[0]}] is "

@@ -165,3 +165,19 @@ def test_report_cards_of_a_reference_shot_model_use_each_categorys_own_shots(
         right |= {f"{s:.4g}" for s in det.predict([s.path for s in cat.test]).scores}
     shown = re.findall(r"score <b>([^<]+)</b>", (rep / "index.html").read_text())
     assert shown and set(shown) <= right, set(shown) - right
+
+
+def test_an_image_past_pillows_size_limit_is_named_and_a_broken_link_given_directly_too(
+        tmp_path, monkeypatch):
+    from oddeye.commands.predict import gather
+    from oddeye.errors import DataError
+    from oddeye.io.images import read_image
+
+    path = tmp_path / "wide.png"
+    Image.fromarray(np.zeros((10, 30, 3), np.uint8)).save(path)  # 300 pixels
+    monkeypatch.setattr(Image, "MAX_IMAGE_PIXELS", 200)  # past it, under Pillow's 2x error
+    with pytest.warns(Image.DecompressionBombWarning, match=rf"{path}: 30x10 = 0 million"):
+        read_image(path)
+    (tmp_path / "gone.png").symlink_to(tmp_path / "nothing.png")
+    with pytest.raises(DataError, match=r"gone.png is a broken link \(to .*nothing.png"):
+        gather([str(tmp_path / "gone.png")])

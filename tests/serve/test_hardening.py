@@ -114,3 +114,25 @@ def test_responses_carry_hardening_headers_and_a_text_field_gets_the_friendly_me
         assert text.status_code == 422
         message = text.json()["error"]["message"]
         assert message.startswith("no image received") and "<class" not in message
+
+
+def test_serve_command_caps_connections_and_answers_loopback_names_only(monkeypatch, tmp_path):
+    """What `oddeye serve` hands uvicorn and the app: the connection cap, and the loopback-only
+    Host check when bound to a loopback address (not when bound to every interface)."""
+    import uvicorn
+
+    from oddeye.cli import main
+    from oddeye.commands import serve as serve_cmd
+
+    seen = []
+    monkeypatch.setattr(serve_cmd, "load_detector", lambda *a, **k: StubDetector())
+    monkeypatch.setattr(serve_cmd, "check_address", lambda host, port: None)
+    monkeypatch.setattr(uvicorn, "run", lambda app, **kw: seen.append((app, kw)))
+    for host, loopback in (("127.0.0.1", True), ("0.0.0.0", False)):
+        assert main(["serve", "--model", str(tmp_path / "m.oddeye"), "--host", host,
+                     "--max-connections", "5"]) == 0
+        app, kw = seen[-1]
+        assert kw["limit_concurrency"] == 5
+        with TestClient(app, base_url="http://127.0.0.1:8000") as c:
+            r = c.get("/v1/health", headers={"Host": "elsewhere.example"})
+            assert (r.status_code == 403) is loopback

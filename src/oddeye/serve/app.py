@@ -284,13 +284,15 @@ def upload_size(data: bytes, filename: str) -> tuple[int, int]:
                    f"(send {', '.join(UPLOAD_FORMATS)})", filename)
 
 
-def decode_upload(data: bytes, filename: str, max_pixels: int) -> np.ndarray:
-    """Decode uploaded bytes by content with ``oddeye.io.images.read_image``; errors name it."""
+def decode_upload(data: bytes, filename: str, max_pixels: int,
+                  size: tuple[int, int] | None = None) -> np.ndarray:
+    """Decode uploaded bytes by content with ``oddeye.io.images.read_image``; errors name it.
+    ``size``: the header's (width, height) when the caller has read it (``upload_size``)."""
     from oddeye.io.images import read_image
 
     if not data:
         raise ApiError(400, "empty_file", f"{filename}: the uploaded file is empty", filename)
-    w, h = upload_size(data, filename)  # header only: refuse huge images undecoded
+    w, h = size or upload_size(data, filename)  # header only: refuse huge images undecoded
     if w * h > max_pixels:
         raise ApiError(413, "image_too_large", f"{filename}: {w}x{h} pixels is more than the "
                        f"limit of {max_pixels} pixels", filename)
@@ -306,21 +308,26 @@ def decode_upload(data: bytes, filename: str, max_pixels: int) -> np.ndarray:
         os.unlink(tmp)
 
 
+def capped(image: np.ndarray, max_side: int) -> np.ndarray:
+    """``image`` resized (bilinear, aspect kept) so its longer side is at most ``max_side``."""
+    from PIL import Image
+
+    h, w = image.shape[:2]
+    f = min(1.0, max_side / max(h, w))
+    th, tw = max(1, round(h * f)), max(1, round(w * f))
+    if (th, tw) == (h, w):
+        return image
+    return np.asarray(Image.fromarray(image).resize((tw, th), Image.BILINEAR))
+
+
 def shrink(image: np.ndarray, size: int, max_side: int
            ) -> tuple[tuple[int, int], np.ndarray, np.ndarray]:
     """((h, w), the model's input (size x size, as ``predict`` resizes it), the image capped to
     ``max_side`` for its overlay): only these are kept while the request waits, not the full
     decoded image (a 40-megapixel photo is 120 MB)."""
-    from PIL import Image
-
     from oddeye.preprocess import resize_uint8
 
-    h, w = image.shape[:2]
-    f = min(1.0, max_side / max(h, w))
-    th, tw = max(1, round(h * f)), max(1, round(w * f))
-    capped = image if (th, tw) == (h, w) else np.asarray(
-        Image.fromarray(image).resize((tw, th), Image.BILINEAR))
-    return (h, w), resize_uint8(image, size), capped
+    return image.shape[:2], resize_uint8(image, size), capped(image, max_side)
 
 
 def overlay_png(image: np.ndarray, model_map: np.ndarray, threshold: float, scale: float,
@@ -332,11 +339,8 @@ def overlay_png(image: np.ndarray, model_map: np.ndarray, threshold: float, scal
     from oddeye.postprocess import upsample
     from oddeye.report.overlay import overlay
 
-    h, w = image.shape[:2]
-    f = min(1.0, max_side / max(h, w))
-    th, tw = max(1, round(h * f)), max(1, round(w * f))
-    if (th, tw) != (h, w):
-        image = np.asarray(Image.fromarray(image).resize((tw, th), Image.BILINEAR))
+    image = capped(image, max_side)  # the service hands it capped already: then a no-op
+    th, tw = image.shape[:2]
     amap = upsample(torch.from_numpy(np.ascontiguousarray(model_map))[None], (th, tw))[0].numpy()
     buf = io.BytesIO()
     Image.fromarray(overlay(image, amap, threshold, scale)).save(buf, format="PNG",
@@ -457,18 +461,18 @@ def create_app(detector: Any, config: ServeConfig | None = None,
             stats["requests"] += 1
             names = [f.filename or f"file{i}" for i, f in enumerate(file)]
             blobs = [await f.read() for f in file]
-            total = sum(w * h for w, h in (upload_size(b, n) for b, n in zip(blobs, names,
-                                                                            strict=True)))
+            sizes = [upload_size(b, n) for b, n in zip(blobs, names, strict=True)]
+            total = sum(w * h for w, h in sizes)
             if total > cfg.max_request_pixels:
                 raise ApiError(413, "request_too_large", f"the {len(blobs)} images hold {total} "
                                f"pixels together, more than the limit of "
                                f"{cfg.max_request_pixels} per request; send fewer or smaller "
                                f"images")
             uploads = await run_in_threadpool(
-                lambda: [shrink(decode_upload(b, n, cfg.max_pixels), detector.size,
+                lambda: [shrink(decode_upload(b, n, cfg.max_pixels, wh), detector.size,
                                 cfg.overlay_max_side)
-                         for b, n in zip(blobs, names, strict=True)])
-            sizes = [u[0] for u in uploads]
+                         for b, n, wh in zip(blobs, names, sizes, strict=True)])
+            shapes = [u[0] for u in uploads]
             t1 = time.perf_counter()
             pred, model_s = await queue.run(infer, [u[1] for u in uploads])
             t2 = time.perf_counter()
@@ -477,7 +481,7 @@ def create_app(detector: Any, config: ServeConfig | None = None,
             def render() -> list[dict]:
                 out = []
                 for i, name in enumerate(names):
-                    h, w = sizes[i]
+                    h, w = shapes[i]
                     item = {"filename": name, "width": w, "height": h,
                             "score": float(pred.scores[i]),
                             "normalized_score": float(pred.normalized_scores[i]),
