@@ -17,6 +17,7 @@ from oddeye.report.html import (  # noqa: E402
     ground_truth_mask,
     metric_table,
     threshold_counts,
+    threshold_point,
     worst_cases,
     write_test_report,
 )
@@ -94,6 +95,13 @@ def test_threshold_counts_and_worst_cases():
     assert cases["fp"] == [1, 2]  # good images, highest score first
     assert cases["fn"] == [3, 6]  # defective images, lowest score first
     assert cases["best"] == [4, 5]  # clearest detections, never repeating a low-scored one
+
+
+def test_threshold_point_with_nothing_flagged_sits_where_the_pr_curve_starts():
+    scores, labels = np.array([0.1, 0.9, 0.4, 0.2]), np.array([0, 1, 0, 1])
+    assert threshold_point(threshold_counts(scores, labels, 0.5)) == (0.0, 0.5, 1.0)
+    assert threshold_point(threshold_counts(scores, labels, 0.3)) == (0.5, 0.5, 0.5)
+    assert threshold_point(threshold_counts(scores, labels, 5.0)) == (0.0, 0.0, 1.0)
 
 
 def test_defect_breakdown_and_metric_table():

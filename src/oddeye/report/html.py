@@ -115,6 +115,16 @@ def threshold_counts(scores: np.ndarray, labels: np.ndarray, threshold: float) -
             "fp": int((flagged & (y == 0)).sum()), "tn": int((~flagged & (y == 0)).sum())}
 
 
+def threshold_point(counts: dict[str, int]) -> tuple[float, float, float]:
+    """(false positive rate, recall, precision) at a threshold from ``threshold_counts``. With
+    nothing flagged precision is 0/0; it is drawn as 1, where the precision-recall curve starts
+    (scikit-learn's convention), not at (0, 0), which would read as "every flag wrong"."""
+    c = counts
+    flagged = c["tp"] + c["fp"]
+    return (c["fp"] / max(1, c["fp"] + c["tn"]), c["tp"] / max(1, c["tp"] + c["fn"]),
+            c["tp"] / flagged if flagged else 1.0)
+
+
 def _over(per_category: dict[str, dict], key: str) -> str:
     """What a mean tile averages: every category, or only those where ``key`` is defined (a
     category with only good or only defective test images has no AUROC)."""
@@ -202,10 +212,7 @@ def curves_png(details: dict[str, dict], thresholds: dict[str, float] | float | 
                        label=f"AP {average_precision_score(y, s):.3f}")
             ax_pr.axhline(y.mean(), ls=":", color="gray", lw=1, label="chance")
             if thr is not None:
-                c = threshold_counts(s, y, thr)
-                fp_rate = c["fp"] / max(1, c["fp"] + c["tn"])
-                recall = c["tp"] / max(1, c["tp"] + c["fn"])
-                precision = c["tp"] / max(1, c["tp"] + c["fp"])
+                fp_rate, recall, precision = threshold_point(threshold_counts(s, y, thr))
                 ax_roc.plot([fp_rate], [recall], "o", color="black", ms=5, label="at threshold")
                 ax_pr.plot([recall], [precision], "o", color="black", ms=5, label="at threshold")
         else:
