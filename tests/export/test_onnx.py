@@ -90,6 +90,20 @@ def test_dynamic_batch_axis(exported, synth_root):
     assert np.abs(tscores.numpy() - scores5).max() < TOL
 
 
+def test_onnx_iter_predict_takes_one_array_as_one_image(exported):
+    """As ``Detector.iter_predict``: one (H, W, 3) or (H, W) array is one image, not H rows."""
+    from oddeye.export.onnx import OnnxDetector
+
+    det, path = exported
+    sess = OnnxDetector(path)
+    img = np.full((40, 50, 3), 90, np.uint8)
+    for one in (img, img[..., 0]):
+        preds = list(sess.iter_predict(one))
+        assert [len(p.scores) for p in preds] == [1]
+        assert preds[0].maps.shape == (1, det.size, det.size)
+    assert sum(len(p.scores) for p in sess.iter_predict(np.stack([img] * 3), batch_size=2)) == 3
+
+
 def test_metadata_props(exported):
     """Threshold, scale, size, method, backbone and version travel in metadata_props."""
     import onnx

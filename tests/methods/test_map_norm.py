@@ -53,6 +53,15 @@ def test_standardised_model_round_trips_and_scores_z_values(normed, grid40, tmp_
     assert not np.allclose(plain.predict(paths).scores, before.scores)
 
 
+def test_info_says_the_maps_are_standardised(normed, tmp_path, capsys):
+    from oddeye.cli import main
+
+    path = normed.save(tmp_path / "n.oddeye")
+    assert main(["info", str(path)]) == 0
+    assert (f"maps standardised per position on {MIN_NORM_IMAGES} good images (map_norm)"
+            in capsys.readouterr().out)
+
+
 def test_threshold_uses_out_of_sample_scores(normed, grid40):
     """Scores of the statistics' own images are low by construction; the threshold comes from
     leave-one-out z-maps, which sit higher, as fresh good images do."""
