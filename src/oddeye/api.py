@@ -26,8 +26,8 @@ from oddeye.backbones import DEFAULT_BATCH  # chosen by measurement (docs/backbo
 from oddeye.device import resolve_device
 from oddeye.errors import DataError, ModelFileError, OddeyeError
 from oddeye.io.modelfile import load_model, save_model
-from oddeye.methods import Method, TrainSet, create_method, get_method
-from oddeye.methods.base import attach_frame, check_choice, check_number
+from oddeye.methods import Method, TrainSet, create_method, fusion, get_method
+from oddeye.methods.base import check_choice, check_number
 from oddeye.postprocess import (
     SCORE_REDUCTIONS,
     PostProcess,
@@ -168,10 +168,7 @@ def check_size_fits_taps(size: int, method: Method) -> None:
     """A ``DataError`` unless ``size`` is a multiple of the stride of the method's deepest tap:
     otherwise that tap's cells cover more (or less) than the image and every map is stretched
     onto it, up to several pixels off at the far edge (250 px at stride 8 covers 256)."""
-    from oddeye.backbones import feature_info
-
-    info = feature_info(method.backbone)
-    stride = max((info[lay][1] for lay in method.layers if lay in info), default=1)
+    stride = deepest_stride(method)
     if size % stride:
         down, up = size - size % stride, size - size % stride + stride
         raise DataError(f"size {size} is not a multiple of {stride}, the stride of the deepest "
@@ -182,19 +179,27 @@ def check_size_fits_taps(size: int, method: Method) -> None:
 def default_pad(method: Method) -> int:
     """The input frame a method gets when the Detector's ``pad`` is None: its ``default_pad``
     rounded up to a multiple of its deepest tap's stride (so deeper taps still crop exactly)."""
-    from oddeye.backbones import feature_info
-
     if not method.default_pad:
         return 0
-    info = feature_info(method.backbone)
-    stride = max((info[lay][1] for lay in method.layers if lay in info), default=1)
+    stride = deepest_stride(method)
     return -(-method.default_pad // stride) * stride
+
+
+def deepest_stride(method: Method) -> int:
+    """The largest stride among the method's taps, over every member of a fused backbone."""
+    from oddeye.backbones import feature_info
+
+    infos = [feature_info(b) for b in fusion.members(method.backbone)]
+    return max((info[lay][1] for info in infos for lay in method.layers if lay in info),
+               default=1)
 
 
 def _build_extractor(backbone: str, layers: Sequence[str], weights: Any, pad: int = 0
                      ) -> nn.Module:
     from oddeye.backbones import FeatureExtractor
 
+    if fusion.is_fused(backbone):
+        return fusion.FusedExtractor(fusion.members(backbone), layers, weights, pad)
     return FeatureExtractor(backbone, list(layers), weights=weights, pad=pad)
 
 
@@ -326,6 +331,7 @@ class Detector(PredictorMixin):
         self._check_params()
         method = self._method()
         method.check_params()
+        fusion.check_fusion(method, self.weights)
         check_size_fits_taps(self.size, method)
 
     def _method(self) -> Method:
@@ -359,6 +365,7 @@ class Detector(PredictorMixin):
         dev = resolve_device(self.device)
         method = self._method()
         method.check_params()  # before the backbone's weights are read
+        fusion.check_fusion(method, self.weights)
         check_size_fits_taps(self.size, method)
         n = len(images)
         cats = category_list(categories, n)
@@ -376,10 +383,8 @@ class Detector(PredictorMixin):
         # the extractor and head first: a bad backbone, layer, pad or head parameter fails
         # before any image is decoded
         self.pad_ = self.pad if self.pad is not None else default_pad(method)
-        extractor = _build_extractor(method.backbone, method.layers, self.weights,
-                                     self.pad_).to(dev)
-        head = method.build_head(extractor.channels, extractor.strides).to(dev)
-        attach_frame(method, extractor, head)
+        extractor, head = fusion.build_model(method, self.weights, self.pad_)
+        extractor, head = extractor.to(dev), head.to(dev)
         arrays, shapes = load_resized_with_shapes(images, self.size)
         mask_arr = prepare_masks(images, masks, shapes, self.size) if masks is not None else None
         if mask_arr is not None:
@@ -393,7 +398,7 @@ class Detector(PredictorMixin):
             labels=torch.as_tensor([labels[i] for i in train_idx]) if labels is not None else None,
             masks=torch.as_tensor(mask_arr[train_idx]) if mask_arr is not None else None,
         )
-        method.fit_head(head, data)
+        fusion.fit_model(method, head, data)
         head.to(dev).eval()  # buffers a fit replaced may have been made on the CPU
         self.method_ = method
         self.device_ = dev
@@ -410,6 +415,11 @@ class Detector(PredictorMixin):
         elif holdout_idx:
             good_x = x[holdout_idx]
             source = f"{len(holdout_idx)} held-out training images"
+        self.fusion_images_ = 0
+        if isinstance(head, fusion.FusedHead):  # members standardised before any score is made
+            stats_x = good_x if good_x is not None else x[train_idx]
+            fusion.fit_stats(extractor, head, normalize, stats_x, self.batch_size, dev)
+            self.fusion_images_ = int(stats_x.shape[0])
         self.map_norm_ = 0
         if norm:
             good_scores = self._fit_map_norm(good_x)
@@ -518,7 +528,9 @@ class Detector(PredictorMixin):
         """What the fit chose from the training data itself, in one line ("" if nothing, or not
         fitted): e.g. PatchCore's position weight and the held-out scores behind it."""
         method, model = getattr(self, "method_", None), getattr(self, "model_", None)
-        return method.fit_choices(model.head) if method is not None and model is not None else ""
+        if method is None or model is None:
+            return ""
+        return fusion.fit_choices(method, model.head)
 
     # ------------------------------------------------------- few-shot references
     @property
@@ -619,7 +631,9 @@ class Detector(PredictorMixin):
                             "map_norm_images": self.map_norm_},
             "backbone": {"name": self.method_.backbone, "layers": list(self.method_.layers),
                          "channels": dict(ext.channels), "strides": dict(ext.strides),
-                         "pad": ext.pad},
+                         "pad": ext.pad,
+                         **({"fusion_images": self.fusion_images_}
+                            if isinstance(self.model_.head, fusion.FusedHead) else {})},
             "threshold": {"value": self.threshold_, "scale": self.score_scale_,
                           **self.threshold_info_},
             "train": {"n_images": self.n_train_, "fit_seconds": self.fit_seconds_,
@@ -662,6 +676,7 @@ class Detector(PredictorMixin):
                 raise ModelFileError(f"{path}: metadata says pad={det.pad!r} but the backbone "
                                      f"was saved with pad={det.pad_!r}")
             try:
+                fusion.check_fusion(method, None)
                 extractor = _build_extractor(bb["name"], bb["layers"], None, det.pad_)
             except ValueError as exc:  # a backbone, layer or pad this version does not know
                 raise ModelFileError(f"{path}: bad backbone record ({exc})") from None
@@ -670,8 +685,8 @@ class Detector(PredictorMixin):
             check_state_keys(path, "backbone", "extractor.", extractor, ext_state)
             extractor.load_state_dict(ext_state, strict=True)
             head_state = {k[len("head."):]: v for k, v in tensors.items() if k.startswith("head.")}
-            head = method.head_from_state(extractor.channels, extractor.strides, head_state)
-            attach_frame(method, extractor, head)
+            head = fusion.head_from_state(method, extractor, head_state)
+            fusion.attach_frames(method, extractor, head)
         except (KeyError, TypeError, RuntimeError) as exc:
             raise ModelFileError(
                 f"{path}: model content does not match its metadata ({one_line(exc)})") from None
@@ -695,6 +710,7 @@ class Detector(PredictorMixin):
                                   postproc).to(dev).eval()
         det.device_ = dev
         det.map_norm_ = int(post.get("map_norm_images", 0))
+        det.fusion_images_ = int(bb.get("fusion_images", 0))
         thr = meta["threshold"]
         det.threshold_, det.score_scale_ = float(thr["value"]), float(thr["scale"])
         det.threshold_info_ = {k: v for k, v in thr.items() if k not in ("value", "scale")}

@@ -110,6 +110,7 @@ def test_missing_required_entry(patchcore_file, tmp_path, section, key):
     ("detector_params", "size", "x", "detector_params.size"),
     ("detector_params", "size", 999, "preprocess.size"),
     ("backbone", "pad", "x", "backbone.pad"),
+    ("backbone", "fusion_images", -1, "backbone.fusion_images"),
     ("backbone", "layers", "s8", "backbone.layers"),
     ("method_params", "no_such_parameter", 1, "no_such_parameter"),
 ])

@@ -186,6 +186,7 @@ def export_metadata(detector: Any, input_dtype: str, batch: int | None = None) -
         "input_dtype": input_dtype,
         "batch": str(batch) if batch else "dynamic",
         "map_norm_images": str(int(getattr(detector, "map_norm_", 0) or 0)),
+        "fusion_images": str(int(getattr(detector, "fusion_images_", 0) or 0)),
         "train": json.dumps(meta.get("train", {}) or {}, default=str),
     }
 

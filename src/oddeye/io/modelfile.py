@@ -255,6 +255,8 @@ def _problem(meta: dict[str, Any], tensors: Mapping[str, torch.Tensor]) -> str |
         return f"backbone.layers is {bb['layers']!r}, not a list of layer names"
     if not _is_int(bb.get("pad", 0)):
         return f"backbone.pad is {bb['pad']!r}, not an integer"
+    if not _is_int(bb.get("fusion_images", 0)) or bb.get("fusion_images", 0) < 0:
+        return f"backbone.fusion_images is {bb['fusion_images']!r}, not a count"
 
     pre = meta["preprocess"]
     if not _is_int(pre["size"]) or pre["size"] < 1:

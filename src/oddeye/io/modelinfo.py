@@ -89,7 +89,8 @@ def model_details(detector: Any, path: str | Path) -> dict[str, Any]:
         train: dict[str, Any] = _onnx_entry(meta, "train", dict, {})  # exports since 25th session
         scoring = {"sigma": _onnx_entry(meta, "sigma", float | int, None),
                    "reduce": meta.get("reduce"), "score_from": meta.get("score_from"),
-                   "map_norm_images": _onnx_entry(meta, "map_norm_images", int, 0)}
+                   "map_norm_images": _onnx_entry(meta, "map_norm_images", int, 0),
+                   "fusion_images": _onnx_entry(meta, "fusion_images", int, 0)}
         n_refs = _onnx_entry(meta, "n_references", int, 0)
         choices = ""
     else:
@@ -98,7 +99,8 @@ def model_details(detector: Any, path: str | Path) -> dict[str, Any]:
         post = meta.get("postprocess", {}) or {}
         scoring = {"sigma": post.get("sigma"), "reduce": post.get("reduce"),
                    "score_from": post.get("score_from"),
-                   "map_norm_images": int(post.get("map_norm_images") or 0)}
+                   "map_norm_images": int(post.get("map_norm_images") or 0),
+                   "fusion_images": int((meta.get("backbone") or {}).get("fusion_images") or 0)}
         n_refs = int(getattr(detector, "n_references_", 0) or 0)
         choices = detector.fit_choices_
     labelled = train.get("labelled_defects") or []
@@ -165,7 +167,9 @@ def format_details(d: dict[str, Any]) -> str:
     rows.append(("scoring", f"image score {s['reduce']} of the {s['score_from']} map, "
                             f"Gaussian sigma {s['sigma']}"
                  + (f", maps standardised per position on {s['map_norm_images']} good images "
-                    f"(map_norm)" if s.get("map_norm_images") else "")))
+                    f"(map_norm)" if s.get("map_norm_images") else "")
+                 + (f", the backbones' maps each standardised on {s['fusion_images']} good "
+                    f"images and summed" if s.get("fusion_images") else "")))
     if "onnx_input" in d:
         i = d["onnx_input"]
         batch = i["batch"] or "not recorded (an export from before oddeye recorded it)"

@@ -98,6 +98,9 @@ class Method(ABC):
     score_from: ClassVar[str] = "smoothed"
     #: False when the head cannot be traced to ONNX (the exporter then refuses with a clear error).
     exportable: ClassVar[bool] = True
+    #: True when the method can run on several backbones fused at the map level
+    #: (``backbone="a+b"``, ``oddeye.methods.fusion``): it fits on good images alone.
+    fusable: ClassVar[bool] = False
     #: Parameters added after model files were already written, with the value that reproduces
     #: what those files computed: a file without them loads with that value (any other missing
     #: parameter is refused).

@@ -120,6 +120,7 @@ class Padim(Method):
     name = "padim"
     default_layers = ("s4", "s8", "s16")
     legacy_defaults = {"covariance": "sample"}  # files from before the option
+    fusable = True  # backbone="a+b": one head per backbone, maps fused (oddeye.methods.fusion)
 
     def __init__(self, backbone: str | None = None, layers: Sequence[str] | None = None,
                  n_features: int = 100, eps: float = 0.01, covariance: str = "sample",

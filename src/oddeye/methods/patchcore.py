@@ -393,12 +393,14 @@ class PatchCore(Method):
     ``frame_crop``: where the input frame (the Detector's ``pad``) is cut away, ``FRAME_CROPS``.
     ``grid``: which tap's cells are the patches (``grid_tap``; "first", the finest, is the
     paper's; "last" averages the finer stages over each coarser cell, docs/methods.md "Patch
-    grid").
+    grid"). ``backbone="a+b"`` fits one bank per backbone and sums their standardised maps
+    (``oddeye.methods.fusion``).
     """
 
     name = "patchcore"
     default_layers = ("s8", "s16")
     score_from = "raw"  # the paper's image score: the largest patch distance, before smoothing
+    fusable = True  # backbone="a+b": one head per backbone, maps fused (oddeye.methods.fusion)
     # the input frame, chosen on validation data (docs/backbones.md, "Input border")
     default_pad = 16
     # files from before these searched the exact space and chose chunk centres independently

@@ -1,0 +1,26 @@
+"""Validation-only check of the built two-backbone fusion (no test split used).
+
+``backbone="mobilenet_v2+efficientnet_lite0"`` (``oddeye.methods.fusion``: one PatchCore per
+backbone, each raw map standardised on the held-out good images the threshold uses, summed)
+against the default MobileNetV2 PatchCore. The twenty-fifth session's script
+(``patchcore_backbone_fusion.py``) measured a fusion of smoothed maps outside the Detector; this
+runs the built option as users get it: both candidates hold out the Detector's default tenth of
+the fitting images (the fusion's standardisation set; the suite's other scripts hold none out).
+Writes section ``selection-patchcore-fusion-built`` (``-seed<S>``). Run:
+``.venv/bin/python benchmarks/patchcore_fusion_selection.py [--seed S]``.
+"""
+
+from oddeye.bench.selection_suite import run_seeded, seed_kwargs, seed_parser
+
+# Both hold out the Detector's default tenth (the selection suite holds none by default): the
+# fusion standardises each member on those images, and the plain model fits on the same rest.
+CANDIDATES = {
+    "mobilenet_v2 (default)": {"holdout": 0.1},
+    "mobilenet_v2+efficientnet_lite0": {"backbone": "mobilenet_v2+efficientnet_lite0",
+                                        "holdout": 0.1},
+}
+
+if __name__ == "__main__":
+    args = seed_parser(__doc__).parse_args()
+    run_seeded("patchcore", "selection-patchcore-fusion-built", CANDIDATES, args.seed,
+               args.placement, **seed_kwargs(args))

@@ -1,0 +1,219 @@
+"""One method on several backbones, fused at the map level (``backbone="a+b"``).
+
+Each backbone ("member") gets its own extractor and its own head of the same method with the same
+hyper-parameters. Each member's raw map is standardised by the mean and standard deviation of
+its raw maps of good images the fit did not train on (the images the threshold comes from), and
+the standardised maps are summed: members whose distances live on different scales then weigh
+the same. Validated for PatchCore on MobileNetV2 + EfficientNet-Lite0 (docs/methods.md, "Two
+backbones fused"); the cost is every member's fit and forward pass.
+
+The Detector builds, fits, saves and loads a model through ``build_model``, ``fit_model``,
+``fit_stats`` and ``head_from_state``, which take the one-backbone path unchanged when the
+backbone names a single network.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Sequence
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from oddeye.errors import DataError
+from oddeye.methods.base import Method, TrainSet, attach_frame
+
+#: Joins member backbones in a fused backbone's name: ``"mobilenet_v2+efficientnet_lite0"``.
+SEPARATOR = "+"
+
+
+def members(backbone: str) -> list[str]:
+    """The member backbones a name stands for: one for a plain name, several for ``a+b``."""
+    return backbone.split(SEPARATOR)
+
+
+def is_fused(backbone: str) -> bool:
+    return SEPARATOR in backbone
+
+
+def check_fusion(method: Method, weights: Any = "auto") -> None:
+    """A ``DataError`` unless ``method.backbone`` is a plain name or a fusion this method and
+    ``weights`` allow: two or more distinct known backbones, a method that learns from good
+    images alone (``fusable``), weights resolved per member."""
+    if not is_fused(method.backbone):
+        return
+    from oddeye.backbones import available_backbones
+
+    names = members(method.backbone)
+    known = available_backbones()
+    bad = [n for n in names if n not in known]
+    if bad or len(set(names)) != len(names) or len(names) < 2:
+        why = (f"unknown member {bad[0]!r}" if bad else "a member is repeated")
+        raise DataError(f"backbone {method.backbone!r}: {why}; a fused backbone joins two or more "
+                        f"distinct backbones with '{SEPARATOR}' (known: {', '.join(known)})")
+    if not getattr(method, "fusable", False):
+        raise DataError(f"method {method.name!r} cannot fuse backbones ({method.backbone!r}): "
+                        f"fusion is for methods that fit on good images alone and score by a "
+                        f"distance map (patchcore, padim)")
+    if weights not in ("auto", None):
+        raise DataError(f"weights={weights!r} names one file, but backbone {method.backbone!r} "
+                        f"has {len(names)} members: leave weights='auto' and put each member's "
+                        f"standard file where oddeye finds it ($ODDEYE_WEIGHTS)")
+
+
+class FusedExtractor(nn.Module):
+    """Several frozen ``FeatureExtractor``s on the same input; taps keyed ``"<member>/<tap>"``.
+
+    ``channels`` and ``strides`` use the same keys; ``pad`` is every member's frame.
+    """
+
+    def __init__(self, backbones: Sequence[str], layers: Sequence[str],
+                 weights: Any = "auto", pad: int = 0) -> None:
+        super().__init__()
+        from oddeye.backbones import FeatureExtractor
+
+        self.members = nn.ModuleList(FeatureExtractor(b, list(layers), weights=weights, pad=pad)
+                                     for b in backbones)
+        self.backbone_name = SEPARATOR.join(backbones)
+        self.layers = self.members[0].layers
+        self.pad = pad
+        self.channels = {f"{i}/{k}": v for i, m in enumerate(self.members)
+                         for k, v in m.channels.items()}
+        self.strides = {f"{i}/{k}": v for i, m in enumerate(self.members)
+                        for k, v in m.strides.items()}
+
+    def train(self, mode: bool = True) -> FusedExtractor:
+        """Ignore ``mode``: the members stay in eval mode (frozen statistics)."""
+        return super().train(False)
+
+    def forward(self, x: torch.Tensor) -> dict[str, torch.Tensor]:
+        return {f"{i}/{k}": v for i, m in enumerate(self.members) for k, v in m(x).items()}
+
+
+def member_features(feats: dict[str, torch.Tensor], index: int) -> dict[str, torch.Tensor]:
+    """One member's taps (by their own names) out of a ``FusedExtractor``'s output."""
+    prefix = f"{index}/"
+    return {k[len(prefix):]: v for k, v in feats.items() if k.startswith(prefix)}
+
+
+def standardised_sum(maps: Sequence[torch.Tensor], mean: torch.Tensor,
+                     scale: torch.Tensor) -> torch.Tensor:
+    """``sum_i (maps[i] - mean[i]) / scale[i]``, each (N, h, w) map first resized (bilinear) to
+    the first one's cells when they differ."""
+    size = maps[0].shape[-2:]
+    out = torch.zeros_like(maps[0])
+    for i, m in enumerate(maps):
+        if m.shape[-2:] != size:
+            m = F.interpolate(m[:, None], size=size, mode="bilinear", align_corners=False)[:, 0]
+        out = out + (m - mean[i]) / scale[i]
+    return out
+
+
+def map_stats(maps: torch.Tensor) -> tuple[float, float]:
+    """(mean, standard deviation) of every cell of (N, h, w) raw maps of good images; a spread
+    of zero (a member whose map is constant) becomes 1 so that member adds a constant."""
+    m = maps.double()
+    mean, std = float(m.mean()), float(m.std(unbiased=False))
+    return mean, (std if std > 0 and torch.isfinite(torch.tensor(std)) else 1.0)
+
+
+class FusedHead(nn.Module):
+    """Member heads -> the sum of their standardised raw maps (``standardised_sum``).
+
+    ``mean`` / ``scale`` (one entry per member) start at 0 / 1, a plain sum, until ``set_stats``.
+    """
+
+    def __init__(self, heads: Sequence[nn.Module]) -> None:
+        super().__init__()
+        self.heads = nn.ModuleList(heads)
+        self.register_buffer("mean", torch.zeros(len(heads)))
+        self.register_buffer("scale", torch.ones(len(heads)))
+
+    def member_maps(self, feats: dict[str, torch.Tensor]) -> list[torch.Tensor]:
+        return [h(member_features(feats, i)) for i, h in enumerate(self.heads)]
+
+    def forward(self, feats: dict[str, torch.Tensor]) -> torch.Tensor:
+        return standardised_sum(self.member_maps(feats), self.mean, self.scale)
+
+    def set_stats(self, stats: Sequence[tuple[float, float]]) -> None:
+        self.mean.copy_(torch.tensor([s[0] for s in stats]))
+        self.scale.copy_(torch.tensor([s[1] for s in stats]))
+
+
+def build_model(method: Method, weights: Any, pad: int) -> tuple[nn.Module, nn.Module]:
+    """(extractor, untrained head) for ``method``, framed as the method decides
+    (``attach_frame``): one ``FeatureExtractor`` and head, or a ``FusedExtractor`` and
+    ``FusedHead`` with one head per member."""
+    from oddeye.backbones import FeatureExtractor
+
+    check_fusion(method, weights)
+    if not is_fused(method.backbone):
+        extractor = FeatureExtractor(method.backbone, list(method.layers), weights=weights,
+                                     pad=pad)
+        head = method.build_head(extractor.channels, extractor.strides)
+    else:
+        extractor = FusedExtractor(members(method.backbone), method.layers, weights, pad)
+        head = FusedHead([method.build_head(m.channels, m.strides) for m in extractor.members])
+    attach_frames(method, extractor, head)
+    return extractor, head
+
+
+def attach_frames(method: Method, extractor: nn.Module, head: nn.Module) -> None:
+    """``attach_frame`` for each member (or the one extractor and head)."""
+    if isinstance(head, FusedHead):
+        for m, h in zip(extractor.members, head.heads, strict=True):
+            attach_frame(method, m, h)
+    else:
+        attach_frame(method, extractor, head)
+
+
+def fit_model(method: Method, head: nn.Module, data: TrainSet) -> None:
+    """``method.fit_head`` on the training set, member by member for a fused model (each sees
+    its own backbone's features; the standardisation comes later, ``fit_stats``)."""
+    if not isinstance(head, FusedHead):
+        method.fit_head(head, data)
+        return
+    for m, h in zip(data.extractor.members, head.heads, strict=True):
+        method.fit_head(h, dataclasses.replace(data, extractor=m, _cache=None))
+
+
+def fit_stats(extractor: nn.Module, head: FusedHead, normalize: nn.Module, images: torch.Tensor,
+              batch_size: int, device: torch.device) -> None:
+    """Set a fused head's per-member mean and spread from the raw maps of good uint8
+    (N, 3, S, S) ``images`` (on the CPU), computed batch by batch."""
+    parts: list[list[torch.Tensor]] = [[] for _ in head.heads]
+    with torch.inference_mode():
+        for s in range(0, images.shape[0], max(1, batch_size)):
+            feats = extractor(normalize(images[s:s + batch_size].to(device)))
+            for i, m in enumerate(head.member_maps(feats)):
+                parts[i].append(m.float().cpu())
+    head.set_stats([map_stats(torch.cat(p)) for p in parts])
+
+
+def fit_choices(method: Method, head: nn.Module) -> str:
+    """``method.fit_choices``, member by member for a fused head ("member: choice; ...")."""
+    if not isinstance(head, FusedHead):
+        return method.fit_choices(head)
+    names = members(method.backbone)
+    said = [(n, method.fit_choices(h)) for n, h in zip(names, head.heads, strict=True)]
+    return "; ".join(f"{n}: {c}" for n, c in said if c)
+
+
+def head_from_state(method: Method, extractor: nn.Module,
+                    state: dict[str, torch.Tensor]) -> nn.Module:
+    """A fitted head rebuilt from a model file's head tensors (``Method.head_from_state`` per
+    member for a fused model). Raises ``KeyError`` / ``RuntimeError`` on tensors that do not fit
+    (the loader turns them into a ``ModelFileError``)."""
+    if not isinstance(extractor, FusedExtractor):
+        return method.head_from_state(extractor.channels, extractor.strides, state)
+    heads = []
+    for i, m in enumerate(extractor.members):
+        prefix = f"heads.{i}."
+        heads.append(method.head_from_state(
+            m.channels, m.strides, {k[len(prefix):]: v for k, v in state.items()
+                                    if k.startswith(prefix)}))
+    head = FusedHead(heads)
+    head.load_state_dict(state, strict=True)
+    return head.eval()
