@@ -10,14 +10,15 @@ vs a 16-pixel one (``pad``, twelfth session; its tap-cropping order pinned, as i
 (``frame_crop="taps"``) vs cut from the aggregated embedding (the default since the thirteenth
 session). ``--study pool-zeros``: that default vs no frame and the border cells' average
 counting the zero padding (``pool_zeros=True``, an option). ``--study grid``: the patch grid
-of the first tap (default) vs the last (``grid="last"``, seventeenth session). The first two
-studies run without the frame, as they did when their sections were written. Three seeds
+of the first tap (default) vs the last (``grid="last"``, seventeenth session). ``--study
+fusion``: MobileNetV2 vs MobileNetV2 + EfficientNet-Lite0 fused (twenty-sixth session). The
+first two studies run without the frame, as they did when their sections were written. Three seeds
 each (the seed draws the held-out images, the coreset's chunk permutation and start); each
 (set, seed, variant) is one process of the detection suite, whose JSON in ``--work`` is reused
 when it exists. Writes section ``patchcore-<study>``.
 
 Run: .venv/bin/python benchmarks/patchcore_chunk_order.py --work /tmp/chunk-order
-     [--study position|pad|frame-order|pool-zeros|grid|throwaway]
+     [--study position|pad|frame-order|pool-zeros|grid|throwaway|fusion]
 """
 
 from __future__ import annotations
@@ -81,6 +82,15 @@ STUDIES = {
                    "plain, chunked coreset": {"pad": 0, "pool_zeros": True, "position": 0.0},
                    "plain, exact coreset": {"pad": 0, "pool_zeros": True, "position": 0.0,
                                             "chunk_size": None}}),
+    "fusion": ("PatchCore: two backbones fused at the map level",
+               "Default parameters (`position=\"auto\"`: `w=` is the weight it chose) on "
+               "MobileNetV2 (default) or on `backbone=\"mobilenet_v2+efficientnet_lite0\"`: "
+               "one bank per backbone, each raw map standardised on the good images the "
+               "threshold uses (`validation/good` for tire, else the held-out tenth of "
+               "`train/good`), summed (`oddeye.methods.fusion`)", "backbone",
+               {"mobilenet_v2 (default)": {},
+                "mobilenet_v2+efficientnet_lite0":
+                    {"backbone": "mobilenet_v2+efficientnet_lite0"}}),
 }
 
 
@@ -128,17 +138,20 @@ def main(argv: list[str]) -> int:
              f"{what}; 10,000-patch bank (the cap); seeds "
              f"{', '.join(map(str, a.seeds))} (held-out draw, chunk permutation, start). Cells: "
              "image AUROC / pixel AUROC / AUPRO@0.3 on the test split; fit s = whole "
-             f"`Detector.fit`, median over seeds ({a.threads} threads).", "",
+             "`Detector.fit`, ms = the detection suite's inference time per image at batch 1, "
+             f"both medians over seeds ({a.threads} threads).", "",
              f"| data | {column} | " + " | ".join(f"seed {s}" for s in a.seeds)
-             + " | mean | fit s |",
-             "|---|---|" + "---|" * len(a.seeds) + "---|---|"]
+             + " | mean | fit s | ms |",
+             "|---|---|" + "---|" * len(a.seeds) + "---|---|---|"]
     for ds in names:
         for v in variants:
             runs = [res[(ds, v, s)] for s in a.seeds]
             cells = [" / ".join(f"{r[k]:.3f}" for k in KEYS) + chosen(r) for r in runs]
             mean = " / ".join(f"{statistics.mean(r[k] for r in runs):.3f}" for k in KEYS)
             fit_s = statistics.median(r["fit_seconds"] for r in runs)
-            lines.append(f"| {ds} | {v} | " + " | ".join(cells) + f" | {mean} | {fit_s:.1f} |")
+            ms = statistics.median(r["ms_per_image"] for r in runs)
+            lines.append(f"| {ds} | {v} | " + " | ".join(cells)
+                         + f" | {mean} | {fit_s:.1f} | {ms:.1f} |")
     if REUSED:
         lines += ["", f"{len(REUSED)} of {len(res)} runs were read from JSON already in "
                   f"`--work`, not refitted by this command: {', '.join(sorted(REUSED))}."]

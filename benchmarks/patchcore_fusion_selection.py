@@ -6,8 +6,9 @@ against the default MobileNetV2 PatchCore. The twenty-fifth session's script
 (``patchcore_backbone_fusion.py``) measured a fusion of smoothed maps outside the Detector; this
 runs the built option as users get it: both candidates hold out the Detector's default tenth of
 the fitting images (the fusion's standardisation set; the suite's other scripts hold none out).
-Writes section ``selection-patchcore-fusion-built`` (``-seed<S>``). Run:
-``.venv/bin/python benchmarks/patchcore_fusion_selection.py [--seed S]``.
+``--method padim`` runs the same two candidates with PaDiM instead. Writes section
+``selection-<method>-fusion-built`` (``-seed<S>``). Run:
+``.venv/bin/python benchmarks/patchcore_fusion_selection.py [--method padim] [--seed S]``.
 """
 
 from oddeye.bench.selection_suite import run_seeded, seed_kwargs, seed_parser
@@ -21,6 +22,8 @@ CANDIDATES = {
 }
 
 if __name__ == "__main__":
-    args = seed_parser(__doc__).parse_args()
-    run_seeded("patchcore", "selection-patchcore-fusion-built", CANDIDATES, args.seed,
+    parser = seed_parser(__doc__)
+    parser.add_argument("--method", choices=["patchcore", "padim"], default="patchcore")
+    args = parser.parse_args()
+    run_seeded(args.method, f"selection-{args.method}-fusion-built", CANDIDATES, args.seed,
                args.placement, **seed_kwargs(args))

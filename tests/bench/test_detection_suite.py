@@ -28,3 +28,28 @@ def test_repeated_methods_and_data_sets_run_once(synth_root, tmp_path, monkeypat
     rows = [ln for ln in body.splitlines() if ln.startswith(("| patchcore", "| padim"))]
     assert len(rows) == 2
     assert "Partial" not in results.read_text()
+
+
+def test_a_backbone_among_the_params_reaches_the_detector(synth_root, monkeypatch):
+    """``--params '{"backbone": ...}'`` (how the fusion study names its backbone) used to clash
+    with the ``backbone`` argument (a TypeError: two values for one keyword)."""
+    import oddeye.api
+
+    seen = []
+
+    class Stop(Exception):
+        pass
+
+    def fake(**kwargs):
+        seen.append(kwargs)
+        raise Stop
+
+    monkeypatch.setattr(oddeye.api, "Detector", fake)
+    for backbone, params in ((None, {"backbone": "a+b", "seed": 1}),
+                             ("c", {"seed": 1})):
+        try:
+            detection_suite.run_one("patchcore", str(synth_root), backbone, params, threads=1)
+        except Stop:
+            pass
+    assert seen == [{"method": "patchcore", "backbone": "a+b", "seed": 1},
+                    {"method": "patchcore", "backbone": "c", "seed": 1}]

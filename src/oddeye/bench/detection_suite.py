@@ -102,8 +102,9 @@ def run_one(method: str, data: str, backbone: str | None, params: dict, threads:
 
     torch.set_num_threads(threads)
     per_cat, fit_s, ms, bank, pads = {}, [], [], [], set()
+    kwargs = {**params, **({"backbone": backbone} if backbone else {})}
     for cat in load_dataset(data):
-        det = Detector(method=method, backbone=backbone, **params)
+        det = Detector(method=method, **kwargs)
         det.fit([s.path for s in cat.train], validation=[s.path for s in cat.validation] or None,
                 progress=False)
         fit_s.append(det.fit_seconds_)
