@@ -135,3 +135,42 @@ def test_page_end_to_end(patchcore_file, synth_root, tmp_path):
         finally:
             ctx.close()
     assert (shots / "serve_page.png").stat().st_size > 10_000
+
+
+def test_api_viewer_renders_offline_under_the_pages_policy(patchcore_file, tmp_path):
+    """/docs draws the API from local files with the service's Content-Security-Policy; the
+    browser is kept from every other host, as on a machine without a network."""
+    sync_api = pytest.importorskip(
+        "playwright.sync_api", reason="the `playwright` Python package is not installed")
+    pytest.importorskip("swagger_ui_bundle")
+    exe = chromium_path()
+    import oddeye
+    from oddeye.serve.app import create_app
+
+    det = oddeye.load(patchcore_file)
+    with LiveServer(create_app(det, model_path=patchcore_file)) as url, \
+            sync_api.sync_playwright() as pw:
+        ctx = pw.chromium.launch_persistent_context(
+            str(tmp_path / "profile"), executable_path=exe, headless=True, args=CHROMIUM_FLAGS)
+        try:
+            outside: list[str] = []
+
+            def only_local(route):
+                if route.request.url.startswith(url):
+                    route.continue_()
+                else:
+                    outside.append(route.request.url)
+                    route.abort()
+
+            ctx.route("**/*", only_local)
+            page = ctx.new_page()
+            errors: list[str] = []
+            page.on("pageerror", lambda e: errors.append(str(e)))
+            page.goto(url + "docs")
+            sync_api.expect(page.locator(".swagger-ui .info .title")).to_contain_text(
+                "oddeye", timeout=20000)
+            sync_api.expect(page.locator(".opblock-summary-path").first).to_be_visible()
+            assert "/v1/predict" in page.locator(".swagger-ui").inner_text()
+            assert errors == [] and outside == []
+        finally:
+            ctx.close()

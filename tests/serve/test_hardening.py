@@ -136,3 +136,53 @@ def test_serve_command_caps_connections_and_answers_loopback_names_only(monkeypa
         with TestClient(app, base_url="http://127.0.0.1:8000") as c:
             r = c.get("/v1/health", headers={"Host": "elsewhere.example"})
             assert (r.status_code == 403) is loopback
+
+
+def test_api_viewer_is_served_from_this_process_not_a_cdn(monkeypatch):
+    """/docs used to load Swagger UI from a CDN: blank on a machine without a network, and the
+    only page without the security headers."""
+    import oddeye.serve.app as app_module
+
+    pytest.importorskip("swagger_ui_bundle")
+    with TestClient(create_app(StubDetector(), ServeConfig())) as c:
+        page = c.get("/docs")
+        assert page.status_code == 200
+        assert "/docs/assets/swagger-ui-bundle.js" in page.text
+        assert "cdn" not in page.text.lower() and "https://" not in page.text
+        assert "default-src 'self'" in page.headers["content-security-policy"]
+        for name, kind in app_module.DOCS_ASSETS.items():
+            asset = c.get(f"/docs/assets/{name}")
+            assert asset.status_code == 200 and asset.headers["content-type"].startswith(kind)
+            assert len(asset.content) > 500
+            assert asset.headers.get_list("cache-control") == ["max-age=86400"]
+        assert c.get("/docs/assets/..%2Fpackage.json").status_code == 404
+        assert c.get("/docs/assets/index.html").status_code == 404  # only the listed files
+        assert c.get("/redoc").status_code == 404  # its script came from a CDN too
+        assert c.get("/openapi.json").json()["info"]["title"] == "oddeye"
+    monkeypatch.setattr(app_module, "docs_assets_dir", lambda: None)
+    with TestClient(create_app(StubDetector(), ServeConfig())) as c:
+        page = c.get("/docs")
+        assert page.status_code == 200 and "swagger-ui-bundle-v2" in page.text
+        assert "/openapi.json" in page.text and "https://" not in page.text
+        assert c.get("/docs/assets/swagger-ui.css").status_code == 404
+
+
+@pytest.mark.parametrize(("folder", "usable"), [("swagger-ui-5.31.0", True),
+                                                ("swagger-ui-4.15.5", False)])
+def test_only_a_swagger_ui_that_reads_openapi_3_1_is_used(folder, usable, tmp_path, monkeypatch):
+    """The old ``swagger-ui-bundle`` (same module name) ships Swagger UI 4, which shows
+    "Unable to render this definition" for FastAPI's OpenAPI 3.1: its files are not served."""
+    import sys
+    import types
+
+    from oddeye.serve.app import DOCS_ASSETS, docs_assets_dir
+
+    path = tmp_path / folder
+    path.mkdir()
+    for name in DOCS_ASSETS:
+        (path / name).write_bytes(b"x")
+    monkeypatch.setitem(sys.modules, "swagger_ui_bundle",
+                        types.SimpleNamespace(swagger_ui_path=path))
+    assert docs_assets_dir() == (path if usable else None)
+    (path / "swagger-ui.css").unlink()
+    assert docs_assets_dir() is None

@@ -26,7 +26,7 @@ from typing import Any
 import numpy as np
 from fastapi import FastAPI, File, Query, Request, UploadFile
 from fastapi.exceptions import RequestValidationError
-from fastapi.responses import HTMLResponse, JSONResponse
+from fastapi.responses import HTMLResponse, JSONResponse, Response
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from oddeye import __version__
@@ -169,24 +169,64 @@ SECURITY_HEADERS = [
 
 
 class SecurityHeadersMiddleware:
-    """Add ``SECURITY_HEADERS`` to every response (the OpenAPI viewer at /docs excepted: it
-    loads its script from a CDN, docs/serving.md)."""
+    """Add ``SECURITY_HEADERS`` to every response (the OpenAPI viewer at /docs included: its
+    script and style are served from this process, ``docs_page``)."""
 
     def __init__(self, app: Callable):
         self.app = app
 
     async def __call__(self, scope: dict, receive: Callable, send: Callable) -> None:
-        if scope["type"] != "http" or scope.get("path") in ("/docs", "/redoc"):
+        if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
 
         async def with_headers(message: dict) -> None:
             if message["type"] == "http.response.start":
-                message = {**message, "headers": [*message.get("headers", []),
-                                                  *SECURITY_HEADERS]}
+                own = message.get("headers", [])
+                named = {bytes(k).lower() for k, _ in own}  # a route's own value stays
+                message = {**message, "headers": [*own, *(h for h in SECURITY_HEADERS
+                                                          if h[0] not in named)]}
             await send(message)
 
         await self.app(scope, receive, with_headers)
+
+
+#: Files of the ``swagger-ui-bundle-v2`` package the /docs viewer loads (from this process,
+#: never a CDN: the service must work on a machine without a network).
+DOCS_ASSETS = {"swagger-ui-bundle.js": "text/javascript", "swagger-ui.css": "text/css",
+               "favicon-32x32.png": "image/png"}
+
+
+def docs_assets_dir() -> Path | None:
+    """The Swagger UI files of the installed ``swagger-ui-bundle-v2`` package, or None (also
+    for the older ``swagger-ui-bundle``, same module name: its Swagger UI 4 cannot read the
+    OpenAPI 3.1 description FastAPI writes)."""
+    try:
+        from swagger_ui_bundle import swagger_ui_path
+    except ImportError:
+        return None
+    path = Path(str(swagger_ui_path))
+    major = path.name.removeprefix("swagger-ui-").split(".")[0]
+    if not major.isdigit() or int(major) < 5:
+        return None
+    return path if all((path / name).is_file() for name in DOCS_ASSETS) else None
+
+
+def docs_page(title: str) -> HTMLResponse:
+    """The OpenAPI viewer on locally served assets; without them, a page that says how to get
+    them (the machine-readable description at /openapi.json works either way)."""
+    from fastapi.openapi.docs import get_swagger_ui_html
+
+    if docs_assets_dir() is None:
+        return HTMLResponse(
+            "<!doctype html><title>oddeye API</title><p>The interactive API viewer needs the "
+            "<code>swagger-ui-bundle-v2</code> package (<code>pip install "
+            "'oddeye[serve]'</code>); it is not installed here. The API description is at "
+            "<a href=\"/openapi.json\">/openapi.json</a>.</p>")
+    return get_swagger_ui_html(openapi_url="/openapi.json", title=f"{title} - API",
+                               swagger_js_url="/docs/assets/swagger-ui-bundle.js",
+                               swagger_css_url="/docs/assets/swagger-ui.css",
+                               swagger_favicon_url="/docs/assets/favicon-32x32.png")
 
 
 class BodyTimeout(ApiError):
@@ -368,6 +408,8 @@ def create_app(detector: Any, config: ServeConfig | None = None,
 
     app = FastAPI(
         lifespan=lifespan,
+        docs_url=None,  # served below from local files (docs_page), never from a CDN
+        redoc_url=None,
         title="oddeye",
         version=__version__,
         summary="Visual anomaly detection: score images and localise defects.",
@@ -416,6 +458,18 @@ def create_app(detector: Any, config: ServeConfig | None = None,
                    include_in_schema=False)
     async def index() -> HTMLResponse:
         return HTMLResponse(INDEX_HTML)
+
+    @app.get("/docs", include_in_schema=False)
+    async def docs() -> HTMLResponse:
+        return docs_page(app.title)
+
+    @app.get("/docs/assets/{name}", include_in_schema=False)
+    async def docs_asset(name: str) -> Response:
+        folder = docs_assets_dir()
+        if folder is None or name not in DOCS_ASSETS:
+            raise StarletteHTTPException(404, f"no such file: /docs/assets/{name}")
+        return Response((folder / name).read_bytes(), media_type=DOCS_ASSETS[name],
+                        headers={"cache-control": "max-age=86400"})
 
     @app.head(f"{API_PREFIX}/health", include_in_schema=False)
     @app.get(f"{API_PREFIX}/health", summary="Liveness and queue state")
