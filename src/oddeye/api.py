@@ -675,6 +675,13 @@ class Detector(PredictorMixin):
             if det.pad is not None and det.pad != det.pad_:
                 raise ModelFileError(f"{path}: metadata says pad={det.pad!r} but the backbone "
                                      f"was saved with pad={det.pad_!r}")
+            if method.backbone != bb["name"]:
+                raise ModelFileError(
+                    f"{path}: method_params.backbone is {method.backbone!r} but the backbone "
+                    f"record says {bb['name']!r}: the file was edited or damaged")
+            problem = fusion.record_problem(bb)
+            if problem:
+                raise ModelFileError(f"{path}: {problem}")
             try:
                 fusion.check_fusion(method, None)
                 extractor = _build_extractor(bb["name"], bb["layers"], None, det.pad_)
@@ -686,6 +693,9 @@ class Detector(PredictorMixin):
             extractor.load_state_dict(ext_state, strict=True)
             head_state = {k[len("head."):]: v for k, v in tensors.items() if k.startswith("head.")}
             head = fusion.head_from_state(method, extractor, head_state)
+            problem = fusion.stats_problem(head)
+            if problem:
+                raise ModelFileError(f"{path}: {problem}")
             fusion.attach_frames(method, extractor, head)
         except (KeyError, TypeError, RuntimeError) as exc:
             raise ModelFileError(

@@ -178,3 +178,14 @@ def test_an_export_that_fails_midway_keeps_the_earlier_onnx_file(patchcore_file,
         export_onnx(det, out)
     assert out.read_bytes() == before
     assert sorted(p.name for p in tmp_path.iterdir()) == ["m.onnx"]
+
+
+def test_parity_check_fails_on_a_nan_difference():
+    """``max(nan, x) > tol`` is False: a model scoring NaN passed ``export --check``."""
+    from oddeye.commands.export import parity_within
+
+    ok = {"max_map_diff": 1e-5, "max_score_diff": 2e-6}
+    assert parity_within(ok, 1e-4)
+    assert not parity_within({**ok, "max_map_diff": float("nan")}, 1e-4)
+    assert not parity_within({**ok, "max_score_diff": float("inf")}, 1e-4)
+    assert not parity_within({**ok, "max_score_diff": 2e-4}, 1e-4)

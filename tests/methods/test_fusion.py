@@ -99,6 +99,11 @@ def test_fused_model_exports_to_onnx(fits, grid, tmp_path):
     a, b = det.predict(x), OnnxDetector(path).predict(x)
     np.testing.assert_allclose(a.scores, b.scores, rtol=1e-4, atol=1e-4)
     assert json.loads(OnnxDetector(path).meta_["fusion_images"]) == det.fusion_images_
+    from oddeye.io.modelinfo import describe_model  # what GET /v1/model answers
+
+    assert describe_model(OnnxDetector(path))["fusion_images"] == det.fusion_images_ > 0
+    assert describe_model(det)["fusion_images"] == det.fusion_images_
+    assert describe_model(fits[0]["mobilenet_v2"])["fusion_images"] == 0
 
 
 def test_padim_fuses_too(grid):
@@ -142,3 +147,94 @@ def test_what_each_members_fit_chose_is_reported(fits):
     for member in FUSED.split("+"):
         assert f"{member}: position weight" in line
         assert fits[0][member].fit_choices_ in line
+
+
+def edited(path, out, meta_edit=None, tensor_edit=None):
+    """A copy of a model file with its metadata and/or tensors edited by the given functions."""
+    payload = torch.load(path, weights_only=True)
+    if meta_edit:
+        meta = json.loads(payload["meta_json"])
+        meta_edit(meta)
+        payload["meta_json"] = json.dumps(meta)
+    if tensor_edit:
+        tensor_edit(payload["tensors"])
+    torch.save(payload, out)
+    return out
+
+
+def _put(section, key, value):
+    def edit(meta):
+        meta[section][key] = value
+    return edit
+
+
+def _drop(section, key):
+    def edit(meta):
+        del meta[section][key]
+    return edit
+
+
+def _tensor(key, value):
+    def edit(tensors):
+        tensors[key] = torch.full_like(tensors[key], value)
+    return edit
+
+
+@pytest.mark.parametrize(("meta_edit", "tensor_edit", "message"), [
+    (_put("method_params", "backbone", "mobilenet_v2"), None,
+     "method_params.backbone is 'mobilenet_v2' but the backbone record says"),
+    (_put("method_params", "backbone", "efficientnet_lite0+mobilenet_v2"), None,
+     "method_params.backbone is 'efficientnet_lite0"),
+    (_drop("backbone", "fusion_images"), None, "lacks fusion_images"),
+    (_put("backbone", "fusion_images", 0), None, "backbone.fusion_images is 0"),
+    (None, _tensor("head.scale", 0.0), "statistics are not usable"),
+    (None, _tensor("head.scale", -1.0), "statistics are not usable"),
+    (None, _tensor("head.mean", float("nan")), "statistics are not usable"),
+])
+def test_edited_fused_files_are_refused_in_one_line(fits, tmp_path, meta_edit, tensor_edit,
+                                                    message):
+    """Each of these used to load: a NaN or zero scale scored every image NaN ("good"), a
+    backbone named differently in two places crashed ``oddeye info`` after loading."""
+    path = fits[0][FUSED].save(tmp_path / "f.oddeye")
+    bad = edited(path, tmp_path / "bad.oddeye", meta_edit, tensor_edit)
+    with pytest.raises(ModelFileError, match=message) as exc:
+        oddeye.load(bad)
+    assert str(bad) in str(exc.value) and "\n" not in str(exc.value)
+
+
+def test_a_single_backbone_file_claiming_fusion_statistics_is_refused(fits, tmp_path):
+    path = fits[0]["mobilenet_v2"].save(tmp_path / "m.oddeye")
+    bad = edited(path, tmp_path / "bad.oddeye", _put("backbone", "fusion_images", 4))
+    with pytest.raises(ModelFileError, match="given for the single backbone"):
+        oddeye.load(bad)
+
+
+def test_three_members_fit_and_round_trip(grid, tmp_path):
+    """Two or more members; random weights here (ResNet18's file is not installed offline)."""
+    train = [s.path for s in grid.train]
+    three = "mobilenet_v2+efficientnet_lite0+resnet18"
+    det = Detector(method="patchcore", backbone=three, weights=None, size=64).fit(
+        train, progress=False)
+    assert len(det.model_.head.heads) == 3 and det.model_.head.scale.shape == (3,)
+    again = oddeye.load(det.save(tmp_path / "three.oddeye"))
+    x = [s.path for s in grid.test[:3]]
+    np.testing.assert_array_equal(det.predict(x).scores, again.predict(x).scores)
+
+
+def test_member_maps_share_the_first_members_cells():
+    """A member on other cells is resized before its statistics are taken, so they describe
+    the map that is summed."""
+    from oddeye.methods.fusion import FusedHead
+
+    class Const(torch.nn.Module):
+        def __init__(self, size):
+            super().__init__()
+            self.size = size
+
+        def forward(self, feats):
+            return torch.arange(self.size * self.size, dtype=torch.float32).reshape(
+                1, self.size, self.size)
+
+    head = FusedHead([Const(4), Const(2)])
+    maps = head.member_maps({})
+    assert [tuple(m.shape) for m in maps] == [(1, 4, 4), (1, 4, 4)]

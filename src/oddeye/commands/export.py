@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import math
 from pathlib import Path
 from typing import Any
 
@@ -14,6 +15,13 @@ DESCRIPTION = (
     "Threshold and model description are stored in the ONNX metadata; `oddeye predict --model "
     "M.onnx` and `oddeye serve --model M.onnx` use it through onnxruntime."
 )
+
+
+def parity_within(diff: dict[str, float], tolerance: float) -> bool:
+    """Whether both largest differences are finite and within ``tolerance``: a NaN difference
+    (a model whose outputs are not numbers) is a failure, not a pass."""
+    return all(math.isfinite(diff[k]) and diff[k] <= tolerance
+               for k in ("max_map_diff", "max_score_diff"))
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
@@ -97,7 +105,7 @@ def run(args: argparse.Namespace) -> int:
     diff = compare(det, OnnxDetector(out), images)
     print(f"parity on {int(diff['n_images'])} images: max map diff {diff['max_map_diff']:.2e}, "
           f"max score diff {diff['max_score_diff']:.2e}, label flips {int(diff['label_flips'])}")
-    if max(diff["max_map_diff"], diff["max_score_diff"]) > args.tolerance:
+    if not parity_within(diff, args.tolerance):
         raise ExportError(f"{out}: ONNX output differs from the torch model by more than "
                           f"{args.tolerance:g}; the file was written but should not be used")
     return 0

@@ -39,8 +39,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                    help="data set root(s): a category folder or a folder of categories")
     p.add_argument("--category", nargs="+", metavar="C", help="only these categories")
     p.add_argument("--method", default="patchcore", help="method name (see `oddeye methods`)")
-    p.add_argument("--backbone", help="backbone name (default: the method's); two names joined "
-                                      "by '+' fuse both backbones' maps (patchcore, padim; "
+    p.add_argument("--backbone", help="backbone name (default: the method's); names joined by "
+                                      "'+' fuse those backbones' maps (patchcore, padim; "
                                       "docs/methods.md)")
     p.add_argument("--weights", default="auto", help="backbone weight file (default: resolve)")
     p.add_argument("--out", required=True,

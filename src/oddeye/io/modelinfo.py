@@ -41,6 +41,12 @@ def describe_model(detector: Any, path: str | Path | None = None) -> dict[str, A
         "threshold_info": dict(getattr(detector, "threshold_info_", {}) or {}),
         "categories": list(getattr(detector, "categories_", []) or []),
         "n_train_images": train.get("n_images"),
+        # good images the maps were standardised on: per position (map_norm), per fused
+        # backbone (fusion); 0 = not standardised that way
+        "map_norm_images": (_onnx_entry(meta, "map_norm_images", int, 0) if is_onnx
+                            else int(getattr(detector, "map_norm_", 0) or 0)),
+        "fusion_images": (_onnx_entry(meta, "fusion_images", int, 0) if is_onnx
+                          else int(getattr(detector, "fusion_images_", 0) or 0)),
         "model_version": trained or __version__,
         "server_version": __version__,
     }

@@ -98,6 +98,13 @@ def member_features(feats: dict[str, torch.Tensor], index: int) -> dict[str, tor
     return {k[len(prefix):]: v for k, v in feats.items() if k.startswith(prefix)}
 
 
+def to_cells(m: torch.Tensor, size: torch.Size) -> torch.Tensor:
+    """An (N, h, w) map resized (bilinear) to ``size`` cells; unchanged when it has them."""
+    if m.shape[-2:] == size:
+        return m
+    return F.interpolate(m[:, None], size=size, mode="bilinear", align_corners=False)[:, 0]
+
+
 def standardised_sum(maps: Sequence[torch.Tensor], mean: torch.Tensor,
                      scale: torch.Tensor) -> torch.Tensor:
     """``sum_i (maps[i] - mean[i]) / scale[i]``, each (N, h, w) map first resized (bilinear) to
@@ -105,15 +112,14 @@ def standardised_sum(maps: Sequence[torch.Tensor], mean: torch.Tensor,
     size = maps[0].shape[-2:]
     out = torch.zeros_like(maps[0])
     for i, m in enumerate(maps):
-        if m.shape[-2:] != size:
-            m = F.interpolate(m[:, None], size=size, mode="bilinear", align_corners=False)[:, 0]
-        out = out + (m - mean[i]) / scale[i]
+        out = out + (to_cells(m, size) - mean[i]) / scale[i]
     return out
 
 
 def map_stats(maps: torch.Tensor) -> tuple[float, float]:
-    """(mean, standard deviation) of every cell of (N, h, w) raw maps of good images; a spread
-    of zero (a member whose map is constant) becomes 1 so that member adds a constant."""
+    """(mean, standard deviation) of every cell of (N, h, w) raw maps of good images. A spread
+    of exactly zero (a member constant on every good image) becomes 1: that member then adds
+    its raw deviation from the good images' value, not a division by zero."""
     m = maps.double()
     mean, std = float(m.mean()), float(m.std(unbiased=False))
     return mean, (std if std > 0 and torch.isfinite(torch.tensor(std)) else 1.0)
@@ -132,7 +138,10 @@ class FusedHead(nn.Module):
         self.register_buffer("scale", torch.ones(len(heads)))
 
     def member_maps(self, feats: dict[str, torch.Tensor]) -> list[torch.Tensor]:
-        return [h(member_features(feats, i)) for i, h in enumerate(self.heads)]
+        """Each member's raw map on the first member's cells (so the statistics ``fit_stats``
+        takes are those of the maps that are summed)."""
+        maps = [h(member_features(feats, i)) for i, h in enumerate(self.heads)]
+        return [to_cells(m, maps[0].shape[-2:]) for m in maps]
 
     def forward(self, feats: dict[str, torch.Tensor]) -> torch.Tensor:
         return standardised_sum(self.member_maps(feats), self.mean, self.scale)
@@ -199,6 +208,37 @@ def fit_choices(method: Method, head: nn.Module) -> str:
     names = members(method.backbone)
     said = [(n, method.fit_choices(h)) for n, h in zip(names, head.heads, strict=True)]
     return "; ".join(f"{n}: {c}" for n, c in said if c)
+
+
+def record_problem(record: dict[str, Any]) -> str | None:
+    """What is wrong with a model file's backbone record as to fusion, or None: a fused
+    backbone must say on how many good images its maps were standardised (``fusion_images``,
+    at least 1), a single one must not."""
+    fused, count = is_fused(record["name"]), record.get("fusion_images")
+    if fused and count is None:
+        return (f"backbone {record['name']!r} is fused but its record lacks fusion_images (the "
+                f"good images its maps were standardised on): the file was edited or damaged")
+    if fused and count < 1:
+        return f"backbone.fusion_images is {count} for the fused backbone {record['name']!r}"
+    if not fused and count is not None:
+        return (f"backbone.fusion_images is given for the single backbone {record['name']!r}: "
+                f"the file was edited or damaged")
+    return None
+
+
+def stats_problem(head: nn.Module) -> str | None:
+    """What is wrong with a loaded fused head's standardisation, or None: every mean finite,
+    every scale finite and positive (a fit makes nothing else; a NaN would score every image
+    NaN, a negative scale turn a member's map upside down)."""
+    if not isinstance(head, FusedHead):
+        return None
+    mean, scale = head.mean.double(), head.scale.double()
+    if not bool(torch.isfinite(mean).all()) or not bool(
+            (torch.isfinite(scale) & (scale > 0)).all()):
+        return (f"the fused maps' statistics are not usable (head.mean {mean.tolist()}, "
+                f"head.scale {scale.tolist()}; means must be finite, scales finite and "
+                f"positive): the file was edited or damaged")
+    return None
 
 
 def head_from_state(method: Method, extractor: nn.Module,
