@@ -185,6 +185,38 @@ def default_pad(method: Method) -> int:
     return -(-method.default_pad // stride) * stride
 
 
+def holdout_draw(rng: np.random.Generator, n: int, k: int,
+                 categories: Sequence[str] | None) -> list[int]:
+    """Sorted indices of ``k`` of ``n`` training images held out for the threshold.
+
+    One category (or none named): a plain draw, as every fit before categories were stratified.
+    Several: ``k`` is shared out in proportion to each category's images (largest remainders;
+    a category with two images or more gets at least one, taken from the largest share while
+    that has two, and keeps at least one), so the threshold and any map statistics see good
+    images of every category, not by chance only some.
+    """
+    if not categories or len(set(categories)) < 2:
+        return sorted(rng.choice(n, size=k, replace=False).tolist())
+    names = sorted(set(categories))
+    members = {c: [i for i, x in enumerate(categories) if x == c] for c in names}
+    sizes = np.array([len(members[c]) for c in names], dtype=float)
+    share = k * sizes / sizes.sum()
+    counts = np.floor(share).astype(int)
+    for j in np.argsort(-(share - counts), kind="stable")[:k - int(counts.sum())]:
+        counts[j] += 1
+    caps = np.maximum(sizes.astype(int) - 1, 0)
+    for j in np.flatnonzero((caps > 0) & (counts == 0)):  # one each, from the largest share
+        donor = int(np.argmax(counts))
+        if counts[donor] > 1:
+            counts[donor] -= 1
+            counts[j] = 1
+    counts = np.minimum(counts, caps)
+    out: list[int] = []
+    for c, m in zip(names, counts, strict=True):
+        out += [members[c][i] for i in rng.choice(len(members[c]), size=int(m), replace=False)]
+    return sorted(out)
+
+
 def deepest_stride(method: Method) -> int:
     """The largest stride among the method's taps, over every member of a fused backbone."""
     from oddeye.backbones import feature_info
@@ -377,7 +409,7 @@ class Detector(PredictorMixin):
             k = max(2, round(self.holdout * n))
             if norm:
                 k = max(k, MIN_NORM_IMAGES)
-            holdout_idx = sorted(rng.choice(n, size=k, replace=False).tolist())
+            holdout_idx = holdout_draw(rng, n, k, cats)
         train_idx = [i for i in range(n) if i not in set(holdout_idx)]
 
         # the extractor and head first: a bad backbone, layer, pad or head parameter fails

@@ -304,3 +304,28 @@ def test_bare_strings_of_list_parameters_become_lists(roots, tmp_path):
     assert main(["train", "--data", str(roots[0] / "grid"), "--method", "padim", "--size", "64",
                  "--param", "layers=s8", "--out", str(out), "--no-progress"]) == 0
     assert oddeye.load(out).meta_["backbone"]["layers"] == ["s8"]
+
+
+def test_unified_training_ignores_validation_of_only_some_categories(synth_root, tmp_path,
+                                                                     capsys):
+    """A threshold of several categories from the validation images of one set the others'
+    threshold by that one's scale alone; a share of each category is held out instead."""
+    import shutil
+
+    from oddeye.commands.train import unified_validation
+    from oddeye.data.mvtec import load_dataset
+
+    root = tmp_path / "data"
+    for name in ("grid", "disc"):
+        shutil.copytree(synth_root / name, root / name)
+    (root / "grid" / "validation" / "good").mkdir(parents=True)
+    for p in sorted((root / "grid" / "train" / "good").iterdir())[:3]:
+        shutil.copy(p, root / "grid" / "validation" / "good" / p.name)
+    both = load_dataset(root)
+    val = [s.path for d in both for s in d.validation]
+    assert len(val) == 3
+    assert unified_validation(both, val) == []
+    assert "validation/good exists for grid only of 2 categories" in capsys.readouterr().err
+    grid_only = [d for d in both if d.name == "grid"]
+    assert unified_validation(grid_only, val) == val  # one category: its own validation
+    assert capsys.readouterr().err == ""

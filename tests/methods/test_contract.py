@@ -347,3 +347,44 @@ def test_default_frame_is_the_methods_rounded_up_to_its_deepest_tap(grid):
     det = Detector(method="patchcore", size=64, layers=["s8", "s16", "s32"], position=0.0).fit(
         [s.path for s in grid.train[:8]], progress=False)
     assert det.pad is None and det.pad_ == det.model_.extractor.pad == 32
+
+
+def test_holdout_of_one_category_is_the_plain_draw():
+    """Single-category fits hold out exactly the images they held out before stratifying."""
+    from oddeye.api import holdout_draw
+
+    for cats in (None, ["a"] * 50):
+        got = holdout_draw(np.random.default_rng(3), 50, 5, cats)
+        assert got == sorted(np.random.default_rng(3).choice(50, size=5, replace=False).tolist())
+
+
+def test_holdout_of_several_categories_is_stratified():
+    """A unified fit used to draw its held-out images across categories: with few images all
+    of them could come from one category, whose scale then set the threshold for all."""
+    from oddeye.api import holdout_draw
+
+    cats = ["big"] * 60 + ["small"] * 12 + ["tiny"] * 2 + ["one"]
+    for seed in range(20):
+        got = holdout_draw(np.random.default_rng(seed), len(cats), 8, cats)
+        per = {c: sum(cats[i] == c for i in got) for c in set(cats)}
+        assert per["big"] == 6 and per["small"] == 1  # 8 * 60/75 = 6.4, 8 * 12/75 = 1.28
+        assert per["tiny"] == 1 and per["one"] == 0  # at least one, but never the last one
+        assert got == sorted(set(got))
+    draws = {tuple(holdout_draw(np.random.default_rng(s), len(cats), 8, cats)) for s in (0, 1)}
+    assert len(draws) == 2  # still a random draw within each category
+
+
+def test_unified_fit_holds_out_images_of_every_category(synth_root, monkeypatch):
+    import oddeye.api
+
+    grid, disc = load_dataset(synth_root, ["grid", "disc"])
+    paths = [s.path for s in grid.train[:8]] + [s.path for s in disc.train[:8]]
+    cats = ["grid"] * 8 + ["disc"] * 8
+    drawn = []
+    real = oddeye.api.holdout_draw
+    monkeypatch.setattr(oddeye.api, "holdout_draw",
+                        lambda *a: drawn.append(real(*a)) or drawn[-1])
+    det = Detector(method="padim", size=64, holdout=0.15).fit(paths, categories=cats,
+                                                              progress=False)
+    assert det.n_train_ == 16 - 2  # round(0.15 * 16) = 2: one of each category
+    assert sorted(cats[i] for i in drawn[0]) == ["disc", "grid"]

@@ -114,6 +114,21 @@ def method_params(args: argparse.Namespace) -> dict:
     return params
 
 
+def unified_validation(datasets: list, validation: list) -> list:
+    """The validation images a fit of ``datasets`` uses: all of them, unless they cover only
+    some of several categories; then none (with a note), so the fit holds out a share of every
+    category's training images: one threshold for several categories from the good images of
+    some would flag the others' good parts, or pass their defects, by their scale alone."""
+    have = sorted({d.name for d in datasets if d.validation})
+    if not validation or len(datasets) < 2 or len(have) == len(datasets):
+        return validation
+    print(f"note: validation/good exists for {', '.join(have)} only of {len(datasets)} "
+          f"categories; the threshold of a model of several categories comes from good images "
+          f"of each, so a share of every category's training images is held out instead",
+          file=sys.stderr)
+    return []
+
+
 def fit_one(args: argparse.Namespace, datasets: list, out: Path,
             params: dict | None = None) -> Path:
     """Fit one model on ``datasets`` and save it to ``out``; prints a one-line summary."""
@@ -146,7 +161,9 @@ def fit_one(args: argparse.Namespace, datasets: list, out: Path,
                 w, h = im.size
             ms.append(load_sample_mask(s, (h, w)))
         fit_kw["masks"] = ms
-    det.fit(mat["paths"], validation=mat["validation"] or None, categories=mat["categories"],
+    # a labelled fit holds nothing out: it keeps whatever validation images there are
+    val = mat["validation"] if needs_labels else unified_validation(datasets, mat["validation"])
+    det.fit(mat["paths"], validation=val or None, categories=mat["categories"],
             progress=not args.no_progress, **fit_kw)
     extra = {"data": [str(d.root) for d in datasets], "shots": args.shots, "seed": args.seed,
              "labelled_defects": mat["labelled"]}
