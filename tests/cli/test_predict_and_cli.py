@@ -156,15 +156,16 @@ def test_methods_lists_the_registry(tmp_path, capsys):
     js = tmp_path / "methods.json"
     assert main(["methods", "--json", str(js)]) == 0
     lines = capsys.readouterr().out.splitlines()
-    assert lines[0].split()[:3] == ["method", "labels", "refs"]
-    rows = {ln.split()[0]: ln.split()[1:3] for ln in lines[1:]}
+    assert lines[0].split()[:4] == ["method", "labels", "refs", "fuse"]
+    rows = {ln.split()[0]: ln.split()[1:4] for ln in lines[1:]}
     assert set(rows) == set(available_methods())
-    for name, (labels, refs) in rows.items():
+    for name, (labels, refs, fuse) in rows.items():
         cls = get_method(name)
         assert labels == ("yes" if cls.needs_labels else "no")
         assert refs == ("yes" if cls.needs_references else "no")
+        assert fuse == ("yes" if cls.fusable else "no")
     assert rows["anoonly-head"][0] == "yes" and rows["resad"][1] == "yes"
-    assert rows["patchcore"] == ["no", "no"]
+    assert rows["patchcore"] == ["no", "no", "yes"] and rows["rd4ad"][2] == "no"
     listed = json.loads(js.read_text())["methods"]
     assert [m["name"] for m in listed] == available_methods()
     assert all(m["description"] for m in listed)

@@ -5,11 +5,14 @@ from __future__ import annotations
 import argparse
 
 NAME = "methods"
-HELP = "list the methods (name, description, whether they need labels or reference shots)"
+HELP = ("list the methods (name, description, whether they need labels or reference shots, "
+        "whether they fuse backbones)")
 DESCRIPTION = (
     "List the registered methods for `oddeye train --method`. 'labels': trains on a few labelled "
     "defective images as well (`train --labeled-defects K`); 'refs': scores against reference "
-    "good shots of the class given at test time (`test --shots`, `predict --refs`)."
+    "good shots of the class given at test time (`test --shots`, `predict --refs`); 'fuse': "
+    "runs on several backbones joined by '+' (`train --backbone "
+    "mobilenet_v2+efficientnet_lite0`), their maps fused."
 )
 
 
@@ -33,7 +36,8 @@ def describe() -> list[dict]:
         rows.append({"name": name, "needs_labels": bool(cls.needs_labels),
                      "needs_references": bool(cls.needs_references),
                      "default_backbone": cls.default_backbone,
-                     "exportable": bool(cls.exportable), "description": summary(cls)})
+                     "exportable": bool(cls.exportable), "fusable": bool(cls.fusable),
+                     "description": summary(cls)})
     return rows
 
 
@@ -41,10 +45,10 @@ def run(args: argparse.Namespace) -> int:
     rows = describe()
     yes = {True: "yes", False: "no"}
     width = max(len("method"), *(len(r["name"]) for r in rows))
-    print(f"{'method':<{width}}  labels  refs  description")
+    print(f"{'method':<{width}}  labels  refs  fuse  description")
     for r in rows:
         print(f"{r['name']:<{width}}  {yes[r['needs_labels']]:<6}  "
-              f"{yes[r['needs_references']]:<4}  {r['description']}")
+              f"{yes[r['needs_references']]:<4}  {yes[r['fusable']]:<4}  {r['description']}")
     if args.json:
         from oddeye.commands._common import write_json
 
