@@ -226,15 +226,6 @@ def deepest_stride(method: Method) -> int:
                default=1)
 
 
-def _build_extractor(backbone: str, layers: Sequence[str], weights: Any, pad: int = 0
-                     ) -> nn.Module:
-    from oddeye.backbones import FeatureExtractor
-
-    if fusion.is_fused(backbone):
-        return fusion.FusedExtractor(fusion.members(backbone), layers, weights, pad)
-    return FeatureExtractor(backbone, list(layers), weights=weights, pad=pad)
-
-
 def f1_optimal_threshold(scores: np.ndarray, labels: np.ndarray) -> float:
     """The score threshold with maximal F1 (predict defective when score > threshold)."""
     order = np.argsort(-scores, kind="stable")
@@ -716,7 +707,7 @@ class Detector(PredictorMixin):
                 raise ModelFileError(f"{path}: {problem}")
             try:
                 fusion.check_fusion(method, None)
-                extractor = _build_extractor(bb["name"], bb["layers"], None, det.pad_)
+                extractor = fusion.build_extractor(bb["name"], bb["layers"], None, det.pad_)
             except ValueError as exc:  # a backbone, layer or pad this version does not know
                 raise ModelFileError(f"{path}: bad backbone record ({exc})") from None
             ext_state = {k[len("extractor."):]: v for k, v in tensors.items()

@@ -15,6 +15,7 @@ backbone names a single network.
 from __future__ import annotations
 
 import dataclasses
+import math
 from collections.abc import Sequence
 from typing import Any
 
@@ -122,7 +123,7 @@ def map_stats(maps: torch.Tensor) -> tuple[float, float]:
     its raw deviation from the good images' value, not a division by zero."""
     m = maps.double()
     mean, std = float(m.mean()), float(m.std(unbiased=False))
-    return mean, (std if std > 0 and torch.isfinite(torch.tensor(std)) else 1.0)
+    return mean, (std if std > 0 and math.isfinite(std) else 1.0)
 
 
 class FusedHead(nn.Module):
@@ -155,18 +156,24 @@ def build_model(method: Method, weights: Any, pad: int) -> tuple[nn.Module, nn.M
     """(extractor, untrained head) for ``method``, framed as the method decides
     (``attach_frame``): one ``FeatureExtractor`` and head, or a ``FusedExtractor`` and
     ``FusedHead`` with one head per member."""
-    from oddeye.backbones import FeatureExtractor
-
     check_fusion(method, weights)
-    if not is_fused(method.backbone):
-        extractor = FeatureExtractor(method.backbone, list(method.layers), weights=weights,
-                                     pad=pad)
-        head = method.build_head(extractor.channels, extractor.strides)
-    else:
-        extractor = FusedExtractor(members(method.backbone), method.layers, weights, pad)
+    extractor = build_extractor(method.backbone, method.layers, weights, pad)
+    if isinstance(extractor, FusedExtractor):
         head = FusedHead([method.build_head(m.channels, m.strides) for m in extractor.members])
+    else:
+        head = method.build_head(extractor.channels, extractor.strides)
     attach_frames(method, extractor, head)
     return extractor, head
+
+
+def build_extractor(backbone: str, layers: Sequence[str], weights: Any, pad: int = 0
+                    ) -> nn.Module:
+    """A ``FeatureExtractor`` for one backbone, a ``FusedExtractor`` for ``a+b``."""
+    from oddeye.backbones import FeatureExtractor
+
+    if is_fused(backbone):
+        return FusedExtractor(members(backbone), layers, weights, pad)
+    return FeatureExtractor(backbone, list(layers), weights=weights, pad=pad)
 
 
 def attach_frames(method: Method, extractor: nn.Module, head: nn.Module) -> None:

@@ -12,6 +12,7 @@ from __future__ import annotations
 import asyncio
 import base64
 import contextlib
+import functools
 import io
 import os
 import tempfile
@@ -210,6 +211,12 @@ def docs_assets_dir() -> Path | None:
     if not major.isdigit() or int(major) < 5:
         return None
     return path if all((path / name).is_file() for name in DOCS_ASSETS) else None
+
+
+@functools.lru_cache(maxsize=len(DOCS_ASSETS))
+def docs_asset_bytes(folder: Path, name: str) -> bytes:
+    """One of ``DOCS_ASSETS`` in ``folder``, read once per process (the bundle is 1.5 MB)."""
+    return (folder / name).read_bytes()
 
 
 def docs_page(title: str) -> HTMLResponse:
@@ -468,7 +475,7 @@ def create_app(detector: Any, config: ServeConfig | None = None,
         folder = docs_assets_dir()
         if folder is None or name not in DOCS_ASSETS:
             raise StarletteHTTPException(404, f"no such file: /docs/assets/{name}")
-        return Response((folder / name).read_bytes(), media_type=DOCS_ASSETS[name],
+        return Response(docs_asset_bytes(folder, name), media_type=DOCS_ASSETS[name],
                         headers={"cache-control": "max-age=86400"})
 
     @app.head(f"{API_PREFIX}/health", include_in_schema=False)
