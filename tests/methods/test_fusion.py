@@ -238,3 +238,24 @@ def test_member_maps_share_the_first_members_cells():
     head = FusedHead([Const(4), Const(2)])
     maps = head.member_maps({})
     assert [tuple(m.shape) for m in maps] == [(1, 4, 4), (1, 4, 4)]
+
+
+def test_fused_patchcore_exports_with_a_bank_the_search_chunks(grid, tmp_path):
+    """The fused head was traced as it runs: PatchCore's search splits the queries into chunks
+    sized by the bank, which the tracer froze at the tracing batch, so another batch got wrong
+    maps (max map difference 13 on the ONNX benchmark's models). A bank of every patch makes
+    the torch search chunk here too."""
+    pytest.importorskip("onnxruntime")
+    from oddeye.export.onnx import OnnxDetector, export_onnx
+
+    train = [s.path for s in grid.train]
+    det = Detector(method="patchcore", backbone=FUSED, size=128, coreset_ratio=1.0).fit(
+        train, progress=False)
+    assert det.model_.head.heads[0].bank.shape[0] * 2 * 16 * 16 > 1_000_000  # chunked search
+    onnx = OnnxDetector(export_onnx(det, tmp_path / "f.onnx"))
+    x = [s.path for s in grid.test]
+    for batch in (1, 3, len(x)):
+        a = det.predict(x, batch_size=batch)
+        b = onnx.predict(x, batch_size=batch)
+        np.testing.assert_allclose(b.maps, a.maps, rtol=1e-4, atol=1e-3)
+        np.testing.assert_allclose(b.scores, a.scores, rtol=1e-4, atol=1e-4)

@@ -147,6 +147,18 @@ class FusedHead(nn.Module):
     def forward(self, feats: dict[str, torch.Tensor]) -> torch.Tensor:
         return standardised_sum(self.member_maps(feats), self.mean, self.scale)
 
+    def for_export(self) -> FusedHead:
+        """The head to trace to ONNX: each member as the exporter traces it alone
+        (``oddeye.export.onnx.export_head``: PatchCore's search in bank blocks fixed by the
+        bank, not in query chunks a tracer would freeze at the tracing batch), same
+        statistics."""
+        from oddeye.export.onnx import export_head
+
+        out = FusedHead([export_head(h) for h in self.heads])
+        out.mean.copy_(self.mean)
+        out.scale.copy_(self.scale)
+        return out
+
     def set_stats(self, stats: Sequence[tuple[float, float]]) -> None:
         self.mean.copy_(torch.tensor([s[0] for s in stats]))
         self.scale.copy_(torch.tensor([s[1] for s in stats]))
