@@ -359,3 +359,32 @@ def test_expanded_taps_export_with_parity(method, params, synth_root, tmp_path):
     a, b = det.predict(images), onnx_det.predict(images)
     assert np.abs(a.maps - b.maps).max() < TOL
     assert np.abs(a.scores - b.scores).max() < TOL
+
+
+def test_anoonly_head_exports_with_banks_the_search_chunks(synth_root, tmp_path):
+    """The head's two bank searches were traced as they run (query-sized chunks): at 256 px
+    with a 2,458-patch bank, ONNX maps differed from torch by up to 8 at batches other than
+    the traced one. Banks of every patch make the torch search chunk at 128 px too."""
+    from PIL import Image
+
+    from oddeye.api import Detector
+    from oddeye.data.mvtec import load_dataset, load_sample_mask
+    from oddeye.export.onnx import OnnxDetector, export_onnx
+
+    cat = next(c for c in load_dataset(synth_root) if c.name == "grid")
+    defects = [s for s in cat.test if s.label == 1]
+    paths = [s.path for s in cat.train] + [s.path for s in defects]
+    masks = [None] * len(cat.train)
+    for s in defects:
+        with Image.open(s.path) as im:
+            masks.append(load_sample_mask(s, im.size[::-1]))
+    det = Detector(method="anoonly-head", size=128, steps=3, coreset_ratio=1.0).fit(
+        paths, labels=[0] * len(cat.train) + [1] * len(defects), masks=masks, progress=False)
+    assert det.model_.head.bank.shape[0] * 2 * 16 * 16 > 1_000_000  # the torch search chunks
+    onnx = OnnxDetector(export_onnx(det, tmp_path / "a.onnx"))
+    x = [s.path for s in cat.test]
+    for batch in (1, 3, len(x)):
+        a, b = det.predict(x, batch_size=batch), onnx.predict(x, batch_size=batch)
+        assert np.abs(a.maps - b.maps).max() < 1e-3
+        assert np.abs(a.scores - b.scores).max() < TOL
+    assert not getattr(det.model_.head, "blockwise", False)  # the export form is a copy

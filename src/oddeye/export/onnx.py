@@ -25,6 +25,7 @@ from torch import nn
 from oddeye import __version__
 from oddeye.device import module_device
 from oddeye.errors import ModelFileError, OddeyeError
+from oddeye.methods.neighbours import EXPORT_BLOCK_ROWS, blockwise_distance
 from oddeye.prediction import PredictorMixin, check_batch_size, image_list
 
 #: Value of the ``oddeye_format`` metadata key written by this version of the exporter.
@@ -36,7 +37,7 @@ DEFAULT_OPSET = 17
 #: opset 12; the others export from 11). Measured with torch 2.13 (docs/export.md).
 MIN_OPSET = 12
 #: Bank rows per nearest-neighbour block in an exported PatchCore graph (fixed slices).
-PATCHCORE_BLOCK_ROWS = 8192
+PATCHCORE_BLOCK_ROWS = EXPORT_BLOCK_ROWS
 
 
 class ExportError(OddeyeError):
@@ -112,14 +113,8 @@ class _PatchCoreBlocks(nn.Module):
         emb = self.head.embed(feats)
         n, d, h, w = emb.shape
         q = self.head.to_search_space(emb.permute(0, 2, 3, 1).reshape(-1, d))
-        bank, bank_sq = self.head.bank, self.head.bank_sq
-        best = None
-        for s in range(0, int(bank.shape[0]), self.block_rows):
-            dist = torch.addmm(bank_sq[s:s + self.block_rows].unsqueeze(0), q,
-                               bank[s:s + self.block_rows].T, alpha=-2.0)
-            m = dist.amin(dim=1)
-            best = m if best is None else torch.minimum(best, m)
-        return (best + (q * q).sum(1)).clamp_min(0).sqrt().view(n, h, w)
+        return blockwise_distance(q, self.head.bank, self.head.bank_sq,
+                                  self.block_rows).view(n, h, w)
 
 
 def export_head(head: nn.Module) -> nn.Module:

@@ -27,3 +27,24 @@ def nearest_distance(queries: torch.Tensor, bank: torch.Tensor, bank_sq: torch.T
                      max_elems: int = 1_000_000) -> torch.Tensor:
     """Euclidean distance of each (Q, D) query to its nearest (M, D) bank row (bounded memory)."""
     return nearest_sq_distance(queries, bank, bank_sq, max_elems).sqrt()
+
+
+#: Bank rows per block of ``blockwise_distance``: the search an ONNX export traces.
+EXPORT_BLOCK_ROWS = 8192
+
+
+def blockwise_distance(queries: torch.Tensor, bank: torch.Tensor, bank_sq: torch.Tensor,
+                       block_rows: int = EXPORT_BLOCK_ROWS) -> torch.Tensor:
+    """``nearest_distance`` with bank blocks fixed by the bank alone, for tracing to ONNX.
+
+    ``nearest_distance`` sizes its blocks (and its running minimum) from the number of queries,
+    which a tracer freezes at the tracing batch: such a graph gave other batches wrong maps.
+    Here nothing depends on the queries' count, so the graph keeps a free batch axis.
+    """
+    best = None
+    for s in range(0, int(bank.shape[0]), block_rows):
+        d = torch.addmm(bank_sq[s:s + block_rows].unsqueeze(0), queries,
+                        bank[s:s + block_rows].T, alpha=-2.0)
+        m = d.amin(dim=1)
+        best = m if best is None else torch.minimum(best, m)
+    return (best + (queries * queries).sum(1)).clamp_min(0).sqrt()
