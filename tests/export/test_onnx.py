@@ -362,9 +362,10 @@ def test_expanded_taps_export_with_parity(method, params, synth_root, tmp_path):
 
 
 def test_anoonly_head_exports_with_banks_the_search_chunks(synth_root, tmp_path):
-    """The head's two bank searches were traced as they run (query-sized chunks): at 256 px
-    with a 2,458-patch bank, ONNX maps differed from torch by up to 8 at batches other than
-    the traced one. Banks of every patch make the torch search chunk at 128 px too."""
+    """The head's two bank searches were traced with query-sized chunks: at 256 px with a
+    2,458-patch bank, ONNX maps differed from torch by up to 8 at batches other than the
+    traced one (``nearest_sq_distance`` now searches in bank-sized blocks while traced). Banks
+    of every patch make the torch search chunk at 128 px too."""
     from PIL import Image
 
     from oddeye.api import Detector
@@ -387,4 +388,3 @@ def test_anoonly_head_exports_with_banks_the_search_chunks(synth_root, tmp_path)
         a, b = det.predict(x, batch_size=batch), onnx.predict(x, batch_size=batch)
         assert np.abs(a.maps - b.maps).max() < 1e-3
         assert np.abs(a.scores - b.scores).max() < TOL
-    assert not getattr(det.model_.head, "blockwise", False)  # the export form is a copy

@@ -320,3 +320,28 @@ def test_auto_position_scores_its_held_out_images_on_the_models_grid(monkeypatch
     det = Detector(method="patchcore", size=64, grid="last").fit(_squares(44), progress=False)
     assert det.model_.head.position_table.numel() > 0  # the choice ran
     assert grids and set(grids) == {"last"}
+
+
+def test_nearest_distance_traced_at_one_batch_is_right_at_others():
+    """Traced (as an ONNX export traces), the query-sized chunks froze at the tracing batch and
+    a graph run on 13 queries after tracing on 10 was off by 0.6."""
+    from oddeye.methods.neighbours import blockwise_distance, nearest_distance
+
+    class Search(torch.nn.Module):
+        def __init__(self, bank: torch.Tensor):
+            super().__init__()
+            self.register_buffer("bank", bank)
+            self.register_buffer("bank_sq", (bank * bank).sum(1))
+
+        def forward(self, q: torch.Tensor) -> torch.Tensor:
+            return nearest_distance(q, self.bank, self.bank_sq, max_elems=40)
+
+    g = torch.Generator().manual_seed(0)
+    search = Search(torch.randn(50, 4, generator=g))
+    traced = torch.jit.trace(search, torch.randn(10, 4, generator=g), check_trace=False)
+    for n in (1, 7, 13, 40):
+        q = torch.randn(n, 4, generator=g)
+        torch.testing.assert_close(traced(q), search(q), rtol=1e-5, atol=1e-5)
+        brute = torch.cdist(q, search.bank).amin(1)
+        torch.testing.assert_close(blockwise_distance(q, search.bank, search.bank_sq, 8), brute,
+                                   rtol=1e-4, atol=1e-4)

@@ -73,7 +73,7 @@ from oddeye.methods.base import (
     check_number,
 )
 from oddeye.methods.coreset import coreset_indices
-from oddeye.methods.neighbours import blockwise_distance, nearest_distance
+from oddeye.methods.neighbours import nearest_distance
 from oddeye.methods.patchcore import (
     FRAME_CROPS,
     PatchCore,
@@ -155,8 +155,7 @@ class AnoOnlyPatchHead(nn.Module):
         emb = self.placed(emb)
         n, d, h, w = emb.shape
         q = emb.permute(0, 2, 3, 1).reshape(-1, d)
-        search = blockwise_distance if getattr(self, "blockwise", False) else nearest_distance
-        dist = search(q, bank, bank_sq).view(n, 1, h, w)
+        dist = nearest_distance(q, bank, bank_sq).view(n, 1, h, w)
         return (dist - self.dist_stats[0]) / self.dist_stats[1]
 
     def inputs(self, feats: dict[str, torch.Tensor]) -> torch.Tensor:
@@ -189,14 +188,6 @@ class AnoOnlyPatchHead(nn.Module):
         if not self.distance_prior:
             return torch.zeros_like(added), added
         return self._distance(emb, self.bank, self.bank_sq)[:, 0], added
-
-    def for_export(self) -> nn.Module:
-        """This head with its two bank searches in blocks fixed by the banks
-        (``blockwise_distance``): the torch search, traced, froze the tracing batch and gave
-        other batches wrong maps. Shares every tensor with this head."""
-        out = copy.copy(self)
-        out.blockwise = True
-        return out
 
     def forward(self, feats: dict[str, torch.Tensor]) -> torch.Tensor:
         emb = self.embed(feats)

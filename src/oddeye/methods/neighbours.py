@@ -11,8 +11,11 @@ def nearest_sq_distance(queries: torch.Tensor, bank: torch.Tensor, bank_sq: torc
 
     The bank is walked in chunks of ``max_elems // Q`` rows: a 4 MB distance block stays in cache
     for the ``amin`` that follows the matrix product (measured 2.3x faster than 16 MB blocks for
-    1024 queries against a 10k bank on two cores).
+    1024 queries against a 10k bank on two cores). While tracing (an ONNX export) it takes
+    ``blockwise_sq_distance``, whose blocks do not depend on the number of queries.
     """
+    if torch.jit.is_tracing():  # any head traced to ONNX gets the batch-free search
+        return blockwise_sq_distance(queries, bank, bank_sq)
     q_sq = (queries * queries).sum(1, keepdim=True)
     best = torch.full((queries.shape[0],), float("inf"), dtype=queries.dtype,
                       device=queries.device)
@@ -33,13 +36,13 @@ def nearest_distance(queries: torch.Tensor, bank: torch.Tensor, bank_sq: torch.T
 EXPORT_BLOCK_ROWS = 8192
 
 
-def blockwise_distance(queries: torch.Tensor, bank: torch.Tensor, bank_sq: torch.Tensor,
-                       block_rows: int = EXPORT_BLOCK_ROWS) -> torch.Tensor:
-    """``nearest_distance`` with bank blocks fixed by the bank alone, for tracing to ONNX.
+def blockwise_sq_distance(queries: torch.Tensor, bank: torch.Tensor, bank_sq: torch.Tensor,
+                          block_rows: int = EXPORT_BLOCK_ROWS) -> torch.Tensor:
+    """``nearest_sq_distance`` with bank blocks fixed by the bank alone, for tracing (ONNX).
 
-    ``nearest_distance`` sizes its blocks (and its running minimum) from the number of queries,
-    which a tracer freezes at the tracing batch: such a graph gave other batches wrong maps.
-    Here nothing depends on the queries' count, so the graph keeps a free batch axis.
+    ``nearest_sq_distance`` sizes its blocks (and its running minimum) from the number of
+    queries, which a tracer freezes at the tracing batch: such a graph gave other batches wrong
+    maps. Here nothing depends on the queries' count, so the graph keeps a free batch axis.
     """
     best = None
     for s in range(0, int(bank.shape[0]), block_rows):
@@ -47,4 +50,10 @@ def blockwise_distance(queries: torch.Tensor, bank: torch.Tensor, bank_sq: torch
                         bank[s:s + block_rows].T, alpha=-2.0)
         m = d.amin(dim=1)
         best = m if best is None else torch.minimum(best, m)
-    return (best + (queries * queries).sum(1)).clamp_min(0).sqrt()
+    return (best + (queries * queries).sum(1)).clamp_min(0)
+
+
+def blockwise_distance(queries: torch.Tensor, bank: torch.Tensor, bank_sq: torch.Tensor,
+                       block_rows: int = EXPORT_BLOCK_ROWS) -> torch.Tensor:
+    """Euclidean ``blockwise_sq_distance``."""
+    return blockwise_sq_distance(queries, bank, bank_sq, block_rows).sqrt()
