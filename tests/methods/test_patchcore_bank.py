@@ -322,6 +322,8 @@ def test_auto_position_scores_its_held_out_images_on_the_models_grid(monkeypatch
     assert grids and set(grids) == {"last"}
 
 
+@pytest.mark.filterwarnings("ignore::torch.jit.TracerWarning")  # the loop over bank blocks
+@pytest.mark.filterwarnings("ignore:`torch.jit.trace:DeprecationWarning")  # as ONNX export uses it
 def test_nearest_distance_traced_at_one_batch_is_right_at_others():
     """Traced (as an ONNX export traces), the query-sized chunks froze at the tracing batch and
     a graph run on 13 queries after tracing on 10 was off by 0.6."""
