@@ -1,10 +1,10 @@
 """ONNX Runtime against torch for PatchCore on one backbone and on two fused
 (``mobilenet_v2+efficientnet_lite0``), both fitted on the ONNX suite's synthetic grid class
 (20 images, 256 px, seed 0) and timed by ``oddeye.bench.onnx_suite`` (batch 1 and 16, 1 and 2
-threads). ``--data DIR`` fits on that category folder's ``train/good`` instead (a real bank
-size: 10,000 patches, the cap, on the shared sets) and writes section ``onnx-fused-<DIR name>``.
-Writes section ``onnx-fused``. Run: ``.venv/bin/python benchmarks/onnx_fused.py [--data DIR]
-[--out FILE]``.
+threads), written as section ``onnx-fused``. ``--data DIR`` fits on that category folder's
+``train/good`` instead (a real bank size: 10,000 patches, the cap, on the shared sets) and
+writes section ``onnx-fused-<DIR name>``. Run: ``.venv/bin/python benchmarks/onnx_fused.py
+[--data DIR] [--out FILE]``.
 """
 
 from __future__ import annotations

@@ -29,6 +29,9 @@ from oddeye.bench.selection_suite import build_sets
 from oddeye.metrics import evaluate
 from oddeye.preprocess import resize_mask
 
+sys.path.insert(0, __file__.rsplit("/", 1)[0])
+from map_fusion import fusion_table, median_seconds  # noqa: E402
+
 BACKBONES = ("mobilenet_v2", "efficientnet_lite0")
 ROWS = (*BACKBONES, "fused")
 
@@ -96,26 +99,13 @@ def test_sets(seed: int) -> dict[str, tuple]:
 
 
 def render(split: str, seed: int, rows: dict[str, dict[str, dict]]) -> str:
-    names = list(rows)
-    lines = [f"PatchCore on two backbones fused at the map level ({split} split, fit seed {seed}; "
-             f"`benchmarks/patchcore_backbone_fusion.py`): image AUROC (smoothed-map max; the "
-             f"backbone's own raw-max score in brackets) / pixel AUROC / AUPRO@0.3.", "",
-             "| set | " + " | ".join(ROWS) + " |", "| --- |" + " --- |" * len(ROWS)]
-    for n in names:
-        cells = []
-        for r in ROWS:
-            x = rows[n][r]
-            own = f" ({x['raw_image_auroc']:.4f})" if "raw_image_auroc" in x else ""
-            cells.append(f"{x['image_auroc']:.4f}{own} / {x['pixel_auroc']:.4f} / "
-                         f"{x['pixel_aupro']:.4f}")
-        lines.append(f"| {n} | " + " | ".join(cells) + " |")
-    means = [f"{np.mean([rows[n][r]['image_auroc'] for n in names]):.4f} / "
-             f"{np.mean([rows[n][r]['pixel_auroc'] for n in names]):.4f}" for r in ROWS]
-    lines.append("| mean image / pixel | " + " | ".join(means) + " |")
-    fits = [f"{np.median([rows[n][b]['seconds'] for n in names]):.0f}" for b in BACKBONES]
-    lines += ["", f"Median fit + scoring seconds per set: {fits[0]} (MobileNetV2), {fits[1]} "
-                  f"(Lite0); the fusion costs both."]
-    return "\n".join(lines)
+    title = (f"PatchCore on two backbones fused at the map level ({split} split, fit seed "
+             f"{seed}; `benchmarks/patchcore_backbone_fusion.py`): image AUROC (smoothed-map max; "
+             f"the backbone's own raw-max score in brackets) / pixel AUROC / AUPRO@0.3.")
+    fits = [median_seconds(rows, b) for b in BACKBONES]
+    return "\n".join([*fusion_table(title, rows, ROWS), "",
+                      f"Median fit + scoring seconds per set: {fits[0]} (MobileNetV2), {fits[1]} "
+                      f"(Lite0); the fusion costs both."])
 
 
 def main(argv: list[str] | None = None) -> str:
