@@ -53,6 +53,10 @@ DETECTOR_PARAMS = ("method", "backbone", "size", "sigma", "score", "weights", "b
                    "holdout", "threshold_sigmas", "map_norm", "pad", "seed", "device")
 #: Fewest good images per-position map statistics are estimated from (``map_norm``).
 MIN_NORM_IMAGES = 10
+#: Fewest good images a fused model's member statistics are estimated from without a warning:
+#: from two (10-25 training images) the members' relative weight moved 0.115-0.170 over four
+#: draws in a review's run (docs/methods.md, "Two backbones fused").
+MIN_FUSION_IMAGES = 8
 MAP_NORMS = (None, "position")
 
 
@@ -443,6 +447,12 @@ class Detector(PredictorMixin):
             stats_x = good_x if good_x is not None else x[train_idx]
             fusion.fit_stats(extractor, head, normalize, stats_x, self.batch_size, dev)
             self.fusion_images_ = int(stats_x.shape[0])
+            if self.fusion_images_ < MIN_FUSION_IMAGES:
+                warnings.warn(f"the fused backbones' maps were standardised on only "
+                              f"{self.fusion_images_} good image(s), so their weights depend "
+                              f"on which ones; pass validation= with at least "
+                              f"{MIN_FUSION_IMAGES} good images (or train on more) for "
+                              f"steadier weights", UserWarning, stacklevel=2)
         self.map_norm_ = 0
         if norm:
             good_scores = self._fit_map_norm(good_x)

@@ -4,6 +4,7 @@ backbone fits of the same images, save/load, export and the refusals."""
 from __future__ import annotations
 
 import json
+import warnings
 
 import numpy as np
 import pytest
@@ -147,6 +148,24 @@ def test_what_each_members_fit_chose_is_reported(fits):
     for member in FUSED.split("+"):
         assert f"{member}: position weight" in line
         assert fits[0][member].fit_choices_ in line
+
+
+def test_few_standardisation_images_warn_and_enough_do_not(grid):
+    """The members' weights come from the good images the threshold uses: from fewer than
+    ``MIN_FUSION_IMAGES`` the fit says so (the weights then move with the draw)."""
+    from oddeye.api import MIN_FUSION_IMAGES
+
+    train = [s.path for s in grid.train]
+    few = train[:MIN_FUSION_IMAGES - 1]
+    with pytest.warns(UserWarning, match=f"standardised on only {len(few)} good image"):
+        Detector(method="patchcore", backbone=FUSED, size=64).fit(
+            train, validation=few, progress=False)
+    enough = train[:MIN_FUSION_IMAGES]
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        det = Detector(method="patchcore", backbone=FUSED, size=64).fit(
+            train, validation=enough, progress=False)
+    assert det.fusion_images_ == MIN_FUSION_IMAGES
 
 
 def edited(path, out, meta_edit=None, tensor_edit=None):
