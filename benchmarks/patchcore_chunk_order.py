@@ -11,14 +11,16 @@ vs a 16-pixel one (``pad``, twelfth session; its tap-cropping order pinned, as i
 session). ``--study pool-zeros``: that default vs no frame and the border cells' average
 counting the zero padding (``pool_zeros=True``, an option). ``--study grid``: the patch grid
 of the first tap (default) vs the last (``grid="last"``, seventeenth session). ``--study
-fusion``: MobileNetV2 vs MobileNetV2 + EfficientNet-Lite0 fused (twenty-sixth session). The
+fusion``: MobileNetV2 vs MobileNetV2 + EfficientNet-Lite0 fused (twenty-sixth session).
+``--study cosine``: stages as the backbone gives them vs at unit length (``cosine=True``,
+twenty-seventh session). The
 first two studies run without the frame, as they did when their sections were written. Three seeds
 each (the seed draws the held-out images, the coreset's chunk permutation and start); each
 (set, seed, variant) is one process of the detection suite, whose JSON in ``--work`` is reused
 when it exists. Writes section ``patchcore-<study>``.
 
 Run: .venv/bin/python benchmarks/patchcore_chunk_order.py --work /tmp/chunk-order
-     [--study position|pad|frame-order|pool-zeros|grid|throwaway|fusion]
+     [--study position|pad|frame-order|pool-zeros|grid|throwaway|fusion|cosine]
 """
 
 from __future__ import annotations
@@ -91,6 +93,13 @@ STUDIES = {
                {"mobilenet_v2 (default)": {},
                 "mobilenet_v2+efficientnet_lite0":
                     {"backbone": "mobilenet_v2+efficientnet_lite0"}}),
+    "cosine": ("PatchCore: patches compared by direction (`cosine`)",
+               "Default parameters of the twenty-sixth session (`position=\"auto\"`: `w=` is "
+               "the weight it chose) with each stage's patch vector as the backbone gives it, "
+               "scaled by `1/sqrt(channels)` (`cosine=False`: what the `mobilenet_v2 "
+               "(default)` rows of section `patchcore-fusion` computed), or at unit length "
+               "(`cosine=True`, the default since the twenty-seventh session)", "patches",
+               {"raw (before)": {"cosine": False}, "cosine (default)": {"cosine": True}}),
 }
 
 

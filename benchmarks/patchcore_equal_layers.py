@@ -12,7 +12,7 @@ root = generate("/tmp/oddeye_eqval_synth", seed=1, classes=["grid", "noise", "st
                 n_train=30, n_test_good=10, n_test_defect=3)
 for cat in load_dataset(root):
     for eq in (False, True):
-        det = Detector(method="patchcore", equal_layers=eq)
+        det = Detector(method="patchcore", equal_layers=eq, cosine=False)  # width scaling only
         det.fit([s.path for s in cat.train], progress=False)
         r = evaluate_category(det, cat, progress=False)
         print(cat.name, "equal_layers", eq, f"img {r['image_auroc']:.3f} "

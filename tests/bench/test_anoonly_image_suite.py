@@ -38,6 +38,8 @@ def test_parameters_reach_patchcore_and_both_heads_and_name_the_section(tmp_path
     assert all(k["size"] == 64 and k["grid"] == "last" for k in made)
     # paired: PatchCore has the heads' seed and fits on their good images, none held out
     assert all(k["seed"] == 4 for k in made) and made[0]["holdout"] == 0
+    # ... and the heads' raw features (their default), not PatchCore's cosine default
+    assert made[0]["cosine"] is False and "cosine" not in made[1]
     assert fitted[0] == fitted[1] == fitted[2] and len(fitted[0]) == 16
     text = out.read_text()
     assert "<!-- section:head-grid -->" in text and body in text

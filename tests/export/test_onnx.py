@@ -253,13 +253,15 @@ def test_export_command_errors_cleanly(tmp_path, capsys):
 
 
 @pytest.mark.parametrize("params, width", [({"search_dim": 16}, 17), ({"position": 3.0}, 130),
-                                           ({"image_neighbours": 3}, 130)],
-                         ids=["projected-search", "position-term", "image-neighbours"])
+                                           ({"image_neighbours": 3}, 130),
+                                           ({"cosine": True, "position": 3.0}, 130)],
+                         ids=["projected-search", "position-term", "image-neighbours",
+                              "cosine-patches"])
 def test_parity_with_patchcore_search_options(params, width, synth_root, tmp_path):
     """A PatchCore searched in a projected space (``search_dim``: 16 directions plus the
     residual), with the cell coordinates of its ``position`` term, or against the patches of
-    each image's nearest training images (``image_neighbours``) exports to the same maps and
-    scores: all are part of the graph."""
+    each image's nearest training images (``image_neighbours``), or with unit-length stages
+    (``cosine``) exports to the same maps and scores: all are part of the graph."""
     from oddeye.api import Detector
     from oddeye.data.mvtec import load_dataset
     from oddeye.export.onnx import OnnxDetector, export_onnx

@@ -65,23 +65,26 @@ def test_distance_prior_adds_the_learned_term_to_the_standardised_distance(prior
         torch.testing.assert_close(head.scorer(x), want)
 
 
-@pytest.mark.parametrize("grid", ["first", "last"])
-def test_prior_is_patchcore_exactly(synth_root, grid):
+@pytest.mark.parametrize(("grid", "cosine"), [("first", False), ("last", False),
+                                              ("first", True)])
+def test_prior_is_patchcore_exactly(synth_root, grid, cosine):
     """With the learned term at 0 the head is PatchCore up to an affine map: same bank, same
-    embedding (patch grid included), raw-map image score, so images and pixels rank
-    identically."""
+    embedding (patch grid and unit-length stages included), raw-map image score, so images
+    and pixels rank identically."""
     cat = load_dataset(synth_root, ["disc"])[0]
     goods = [s.path for s in cat.train]
     labelled = [s for s in cat.test if s.label == 1][:2]
     masks = [np.zeros((128, 128), np.uint8)] * len(goods) + [
         resize_mask(load_sample_mask(s, (128, 128)), 128) for s in labelled]
-    head_det = Detector(method="anoonly-head", size=128, steps=5, grid=grid).fit(
+    head_det = Detector(method="anoonly-head", size=128, steps=5, grid=grid,
+                        cosine=cosine).fit(
         goods + [s.path for s in labelled], labels=[0] * len(goods) + [1] * 2, masks=masks,
         progress=False)
-    pc = Detector(method="patchcore", size=128, holdout=0, grid=grid).fit(goods,
-                                                                           progress=False)
+    pc = Detector(method="patchcore", size=128, holdout=0, grid=grid, cosine=cosine).fit(
+        goods, progress=False)
     head = head_det.model_.head
     assert head.grid == grid and head.frame == (1 if grid == "last" else 2)
+    assert head.cosine == cosine
     assert torch.equal(head.bank, pc.model_.head.bank)
     with torch.no_grad():
         head.score.weight.zero_()
@@ -107,7 +110,9 @@ def test_prior_takes_patchcores_position_choice_from_the_good_images(tmp_path):
         m[36:60, 36:60] = 1
     det = Detector(method="anoonly-head", size=64, steps=20).fit(
         goods + moved, labels=[0] * 44 + [1] * 2, masks=masks, progress=False)
-    pc = Detector(method="patchcore", size=64, holdout=0).fit(goods, progress=False)
+    # the head's features are raw (``cosine=False``, its default; PatchCore's is True)
+    pc = Detector(method="patchcore", size=64, holdout=0, cosine=False).fit(goods,
+                                                                             progress=False)
     h, p = det.model_.head, pc.model_.head
     assert h.position_table.shape[0] == 3 and torch.equal(h.position_table, p.position_table)
     assert float(h.position) == float(p.position)

@@ -273,7 +273,8 @@ def test_frame_is_cut_after_the_aggregation_and_older_files_keep_the_taps_order(
         feats = agg.model_.extractor(x)
         assert feats["s8"].shape[-1] == (128 + 32) // 8  # framed taps reach the head
         emb = agg.model_.head.embed(feats)
-        ref = aggregate(feats, ["s8", "s16"], 3, True)[..., 2:-2, 2:-2]
+        ref = aggregate(feats, ["s8", "s16"], 3, True,
+                        cosine=agg.model_.head.cosine)[..., 2:-2, 2:-2]
     torch.testing.assert_close(emb[:, :ref.shape[1]], ref)
     assert agg.predict(paths).maps.shape == (3, 128, 128)
 
@@ -333,6 +334,26 @@ def test_coarse_patch_grid_travels_in_the_file_and_older_files_use_the_finest(gr
                                  drop=["method_params.grid"]))
     assert old.model_.head.grid == "first"
     np.testing.assert_array_equal(old.predict(paths).scores, fine.predict(paths).scores)
+
+
+def test_cosine_patches_travel_in_the_file_and_older_files_compare_raw_features(grid,
+                                                                                 tmp_path):
+    """``cosine`` is saved with the model and changes the scores; a file from before the
+    parameter loads comparing the raw (width-scaled) features, as it was fitted."""
+
+    train, paths = [s.path for s in grid.train], [s.path for s in grid.test[:3]]
+    cos = Detector(method="patchcore", size=64, position=0.0, cosine=True).fit(
+        train, progress=False)
+    again = oddeye.load(cos.save(tmp_path / "cos.oddeye"))
+    assert again.model_.head.cosine
+    np.testing.assert_array_equal(again.predict(paths).scores, cos.predict(paths).scores)
+    raw = Detector(method="patchcore", size=64, position=0.0, cosine=False).fit(
+        train, progress=False)
+    assert not np.allclose(raw.predict(paths).scores, cos.predict(paths).scores)
+    old = oddeye.load(older_file(raw.save(tmp_path / "raw.oddeye"), tmp_path / "old.oddeye",
+                                 drop=["method_params.cosine"]))
+    assert not old.model_.head.cosine
+    np.testing.assert_array_equal(old.predict(paths).scores, raw.predict(paths).scores)
 
 
 def test_default_frame_is_the_methods_rounded_up_to_its_deepest_tap(grid):

@@ -68,3 +68,27 @@ def test_grid_must_name_a_tap(value):
     with pytest.raises(DataError, match="grid must be 'first', 'last' or one of the layers"):
         create_method("patchcore", grid=value).build_head({"s8": 4, "s16": 4},
                                                           {"s8": 8, "s16": 16})
+
+
+def test_cosine_patches_have_unit_stages_and_ignore_feature_magnitude():
+    """``cosine``: each stage's vector at length 1/sqrt(stages), so the squared distance is the
+    mean over stages of 2 - 2 cos, and scaling a stage's features changes nothing."""
+    g = torch.Generator().manual_seed(0)
+    feats = {"a": torch.randn(2, 4, 8, 8, generator=g), "b": torch.randn(2, 6, 4, 4, generator=g)}
+    emb = aggregate(feats, ["a", "b"], 3, equal_layers=True, cosine=True)
+    norms = torch.stack([emb[:, :4].norm(dim=1), emb[:, 4:].norm(dim=1)])
+    torch.testing.assert_close(norms, torch.full_like(norms, 0.5 ** 0.5))
+    scaled = aggregate({"a": feats["a"] * 7.0, "b": feats["b"] * 0.01}, ["a", "b"], 3,
+                       cosine=True)
+    torch.testing.assert_close(scaled, emb)
+    p, q = emb[0, :, 2, 3], emb[1, :, 5, 1]
+    cos = [torch.nn.functional.cosine_similarity(p[s], q[s], dim=0)
+           for s in (slice(0, 4), slice(4, 10))]
+    torch.testing.assert_close((p - q).square().sum(), sum(2 - 2 * c for c in cos) / 2)
+
+
+@pytest.mark.parametrize("value", ["true", 0, None])
+def test_cosine_must_be_a_bool(value):
+    with pytest.raises(DataError, match="cosine must be true or false"):
+        create_method("patchcore", cosine=value).build_head({"s8": 4, "s16": 4},
+                                                            {"s8": 8, "s16": 16})

@@ -69,7 +69,9 @@ def run(out_path: str | Path | None = None, ks: tuple[int, ...] = (5, 10), seed:
         val = [s.path for s in cat.validation] or None
         # PatchCore sees no labels: one fit per data set, scored on each K's reduced test split;
         # paired with the heads: their seed, every good image (they hold none out)
-        pc = Detector(method="patchcore", seed=seed, holdout=0.0, **params)
+        # ... and the heads' features: raw (``cosine=False``, their default) unless given
+        pc = Detector(method="patchcore", seed=seed, holdout=0.0,
+                      **{"cosine": False, **params})
         with warnings.catch_warnings():  # no hold-out on purpose: the threshold is not compared
             warnings.filterwarnings("ignore", "too few good images to hold out")
             pc.fit(goods, validation=val, progress=False)
@@ -102,7 +104,8 @@ def run(out_path: str | Path | None = None, ks: tuple[int, ...] = (5, 10), seed:
     lines = ["## AnoOnly on images: K labelled defects vs unsupervised PatchCore", "",
              f"Seed {seed}; the K labelled defects (with masks) are removed from the test split of "
              "every method. Paired: PatchCore is fitted with the heads' seed on the same good "
-             "images (no hold-out), so it is each head's own prior. Backbone mobilenet_v2 "
+             "images (no hold-out) and features (`cosine=false` unless given), so it is each "
+             "head's own prior. Backbone mobilenet_v2 "
              "s8+s16 for all"
              + (f", parameters {json.dumps(params)} for all" if params else "")
              + ". Cells: image AUROC / pixel "

@@ -33,7 +33,7 @@ SEVERITY = 0.5
 CANDIDATES: dict[str, dict] = {
     "mobilenet_v2 s8+s16": {"backbone": "mobilenet_v2", "layers": ["s8", "s16"]},
     "mobilenet_v2 s8+s16 unweighted": {"backbone": "mobilenet_v2", "layers": ["s8", "s16"],
-                                       "equal_layers": False},
+                                       "equal_layers": False, "cosine": False},
     "mobilenet_v2 s8+s16 5x5": {"backbone": "mobilenet_v2", "layers": ["s8", "s16"], "kernel": 5},
     "mobilenet_v2 s4+s8+s16": {"backbone": "mobilenet_v2", "layers": ["s4", "s8", "s16"]},
     "efficientnet_lite0 s8+s16": {"backbone": "efficientnet_lite0", "layers": ["s8", "s16"]},

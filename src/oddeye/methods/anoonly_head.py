@@ -18,7 +18,9 @@ With ``distance_prior=True`` (default) the patch score is PatchCore's patch scor
 The prior is PatchCore exactly (same embedding with ``equal_layers``, a coreset bank of *all* good
 training images, the same ``position`` term, chosen with ``position="auto"`` by PatchCore's rule on
 the good images alone, the image score from the raw map), so with the learned term at 0 the head
-ranks images and pixels as PatchCore does. The position columns enter both banks' distances, not
+ranks images and pixels as PatchCore does (PatchCore's unit-length stages, its default since the
+twenty-seventh session, only with ``cosine=True``: the head keeps the raw features until that is
+measured for it). The position columns enter both banks' distances, not
 the learned term's feature input: a few labelled defects must not teach it where defects lie.
 A defect type that is not among the K labelled ones is then still scored by its distance,
 instead of by a direction fitted to a handful of examples. BN
@@ -96,13 +98,14 @@ class AnoOnlyPatchHead(nn.Module):
 
     def __init__(self, layers: Sequence[str], dim: int, kernel: int = 3, hidden: int = 64,
                  distance_prior: bool = True, equal_layers: bool = True,
-                 position: float | None = None, grid: str = "first"):
+                 position: float | None = None, grid: str = "first", cosine: bool = False):
         super().__init__()
         self.layers, self.kernel = list(layers), int(kernel)
         grid_tap(self.layers, grid)  # a bad value fails before any feature is computed
         self.grid = grid  # PatchCore's patch grid (``grid_tap``)
         self.distance_prior = bool(distance_prior)
         self.equal_layers = bool(equal_layers)
+        self.cosine = bool(cosine)  # PatchCore's unit-length stages (``aggregate``)
         # as PatchCore's: None, no position columns (files from before them); a number, two
         # coordinate columns in both banks' distances (never in the learned term's features)
         self.has_position = position is not None
@@ -131,7 +134,7 @@ class AnoOnlyPatchHead(nn.Module):
         """PatchCore's patch embedding (same aggregation, layer weighting, grid and frame), no
         position."""
         return cut_frame(aggregate(feats, self.layers, self.kernel, self.equal_layers,
-                                   grid=self.grid), self.frame)
+                                   grid=self.grid, cosine=self.cosine), self.frame)
 
     def placed(self, emb: torch.Tensor) -> torch.Tensor:
         """``emb`` as the banks hold it: with the weighted position columns when it has them."""
@@ -218,7 +221,8 @@ class AnoOnlyHead(Method):
     score_from = "raw"  # as PatchCore, its prior
     default_pad = PatchCore.default_pad  # its prior is PatchCore, frame included
     # files from before the gate added the whole term; before the position, none had one
-    legacy_defaults = {"gate": "off", "position": 0.0, "frame_crop": "taps", "grid": "first"}
+    legacy_defaults = {"gate": "off", "position": 0.0, "frame_crop": "taps", "grid": "first",
+                       "cosine": False}
 
     def __init__(self, backbone: str | None = None, layers: Sequence[str] | None = None,
                  anoonly: bool = True, kernel: int = 3, hidden: int = 64,
@@ -227,9 +231,10 @@ class AnoOnlyHead(Method):
                  normal_per_step: int = 2048, anomalous_per_step: int = 256, lr: float = 1e-3,
                  distance_prior: bool = True, equal_layers: bool = True, gate: str = "cv",
                  position: float | str = "auto", frame_crop: str = "aggregated",
-                 grid: str = "first", seed: int = 0):
+                 grid: str = "first", cosine: bool = False, seed: int = 0):
         super().__init__(backbone, layers)
         self.anoonly = anoonly
+        self.cosine = cosine
         self.grid = grid
         self.position = position
         self.frame_crop = frame_crop
@@ -263,6 +268,7 @@ class AnoOnlyHead(Method):
         check_number("lr", self.lr, low=0, low_open=True)
         check_flag("distance_prior", self.distance_prior)
         check_flag("equal_layers", self.equal_layers)
+        check_flag("cosine", self.cosine)
         check_choice("gate", self.gate, GATES)
         grid_tap(self.layers, self.grid)
         initial_position(self.position)
@@ -277,7 +283,7 @@ class AnoOnlyHead(Method):
             return AnoOnlyPatchHead(self.layers, sum(channels[k] for k in self.layers),
                                     self.kernel, self.hidden, self.distance_prior,
                                     self.equal_layers, initial_position(self.position),
-                                    self.grid)
+                                    self.grid, bool(self.cosine))
 
     def frame_head(self, head: nn.Module, strides: dict[str, int], pad: int) -> bool:
         """As PatchCore's (``frame_crop``): the frame is cut after the aggregation."""

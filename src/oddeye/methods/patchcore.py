@@ -52,7 +52,7 @@ def grid_tap(layers: Sequence[str], grid: str) -> str:
 
 def aggregate(feats: dict[str, torch.Tensor], layers: Sequence[str], kernel: int,
               equal_layers: bool = False, pool_zeros: bool = False,
-              grid: str = "first") -> torch.Tensor:
+              grid: str = "first", cosine: bool = False) -> torch.Tensor:
     """Average each stage over a kernel x kernel neighbourhood, bring it to the grid tap's
     cells, concat.
 
@@ -62,7 +62,10 @@ def aggregate(feats: dict[str, torch.Tensor], layers: Sequence[str], kernel: int
     padding as cells of a border cell's average (``count_include_pad``), so border embeddings
     shrink towards zero; without it they average only their in-map neighbours. ``grid``
     (``grid_tap``): coarser stages are upsampled (bilinear) to its cells, finer ones averaged
-    over the block of cells each grid cell covers; "first" is the paper's.
+    over the block of cells each grid cell covers; "first" is the paper's. ``cosine`` scales
+    each stage's vector to length ``1/sqrt(stages)`` instead (``equal_layers`` then changes
+    nothing): the squared distance of two patches is the mean over stages of ``2 - 2 cos``, so a
+    patch is compared by the direction of its features, not their magnitude.
     """
     out = []
     size = feats[grid_tap(layers, grid)].shape[-2:]
@@ -77,7 +80,9 @@ def aggregate(feats: dict[str, torch.Tensor], layers: Sequence[str], kernel: int
             f = F.avg_pool2d(f, r, stride=r, ceil_mode=True)
         if f.shape[-2:] != size:
             f = F.interpolate(f, size=size, mode="bilinear", align_corners=False)
-        if equal_layers:
+        if cosine:
+            f = F.normalize(f, dim=1) * (1.0 / math.sqrt(len(layers)))
+        elif equal_layers:
             f = f * (1.0 / math.sqrt(f.shape[1]))
         out.append(f)
     return torch.cat(out, dim=1)
@@ -167,11 +172,11 @@ def choose_position(method: Method, plain: torch.Tensor, data: TrainSet,
     ``AUTO_POSITIONS`` a bank is built as the fit builds it (the method's ``coreset_ratio``,
     ``max_bank``, ``seed``; ``proj_dim``, ``chunk_size``) from at most ``AUTO_FIT_IMAGES`` other
     images (``plain``: their (N, D, h, w) embeddings without position, by the method's
-    ``layers``, ``kernel``, ``equal_layers``) and scores the held-out set; ``pick_position``
-    decides. ``index``: which of ``data``'s images ``plain`` holds (default all of them, in
-    order). ``frame``: cells ``cut_frame`` takes from the held-out images' embeddings (the
-    head's ``frame``). ``table`` rows: (weight, image AUROC, pixel AUROC); empty when there are
-    fewer than ``AUTO_MIN_IMAGES`` images, and the weight is then 0.
+    ``layers``, ``kernel``, ``equal_layers``, ``cosine``) and scores the held-out set;
+    ``pick_position`` decides. ``index``: which of ``data``'s images ``plain`` holds (default
+    all of them, in order). ``frame``: cells ``cut_frame`` takes from the held-out images'
+    embeddings (the head's ``frame``). ``table`` rows: (weight, image AUROC, pixel AUROC);
+    empty when there are fewer than ``AUTO_MIN_IMAGES`` images, and the weight is then 0.
     """
     from oddeye.data.pseudo import pseudo_validation
 
@@ -193,7 +198,8 @@ def choose_position(method: Method, plain: torch.Tensor, data: TrainSet,
                                                  method.layers, method.kernel,
                                                  method.equal_layers,
                                                  bool(getattr(method, "pool_zeros", False)),
-                                                 getattr(method, "grid", "first")),
+                                                 getattr(method, "grid", "first"),
+                                                 bool(getattr(method, "cosine", False))),
                                        frame)
                              for i in range(0, len(batch), bs)])
     fit_emb = plain[torch.as_tensor(fit)]
@@ -286,10 +292,12 @@ class PatchCoreHead(nn.Module):
 
     def __init__(self, layers: Sequence[str], dim: int, kernel: int = 3,
                  equal_layers: bool = True, position: float | None = None,
-                 image_neighbours: int = 0, pool_zeros: bool = False, grid: str = "first"):
+                 image_neighbours: int = 0, pool_zeros: bool = False, grid: str = "first",
+                 cosine: bool = False):
         super().__init__()
         self.layers, self.kernel, self.equal_layers = list(layers), int(kernel), equal_layers
         self.pool_zeros = bool(pool_zeros)
+        self.cosine = bool(cosine)
         grid_tap(self.layers, grid)  # a bad value fails here, before any feature is computed
         self.grid = grid
         #: 0: one pooled bank (the paper's); K: each image is searched against every patch of
@@ -320,7 +328,7 @@ class PatchCoreHead(nn.Module):
     def plain_embed(self, feats: dict[str, torch.Tensor]) -> torch.Tensor:
         """Aggregated patch embeddings of the image's own cells, without position columns."""
         return cut_frame(aggregate(feats, self.layers, self.kernel, self.equal_layers,
-                                   self.pool_zeros, self.grid), self.frame)
+                                   self.pool_zeros, self.grid, self.cosine), self.frame)
 
     def embed(self, feats: dict[str, torch.Tensor]) -> torch.Tensor:
         emb = self.plain_embed(feats)
@@ -393,7 +401,11 @@ class PatchCore(Method):
     ``frame_crop``: where the input frame (the Detector's ``pad``) is cut away, ``FRAME_CROPS``.
     ``grid``: which tap's cells are the patches (``grid_tap``; "first", the finest, is the
     paper's; "last" averages the finer stages over each coarser cell, docs/methods.md "Patch
-    grid"). ``backbone="a+b"`` fits one bank per backbone and sums their standardised maps
+    grid"). ``cosine`` (default since the twenty-seventh session, chosen on validation data):
+    each stage's patch vector at unit length, so patches are compared by the direction of their
+    features (``aggregate``; docs/methods.md "Cosine patches"); False compares them as the
+    backbone gives them (width-scaled by ``equal_layers``), as files from before do.
+    ``backbone="a+b"`` fits one bank per backbone and sums their standardised maps
     (``oddeye.methods.fusion``).
     """
 
@@ -406,7 +418,7 @@ class PatchCore(Method):
     # files from before these searched the exact space and chose chunk centres independently
     legacy_defaults = {"search_dim": None, "sequential_chunks": False, "position": 0.0,
                        "image_neighbours": 0, "frame_crop": "taps", "pool_zeros": False,
-                       "grid": "first"}
+                       "grid": "first", "cosine": False}
 
     def __init__(self, backbone: str | None = None, layers: Sequence[str] | None = None,
                  kernel: int = 3, equal_layers: bool = True, coreset_ratio: float = 0.1,
@@ -414,9 +426,11 @@ class PatchCore(Method):
                  chunk_size: int | None = CHUNK_SIZE, search_dim: int | None = None,
                  sequential_chunks: bool = False, position: float | str = "auto",
                  image_neighbours: int = 0, frame_crop: str = "aggregated",
-                 pool_zeros: bool = False, grid: str = "first", seed: int = 0):
+                 pool_zeros: bool = False, grid: str = "first", cosine: bool = True,
+                 seed: int = 0):
         super().__init__(backbone, layers)
         self.kernel = kernel
+        self.cosine = cosine
         self.grid = grid
         self.image_neighbours = image_neighbours
         self.frame_crop = frame_crop
@@ -445,6 +459,7 @@ class PatchCore(Method):
             raise DataError(f"image_neighbours must be an integer >= 0 (0 = one pooled bank), "
                             f"got {k!r}")
         check_flag("pool_zeros", self.pool_zeros)
+        check_flag("cosine", self.cosine)
         if k and self.search_dim is not None:
             raise DataError("image_neighbours searches every patch of the neighbour images "
                             "exactly; it cannot be combined with search_dim")
@@ -461,7 +476,8 @@ class PatchCore(Method):
         self.check_params()
         return PatchCoreHead(self.layers, sum(channels[c] for c in self.layers), self.kernel,
                              self.equal_layers, initial_position(self.position),
-                             self.image_neighbours, self.pool_zeros, self.grid)
+                             self.image_neighbours, self.pool_zeros, self.grid,
+                             bool(self.cosine))
 
     def frame_head(self, head: nn.Module, strides: dict[str, int], pad: int) -> bool:
         """The frame is cut after the aggregation unless ``frame_crop="taps"``."""
