@@ -7,8 +7,11 @@ against the default MobileNetV2 PatchCore. The twenty-fifth session's script
 runs the built option as users get it: both candidates hold out the Detector's default tenth of
 the fitting images (the fusion's standardisation set; the suite's other scripts hold none out).
 ``--method padim`` runs the same two candidates with PaDiM instead. Writes section
-``selection-<method>-fusion-built`` (``-seed<S>``). Run:
-``.venv/bin/python benchmarks/patchcore_fusion_selection.py [--method padim] [--seed S]``.
+``selection-<method>-fusion-built`` (``-seed<S>``). PatchCore's members compare patches by
+direction (``cosine``, its default since the twenty-seventh session: section suffix ``-cosine``)
+unless ``--features raw`` (``cosine=False``, as the twenty-sixth session's sections ran). Run:
+``.venv/bin/python benchmarks/patchcore_fusion_selection.py [--method padim] [--seed S]
+[--features raw]``.
 """
 
 from oddeye.bench.selection_suite import run_seeded, seed_kwargs, seed_parser
@@ -24,6 +27,14 @@ CANDIDATES = {
 if __name__ == "__main__":
     parser = seed_parser(__doc__)
     parser.add_argument("--method", choices=["patchcore", "padim"], default="patchcore")
+    parser.add_argument("--features", choices=["cosine", "raw"], default="cosine",
+                        help="PatchCore only: how both candidates compare patches (default "
+                             "cosine, the method's default; raw = cosine=False)")
     args = parser.parse_args()
-    run_seeded(args.method, f"selection-{args.method}-fusion-built", CANDIDATES, args.seed,
-               args.placement, **seed_kwargs(args))
+    candidates, section = CANDIDATES, f"selection-{args.method}-fusion-built"
+    if args.method == "patchcore":
+        cosine = args.features == "cosine"
+        candidates = {k: {**v, "cosine": cosine} for k, v in CANDIDATES.items()}
+        section += "-cosine" if cosine else ""
+    run_seeded(args.method, section, candidates, args.seed, args.placement,
+               **seed_kwargs(args))

@@ -2,7 +2,9 @@
 
 Mid-level features of two stages, 3x3 neighbourhood averaging, the coarser stage upsampled to the
 finer one, concatenated; a greedy-coreset subset of all training patches forms the bank; a test
-patch's score is its Euclidean distance to the nearest bank entry.
+patch's score is its Euclidean distance to the nearest bank entry. By default each stage's vector
+is first scaled to unit length (``cosine``, chosen on validation data; the paper compares the
+features' values, ``cosine=False``).
 """
 
 from __future__ import annotations
