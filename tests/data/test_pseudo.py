@@ -301,3 +301,31 @@ def test_stain_is_a_large_irregular_region_inside_its_box():
     anywhere = [make_pseudo_anomaly(good, donor, rng, "stain", placement="anywhere")[1]
                 for _ in range(40)]
     assert np.mean([m[outer].any() for m in anywhere]) > 0.3
+
+
+def test_contrast_scales_the_texture_around_its_local_mean_inside_the_mask():
+    """``contrast``: inside its mask the texture's amplitude changes (flattened or amplified)
+    while its local mean and pattern stay; nothing outside the mask changes."""
+    from scipy.ndimage import gaussian_filter
+
+    yy, xx = np.mgrid[0:128, 0:128]
+    texture = 128 + 40 * np.sin(xx / 2.0) * np.cos(yy / 3.0)
+    good = np.repeat(texture[..., None], 3, axis=2).astype(np.uint8)
+    _, donor = _pair()
+    gains = []
+    for seed in range(12):
+        bad, mask = make_pseudo_anomaly(good, donor, np.random.default_rng(seed), "contrast")
+        inside, outside = mask == 1, mask == 0
+        assert 0.05 < inside.mean() < 0.21
+        assert np.array_equal(bad[outside], good[outside])
+        g, b = good[..., 0].astype(float), bad[..., 0].astype(float)
+        core = inside & (gaussian_filter(inside.astype(float), 3) > 0.95)  # off the feathering
+        if core.sum() < 100:
+            continue
+        local = gaussian_filter(g, 128 / 40)
+        # the pattern stays (correlated), the local mean stays, the amplitude moves
+        assert np.corrcoef(g[core] - local[core], b[core] - local[core])[0, 1] > 0.95
+        assert abs(b[core].mean() - g[core].mean()) < 6
+        gains.append(np.std(b[core] - local[core]) / np.std(g[core] - local[core]))
+    assert len(gains) >= 6 and min(gains) < 0.7 and max(gains) > 1.4  # both directions occur
+    assert not any(0.7 <= x <= 1.4 for x in gains)

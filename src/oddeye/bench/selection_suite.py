@@ -333,7 +333,8 @@ def render(method: str, section: str | None, candidates: dict[str, dict],
     kind_text = ("cut-paste, blob, scratch" if not kinds else ", ".join(
         {"cutpaste": "cut-paste", "swap": "swap (a large region from the same place of the most "
          "different validation image)", "stain": "stain (a large irregular region of faintly "
-         "changed tone or texture)"}.get(k, k) for k in kinds))
+         "changed tone or texture)", "contrast": "contrast (a large irregular region whose "
+         "texture is flattened or amplified around its local mean)"}.get(k, k) for k in kinds))
     heading = f"## {title or f'Selection of {method} defaults'} (no test split used)"
     lines = [heading + (f": `{section}`" if section else ""), "",
              "Real sets: "

@@ -12,7 +12,11 @@ on some other part and only its disagreement with the rest of this part makes it
 surface finish or a component of the wrong variant). A fifth, ``stain``, also opt-in: a large
 irregular region (a thresholded smooth random field, as the Perlin-noise masks of DRAEM)
 whose tone or texture changes faintly, with feathered edges: discolouration, an uneven finish,
-a smear, the large low-contrast defects the three small kinds never show. Used to choose
+a smear, the large low-contrast defects the three small kinds never show. A sixth,
+``contrast``, also opt-in: a stain-like region whose texture keeps its pattern and local mean
+but not its amplitude (local contrast scaled down or up), so the backbone's features there
+change mostly in size, not in direction: the change a direction-only patch distance
+(PatchCore's ``cosine``) is blind to by construction. Used to choose
 hyper-parameters on the training split of a real category (``oddeye.bench.selection_suite``), and
 to train RD4AD's student to rebuild the clean features of a defective image (``pseudo``).
 """
@@ -31,7 +35,7 @@ KINDS = ("cutpaste", "blob", "scratch")
 #: ``anywhere`` draws them over the whole image, border included (the region is clipped by it)
 PLACEMENTS = {"inner": ((0.2, 0.8), (0.15, 0.85)), "anywhere": ((0.0, 1.0), (0.0, 1.0))}
 #: every kind ``make_pseudo_anomaly`` knows; ``swap`` is opt-in (see the module docstring)
-ALL_KINDS = (*KINDS, "swap", "stain")
+ALL_KINDS = (*KINDS, "swap", "stain", "contrast")
 
 
 def _ellipse_mask(h: int, w: int, rng: np.random.Generator, lo: float, hi: float,
@@ -64,6 +68,17 @@ def _field_mask(h: int, w: int, rng: np.random.Generator, area: float,
     inside = field[y0:y1, x0:x1]
     keep = min(1.0, area * h * w / inside.size)
     return field >= np.quantile(inside, 1.0 - keep)
+
+
+def _feathered_blend(out: np.ndarray, target: np.ndarray, mask: np.ndarray,
+                     severity: float) -> np.ndarray:
+    """``out`` blended towards ``target`` inside ``mask`` by ``severity``, the edges feathered
+    inwards (the change fades in over ~1% of the side; none outside the mask)."""
+    from scipy.ndimage import gaussian_filter
+
+    edge = max(1.0, min(mask.shape) / 100)
+    alpha = severity * (gaussian_filter(mask.astype(np.float32), edge) * mask)[..., None]
+    return (1 - alpha) * out + alpha * target
 
 
 def make_pseudo_anomaly(image: np.ndarray, donor: np.ndarray, rng: np.random.Generator,
@@ -121,10 +136,15 @@ def make_pseudo_anomaly(image: np.ndarray, donor: np.ndarray, rng: np.random.Gen
             blur = gaussian_filter(out, sigma=(min(h, w) / 80, min(h, w) / 80, 0))
             target = blur if rng.random() < 0.5 else out + 1.5 * (out - blur)
             target = target + rng.uniform(8, 20) * rng.choice([-1, 1])
-        # edges feathered inwards: the change fades in over ~1% of the side, none outside
-        edge = max(1.0, min(h, w) / 100)
-        alpha = severity * (gaussian_filter(mask.astype(np.float32), edge) * mask)[..., None]
-        out = (1 - alpha) * out + alpha * target
+        out = _feathered_blend(out, target, mask, severity)
+    elif kind == "contrast":
+        from scipy.ndimage import gaussian_filter
+
+        mask = _field_mask(h, w, rng, rng.uniform(0.06, 0.2) * scale, centre)
+        # the texture around its local mean, flattened or amplified; the mean itself stays
+        local = gaussian_filter(out, sigma=(min(h, w) / 40, min(h, w) / 40, 0))
+        gain = rng.uniform(0.3, 0.6) if rng.random() < 0.5 else rng.uniform(1.6, 2.4)
+        out = _feathered_blend(out, local + gain * (out - local), mask, severity)
     elif kind == "swap":
         mask = _ellipse_mask(h, w, rng, 0.12 * scale, 0.25 * scale, centre)
         src = np.asarray(Image.fromarray(donor).resize((w, h), Image.BILINEAR)).astype(np.float32)
