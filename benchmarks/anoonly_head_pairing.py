@@ -38,8 +38,9 @@ def patchcore_draws(cat, seed: int, exclude: set) -> None:
     val = [s.path for s in cat.validation] or None
     for pseed in dict.fromkeys((0, seed)):
         for v in ([val, None] if val else [None]):
-            pc = Detector(method="patchcore", seed=pseed).fit(goods, validation=v,
-                                                              progress=False)
+            # the heads' raw features (their default), as when this ran
+            pc = Detector(method="patchcore", seed=pseed, cosine=False).fit(
+                goods, validation=v, progress=False)
             r = evaluate_category(pc, cat, progress=False, exclude=exclude)
             print(f"PatchCore seed {pseed}, validation/good {'yes' if v else 'no'}: image / "
                   f"pixel AUROC {r['image_auroc']:.3f} / {r['pixel_auroc']:.3f}", flush=True)

@@ -30,7 +30,7 @@ for cat in load_dataset(root):
     exclude = {s.path for s in chosen}
     masks = [np.zeros((256, 256), np.uint8)] * len(goods) + [
         resize_mask(load_sample_mask(s, (256, 256)), 256) for s in chosen]
-    variants = {"patchcore": dict(method="patchcore")}
+    variants = {"patchcore": dict(method="patchcore", cosine=False)}  # the heads' raw features
     for prior in (True, False):
         for anoonly in (True, False):
             variants[f"head prior={prior} anoonly={anoonly}"] = dict(

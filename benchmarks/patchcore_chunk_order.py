@@ -17,7 +17,9 @@ twenty-seventh session). The
 first two studies run without the frame, as they did when their sections were written. Three seeds
 each (the seed draws the held-out images, the coreset's chunk permutation and start); each
 (set, seed, variant) is one process of the detection suite, whose JSON in ``--work`` is reused
-when it exists. Writes section ``patchcore-<study>``.
+when it exists. Writes section ``patchcore-<study>`` (``-cosine`` for a study whose variants
+leave PatchCore's ``cosine`` at its default, True since the twenty-seventh session: they then
+run with it set, so no raw-era JSON in ``--work`` is reused).
 
 Run: .venv/bin/python benchmarks/patchcore_chunk_order.py --work /tmp/chunk-order
      [--study position|pad|frame-order|pool-zeros|grid|throwaway|fusion|cosine]
@@ -135,6 +137,13 @@ def main(argv: list[str]) -> int:
     p.add_argument("--study", choices=sorted(STUDIES), default="chunk-order")
     a = p.parse_args(argv)
     title, what, column, variants = STUDIES[a.study]
+    section = f"patchcore-{a.study}"
+    if not any("cosine" in v for v in variants.values()):
+        # a study written for raw features, run on the cosine default: its own section, and
+        # run names that never reuse a raw-era JSON from the same --work folder
+        variants = {k: {**v, "cosine": True} for k, v in variants.items()}
+        section += "-cosine"
+        what += " (rerun on the cosine default, `cosine=True`)"
     work = Path(a.work)
     work.mkdir(parents=True, exist_ok=True)
     names = [ds for ds in a.datasets if (shared_root() / DATASETS[ds]).exists()]
@@ -165,7 +174,7 @@ def main(argv: list[str]) -> int:
         lines += ["", f"{len(REUSED)} of {len(res)} runs were read from JSON already in "
                   f"`--work`, not refitted by this command: {', '.join(sorted(REUSED))}."]
     body = "\n".join(lines)
-    write_section(f"patchcore-{a.study}", body, a.out)
+    write_section(section, body, a.out)
     print(body)
     return 0
 

@@ -450,9 +450,11 @@ class Detector(PredictorMixin):
             if self.fusion_images_ < MIN_FUSION_IMAGES:
                 warnings.warn(f"the fused backbones' maps were standardised on only "
                               f"{self.fusion_images_} good image(s), so their weights depend "
-                              f"on which ones; pass validation= with at least "
-                              f"{MIN_FUSION_IMAGES} good images (or train on more) for "
-                              f"steadier weights", UserWarning, stacklevel=2)
+                              f"on which ones; for steadier weights give at least "
+                              f"{MIN_FUSION_IMAGES} good validation images (validation= in "
+                              f"Python, a validation/good folder for oddeye train) or more "
+                              f"training images (a tenth is held out)", UserWarning,
+                              stacklevel=2)
         self.map_norm_ = 0
         if norm:
             good_scores = self._fit_map_norm(good_x)

@@ -10,6 +10,9 @@ import pytest
 from oddeye.bench import detection_suite, rd4ad_suite
 from oddeye.methods import create_method
 
+#: one PatchCore candidate that names its patch comparison (no ``-cosine`` in the section)
+ONE = {"a": {"cosine": True}}
+
 METRICS = {"image_auroc": 0.9, "pixel_auroc": 0.95, "pixel_aupro": 0.8, "image_ap": 0.7,
            "pixel_ap": 0.3}
 
@@ -224,11 +227,11 @@ def test_fitting_cap_reaches_the_suite_and_names_the_section(monkeypatch):
     calls = []
     monkeypatch.setattr(selection_suite, "run", lambda **kw: calls.append(kw) or "")
     args = selection_suite.seed_parser("x").parse_args(["--max-fit", "0", "--seed", "1"])
-    selection_suite.run_seeded("patchcore", "selection-x", {"a": {}}, args.seed, args.placement,
+    selection_suite.run_seeded("patchcore", "selection-x", ONE, args.seed, args.placement,
                                kinds=args.kinds, max_fit=args.max_fit)
-    selection_suite.run_seeded("patchcore", "selection-x", {"a": {}}, 0, "anywhere",
+    selection_suite.run_seeded("patchcore", "selection-x", ONE, 0, "anywhere",
                                max_fit=40)
-    selection_suite.run_seeded("patchcore", "selection-x", {"a": {}}, 0)
+    selection_suite.run_seeded("patchcore", "selection-x", ONE, 0)
     assert [(c["section"], c["max_fit"]) for c in calls] == [
         ("selection-x-full-seed1", None), ("selection-x-anywhere-fit40", 40),
         ("selection-x", 100)]
@@ -350,3 +353,18 @@ def test_rd4ad_section_names_the_teacher_given_as_a_detector_setting(tmp_path, m
     body = rd4ad_suite.run(tmp_path / "R.md", ["tire"], {"backbone": "efficientnet_lite0"},
                            unified=False, speed=False)
     assert "Teacher `efficientnet_lite0` taps s4, s8, s16" in body
+
+
+def test_patchcore_runs_on_the_cosine_default_get_their_own_sections(monkeypatch):
+    """Selection scripts written for raw features leave ``cosine`` unset: run since the cosine
+    default they would overwrite the raw sections the docs quote, so they name ``-cosine``."""
+    from oddeye.bench import selection_suite
+
+    calls = []
+    monkeypatch.setattr(selection_suite, "run", lambda **kw: calls.append(kw) or "")
+    selection_suite.run_seeded("patchcore", "selection-x", {"a": {}, "b": {"grid": "last"}}, 1)
+    selection_suite.run_seeded("patchcore", "selection-x", {"a": {}}, 0, max_fit=0)
+    selection_suite.run_seeded("patchcore", "selection-x", {"a": {}, "b": {"cosine": False}}, 0)
+    selection_suite.run_seeded("padim", "selection-x", {"a": {}}, 0)
+    assert [c["section"] for c in calls] == ["selection-x-cosine-seed1", "selection-x-cosine-full",
+                                             "selection-x", "selection-x"]

@@ -7,6 +7,9 @@ import torch
 from oddeye.bench.selection_suite import validation_split
 from oddeye.data.pseudo import KINDS, make_pseudo_anomaly, pseudo_batch
 
+#: one PatchCore candidate that names its patch comparison (no ``-cosine`` in the section)
+ONE = {"a": {"cosine": True}}
+
 
 def _pair(seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
     rng = np.random.default_rng(seed)
@@ -248,9 +251,9 @@ def test_placement_reaches_the_validation_split_and_names_the_section(tmp_path, 
     assert labels.sum() == 8 and all(m.any() for m, y in zip(masks, labels, strict=True) if y)
     seen = {}
     monkeypatch.setattr(selection_suite, "run", lambda **kw: seen.update(kw) or "")
-    selection_suite.run_seeded("patchcore", "selection-x", {"a": {}}, 1, "anywhere")
+    selection_suite.run_seeded("patchcore", "selection-x", ONE, 1, "anywhere")
     assert seen["section"] == "selection-x-anywhere-seed1" and seen["placement"] == "anywhere"
-    selection_suite.run_seeded("patchcore", "selection-x", {"a": {}}, 0, "anywhere")
+    selection_suite.run_seeded("patchcore", "selection-x", ONE, 0, "anywhere")
     assert seen["section"] == "selection-x-anywhere"
     assert seen["kinds"] is None  # the default kinds, named by no suffix
 
@@ -264,14 +267,14 @@ def test_other_kinds_reach_the_run_and_name_the_section(monkeypatch):
     monkeypatch.setattr(selection_suite, "run", lambda **kw: seen.update(kw) or "")
     args = selection_suite.seed_parser("x").parse_args(
         ["--seed", "1", "--kinds", "cutpaste", "blob", "scratch", "stain"])
-    selection_suite.run_seeded("patchcore", "selection-x", {"a": {}}, args.seed, args.placement,
+    selection_suite.run_seeded("patchcore", "selection-x", ONE, args.seed, args.placement,
                                kinds=args.kinds)
     assert seen["section"] == "selection-x-stain-seed1"
     assert seen["kinds"] == ("cutpaste", "blob", "scratch", "stain")
-    selection_suite.run_seeded("patchcore", "selection-x", {"a": {}}, 0, "anywhere",
+    selection_suite.run_seeded("patchcore", "selection-x", ONE, 0, "anywhere",
                                kinds=["blob", "stain"])
     assert seen["section"] == "selection-x-anywhere-kinds-blob-stain"
-    selection_suite.run_seeded("patchcore", "selection-x", {"a": {}}, 0, kinds=list(KINDS))
+    selection_suite.run_seeded("patchcore", "selection-x", ONE, 0, kinds=list(KINDS))
     assert seen["section"] == "selection-x"
 
 

@@ -92,3 +92,12 @@ def test_cosine_must_be_a_bool(value):
     with pytest.raises(DataError, match="cosine must be true or false"):
         create_method("patchcore", cosine=value).build_head({"s8": 4, "s16": 4},
                                                             {"s8": 8, "s16": 16})
+
+
+@pytest.mark.parametrize("method", ["patchcore", "anoonly-head"])
+def test_unweighted_stages_under_cosine_are_refused_not_ignored(method):
+    """``equal_layers=False`` cannot act once every stage is at unit length: a clear error
+    instead of a model that silently ignores it; with ``cosine=False`` it is accepted."""
+    with pytest.raises(DataError, match="equal_layers=False changes nothing with cosine=True"):
+        create_method(method, equal_layers=False, cosine=True).check_params()
+    create_method(method, equal_layers=False, cosine=False).check_params()

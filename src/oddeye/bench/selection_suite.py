@@ -32,8 +32,9 @@ SEVERITY = 0.5
 #: ``holdout`` key holds that share of the fitting images out of the fit (default none).
 CANDIDATES: dict[str, dict] = {
     "mobilenet_v2 s8+s16": {"backbone": "mobilenet_v2", "layers": ["s8", "s16"]},
-    "mobilenet_v2 s8+s16 unweighted": {"backbone": "mobilenet_v2", "layers": ["s8", "s16"],
-                                       "equal_layers": False, "cosine": False},
+    "mobilenet_v2 s8+s16 raw, unweighted": {"backbone": "mobilenet_v2",
+                                            "layers": ["s8", "s16"], "equal_layers": False,
+                                            "cosine": False},
     "mobilenet_v2 s8+s16 5x5": {"backbone": "mobilenet_v2", "layers": ["s8", "s16"], "kernel": 5},
     "mobilenet_v2 s4+s8+s16": {"backbone": "mobilenet_v2", "layers": ["s4", "s8", "s16"]},
     "efficientnet_lite0 s8+s16": {"backbone": "efficientnet_lite0", "layers": ["s8", "s16"]},
@@ -296,7 +297,9 @@ def run_seeded(method: str, section: str, candidates: dict[str, dict], seed: int
     name for pseudo-defects placed anywhere, ``kinds_suffix`` for other kinds, ``-full`` when
     fitting on every training image: ``max_fit`` 0 or None, ``-fit<N>`` for another cap).
     ``only`` keeps those candidates; ``device`` fits them there (``-<device>`` in the section
-    name, so GPU rows never replace CPU ones)."""
+    name, so GPU rows never replace CPU ones). PatchCore candidates that all leave ``cosine`` at
+    its default (True since the twenty-seventh session) name the section ``-cosine``, so scripts
+    written for raw features do not overwrite the raw sections the docs quote."""
     if only:
         unknown = sorted(set(only) - set(candidates))
         if unknown:
@@ -306,6 +309,11 @@ def run_seeded(method: str, section: str, candidates: dict[str, dict], seed: int
         candidates = {k: {**v, "device": device} for k, v in candidates.items()}
         section = f"{section}-{device.replace(':', '')}"
     cands, name = seeded(candidates, section, seed)
+    if method == "patchcore" and not any("cosine" in c for c in candidates.values()):
+        # written when PatchCore compared raw features: runs since its cosine default get
+        # their own sections instead of overwriting the raw ones the docs quote
+        base, _, tail = name.partition("-seed")
+        name = f"{base}-cosine" + (f"-seed{tail}" if tail else "")
     max_fit = max_fit or None
     suffix = ((f"-{placement}" if placement != "inner" else "") + kinds_suffix(kinds)
               + ("" if max_fit == 100 else "-full" if max_fit is None else f"-fit{max_fit}")

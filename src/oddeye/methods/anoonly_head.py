@@ -269,6 +269,9 @@ class AnoOnlyHead(Method):
         check_flag("distance_prior", self.distance_prior)
         check_flag("equal_layers", self.equal_layers)
         check_flag("cosine", self.cosine)
+        if self.cosine and not self.equal_layers:
+            raise DataError("equal_layers=False changes nothing with cosine=True (every stage is "
+                            "scaled to unit length); set cosine=False for raw, unweighted stages")
         check_choice("gate", self.gate, GATES)
         grid_tap(self.layers, self.grid)
         initial_position(self.position)

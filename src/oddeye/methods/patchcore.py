@@ -469,6 +469,10 @@ class PatchCore(Method):
                             f"got {k!r}")
         check_flag("pool_zeros", self.pool_zeros)
         check_flag("cosine", self.cosine)
+        check_flag("equal_layers", self.equal_layers)
+        if self.cosine and not self.equal_layers:
+            raise DataError("equal_layers=False changes nothing with cosine=True (every stage is "
+                            "scaled to unit length); set cosine=False for raw, unweighted stages")
         if k and self.search_dim is not None:
             raise DataError("image_neighbours searches every patch of the neighbour images "
                             "exactly; it cannot be combined with search_dim")
