@@ -29,7 +29,7 @@ from oddeye.methods.base import (
     check_number,
 )
 from oddeye.methods.coreset import CHUNK_SIZE, PROJ_DIM, coreset_indices
-from oddeye.methods.neighbours import exact_sq_distance, nearest_distance
+from oddeye.methods.neighbours import nearest_distance
 
 
 def check_odd_kernel(kernel: int) -> None:
@@ -374,21 +374,14 @@ def neighbour_image_distance(queries: torch.Tensor, patches: torch.Tensor,
     (N, P, D) and ``patches_sq`` (N, P) hold every training image's patches."""
     k = min(int(k), patches.shape[0])
     nearest = torch.cdist(queries.mean(1), desc).topk(k, dim=1, largest=False).indices  # (B, k)
-    b, q = queries.shape[:2]
-    best = torch.full((b, q), float("inf"), dtype=queries.dtype, device=queries.device)
-    image = torch.zeros((b, q), dtype=torch.long, device=queries.device)
-    patch = torch.zeros((b, q), dtype=torch.long, device=queries.device)
+    q_sq = (queries * queries).sum(2)
+    best = torch.full(q_sq.shape, float("inf"), dtype=queries.dtype, device=queries.device)
     for j in range(k):  # one neighbour image per step: a (B, Q, P) block at a time
         idx = nearest[:, j]
         d = torch.baddbmm(patches_sq[idx].unsqueeze(1), queries, patches[idx].transpose(1, 2),
                           alpha=-2.0)
-        m, p = d.min(2)
-        better = m < best
-        best = torch.where(better, m, best)
-        image = torch.where(better, idx.unsqueeze(1).expand(b, q), image)
-        patch = torch.where(better, p, patch)
-    # the nearest patch's distance computed exactly (``exact_sq_distance``)
-    return exact_sq_distance(queries, patches[image, patch]).sqrt()
+        best = torch.minimum(best, d.amin(2))
+    return (best + q_sq).clamp_min(0).sqrt()
 
 
 @register
