@@ -3,7 +3,8 @@
 Candidates: the default; the fitting images plus their horizontal mirror images; plus their
 horizontal and vertical mirror images (the bank stays capped at 10,000 patches, so inference
 costs the same). Writes section ``selection-patchcore-flips`` (``-seed<S>`` etc. as every
-selection script). Measured, not built (docs/methods.md, "Flipped training images").
+selection script; run raw, before the cosine default, so a rerun now writes ``-cosine``).
+Measured, not built (docs/methods.md, "Flipped training images").
 Run: ``.venv/bin/python benchmarks/patchcore_flips_selection.py [--seed S]``.
 """
 
