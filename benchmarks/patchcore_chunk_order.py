@@ -105,6 +105,19 @@ STUDIES = {
 }
 
 
+def study(name: str) -> tuple[str, str, str, dict[str, dict], str]:
+    """(title, what differs, column, variants, section) of a study. One written for raw
+    features (no variant sets ``cosine``) runs on the cosine default with ``cosine=True`` set,
+    so its run names never reuse a raw-era JSON from the same ``--work`` folder, and writes
+    ``patchcore-<study>-cosine`` instead of the raw section the docs quote."""
+    title, what, column, variants = STUDIES[name]
+    if any("cosine" in v for v in variants.values()):
+        return title, what, column, variants, f"patchcore-{name}"
+    return (title, what + " (rerun on the cosine default, `cosine=True`)", column,
+            {k: {**v, "cosine": True} for k, v in variants.items()},
+            f"patchcore-{name}-cosine")
+
+
 def fit(work: Path, ds: str, seed: int, params: dict, threads: int) -> dict:
     """One detection-suite run of PatchCore (reused from ``work`` when already there)."""
     tag = "-".join([ds, f"seed{seed}", *(f"{k}{v}" for k, v in sorted(params.items()))])
@@ -136,14 +149,7 @@ def main(argv: list[str]) -> int:
     p.add_argument("--out", default=str(DEFAULT_RESULTS))
     p.add_argument("--study", choices=sorted(STUDIES), default="chunk-order")
     a = p.parse_args(argv)
-    title, what, column, variants = STUDIES[a.study]
-    section = f"patchcore-{a.study}"
-    if not any("cosine" in v for v in variants.values()):
-        # a study written for raw features, run on the cosine default: its own section, and
-        # run names that never reuse a raw-era JSON from the same --work folder
-        variants = {k: {**v, "cosine": True} for k, v in variants.items()}
-        section += "-cosine"
-        what += " (rerun on the cosine default, `cosine=True`)"
+    title, what, column, variants, section = study(a.study)
     work = Path(a.work)
     work.mkdir(parents=True, exist_ok=True)
     names = [ds for ds in a.datasets if (shared_root() / DATASETS[ds]).exists()]

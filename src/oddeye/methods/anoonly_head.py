@@ -82,6 +82,7 @@ from oddeye.methods.patchcore import (
     aggregate,
     bank_size,
     check_odd_kernel,
+    check_stage_scaling,
     choose_position,
     cut_frame,
     frame_of,
@@ -267,11 +268,7 @@ class AnoOnlyHead(Method):
         check_number("anomalous_per_step", self.anomalous_per_step, low=1, integer=True)
         check_number("lr", self.lr, low=0, low_open=True)
         check_flag("distance_prior", self.distance_prior)
-        check_flag("equal_layers", self.equal_layers)
-        check_flag("cosine", self.cosine)
-        if self.cosine and not self.equal_layers:
-            raise DataError("equal_layers=False changes nothing with cosine=True (every stage is "
-                            "scaled to unit length); set cosine=False for raw, unweighted stages")
+        check_stage_scaling(self.cosine, self.equal_layers)
         check_choice("gate", self.gate, GATES)
         grid_tap(self.layers, self.grid)
         initial_position(self.position)

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Sequence
+from typing import Any
 
 import numpy as np
 import torch
@@ -95,6 +96,16 @@ def aggregate(feats: dict[str, torch.Tensor], layers: Sequence[str], kernel: int
 #: "taps" cuts every tap first (the twelfth session's order; border cells then average fewer
 #: cells than the rest). Chosen on validation data (docs/backbones.md, "Input border").
 FRAME_CROPS = ("aggregated", "taps")
+
+
+def check_stage_scaling(cosine: Any, equal_layers: Any) -> None:
+    """``cosine`` and ``equal_layers`` are flags, and not the pair where one cancels the other:
+    under ``cosine`` every stage is at unit length, so ``equal_layers=False`` would do nothing."""
+    check_flag("cosine", cosine)
+    check_flag("equal_layers", equal_layers)
+    if cosine and not equal_layers:
+        raise DataError("equal_layers=False changes nothing with cosine=True (every stage is "
+                        "scaled to unit length); set cosine=False for raw, unweighted stages")
 
 
 def cut_frame(emb: torch.Tensor, cells: int) -> torch.Tensor:
@@ -461,15 +472,10 @@ class PatchCore(Method):
             raise DataError(f"image_neighbours must be an integer >= 0 (0 = one pooled bank), "
                             f"got {k!r}")
         check_flag("pool_zeros", self.pool_zeros)
-        check_flag("cosine", self.cosine)
-        check_flag("equal_layers", self.equal_layers)
-        if self.cosine and not self.equal_layers:
-            raise DataError("equal_layers=False changes nothing with cosine=True (every stage is "
-                            "scaled to unit length); set cosine=False for raw, unweighted stages")
+        check_stage_scaling(self.cosine, self.equal_layers)
         if k and self.search_dim is not None:
             raise DataError("image_neighbours searches every patch of the neighbour images "
                             "exactly; it cannot be combined with search_dim")
-        check_flag("equal_layers", self.equal_layers)
         check_number("coreset_ratio", self.coreset_ratio, low=0, high=1, low_open=True)
         check_number("max_bank", self.max_bank, low=1, integer=True, none_ok=True)
         check_number("proj_dim", self.proj_dim, low=0, integer=True)
