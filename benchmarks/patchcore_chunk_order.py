@@ -13,7 +13,8 @@ counting the zero padding (``pool_zeros=True``, an option). ``--study grid``: th
 of the first tap (default) vs the last (``grid="last"``, seventeenth session). ``--study
 fusion``: MobileNetV2 vs MobileNetV2 + EfficientNet-Lite0 fused (twenty-sixth session).
 ``--study cosine``: stages as the backbone gives them vs at unit length (``cosine=True``,
-twenty-seventh session). The
+twenty-seventh session). ``--study magnitude``: that default vs ``magnitude=2`` (twenty-eighth
+session). The
 first two studies run without the frame, as they did when their sections were written. Three seeds
 each (the seed draws the held-out images, the coreset's chunk permutation and start); each
 (set, seed, variant) is one process of the detection suite, whose JSON in ``--work`` is reused
@@ -22,7 +23,7 @@ leave PatchCore's ``cosine`` at its default, True since the twenty-seventh sessi
 run with it set, so no raw-era JSON in ``--work`` is reused).
 
 Run: .venv/bin/python benchmarks/patchcore_chunk_order.py --work /tmp/chunk-order
-     [--study position|pad|frame-order|pool-zeros|grid|throwaway|fusion|cosine]
+     [--study position|pad|frame-order|pool-zeros|grid|throwaway|fusion|cosine|magnitude]
 """
 
 from __future__ import annotations
@@ -102,6 +103,13 @@ STUDIES = {
                "(default)` rows of section `patchcore-fusion` computed), or at unit length "
                "(`cosine=True`, the default since the twenty-seventh session)", "patches",
                {"raw (before)": {"cosine": False}, "cosine (default)": {"cosine": True}}),
+    "magnitude": ("PatchCore: the stages' lengths back in the cosine comparison (`magnitude`)",
+                  "Default parameters (`cosine=True`; `position=\"auto\"`: `w=` is the weight "
+                  "it chose) without (default) or with `magnitude=2`: each stage's "
+                  "`2 log|v| / sqrt(stages)` as one more column (twenty-eighth session)",
+                  "patches",
+                  {"cosine (default)": {"cosine": True},
+                   "magnitude 2": {"cosine": True, "magnitude": 2.0}}),
 }
 
 

@@ -269,14 +269,16 @@ def test_a_near_zero_parity_failure_says_what_it_likely_is(patchcore_file, synth
 
 @pytest.mark.parametrize("params, width", [({"search_dim": 16}, 17), ({"position": 3.0}, 130),
                                            ({"image_neighbours": 3}, 130),
-                                           ({"cosine": True, "position": 3.0}, 130)],
+                                           ({"cosine": True, "position": 3.0}, 130),
+                                           ({"magnitude": 1.0, "position": 0.0}, 130)],
                          ids=["projected-search", "position-term", "image-neighbours",
-                              "cosine-patches"])
+                              "cosine-patches", "magnitude-term"])
 def test_parity_with_patchcore_search_options(params, width, synth_root, tmp_path):
     """A PatchCore searched in a projected space (``search_dim``: 16 directions plus the
     residual), with the cell coordinates of its ``position`` term, or against the patches of
     each image's nearest training images (``image_neighbours``), or with unit-length stages
-    (``cosine``) exports to the same maps and scores: all are part of the graph."""
+    (``cosine``), or with their lengths' log columns (``magnitude``), exports to the same maps
+    and scores: all are part of the graph."""
     from oddeye.api import Detector
     from oddeye.data.mvtec import load_dataset
     from oddeye.export.onnx import OnnxDetector, export_onnx

@@ -356,6 +356,25 @@ def test_cosine_patches_travel_in_the_file_and_older_files_compare_raw_features(
     np.testing.assert_array_equal(old.predict(paths).scores, raw.predict(paths).scores)
 
 
+def test_magnitude_term_travels_in_the_file_and_older_files_load_without_it(grid, tmp_path):
+    """``magnitude`` is saved with the model (the bank is one column per stage wider) and
+    changes the scores; a file from before the parameter loads without the term."""
+
+    train, paths = [s.path for s in grid.train], [s.path for s in grid.test[:3]]
+    mag = Detector(method="patchcore", size=64, position=0.0, magnitude=1.0).fit(
+        train, progress=False)
+    again = oddeye.load(mag.save(tmp_path / "mag.oddeye"))
+    assert again.model_.head.magnitude == 1.0
+    np.testing.assert_array_equal(again.predict(paths).scores, mag.predict(paths).scores)
+    plain = Detector(method="patchcore", size=64, position=0.0).fit(train, progress=False)
+    assert mag.model_.head.bank.shape[1] == plain.model_.head.bank.shape[1] + 2
+    assert not np.allclose(plain.predict(paths).scores, mag.predict(paths).scores)
+    old = oddeye.load(older_file(plain.save(tmp_path / "plain.oddeye"), tmp_path / "old.oddeye",
+                                 drop=["method_params.magnitude"]))
+    assert old.model_.head.magnitude == 0.0
+    np.testing.assert_array_equal(old.predict(paths).scores, plain.predict(paths).scores)
+
+
 def test_default_frame_is_the_methods_rounded_up_to_its_deepest_tap(grid):
     """``pad=None`` takes the method's ``default_pad`` (PatchCore and its semi-supervised head
     16 px, the rest none), rounded up so a stride-32 tap still crops whole cells."""

@@ -87,6 +87,44 @@ def test_cosine_patches_have_unit_stages_and_ignore_feature_magnitude():
     torch.testing.assert_close((p - q).square().sum(), sum(2 - 2 * c for c in cos) / 2)
 
 
+def test_magnitude_adds_the_squared_log_length_ratio_to_the_cosine_distance():
+    """``magnitude`` b: the squared distance is the mean over stages of
+    ``2 - 2 cos + b^2 log(|q| / |p|)^2``; scaling a stage still changes nothing, while scaling
+    one patch's features (not the other's) now does."""
+    g = torch.Generator().manual_seed(1)
+    feats = {"a": torch.rand(2, 4, 8, 8, generator=g), "b": torch.rand(2, 6, 4, 4, generator=g)}
+    b = 1.5
+    emb = aggregate(feats, ["a", "b"], 3, cosine=True, magnitude=b)
+    assert emb.shape == (2, 4 + 1 + 6 + 1, 8, 8)
+    plain = aggregate(feats, ["a", "b"], 3, cosine=True)
+    torch.testing.assert_close(emb[:, [0, 1, 2, 3, 5, 6, 7, 8, 9, 10]], plain)
+    scaled = aggregate({"a": feats["a"] * 7.0, "b": feats["b"] * 0.01}, ["a", "b"], 3,
+                       cosine=True, magnitude=b)
+    torch.testing.assert_close(scaled[1:] - scaled[:1], emb[1:] - emb[:1])  # shifts only
+    agg = aggregate(feats, ["a", "b"], 3)  # raw aggregated stages, for the lengths
+    y, x = (2, 3), (5, 1)
+    expected = 0.0
+    for s in (slice(0, 4), slice(4, 10)):
+        p, q = agg[0, s, y[0], y[1]], agg[1, s, x[0], x[1]]
+        cos = torch.nn.functional.cosine_similarity(p, q, dim=0)
+        expected = expected + (2 - 2 * cos + b * b * torch.log(p.norm() / q.norm()) ** 2) / 2
+    got = (emb[0, :, y[0], y[1]] - emb[1, :, x[0], x[1]]).square().sum()
+    torch.testing.assert_close(got, expected)
+    zero = aggregate({"a": torch.zeros(1, 4, 3, 3)}, ["a"], 1, cosine=True, magnitude=b)
+    assert torch.isfinite(zero).all()  # a zero vector: a floor on the length, no -inf
+
+
+@pytest.mark.parametrize("params, message", [
+    ({"magnitude": 1.0, "cosine": False}, "with cosine=False the lengths are compared already"),
+    ({"magnitude": -1.0}, "magnitude must be"),
+    ({"magnitude": "1"}, "magnitude must be"),
+    ({"magnitude": float("nan")}, "magnitude must be"),
+])
+def test_bad_magnitude_is_refused(params, message):
+    with pytest.raises(DataError, match=message):
+        create_method("patchcore", **params).check_params()
+
+
 @pytest.mark.parametrize("value", ["true", 0, None])
 def test_cosine_must_be_a_bool(value):
     with pytest.raises(DataError, match="cosine must be true or false"):
