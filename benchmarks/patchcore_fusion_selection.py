@@ -24,6 +24,20 @@ CANDIDATES = {
                                         "holdout": 0.1},
 }
 
+
+
+def plan(method: str, features: str) -> tuple[dict[str, dict], str]:
+    """(candidates, section) of a run: PatchCore's pair both get ``cosine`` from ``features``
+    (a cosine run names its section ``-cosine`` so the raw sections the docs quote stay);
+    PaDiM's pair is the plain one (it has no such parameter)."""
+    section = f"selection-{method}-fusion-built"
+    if method != "patchcore":
+        return CANDIDATES, section
+    cosine = features == "cosine"
+    return ({k: {**v, "cosine": cosine} for k, v in CANDIDATES.items()},
+            section + ("-cosine" if cosine else ""))
+
+
 if __name__ == "__main__":
     parser = seed_parser(__doc__)
     parser.add_argument("--method", choices=["patchcore", "padim"], default="patchcore")
@@ -31,10 +45,6 @@ if __name__ == "__main__":
                         help="PatchCore only: how both candidates compare patches (default "
                              "cosine, the method's default; raw = cosine=False)")
     args = parser.parse_args()
-    candidates, section = CANDIDATES, f"selection-{args.method}-fusion-built"
-    if args.method == "patchcore":
-        cosine = args.features == "cosine"
-        candidates = {k: {**v, "cosine": cosine} for k, v in CANDIDATES.items()}
-        section += "-cosine" if cosine else ""
+    candidates, section = plan(args.method, args.features)
     run_seeded(args.method, section, candidates, args.seed, args.placement,
                **seed_kwargs(args))
