@@ -209,8 +209,8 @@ def choose_position(method: Method, plain: torch.Tensor, data: TrainSet,
     held-out set; ``pick_position`` decides. ``index``: which of ``data``'s images ``plain``
     holds (default all of them, in order). ``frame``: cells ``cut_frame`` takes from the
     held-out images' embeddings (the head's ``frame``). ``table`` rows: (weight, image AUROC,
-    pixel AUROC);
-    empty when there are fewer than ``AUTO_MIN_IMAGES`` images, and the weight is then 0.
+    pixel AUROC); empty when there are fewer than ``AUTO_MIN_IMAGES`` images, and the weight
+    is then 0.
     """
     from oddeye.data.pseudo import pseudo_validation
 
