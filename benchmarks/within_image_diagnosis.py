@@ -1,15 +1,16 @@
 """Diagnostic (test split, chooses nothing): can a model tell *which part* of a defective image
 is the defect? Per-image pixel AUROC (the image's defect pixels against its other pixels) over
-the images of one defect type, for each PatchCore variant given and for a model-free
+the images of one defect type, for each model variant given and for a model-free
 reference: the length of the raw patch embedding itself (``cosine=False``, no bank, nothing
 fitted to it). Pooled pixel AUROC mixes this with how much higher defective images score than
 good ones; this isolates the within-image part. Images whose mask is empty or covers all of
 it are skipped.
 
 Run: .venv/bin/python benchmarks/within_image_diagnosis.py magnetic_tile uneven '{}' \\
-     '{"cosine": false}' '{"magnitude": 2.0}'   (each variant: PatchCore Detector parameters as
-JSON, fitted on all of ``train/good`` with the Detector's defaults otherwise). Quoted in
-docs/methods.md ("Cosine patches").
+     '{"cosine": false}' '{"magnitude": 2.0}' 'rd4ad:{}'   (each variant: Detector parameters as
+JSON, PatchCore's unless prefixed ``method:``, fitted on all of ``train/good`` with the
+Detector's defaults otherwise). Quoted in docs/methods.md ("Cosine patches") and
+docs/rd4ad.md.
 """
 
 from __future__ import annotations
@@ -50,6 +51,14 @@ def embedding_length_maps(det: Detector, paths: list) -> np.ndarray:
     return np.stack(out)
 
 
+def parse_variant(text: str) -> tuple[str, dict]:
+    """``'{"cosine": false}'`` -> PatchCore with those parameters; ``'rd4ad:{...}'`` -> RD4AD."""
+    method, sep, params = text.partition(":")
+    if not sep or method.strip().startswith("{"):
+        return "patchcore", json.loads(text)
+    return method.strip(), json.loads(params or "{}")
+
+
 def summary(name: str, a: np.ndarray) -> str:
     q = " / ".join(f"{v:.3f}" for v in np.percentile(a, QUANTILES))
     return f"| {name} | {q} | {np.mean(a < 0.5):.2f} |"
@@ -74,10 +83,10 @@ def main(dataset: str, defect_type: str, variants: list[str]) -> None:
           f"{', '.join(map(str, QUANTILES))}; share below 0.5\n")
     print("| model | quantiles | < 0.5 |\n|---|---|---|")
     for v in variants or ["{}"]:
-        params = json.loads(v)
-        det = Detector(method="patchcore", size=SIZE, **params).fit(goods, progress=False)
+        method, params = parse_variant(v)
+        det = Detector(method=method, size=SIZE, **params).fit(goods, progress=False)
         maps = det.predict(samples).maps
-        print(summary(f"PatchCore {json.dumps(params)}", per_image_auroc(maps, masks)),
+        print(summary(f"{method} {json.dumps(params)}", per_image_auroc(maps, masks)),
               flush=True)
     raw = Detector(method="patchcore", size=SIZE, cosine=False, position=0.0).fit(
         goods, progress=False)
