@@ -7,6 +7,7 @@ import pytest
 import oddeye.api
 from oddeye.bench import anoonly_image_suite, detection_suite
 from oddeye.data.synth import generate
+from oddeye.methods import create_method
 
 
 def test_parameters_reach_patchcore_and_both_heads_and_name_the_section(tmp_path, monkeypatch):
@@ -38,8 +39,9 @@ def test_parameters_reach_patchcore_and_both_heads_and_name_the_section(tmp_path
     assert all(k["size"] == 64 and k["grid"] == "last" for k in made)
     # paired: PatchCore has the heads' seed and fits on their good images, none held out
     assert all(k["seed"] == 4 for k in made) and made[0]["holdout"] == 0
-    # ... and the heads' raw features (their default), not PatchCore's cosine default
-    assert made[0]["cosine"] is False and "cosine" not in made[1]
+    # ... and their features: both at their defaults, which agree (cosine since session 28)
+    assert "cosine" not in made[0] and "cosine" not in made[1]
+    assert create_method("patchcore").cosine == create_method("anoonly-head").cosine
     assert fitted[0] == fitted[1] == fitted[2] and len(fitted[0]) == 16
     text = out.read_text()
     assert "<!-- section:head-grid -->" in text and body in text
@@ -67,14 +69,16 @@ def test_a_missing_shared_set_is_skipped_not_an_error(tmp_path, monkeypatch):
 
 
 def test_another_seed_names_its_own_section(tmp_path, monkeypatch):
-    """A seed-1 run must not replace the seed-0 section (``--seed`` without ``--section``)."""
+    """A seed-1 run must not replace the seed-0 section (``--seed`` without ``--section``), and
+    runs on the cosine default never replace the raw-feature sections the docs quote."""
     monkeypatch.setenv("ODDEYE_SHARED_DATA", str(tmp_path / "nothing"))
     out = tmp_path / "R.md"
     anoonly_image_suite.run(out, ks=(2,), datasets=["tire"], seed=1)
     anoonly_image_suite.run(out, ks=(2,), datasets=["tire"])
     text = out.read_text()
-    assert "<!-- section:anoonly-image-seed1 -->" in text and "Seed 1;" in text
-    assert "<!-- section:anoonly-image -->" in text and "Seed 0;" in text
+    assert "<!-- section:anoonly-image-cosine-seed1 -->" in text and "Seed 1;" in text
+    assert "<!-- section:anoonly-image-cosine -->" in text and "Seed 0;" in text
+    assert "<!-- section:anoonly-image -->" not in text
 
 
 pytestmark = pytest.mark.filterwarnings("ignore::UserWarning")

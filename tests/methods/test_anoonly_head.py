@@ -110,9 +110,7 @@ def test_prior_takes_patchcores_position_choice_from_the_good_images(tmp_path):
         m[36:60, 36:60] = 1
     det = Detector(method="anoonly-head", size=64, steps=20).fit(
         goods + moved, labels=[0] * 44 + [1] * 2, masks=masks, progress=False)
-    # the head's features are raw (``cosine=False``, its default; PatchCore's is True)
-    pc = Detector(method="patchcore", size=64, holdout=0, cosine=False).fit(goods,
-                                                                             progress=False)
+    pc = Detector(method="patchcore", size=64, holdout=0).fit(goods, progress=False)
     h, p = det.model_.head, pc.model_.head
     assert h.position_table.shape[0] == 3 and torch.equal(h.position_table, p.position_table)
     assert float(h.position) == float(p.position)

@@ -45,13 +45,15 @@ def check_params(params: dict | None) -> None:
 def run(out_path: str | Path | None = None, ks: tuple[int, ...] = (5, 10), seed: int = 0,
         datasets: list[str] | None = None, params: dict | None = None,
         section: str | None = None) -> str:
-    """Write section ``section`` of RESULTS.md and return it (default ``anoonly-image``, with
-    ``-seed<S>`` for a seed other than 0). ``params``: method parameters given to PatchCore and
+    """Write section ``section`` of RESULTS.md and return it (default ``anoonly-image-cosine``,
+    with ``-seed<S>`` for a seed other than 0: the heads' and PatchCore's cosine default since
+    the twenty-eighth session; sections ``anoonly-image[-seed<S>]`` hold the raw-feature runs
+    the docs quote). ``params``: method parameters given to PatchCore and
     both heads alike (e.g. ``{"grid": "last"}``), named in the text. ``seed`` draws the labelled
     defects and seeds the heads (PatchCore keeps its own default)."""
     params = dict(params or {})
     check_params(params)
-    section = section or "anoonly-image" + (f"-seed{seed}" if seed else "")
+    section = section or "anoonly-image-cosine" + (f"-seed{seed}" if seed else "")
     from oddeye.api import Detector
     from oddeye.bench.detection_suite import DATASETS, shared_root
     from oddeye.bench.results import DEFAULT_RESULTS, write_section
@@ -68,10 +70,9 @@ def run(out_path: str | Path | None = None, ks: tuple[int, ...] = (5, 10), seed:
         goods = [s.path for s in cat.train]
         val = [s.path for s in cat.validation] or None
         # PatchCore sees no labels: one fit per data set, scored on each K's reduced test split;
-        # paired with the heads: their seed, every good image (they hold none out)
-        # ... and the heads' features: raw (``cosine=False``, their default) unless given
-        pc = Detector(method="patchcore", seed=seed, holdout=0.0,
-                      **{"cosine": False, **params})
+        # paired with the heads: their seed, every good image (they hold none out), and their
+        # features (both default to ``cosine=True``; a test keeps the defaults equal)
+        pc = Detector(method="patchcore", seed=seed, holdout=0.0, **params)
         with warnings.catch_warnings():  # no hold-out on purpose: the threshold is not compared
             warnings.filterwarnings("ignore", "too few good images to hold out")
             pc.fit(goods, validation=val, progress=False)
@@ -104,9 +105,8 @@ def run(out_path: str | Path | None = None, ks: tuple[int, ...] = (5, 10), seed:
     lines = ["## AnoOnly on images: K labelled defects vs unsupervised PatchCore", "",
              f"Seed {seed}; the K labelled defects (with masks) are removed from the test split of "
              "every method. Paired: PatchCore is fitted with the heads' seed on the same good "
-             "images (no hold-out) and features (`cosine=false` unless given), so it is each "
-             "head's own prior. Backbone mobilenet_v2 "
-             "s8+s16 for all"
+             "images (no hold-out) and features, so it is each head's own prior. Backbone "
+             "mobilenet_v2 s8+s16 for all"
              + (f", parameters {json.dumps(params)} for all" if params else "")
              + ". Cells: image AUROC / pixel "
              "AUROC / AUPRO@0.3. Gate: the quantile of the learned term on held-out good patches "

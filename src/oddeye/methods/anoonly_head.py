@@ -18,9 +18,9 @@ With ``distance_prior=True`` (default) the patch score is PatchCore's patch scor
 The prior is PatchCore exactly (same embedding with ``equal_layers``, a coreset bank of *all* good
 training images, the same ``position`` term, chosen with ``position="auto"`` by PatchCore's rule on
 the good images alone, the image score from the raw map), so with the learned term at 0 the head
-ranks images and pixels as PatchCore does (PatchCore's unit-length stages, its default since the
-twenty-seventh session, only with ``cosine=True``: the head keeps the raw features until that is
-measured for it). The position columns enter both banks' distances, not
+ranks images and pixels as PatchCore does (unit-length stages, ``cosine``, included: the
+head follows PatchCore's default since the twenty-eighth session; ``cosine=False`` is the
+raw-feature head files from before load as). The position columns enter both banks' distances, not
 the learned term's feature input: a few labelled defects must not teach it where defects lie.
 A defect type that is not among the K labelled ones is then still scored by its distance,
 instead of by a direction fitted to a handful of examples. BN
@@ -232,7 +232,7 @@ class AnoOnlyHead(Method):
                  normal_per_step: int = 2048, anomalous_per_step: int = 256, lr: float = 1e-3,
                  distance_prior: bool = True, equal_layers: bool = True, gate: str = "cv",
                  position: float | str = "auto", frame_crop: str = "aggregated",
-                 grid: str = "first", cosine: bool = False, seed: int = 0):
+                 grid: str = "first", cosine: bool = True, seed: int = 0):
         super().__init__(backbone, layers)
         self.anoonly = anoonly
         self.cosine = cosine
