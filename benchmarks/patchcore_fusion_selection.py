@@ -25,7 +25,6 @@ CANDIDATES = {
 }
 
 
-
 def plan(method: str, features: str) -> tuple[dict[str, dict], str]:
     """(candidates, section) of a run: PatchCore's pair both get ``cosine`` from ``features``
     (a cosine run names its section ``-cosine`` so the raw sections the docs quote stay);

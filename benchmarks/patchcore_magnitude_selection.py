@@ -3,8 +3,9 @@
 Under ``cosine`` (the default) patches are compared by the direction of each stage's vector;
 ``magnitude`` b adds each stage's length back as ``b * log|v|``, so the squared distance gains
 the mean over stages of ``b^2 * log(|q| / |p|)^2``. Candidates: the default (b = 0) and
-b = 0.5, 1, 2. Writes section ``selection-patchcore-magnitude`` (``-seed<S>``, ``-full`` as
-every selection script).
+b = 0.5, 1, 2. Writes section ``selection-patchcore-magnitude-cosine`` (no candidate sets
+``cosine``, so the suite names it for the cosine default; ``-seed<S>``, ``-full`` as every
+selection script).
 Run: ``.venv/bin/python benchmarks/patchcore_magnitude_selection.py [--seed S]``.
 """
 
