@@ -192,7 +192,7 @@ class Padim(Method):
         cov += self.eps * torch.eye(cov.shape[-1], dtype=cov.dtype, device=cov.device)
         head.mean = mean.float()
         # contiguous, as a loaded file is: linalg.inv returns column-major matrices, and the
-        # einsum then sums in another order (scores differed from the reloaded model by 1 ulp)
+        # distance's matmul then sums in another order (scores differed from a reload by 1 ulp)
         try:
             inv = torch.linalg.inv(cov)
         except torch.linalg.LinAlgError:
