@@ -27,7 +27,7 @@ from oddeye.api import Detector
 from oddeye.bench.detection_suite import DATASETS, shared_root
 from oddeye.data.mvtec import load_dataset, load_sample_mask
 from oddeye.metrics.functional import auroc
-from oddeye.preprocess import load_rgb, resize_mask, resize_uint8, to_batch
+from oddeye.preprocess import load_resized, resize_mask, to_batch
 
 QUANTILES = (10, 25, 50, 75, 90)
 SIZE = 256  # the Detector's default input size: maps and masks compared there
@@ -42,7 +42,7 @@ def embedding_length_maps(det: Detector, paths: list) -> np.ndarray:
     """(N, S, S) length of each cell's aggregated patch embedding, upsampled (bilinear)."""
     model, out = det.model_, []
     for p in paths:
-        x = to_batch([resize_uint8(load_rgb(p), det.size)])
+        x = to_batch(load_resized([p], det.size))
         with torch.inference_mode():
             emb = model.head.plain_embed(model.extractor(model.normalize(x)))
             n = F.interpolate(emb.norm(dim=1, keepdim=True), size=(det.size, det.size),
